@@ -1,0 +1,196 @@
+// Package consuldev starts and stops a real `consul agent -dev` on loopback
+// for tests, benchmarks and the demo. It owns nothing else: it finds the
+// pinned binary that scripts/setup built into the tools cache, picks free
+// ports, waits for a leader and stops the agent by PID.
+package consuldev
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Version is the Consul release that scripts/setup builds.
+const Version = "v1.22.0"
+
+// Binary returns the path of the pinned consul binary. IRONRACK_CONSUL_BIN
+// overrides it; otherwise it is $IRONRACK_TOOLS (default
+// ~/.cache/ironrack/tools)/consul-<Version>/consul. The file must exist.
+func Binary() (string, error) {
+	if p := os.Getenv("IRONRACK_CONSUL_BIN"); p != "" {
+		return p, statExec(p)
+	}
+	dir := os.Getenv("IRONRACK_TOOLS")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("find tools cache: %w", err)
+		}
+		dir = filepath.Join(home, ".cache", "ironrack", "tools")
+	}
+	p := filepath.Join(dir, "consul-"+Version, "consul")
+	return p, statExec(p)
+}
+
+func statExec(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return fmt.Errorf("consul binary %s: %w (run scripts/setup)", p, err)
+	}
+	if fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("consul binary %s is not executable", p)
+	}
+	return nil
+}
+
+// Options configure an agent. The zero value works.
+type Options struct {
+	// Bind is the loopback address the agent binds. If empty, 127.0.0.1.
+	Bind string
+	// Log receives the agent's output. If nil, it is discarded.
+	Log io.Writer
+	// ExtraHCL is appended to the agent's config file.
+	ExtraHCL string
+}
+
+// Agent is a running dev agent.
+type Agent struct {
+	// Addr is the HTTP API address, host:port.
+	Addr string
+	cmd  *exec.Cmd
+	dir  string
+	done chan struct{}
+}
+
+// Start starts `consul agent -dev` with free ports on opt.Bind and waits until
+// it has elected itself leader. The caller must call Stop.
+func Start(ctx context.Context, opt Options) (*Agent, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	bind := opt.Bind
+	if bind == "" {
+		bind = "127.0.0.1"
+	}
+	ports, err := freePorts(bind, 4)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "consuldev-")
+	if err != nil {
+		return nil, err
+	}
+	hcl := fmt.Sprintf(`
+bind_addr = %q
+client_addr = %q
+advertise_addr = %q
+ports {
+  http = %d
+  serf_lan = %d
+  serf_wan = %d
+  server = %d
+  dns = -1
+  grpc = -1
+  grpc_tls = -1
+}
+limits { http_max_conns_per_client = 4096 }
+disable_update_check = true
+log_level = "warn"
+%s
+`, bind, bind, bind, ports[0], ports[1], ports[2], ports[3], opt.ExtraHCL)
+	cfg := filepath.Join(dir, "agent.hcl")
+	if err := os.WriteFile(cfg, []byte(hcl), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	cmd := exec.Command(bin, "agent", "-dev", "-node", "dev-"+strings.ReplaceAll(bind, ".", "-"), "-config-file", cfg)
+	out := opt.Log
+	if out == nil {
+		out = io.Discard
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start consul: %w", err)
+	}
+	a := &Agent{Addr: fmt.Sprintf("%s:%d", bind, ports[0]), cmd: cmd, dir: dir, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(a.done) }()
+	if err := a.waitLeader(ctx, 30*time.Second); err != nil {
+		a.Stop()
+		return nil, err
+	}
+	return a, nil
+}
+
+// PID is the agent's process ID.
+func (a *Agent) PID() int { return a.cmd.Process.Pid }
+
+func (a *Agent) waitLeader(ctx context.Context, max time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, max)
+	defer cancel()
+	c := &http.Client{Timeout: time.Second}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+a.Addr+"/v1/status/leader", nil)
+		if resp, err := c.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && len(strings.Trim(string(b), `" `+"\n")) > 0 {
+				return nil
+			}
+		}
+		select {
+		case <-a.done:
+			return fmt.Errorf("consul agent exited before electing a leader")
+		case <-ctx.Done():
+			return fmt.Errorf("consul agent on %s: no leader after %s", a.Addr, max)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Stop terminates the agent by PID (SIGTERM, then SIGKILL after 5 s) and
+// removes its config dir. It is safe to call twice.
+func (a *Agent) Stop() error {
+	select {
+	case <-a.done:
+	default:
+		_ = syscall.Kill(a.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-a.done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(a.cmd.Process.Pid, syscall.SIGKILL)
+			<-a.done
+		}
+	}
+	return os.RemoveAll(a.dir)
+}
+
+func freePorts(host string, n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("find free port on %s: %w", host, err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	// serf also needs the UDP port free; TCP-free ports nearly always are.
+	return ports, nil
+}

@@ -1,0 +1,319 @@
+package inventory
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Machine is one server. Its JSON form is the contract in
+// docs/machine.schema.json: list and show print exactly this.
+type Machine struct {
+	ID     string `json:"id"`
+	Serial string `json:"serial"`
+	Rack   string `json:"rack"`
+	Slot   string `json:"slot"`
+	Vendor string `json:"vendor"`
+	Model  string `json:"model"`
+	BMC    BMC    `json:"bmc"`
+	NICs   []NIC  `json:"nics"`
+	IP     string `json:"ip"`
+	// CPUCores and MemGB are 0 until discovery reports them.
+	CPUCores int               `json:"cpu_cores"`
+	MemGB    int               `json:"mem_gb"`
+	Disks    []Disk            `json:"disks"`
+	Tags     map[string]string `json:"tags"`
+	State    State             `json:"state"`
+	Tier     string            `json:"tier"`
+	Owner    string            `json:"owner"`
+	// Source says how the machine was first enlisted: "import" or "pxe".
+	Source string `json:"source"`
+	// Drift lists differences between the record and the latest hardware
+	// report; empty when none.
+	Drift     []Drift   `json:"drift"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// BMC is how to reach a machine's baseboard management controller.
+type BMC struct {
+	Address  string `json:"address"`
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"`
+	Username string `json:"username"`
+	// CredentialRef names the sealed password in the credential store.
+	CredentialRef string `json:"credential_ref"`
+}
+
+// NIC is one network interface.
+type NIC struct {
+	MAC     string `json:"mac"`
+	Name    string `json:"name"`
+	Primary bool   `json:"primary"`
+}
+
+// Disk is one block device.
+type Disk struct {
+	Name       string `json:"name"`
+	SizeBytes  int64  `json:"size_bytes"`
+	Model      string `json:"model"`
+	Serial     string `json:"serial"`
+	Rotational bool   `json:"rotational"`
+}
+
+// Drift is one difference between the record and a later hardware report.
+type Drift struct {
+	Field    string    `json:"field"`
+	Recorded string    `json:"recorded"`
+	Reported string    `json:"reported"`
+	Since    time.Time `json:"since"`
+}
+
+// BMC protocols.
+const (
+	ProtocolIPMI    = "ipmi"
+	ProtocolRedfish = "redfish"
+)
+
+// MachineID derives the stable machine ID from a serial number. A machine
+// first seen by PXE, before its serial is known, takes its ID from its MAC
+// instead; the ID never changes afterwards.
+func MachineID(key string) string {
+	sum := sha256.Sum256([]byte(strings.TrimSpace(key)))
+	return "m-" + hex.EncodeToString(sum[:6])
+}
+
+var idRE = regexp.MustCompile(`^m-[0-9a-f]{12}$`)
+
+// IsID reports whether s has the form of a machine ID.
+func IsID(s string) bool { return idRE.MatchString(s) }
+
+// NormalizeMAC returns mac in lower-case colon form, or an error naming it.
+func NormalizeMAC(mac string) (string, error) {
+	hw, err := net.ParseMAC(strings.TrimSpace(mac))
+	if err != nil || len(hw) != 6 {
+		return "", fmt.Errorf("malformed MAC %q", mac)
+	}
+	return hw.String(), nil
+}
+
+// PrimaryMAC returns the primary NIC's MAC, or the first NIC's, or "".
+func (m *Machine) PrimaryMAC() string {
+	for _, n := range m.NICs {
+		if n.Primary {
+			return n.MAC
+		}
+	}
+	if len(m.NICs) > 0 {
+		return m.NICs[0].MAC
+	}
+	return ""
+}
+
+// BMCKey is the BMC's address:port, the unit of BMC uniqueness; "" if none.
+func (m *Machine) BMCKey() string {
+	if m.BMC.Address == "" {
+		return ""
+	}
+	port := m.BMC.Port
+	if port == 0 {
+		port = DefaultPort(m.BMC.Protocol)
+	}
+	return net.JoinHostPort(m.BMC.Address, strconv.Itoa(port))
+}
+
+// DefaultPort is the BMC port for a protocol when none is given.
+func DefaultPort(protocol string) int {
+	if protocol == ProtocolRedfish {
+		return 443
+	}
+	return 623
+}
+
+// normalize fills the nil slices and maps the JSON contract prints as [] and
+// {}, so that every record reads back the same.
+func (m *Machine) normalize() {
+	if m.NICs == nil {
+		m.NICs = []NIC{}
+	}
+	if m.Disks == nil {
+		m.Disks = []Disk{}
+	}
+	if m.Tags == nil {
+		m.Tags = map[string]string{}
+	}
+	if m.Drift == nil {
+		m.Drift = []Drift{}
+	}
+}
+
+// Clone returns a deep copy.
+func (m *Machine) Clone() *Machine {
+	c := *m
+	c.NICs = append([]NIC(nil), m.NICs...)
+	c.Disks = append([]Disk(nil), m.Disks...)
+	c.Drift = append([]Drift(nil), m.Drift...)
+	c.Tags = make(map[string]string, len(m.Tags))
+	for k, v := range m.Tags {
+		c.Tags[k] = v
+	}
+	c.normalize()
+	return &c
+}
+
+// metaKeys are the machine fields mirrored into catalog NodeMeta, in order.
+var metaKeys = []string{"rack", "slot", "serial", "state", "tier", "cpu_cores", "mem_gb", "vendor", "model"}
+
+// stringMetaKeys are the NodeMeta keys that hold a string field exactly, so an
+// equality on them can be pushed down to Consul.
+var stringMetaKeys = map[string]bool{"rack": true, "slot": true, "serial": true, "state": true, "tier": true, "vendor": true, "model": true}
+
+// nodeMeta is the NodeMeta of m's catalog node. Empty fields are left out, so
+// a missing field stays missing in queries.
+func (m *Machine) nodeMeta() map[string]string {
+	meta := map[string]string{"ironrack": "machine", "external-node": "true"}
+	put := func(k, v string) {
+		if v != "" {
+			meta[k] = v
+		}
+	}
+	put("rack", m.Rack)
+	put("slot", m.Slot)
+	put("serial", m.Serial)
+	put("state", string(m.State))
+	put("tier", m.Tier)
+	if m.CPUCores > 0 {
+		put("cpu_cores", strconv.Itoa(m.CPUCores))
+	}
+	if m.MemGB > 0 {
+		put("mem_gb", strconv.Itoa(m.MemGB))
+	}
+	put("vendor", m.Vendor)
+	put("model", m.Model)
+	return meta
+}
+
+// Consul caps NodeMeta keys at 128 and values at 512 characters; keys are
+// [A-Za-z0-9_-]. ironrack validates its own values before they reach Consul.
+const (
+	maxMetaValue = 512
+	maxField     = 256
+)
+
+var (
+	tagKeyRE   = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$`)
+	plainRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:/ -]*$`)
+	ownerRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$`)
+	credRefRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)*$`)
+	hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+)
+
+// FieldError names one invalid field.
+type FieldError struct {
+	Field   string
+	Problem string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
+
+// Validate checks every field of m that Consul or ironrack relies on. It
+// returns the problems found, each naming its field.
+func (m *Machine) Validate() []*FieldError {
+	var errs []*FieldError
+	bad := func(f, format string, a ...any) { errs = append(errs, &FieldError{f, fmt.Sprintf(format, a...)}) }
+	if !IsID(m.ID) {
+		bad("id", "malformed machine ID %q", m.ID)
+	}
+	text := func(f, v string, required bool) {
+		switch {
+		case v == "" && required:
+			bad(f, "is empty")
+		case v == "":
+		case len(v) > maxField:
+			bad(f, "longer than %d characters", maxField)
+		case !plainRE.MatchString(v):
+			bad(f, "%q has characters outside letters, digits and _.:/- (or starts with one)", v)
+		}
+	}
+	text("serial", m.Serial, m.Source != "pxe")
+	text("rack", m.Rack, false)
+	text("slot", m.Slot, false)
+	text("vendor", m.Vendor, false)
+	text("model", m.Model, false)
+	text("tier", m.Tier, false)
+	if (m.Rack == "") != (m.Slot == "") {
+		bad("slot", "rack and slot go together (rack %q, slot %q)", m.Rack, m.Slot)
+	}
+	if m.Owner != "" && !ownerRE.MatchString(m.Owner) {
+		bad("owner", "malformed owner %q", m.Owner)
+	}
+	if _, ok := states[m.State]; !ok {
+		bad("state", "unknown state %q", m.State)
+	}
+	if m.IP != "" && net.ParseIP(m.IP) == nil {
+		bad("ip", "malformed IP address %q", m.IP)
+	}
+	if m.CPUCores < 0 || m.CPUCores > 1<<16 {
+		bad("cpu_cores", "out of range: %d", m.CPUCores)
+	}
+	if m.MemGB < 0 || m.MemGB > 1<<24 {
+		bad("mem_gb", "out of range: %d", m.MemGB)
+	}
+	errs = append(errs, validateBMC(&m.BMC)...)
+	seen := map[string]bool{}
+	for i, n := range m.NICs {
+		norm, err := NormalizeMAC(n.MAC)
+		if err != nil || norm != n.MAC {
+			bad(fmt.Sprintf("nics[%d].mac", i), "malformed MAC %q", n.MAC)
+		}
+		if seen[n.MAC] {
+			bad(fmt.Sprintf("nics[%d].mac", i), "MAC %s listed twice", n.MAC)
+		}
+		seen[n.MAC] = true
+	}
+	for k, v := range m.Tags {
+		if !tagKeyRE.MatchString(k) {
+			bad("tags", "malformed tag key %q (letters, digits, _.-; at most 63)", k)
+		}
+		if len(v) > maxField || strings.ContainsAny(v, "\x00\n\r;=") {
+			bad("tags", "tag %s has a malformed value", k)
+		}
+	}
+	return errs
+}
+
+func validateBMC(b *BMC) []*FieldError {
+	var errs []*FieldError
+	bad := func(f, format string, a ...any) {
+		errs = append(errs, &FieldError{f, fmt.Sprintf(format, a...)})
+	}
+	if b.Address == "" {
+		if b.Username != "" || b.CredentialRef != "" {
+			bad("bmc_address", "is empty but BMC credentials are set")
+		}
+		return errs
+	}
+	if net.ParseIP(b.Address) == nil && (!hostnameRE.MatchString(b.Address) || len(b.Address) > 253) {
+		bad("bmc_address", "malformed address %q (want an IP or a hostname)", b.Address)
+	}
+	if b.Port < 0 || b.Port > 65535 {
+		bad("bmc_port", "out of range: %d", b.Port)
+	}
+	if b.Protocol != ProtocolIPMI && b.Protocol != ProtocolRedfish {
+		bad("bmc_protocol", "unknown protocol %q (want ipmi or redfish)", b.Protocol)
+	}
+	if b.Username == "" {
+		bad("bmc_username", "is empty")
+	} else if len(b.Username) > 64 || strings.ContainsAny(b.Username, "\x00\n\r") {
+		bad("bmc_username", "malformed user name")
+	}
+	if b.CredentialRef != "" && !credRefRE.MatchString(b.CredentialRef) {
+		bad("bmc_credential_ref", "malformed reference %q", b.CredentialRef)
+	}
+	return errs
+}

@@ -1,0 +1,186 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
+)
+
+// Query selects machines. Every field is optional; set fields are ANDed.
+type Query struct {
+	// Where is a where-expression (see Where); nil selects all.
+	Where *Where
+	State State
+	Rack  string
+	Tier  string
+}
+
+// candidates reads the catalog with what Consul filters exactly (NodeMeta
+// equality) and, when the expression reads only meta fields, decides it
+// there. It returns the IDs that need their records read.
+func (s *Store) candidates(ctx context.Context, q Query) ([]string, error) {
+	meta := map[string]string{"ironrack": "machine"}
+	if q.Where != nil {
+		for k, v := range q.Where.pushdown {
+			meta[k] = v
+		}
+	}
+	for k, v := range map[string]string{"state": string(q.State), "rack": q.Rack, "tier": q.Tier} {
+		if v == "" {
+			continue
+		}
+		if prev, ok := meta[k]; ok && prev != v {
+			return nil, nil // contradictory: nothing matches
+		}
+		meta[k] = v
+	}
+	for _, v := range meta {
+		if v == "\x00contradiction" {
+			return nil, nil
+		}
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	nodes, _, err := s.c.Catalog().Nodes((&api.QueryOptions{NodeMeta: meta}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read catalog: %w", err)
+	}
+	ids := make([]string, 0, len(nodes))
+	metaOnly := q.Where != nil && q.Where.onlyMeta()
+	for _, n := range nodes {
+		if metaOnly {
+			ok, err := q.Where.matchMeta(n.Node, n.Meta)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue
+			}
+		}
+		ids = append(ids, n.Node)
+	}
+	return ids, nil
+}
+
+// List returns the machines q selects, ordered by rack, slot and ID.
+func (s *Store) List(ctx context.Context, q Query) ([]*Machine, error) {
+	ids, err := s.candidates(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := s.selectRecords(ctx, q, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Machine, len(recs))
+	for i, r := range recs {
+		out[i] = &r.rec.Machine
+	}
+	SortMachines(out)
+	return out, nil
+}
+
+// stored is a record with the ModifyIndex it was read at.
+type stored struct {
+	rec   *record
+	index uint64
+}
+
+// selectRecords reads the records of candidate IDs and keeps those q selects.
+func (s *Store) selectRecords(ctx context.Context, q Query, ids []string) ([]stored, error) {
+	recs, err := s.records(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := recs[:0]
+	for _, r := range recs {
+		m := &r.rec.Machine
+		if q.State != "" && m.State != q.State || q.Rack != "" && m.Rack != q.Rack || q.Tier != "" && m.Tier != q.Tier {
+			continue // changed between the catalog read and the KV read
+		}
+		if q.Where != nil {
+			ok, err := q.Where.Match(m)
+			if err != nil {
+				return nil, fmt.Errorf("machine %s: %w", m.ID, err)
+			}
+			if !ok {
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// SortMachines orders machines by rack, slot (numerically where both are
+// numbers) and ID.
+func SortMachines(ms []*Machine) {
+	sort.Slice(ms, func(i, j int) bool {
+		a, b := ms[i], ms[j]
+		if a.Rack != b.Rack {
+			return a.Rack < b.Rack
+		}
+		if a.Slot != b.Slot {
+			return slotLess(a.Slot, b.Slot)
+		}
+		return a.ID < b.ID
+	})
+}
+
+func slotLess(a, b string) bool {
+	var x, y int
+	_, e1 := fmt.Sscanf(a, "%d", &x)
+	_, e2 := fmt.Sscanf(b, "%d", &y)
+	if e1 == nil && e2 == nil && x != y && fmt.Sprint(x) == a && fmt.Sprint(y) == b {
+		return x < y
+	}
+	return a < b
+}
+
+// getBatch is how many records one read transaction fetches.
+const getBatch = maxTxnOps
+
+// records reads the records of ids with batched read transactions, several
+// at once. Machines deleted in between are skipped.
+func (s *Store) records(ctx context.Context, ids []string) ([]stored, error) {
+	var mu sync.Mutex
+	out := make([]stored, 0, len(ids))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for start := 0; start < len(ids); start += getBatch {
+		batch := ids[start:min(start+getBatch, len(ids))]
+		g.Go(func() error {
+			ops := make(api.TxnOps, len(batch))
+			for i, id := range batch {
+				ops[i] = &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.machineKey(id)}}
+			}
+			resp, err := s.txn(ctx, ops)
+			if err != nil {
+				return fmt.Errorf("read machines: %w", err)
+			}
+			recs := make([]stored, 0, len(batch))
+			for _, res := range resp.Results {
+				if res.KV == nil || len(res.KV.Value) == 0 {
+					continue
+				}
+				r, err := decodeRecord(res.KV.Value)
+				if err != nil {
+					return fmt.Errorf("%s: %w", res.KV.Key, err)
+				}
+				recs = append(recs, stored{r, res.KV.ModifyIndex})
+			}
+			mu.Lock()
+			out = append(out, recs...)
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,258 @@
+package inventory
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// maxTxnOps is Consul's limit of operations in one transaction.
+const maxTxnOps = 128
+
+// write is one machine's planned change: from prev (nil: new machine) to next
+// (nil: delete the machine).
+type write struct {
+	prev      *record
+	prevIndex uint64
+	next      *record
+	change    Change
+	// extra ops ride in the same transaction (credentials, journal items).
+	extra api.TxnOps
+}
+
+func (w *write) id() string {
+	if w.next != nil {
+		return w.next.ID
+	}
+	return w.prev.ID
+}
+
+// plan fills in the bookkeeping of a write: timestamps, history sequence.
+func (s *Store) plan(w *write) {
+	if w.next == nil {
+		return
+	}
+	now := s.cfg.Now().UTC()
+	if w.prev == nil {
+		w.next.CreatedAt = now
+		w.next.HistorySeq = 1
+	} else {
+		w.next.CreatedAt = w.prev.CreatedAt
+		w.next.HistorySeq = w.prev.HistorySeq + 1
+	}
+	w.next.UpdatedAt = now
+	w.next.normalize()
+}
+
+// ops is the transaction of one write: the record (CAS), the catalog node,
+// the index keys that appear or vanish, and one history entry.
+func (s *Store) ops(w *write) (api.TxnOps, error) {
+	id := w.id()
+	var ops api.TxnOps
+	if w.next == nil {
+		ops = append(ops,
+			&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.machineKey(id), Index: w.prevIndex}},
+			&api.TxnOp{Node: &api.NodeTxnOp{Verb: api.NodeDelete, Node: api.Node{Node: id}}},
+			&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteTree, Key: s.key("history", id) + "/"}},
+		)
+		for k := range s.indexKeys(&w.prev.Machine) {
+			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: k}})
+		}
+		return append(ops, w.extra...), nil
+	}
+	val, err := json.Marshal(w.next)
+	if err != nil {
+		return nil, err
+	}
+	ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: s.machineKey(id), Value: val, Index: w.prevIndex}})
+	addr := w.next.IP
+	if addr == "" {
+		addr = "0.0.0.0" // Consul requires an address; unknown until DHCP leases one
+	}
+	ops = append(ops, &api.TxnOp{Node: &api.NodeTxnOp{Verb: api.NodeSet, Node: api.Node{Node: id, Address: addr, Meta: w.next.nodeMeta()}}})
+	var oldKeys map[string]string
+	if w.prev != nil {
+		oldKeys = s.indexKeys(&w.prev.Machine)
+	}
+	newKeys := s.indexKeys(&w.next.Machine)
+	for _, k := range sortedKeys(newKeys) {
+		if _, had := oldKeys[k]; !had {
+			// Index 0 means "only if absent": this is what makes serials,
+			// MACs, BMC addresses and slots unique under races.
+			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: k, Value: []byte(id), Index: 0}})
+		}
+	}
+	for _, k := range sortedKeys(oldKeys) {
+		if _, keep := newKeys[k]; !keep {
+			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: k}})
+		}
+	}
+	h := HistoryEntry{Seq: w.next.HistorySeq, At: w.next.UpdatedAt, Who: w.change.Who, What: w.change.What, Why: w.change.Why, To: w.next.State}
+	if h.Who == "" {
+		h.Who = s.cfg.Who
+	}
+	if w.prev != nil {
+		h.From = w.prev.State
+	}
+	if h.From == h.To && w.prev != nil {
+		h.From, h.To = "", ""
+	}
+	hv, _ := json.Marshal(h)
+	ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.historyKey(id, h.Seq), Value: hv}})
+	if old := h.Seq - int64(s.cfg.HistoryCap); old > 0 {
+		ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.historyKey(id, old)}})
+	}
+	return append(ops, w.extra...), nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TxnError is a refused transaction: which keys failed and why.
+type TxnError struct {
+	Errors []string
+	// Keys are the keys of the failed operations.
+	Keys []string
+}
+
+func (e *TxnError) Error() string {
+	return "consul transaction refused: " + strings.Join(e.Errors, "; ")
+}
+
+// Unwrap makes a CAS failure an ErrConflict.
+func (e *TxnError) Unwrap() error { return ErrConflict }
+
+// txn runs ops as one Consul transaction.
+func (s *Store) txn(ctx context.Context, ops api.TxnOps) (*api.TxnResponse, error) {
+	if len(ops) > maxTxnOps {
+		return nil, fmt.Errorf("transaction of %d operations exceeds Consul's %d", len(ops), maxTxnOps)
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	ok, resp, _, err := s.c.Txn().Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("consul transaction: %w", err)
+	}
+	if !ok {
+		te := &TxnError{}
+		for _, e := range resp.Errors {
+			te.Errors = append(te.Errors, e.What)
+			if e.OpIndex >= 0 && e.OpIndex < len(ops) {
+				if kv := ops[e.OpIndex].KV; kv != nil {
+					te.Keys = append(te.Keys, kv.Key)
+				} else if n := ops[e.OpIndex].Node; n != nil {
+					te.Keys = append(te.Keys, "node "+n.Node.Node)
+				}
+			}
+		}
+		return resp, te
+	}
+	return resp, nil
+}
+
+// commit writes one machine in one transaction. A unique key held by another
+// machine comes back as an ErrConflict that names the holder.
+func (s *Store) commit(ctx context.Context, w *write) error {
+	ops, err := s.ops(w)
+	if err != nil {
+		return err
+	}
+	_, err = s.txn(ctx, ops)
+	var te *TxnError
+	if errors.As(err, &te) {
+		return s.explainConflict(ctx, w, te)
+	}
+	return err
+}
+
+// explainConflict turns a failed index CAS into "MAC x is held by machine y".
+func (s *Store) explainConflict(ctx context.Context, w *write, te *TxnError) error {
+	if w.next == nil {
+		return fmt.Errorf("machine %s: %w", w.id(), te)
+	}
+	keys := s.indexKeys(&w.next.Machine)
+	for _, k := range te.Keys {
+		if what, ok := keys[k]; ok {
+			holder, _ := s.lookupIndex(ctx, k)
+			return fmt.Errorf("machine %s: %s is already held by machine %s: %w", w.id(), what, holder, ErrConflict)
+		}
+	}
+	return fmt.Errorf("machine %s changed concurrently, try again: %w", w.id(), te)
+}
+
+// maxRetries bounds the read-modify-write loop of Update.
+const maxRetries = 16
+
+// Update applies fn to a fresh copy of a machine and writes it with CAS,
+// retrying when another writer got there first. fn may return an error to
+// abort. State changes inside fn are checked against the transition table
+// for `by`.
+func (s *Store) Update(ctx context.Context, id string, by Actor, change Change, fn func(m *Machine) error) (*Machine, error) {
+	for attempt := 0; ; attempt++ {
+		prev, idx, err := s.get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		next := &record{Machine: *prev.Machine.Clone(), HistorySeq: prev.HistorySeq}
+		if err := fn(&next.Machine); err != nil {
+			return nil, fmt.Errorf("machine %s: %w", id, err)
+		}
+		next.ID = prev.ID // the ID never changes
+		if next.State != prev.State {
+			if err := CanTransition(prev.State, next.State, by); err != nil {
+				return nil, fmt.Errorf("machine %s: %w", id, err)
+			}
+		}
+		if errs := next.Validate(); len(errs) > 0 {
+			return nil, fmt.Errorf("machine %s: %w", id, errors.Join(asErrors(errs)...))
+		}
+		w := &write{prev: prev, prevIndex: idx, next: next, change: change}
+		s.plan(w)
+		err = s.commit(ctx, w)
+		if err == nil {
+			return &next.Machine, nil
+		}
+		var te *TxnError
+		if errors.As(err, &te) && attempt < maxRetries && ctx.Err() == nil {
+			continue // lost a CAS race on the record: read again
+		}
+		return nil, err
+	}
+}
+
+func asErrors(fe []*FieldError) []error {
+	out := make([]error, len(fe))
+	for i, e := range fe {
+		out[i] = e
+	}
+	return out
+}
+
+// SetState moves a machine to another state, checked against the transition
+// table for `by`, and records who and why.
+func (s *Store) SetState(ctx context.Context, id string, to State, by Actor, change Change) (*Machine, error) {
+	if change.What == "" {
+		change.What = "set-state"
+	}
+	return s.Update(ctx, id, by, change, func(m *Machine) error {
+		if m.State == to {
+			return fmt.Errorf("already %s", to)
+		}
+		m.State = to
+		if to == StateReady || to == StateRetired {
+			m.Owner, m.Tier = "", ""
+		}
+		return nil
+	})
+}
