@@ -1,0 +1,189 @@
+// Package dhcp owns ironrack's DHCPv4 server for network boot: address
+// leases in authoritative mode, PXE boot options in both authoritative and
+// proxyDHCP mode, and the choice of boot file per client firmware.
+//
+// The protocol core, Reply and ReplyPXE, maps one request to at most one
+// reply; Serve puts it on sockets bound to exactly one interface. The state
+// it needs from the inventory comes through the small interfaces below,
+// which *inventory.Store (or an adapter in provision) satisfies.
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Lease is one address handed to one client.
+type Lease struct {
+	MAC      net.HardwareAddr
+	IP       netip.Addr
+	Expires  time.Time
+	Hostname string
+}
+
+// LeaseStore keeps leases durably. The inventory implements it in Consul
+// and records the lease's address as the machine's ip.
+type LeaseStore interface {
+	// Leases returns every stored lease, expired ones included. Serve calls
+	// it once at start so that a restarted server knows every address in
+	// use and never hands one to another client.
+	Leases(ctx context.Context) ([]Lease, error)
+	// StoreLease stores l durably, replacing any lease of l.MAC. The server
+	// sends the ACK only after StoreLease returned nil; on error it sends
+	// nothing and the client retries.
+	StoreLease(ctx context.Context, l Lease) error
+}
+
+// Reservations finds the static address of a known machine.
+type Reservations interface {
+	// Reservation returns the address reserved for mac, or the zero Addr
+	// when there is none. Reserved addresses should lie outside the dynamic
+	// range; inside it they are still honoured for their MAC, and the
+	// allocator avoids them only once they are leased.
+	Reservation(ctx context.Context, mac net.HardwareAddr) (netip.Addr, error)
+}
+
+// Enlister adds machines that network-boot from unknown MACs.
+type Enlister interface {
+	// EnlistPXE creates a machine in state new with source=pxe when mac is
+	// unknown; for a known MAC it does nothing and returns nil. It is
+	// called for PXE clients only (option 60 PXEClient/HTTPClient or option
+	// 93), before their offer is sent, at most once per MAC per process
+	// lifetime unless it failed. It must return within a few seconds.
+	EnlistPXE(ctx context.Context, mac net.HardwareAddr) error
+}
+
+// Config configures a Server. The zero value of every optional field works.
+type Config struct {
+	// Interface is the only interface Serve binds (SO_BINDTODEVICE):
+	// packets arriving on any other interface never reach the server.
+	// Required for Serve.
+	Interface string
+	// Address is this server's address on Interface with its prefix, e.g.
+	// 192.0.2.1/24. It is the server identifier and TFTP next-server, and
+	// the prefix is the subnet handed to clients. Required.
+	Address netip.Prefix
+	// Proxy selects proxyDHCP mode: the server hands out no addresses and
+	// answers only PXE clients, with boot options. RangeFirst, RangeLast,
+	// Leases and Reservations are then unused.
+	Proxy bool
+	// RangeFirst and RangeLast bound the dynamic range, inclusive, inside
+	// Address's subnet. Required unless Proxy.
+	RangeFirst, RangeLast netip.Addr
+	// Router is sent as option 3. If the zero Addr, no router is sent.
+	Router netip.Addr
+	// DNS servers are sent as option 6. If empty, none are sent.
+	DNS []netip.Addr
+	// LeaseTime is the lease duration. If 0, 1h.
+	LeaseTime time.Duration
+	// Boot names the boot files. If Boot.HTTPBase is empty,
+	// "http://<Address's IP>:8080".
+	Boot BootNames
+	// Leases stores leases. Required unless Proxy.
+	Leases LeaseStore
+	// Reservations finds static addresses. If nil, there are none.
+	Reservations Reservations
+	// Enlister enlists unknown PXE clients. If nil, nobody is enlisted.
+	Enlister Enlister
+	// Port is the DHCP server port. If 0, 67.
+	Port int
+	// PXEPort is the PXE boot-server port answered in both modes (proxyDHCP
+	// requests, as Pixiecore and smee do). If 0, 4011; if negative, none.
+	PXEPort int
+	// Workers bounds the requests handled at once. If 0, 4×GOMAXPROCS.
+	Workers int
+	// Logger receives logs. If nil, logs are discarded.
+	Logger *slog.Logger
+	// Registerer receives the server's metrics. If nil, they are not registered.
+	Registerer prometheus.Registerer
+	// Now is the clock. If nil, time.Now.
+	Now func() time.Time
+}
+
+// Server is a DHCPv4 server for one interface. Make one with New.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	subnet  netip.Prefix
+	server  netip.Addr
+	metrics *metrics
+	pool    *pool
+	enlist  *enlistCache
+}
+
+// New checks cfg, fills its defaults and returns a Server. It does no I/O.
+func New(cfg Config) (*Server, error) {
+	if !cfg.Address.IsValid() || !cfg.Address.Addr().Is4() {
+		return nil, fmt.Errorf("dhcp: address %v: need an IPv4 address with prefix, e.g. 192.0.2.1/24", cfg.Address)
+	}
+	if cfg.LeaseTime == 0 {
+		cfg.LeaseTime = time.Hour
+	}
+	if cfg.LeaseTime < 0 {
+		return nil, fmt.Errorf("dhcp: lease time %v is negative", cfg.LeaseTime)
+	}
+	if cfg.Boot.HTTPBase == "" {
+		cfg.Boot.HTTPBase = fmt.Sprintf("http://%s:8080", cfg.Address.Addr())
+	}
+	cfg.Boot = cfg.Boot.withDefaults()
+	if cfg.Port == 0 {
+		cfg.Port = 67
+	}
+	if cfg.PXEPort == 0 {
+		cfg.PXEPort = 4011
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4 * runtime.GOMAXPROCS(0)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for _, d := range cfg.DNS {
+		if !d.Is4() {
+			return nil, fmt.Errorf("dhcp: dns server %v is not IPv4", d)
+		}
+	}
+	if cfg.Router.IsValid() && !cfg.Router.Is4() {
+		return nil, fmt.Errorf("dhcp: router %v is not IPv4", cfg.Router)
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    log,
+		now:    cfg.Now,
+		subnet: cfg.Address.Masked(),
+		server: cfg.Address.Addr(),
+		enlist: &enlistCache{seen: map[string]bool{}},
+	}
+	if !cfg.Proxy {
+		if cfg.Leases == nil {
+			return nil, errors.New("dhcp: authoritative mode needs a lease store")
+		}
+		first, last := cfg.RangeFirst, cfg.RangeLast
+		if !first.Is4() || !last.Is4() || last.Less(first) {
+			return nil, fmt.Errorf("dhcp: range %v-%v: need two IPv4 addresses, first <= last", first, last)
+		}
+		if !s.subnet.Contains(first) || !s.subnet.Contains(last) {
+			return nil, fmt.Errorf("dhcp: range %v-%v is not inside subnet %v", first, last, s.subnet)
+		}
+		s.pool = newPool(first, last, s.subnet, s.server)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: register metrics: %w", err)
+	}
+	s.metrics = m
+	return s, nil
+}

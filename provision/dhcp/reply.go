@@ -1,0 +1,403 @@
+package dhcp
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
+)
+
+// enlistTimeout bounds one EnlistPXE call.
+const enlistTimeout = 3 * time.Second
+
+// Reply answers one request that arrived on the DHCP server port. A nil
+// reply with a nil error means no reply is due (not for us, malformed,
+// proxy mode and not a PXE client, and so on); an error means a store
+// failed and no reply may be sent. In authoritative mode an ACK is returned
+// only after its lease was stored.
+func (s *Server) Reply(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
+	resp, reason, err := s.reply(ctx, req, false)
+	s.count(req, resp, reason, err)
+	return resp, err
+}
+
+// ReplyPXE answers one request that arrived on the PXE boot-server port
+// (4011): boot options only, never an address.
+func (s *Server) ReplyPXE(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
+	resp, reason, err := s.reply(ctx, req, true)
+	s.count(req, resp, reason, err)
+	return resp, err
+}
+
+// validRequest rejects what no sane client sends.
+func validRequest(req *dhcpv4.DHCPv4) string {
+	switch {
+	case req.OpCode != dhcpv4.OpcodeBootRequest:
+		return "not_a_request"
+	case req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6:
+		return "not_ethernet"
+	case req.ClientHWAddr[0]&1 == 1 || isZero(req.ClientHWAddr):
+		return "bad_mac"
+	case req.HopCount > 16:
+		return "too_many_hops"
+	}
+	return ""
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) reply(ctx context.Context, req *dhcpv4.DHCPv4, pxePort bool) (*dhcpv4.DHCPv4, string, error) {
+	if r := validRequest(req); r != "" {
+		return nil, r, nil
+	}
+	mt := req.MessageType()
+	fw := ClassifyFirmware(req)
+	mac := req.ClientHWAddr.String()
+	boot, bootable := BootFor(fw, mac, s.cfg.Boot)
+
+	if pxePort {
+		if mt != dhcpv4.MessageTypeRequest && mt != dhcpv4.MessageTypeInform {
+			return nil, "pxe_port_not_request", nil
+		}
+		if !bootable {
+			return nil, "not_bootable", nil
+		}
+		resp, err := s.base(req, dhcpv4.MessageTypeAck)
+		if err != nil {
+			return nil, "", err
+		}
+		resp.ClientIPAddr = req.ClientIPAddr
+		s.addBoot(resp, req, boot, true)
+		return resp, "", nil
+	}
+
+	if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(net.IP(s.server.AsSlice())) &&
+		(mt == dhcpv4.MessageTypeRequest || mt == dhcpv4.MessageTypeRelease || mt == dhcpv4.MessageTypeDecline) {
+		if mt == dhcpv4.MessageTypeRequest && s.pool != nil {
+			s.pool.mu.Lock()
+			for ip, o := range s.pool.offers {
+				if o.mac == mac {
+					delete(s.pool.offers, ip)
+				}
+			}
+			s.pool.mu.Unlock()
+		}
+		return nil, "other_server", nil
+	}
+
+	if mt == dhcpv4.MessageTypeDiscover && fw.PXE {
+		s.enlistPXE(ctx, req.ClientHWAddr)
+	}
+
+	if s.cfg.Proxy {
+		if mt != dhcpv4.MessageTypeDiscover {
+			return nil, "proxy_not_discover", nil
+		}
+		if !bootable {
+			return nil, "not_bootable", nil
+		}
+		resp, err := s.base(req, dhcpv4.MessageTypeOffer)
+		if err != nil {
+			return nil, "", err
+		}
+		s.addBoot(resp, req, boot, true)
+		return resp, "", nil
+	}
+
+	if err := s.load(ctx); err != nil {
+		return nil, "", err
+	}
+	switch mt {
+	case dhcpv4.MessageTypeDiscover:
+		ip, err := s.choose(ctx, req.ClientHWAddr)
+		if err != nil {
+			return nil, "", err
+		}
+		if !ip.IsValid() {
+			return nil, "pool_exhausted", nil
+		}
+		resp, err := s.base(req, dhcpv4.MessageTypeOffer)
+		if err != nil {
+			return nil, "", err
+		}
+		resp.YourIPAddr = net.IP(ip.AsSlice())
+		s.addLeaseOptions(resp)
+		if bootable {
+			s.addBoot(resp, req, boot, false)
+		}
+		return resp, "", nil
+	case dhcpv4.MessageTypeRequest:
+		return s.request(ctx, req, boot, bootable)
+	case dhcpv4.MessageTypeRelease:
+		return nil, "release", s.release(ctx, req)
+	case dhcpv4.MessageTypeDecline:
+		if ip, ok := netip.AddrFromSlice(req.RequestedIPAddress().To4()); ok && s.pool.inRange(ip) {
+			s.pool.mu.Lock()
+			s.pool.declined[ip] = s.now().Add(s.cfg.LeaseTime)
+			delete(s.pool.offers, ip)
+			s.pool.mu.Unlock()
+			s.log.Warn("dhcp: client declined address", "mac", mac, "ip", ip)
+		}
+		return nil, "decline", nil
+	case dhcpv4.MessageTypeInform:
+		resp, err := s.base(req, dhcpv4.MessageTypeAck)
+		if err != nil {
+			return nil, "", err
+		}
+		resp.ClientIPAddr = req.ClientIPAddr
+		s.addLeaseOptions(resp)
+		resp.Options.Del(dhcpv4.OptionIPAddressLeaseTime)
+		if bootable {
+			s.addBoot(resp, req, boot, false)
+		}
+		return resp, "", nil
+	}
+	return nil, "unknown_message_type", nil
+}
+
+// load fills the pool from the store once.
+func (s *Server) load(ctx context.Context) error {
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	if s.pool.loaded {
+		return nil
+	}
+	leases, err := s.cfg.Leases.Leases(ctx)
+	if err != nil {
+		return fmt.Errorf("load leases: %w", err)
+	}
+	s.pool.load(leases)
+	return nil
+}
+
+// reservation returns mac's reserved address if it is usable here.
+func (s *Server) reservation(ctx context.Context, mac net.HardwareAddr) (netip.Addr, error) {
+	if s.cfg.Reservations == nil {
+		return netip.Addr{}, nil
+	}
+	ip, err := s.cfg.Reservations.Reservation(ctx, mac)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("reservation of %s: %w", mac, err)
+	}
+	if ip.IsValid() && !s.pool.usable(ip.Unmap()) {
+		s.log.Warn("dhcp: reservation outside the subnet ignored", "mac", mac.String(), "ip", ip, "subnet", s.subnet)
+		return netip.Addr{}, nil
+	}
+	return ip.Unmap(), nil
+}
+
+// choose picks the address to offer mac and holds it.
+func (s *Server) choose(ctx context.Context, hw net.HardwareAddr) (netip.Addr, error) {
+	res, err := s.reservation(ctx, hw)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	mac := hw.String()
+	now := s.now()
+	p := s.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if res.IsValid() {
+		if holder, ok := p.byIP[res]; ok && holder != mac && !p.byMAC[holder].Expires.Before(now) {
+			s.log.Warn("dhcp: reserved address is leased to another client; offering it anyway", "mac", mac, "ip", res, "holder", holder)
+		}
+		return res, nil
+	}
+	ip, ok := p.pick(mac, now)
+	if !ok {
+		s.log.Warn("dhcp: no free address in range", "mac", mac, "first", p.first, "last", p.last)
+		return netip.Addr{}, nil
+	}
+	p.hold(ip, mac, now)
+	return ip, nil
+}
+
+func (s *Server) request(ctx context.Context, req *dhcpv4.DHCPv4, boot Boot, bootable bool) (*dhcpv4.DHCPv4, string, error) {
+	hw := req.ClientHWAddr
+	mac := hw.String()
+	want, ok := netip.AddrFromSlice(req.RequestedIPAddress().To4())
+	if !ok || !want.IsValid() || want.IsUnspecified() {
+		want, ok = netip.AddrFromSlice(req.ClientIPAddr.To4())
+	}
+	if !ok || want.IsUnspecified() {
+		return s.nak(req, "no requested address")
+	}
+	res, err := s.reservation(ctx, hw)
+	if err != nil {
+		return nil, "", err
+	}
+	now := s.now()
+	p := s.pool
+	p.mu.Lock()
+	allowed := false
+	switch {
+	case res.IsValid():
+		allowed = want == res
+	default:
+		allowed = p.inRange(want) && p.freeFor(want, mac, now)
+	}
+	if !allowed {
+		p.mu.Unlock()
+		return s.nak(req, fmt.Sprintf("address %s is not available to %s", want, mac))
+	}
+	prev, hadPrev := p.byMAC[mac]
+	lease := Lease{MAC: append(net.HardwareAddr(nil), hw...), IP: want, Expires: now.Add(s.cfg.LeaseTime), Hostname: req.HostName()}
+	p.put(mac, lease)
+	delete(p.offers, want)
+	p.mu.Unlock()
+
+	if err := s.cfg.Leases.StoreLease(ctx, lease); err != nil {
+		p.mu.Lock()
+		p.restore(mac, want, prev, hadPrev)
+		p.mu.Unlock()
+		return nil, "", fmt.Errorf("store lease %s for %s: %w", want, mac, err)
+	}
+	resp, err := s.base(req, dhcpv4.MessageTypeAck)
+	if err != nil {
+		return nil, "", err
+	}
+	resp.YourIPAddr = net.IP(want.AsSlice())
+	resp.ClientIPAddr = req.ClientIPAddr
+	s.addLeaseOptions(resp)
+	if bootable {
+		s.addBoot(resp, req, boot, false)
+	}
+	return resp, "", nil
+}
+
+func (s *Server) release(ctx context.Context, req *dhcpv4.DHCPv4) error {
+	ip, ok := netip.AddrFromSlice(req.ClientIPAddr.To4())
+	if !ok {
+		return nil
+	}
+	mac := req.ClientHWAddr.String()
+	p := s.pool
+	p.mu.Lock()
+	l, has := p.byMAC[mac]
+	if !has || l.IP != ip {
+		p.mu.Unlock()
+		return nil
+	}
+	prev := l
+	l.Expires = s.now()
+	p.put(mac, l)
+	p.mu.Unlock()
+	// Keep the MAC→IP binding (expired), so the client gets the same
+	// address back while nobody else took it.
+	if err := s.cfg.Leases.StoreLease(ctx, l); err != nil {
+		p.mu.Lock()
+		p.put(mac, prev)
+		p.mu.Unlock()
+		return fmt.Errorf("store released lease %s for %s: %w", ip, mac, err)
+	}
+	return nil
+}
+
+func (s *Server) nak(req *dhcpv4.DHCPv4, why string) (*dhcpv4.DHCPv4, string, error) {
+	resp, err := s.base(req, dhcpv4.MessageTypeNak)
+	if err != nil {
+		return nil, "", err
+	}
+	resp.UpdateOption(dhcpv4.OptMessage(why))
+	return resp, "", nil
+}
+
+// base starts a reply of type mt to req.
+func (s *Server) base(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) (*dhcpv4.DHCPv4, error) {
+	resp, err := dhcpv4.NewReplyFromRequest(req,
+		dhcpv4.WithMessageType(mt),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(s.server.AsSlice()))),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("build reply: %w", err)
+	}
+	return resp, nil
+}
+
+func (s *Server) addLeaseOptions(resp *dhcpv4.DHCPv4) {
+	resp.UpdateOption(dhcpv4.OptSubnetMask(net.CIDRMask(s.subnet.Bits(), 32)))
+	resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(s.cfg.LeaseTime))
+	if s.cfg.Router.IsValid() {
+		resp.UpdateOption(dhcpv4.OptRouter(net.IP(s.cfg.Router.AsSlice())))
+	}
+	if len(s.cfg.DNS) > 0 {
+		ips := make([]net.IP, len(s.cfg.DNS))
+		for i, d := range s.cfg.DNS {
+			ips[i] = net.IP(d.AsSlice())
+		}
+		resp.UpdateOption(dhcpv4.OptDNS(ips...))
+	}
+}
+
+// addBoot adds the boot options. proxy adds what proxyDHCP clients need to
+// accept an answer without an address: option 60 PXEClient, option 43 with
+// "boot from the file name, skip discovery" for BIOS, and option 97 echoed.
+func (s *Server) addBoot(resp, req *dhcpv4.DHCPv4, b Boot, proxy bool) {
+	if len(b.File) < 128 {
+		resp.BootFileName = b.File
+	}
+	resp.UpdateOption(dhcpv4.OptBootFileName(b.File))
+	if b.TFTP {
+		resp.ServerIPAddr = net.IP(s.server.AsSlice())
+		resp.UpdateOption(dhcpv4.OptTFTPServerName(s.server.String()))
+	}
+	switch {
+	case b.VendorClass != "":
+		resp.UpdateOption(dhcpv4.OptClassIdentifier(b.VendorClass))
+	case proxy:
+		resp.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
+	}
+	if proxy {
+		if fw := ClassifyFirmware(req); !fw.IPXE && fw.HasArch && fw.Arch == iana.INTEL_X86PC {
+			// PXE vendor option 6 (discovery control) = 8: boot the file, no menu.
+			resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{6, 1, 8, 255}))
+		}
+		if guid := req.GetOneOption(dhcpv4.OptionClientMachineIdentifier); len(guid) == 17 {
+			resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, guid))
+		}
+	}
+}
+
+// enlistCache remembers which MACs were enlisted by this process.
+type enlistCache struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (s *Server) enlistPXE(ctx context.Context, hw net.HardwareAddr) {
+	if s.cfg.Enlister == nil {
+		return
+	}
+	mac := hw.String()
+	s.enlist.mu.Lock()
+	done := s.enlist.seen[mac]
+	s.enlist.mu.Unlock()
+	if done {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, enlistTimeout)
+	defer cancel()
+	if err := s.cfg.Enlister.EnlistPXE(ctx, append(net.HardwareAddr(nil), hw...)); err != nil {
+		s.log.Error("dhcp: enlist PXE client", "mac", mac, "err", err)
+		s.metrics.enlistErrors.Inc()
+		return
+	}
+	s.enlist.mu.Lock()
+	if len(s.enlist.seen) >= 65536 {
+		clear(s.enlist.seen)
+	}
+	s.enlist.seen[mac] = true
+	s.enlist.mu.Unlock()
+}
