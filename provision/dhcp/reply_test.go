@@ -339,10 +339,10 @@ func TestGoldenReplies(t *testing.T) {
 		proxy bool
 		req   *dhcpv4.DHCPv4
 	}{
-		"plain-discover":    {req: discover("52:54:00:00:00:01", dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter))},
-		"bios-pxe-discover": {req: discover("52:54:00:00:00:02", arch(iana.INTEL_X86PC), vendor("PXEClient:Arch:00000:UNDI:002001"))},
+		"plain-discover":     {req: discover("52:54:00:00:00:01", dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter))},
+		"bios-pxe-discover":  {req: discover("52:54:00:00:00:02", arch(iana.INTEL_X86PC), vendor("PXEClient:Arch:00000:UNDI:002001"))},
 		"qemu-ipxe-discover": {req: discover("52:54:00:00:00:03", arch(iana.INTEL_X86PC), vendor("PXEClient:Arch:00000:UNDI:002001"), userClass("iPXE"))},
-		"uefi-pxe-discover": {req: discover("52:54:00:00:00:04", arch(iana.EFI_X86_64), vendor("PXEClient:Arch:00007:UNDI:003016"))},
+		"uefi-pxe-discover":  {req: discover("52:54:00:00:00:04", arch(iana.EFI_X86_64), vendor("PXEClient:Arch:00007:UNDI:003016"))},
 		"uefi-http-discover": {req: discover("52:54:00:00:00:05", arch(iana.EFI_X86_64_HTTP), vendor("HTTPClient:Arch:00016:UNDI:003001"))},
 		"proxy-bios-discover": {proxy: true, req: discover("52:54:00:00:00:06", arch(iana.INTEL_X86PC), vendor("PXEClient:Arch:00000:UNDI:002001"),
 			dhcpv4.WithGeneric(dhcpv4.OptionClientMachineIdentifier, append([]byte{0}, make([]byte, 16)...)))},
