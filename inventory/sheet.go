@@ -347,3 +347,43 @@ func (r *SheetRow) machine(id string, prev *Machine) *Machine {
 	}
 	return m
 }
+
+// exportColumns is the header WriteSheet writes; ParseSheet reads it back.
+var exportColumns = []string{"rack", "slot", "serial", "bmc_address", "bmc_port", "bmc_protocol", "bmc_username", "bmc_credential_ref", "vendor", "model", "macs", "tags"}
+
+// WriteSheet writes machines as a rack sheet that Import reads back. It
+// writes credential references, never passwords. Machines a sheet cannot
+// describe (no rack, serial or BMC yet, e.g. enlisted by PXE) are skipped and
+// returned.
+func WriteSheet(w io.Writer, ms []*Machine) (skipped []*Machine, err error) {
+	cw := csv.NewWriter(w)
+	if err := cw.Write(exportColumns); err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		if m.Rack == "" || m.Serial == "" || m.BMC.Address == "" || m.BMC.CredentialRef == "" {
+			skipped = append(skipped, m)
+			continue
+		}
+		macs := make([]string, len(m.NICs))
+		for i, n := range m.NICs {
+			macs[i] = n.MAC
+		}
+		keys := make([]string, 0, len(m.Tags))
+		for k := range m.Tags {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		tags := make([]string, len(keys))
+		for i, k := range keys {
+			tags[i] = k + "=" + m.Tags[k]
+		}
+		rec := []string{m.Rack, m.Slot, m.Serial, m.BMC.Address, strconv.Itoa(m.BMC.Port), m.BMC.Protocol,
+			m.BMC.Username, m.BMC.CredentialRef, m.Vendor, m.Model, strings.Join(macs, ";"), strings.Join(tags, ";")}
+		if err := cw.Write(rec); err != nil {
+			return nil, err
+		}
+	}
+	cw.Flush()
+	return skipped, cw.Error()
+}

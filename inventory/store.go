@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"os/user"
 	"sort"
 	"strings"
 	"time"
@@ -74,11 +75,11 @@ func New(c *api.Client, cfg Config) *Store {
 	}
 	if cfg.Who == "" {
 		host, _ := os.Hostname()
-		user := os.Getenv("USER")
-		if user == "" {
-			user = "unknown"
+		name := "unknown"
+		if u, err := user.Current(); err == nil {
+			name = u.Username
 		}
-		cfg.Who = user + "@" + host
+		cfg.Who = name + "@" + host
 	}
 	log := cfg.Logger
 	if log == nil {

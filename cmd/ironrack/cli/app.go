@@ -1,0 +1,123 @@
+// Package cli is ironrack's command line: flags, config, wiring and output
+// formats. It holds no business logic; every command is a thin shell over
+// the inventory, ipmi and provision packages.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/ironrack/ironrack/inventory"
+	"github.com/urfave/cli/v2"
+)
+
+// env is what every command gets: streams, the logger and lazily built
+// clients.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	log            *slog.Logger
+	format         string
+}
+
+// Run runs the CLI with args (args[0] is the program name).
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	app := &cli.App{
+		Name:                 "ironrack",
+		Usage:                "take racked servers from cabled to serving, and keep them accounted for",
+		Reader:               stdin,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "consul", EnvVars: []string{"IRONRACK_CONSUL"}, Value: "127.0.0.1:8500",
+				Usage: "Consul HTTP address (CONSUL_HTTP_ADDR is used when this flag and IRONRACK_CONSUL are unset)"},
+			&cli.StringFlag{Name: "consul-token", EnvVars: []string{"IRONRACK_CONSUL_TOKEN"},
+				Usage: "Consul ACL token (default: CONSUL_HTTP_TOKEN)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "output format: table, json or csv"},
+			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error (logs go to stderr)"},
+			&cli.StringFlag{Name: "key-file", EnvVars: []string{"IRONRACK_KEY_FILE"}, Value: defaultKeyFile(),
+				Usage: "key that encrypts BMC credentials at rest (created on first use, mode 0600)"},
+			&cli.StringFlag{Name: "prefix", EnvVars: []string{"IRONRACK_PREFIX"}, Value: "ironrack", Usage: "Consul KV prefix"},
+		},
+		Before: func(c *cli.Context) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+			}
+			e.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+			switch f := c.String("output"); f {
+			case "table", "json", "csv":
+				e.format = f
+			default:
+				return fmt.Errorf("--output %q: want table, json or csv", f)
+			}
+			return nil
+		},
+		Commands: []*cli.Command{
+			inventoryCommand(e),
+			bmcCommand(e),
+			keyCommand(e),
+		},
+		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
+	}
+	return app.RunContext(ctx, args)
+}
+
+func defaultKeyFile() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ".ironrack/key"
+	}
+	return filepath.Join(home, ".ironrack", "key")
+}
+
+// consulClient builds a Consul client with consul/api's conventions
+// (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT, ...), overridden by
+// --consul and --consul-token when given.
+func consulClient(c *cli.Context) (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	if c.IsSet("consul") || os.Getenv("CONSUL_HTTP_ADDR") == "" {
+		addr := c.String("consul")
+		if s, ok := strings.CutPrefix(addr, "https://"); ok {
+			cfg.Scheme, addr = "https", s
+		} else {
+			addr = strings.TrimPrefix(addr, "http://")
+		}
+		cfg.Address = addr
+	}
+	if t := c.String("consul-token"); t != "" {
+		cfg.Token = t
+	}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--consul %s: %w", cfg.Address, err)
+	}
+	return client, nil
+}
+
+// store opens the inventory. The key file is loaded (or created) only when
+// withKey is set, since most commands never touch a password.
+func (e *env) store(c *cli.Context, withKey bool) (*inventory.Store, error) {
+	client, err := consulClient(c)
+	if err != nil {
+		return nil, err
+	}
+	cfg := inventory.Config{Prefix: c.String("prefix"), Logger: e.log}
+	if withKey {
+		s, err := inventory.LoadKeyFile(c.String("key-file"), true)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Sealer = s
+	}
+	return inventory.New(client, cfg), nil
+}

@@ -1,0 +1,208 @@
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"sort"
+	"time"
+)
+
+// AllocateRequest asks for Count ready machines.
+type AllocateRequest struct {
+	Count int
+	// Where narrows the pool; nil: any ready machine.
+	Where *Where
+	// Spread "rack" spreads the claim evenly across racks; "" does not.
+	Spread string
+	// Owner is recorded on every claimed machine (e.g. a Pulumi URN).
+	Owner string
+	// Tier is recorded on every claimed machine; may be empty.
+	Tier   string
+	Change Change
+}
+
+// ErrInsufficient means the pool has fewer matching ready machines than asked.
+var ErrInsufficient = errors.New("not enough ready machines")
+
+// maxAllocAttempts bounds how often Allocate retries after losing races.
+const maxAllocAttempts = 20
+
+// Allocate claims Count ready machines for Owner: all or none, never one
+// machine twice even across processes (every claim is a CAS on the machine's
+// record). The choice is deterministic for a given owner and pool: machines
+// are ranked by rendezvous hash of (owner, machine ID), racks likewise.
+func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, error) {
+	if req.Count <= 0 {
+		return nil, fmt.Errorf("allocate: count must be at least 1, got %d", req.Count)
+	}
+	if !ownerRE.MatchString(req.Owner) {
+		return nil, fmt.Errorf("allocate: malformed owner %q (letters, digits, _.:/@-)", req.Owner)
+	}
+	if req.Spread != "" && req.Spread != "rack" {
+		return nil, fmt.Errorf("allocate: unknown spread %q (want rack)", req.Spread)
+	}
+	if req.Change.What == "" {
+		req.Change.What = "allocate"
+	}
+	if req.Change.Why == "" {
+		req.Change.Why = "claimed by " + req.Owner
+	}
+	if _, err := s.Recover(ctx); err != nil {
+		return nil, err
+	}
+	q := Query{Where: req.Where, State: StateReady}
+	backoff := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		ids, err := s.candidates(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		pool, err := s.selectRecords(ctx, q, ids)
+		if err != nil {
+			return nil, err
+		}
+		if len(pool) < req.Count {
+			sel := "ready"
+			if req.Where != nil && req.Where.String() != "" {
+				sel += " and " + req.Where.String()
+			}
+			return nil, fmt.Errorf("allocate %d for %s: only %d machines are %s: %w", req.Count, req.Owner, len(pool), sel, ErrInsufficient)
+		}
+		picked := pick(pool, req.Count, req.Owner, req.Spread == "rack")
+		ws := make([]*write, len(picked))
+		for i, p := range picked {
+			next := &record{Machine: *p.rec.Machine.Clone(), HistorySeq: p.rec.HistorySeq}
+			next.State, next.Owner, next.Tier = StateAllocated, req.Owner, req.Tier
+			ws[i] = &write{prev: p.rec, prevIndex: p.index, next: next, change: req.Change}
+			s.plan(ws[i])
+		}
+		err = s.writeBatch(ctx, "allocate", ws, nil)
+		if err == nil {
+			out := make([]*Machine, len(ws))
+			for i, w := range ws {
+				out[i] = &w.next.Machine
+			}
+			SortMachines(out)
+			return out, nil
+		}
+		if !errors.Is(err, ErrConflict) || attempt >= maxAllocAttempts || ctx.Err() != nil {
+			return nil, fmt.Errorf("allocate %d for %s: %w", req.Count, req.Owner, err)
+		}
+		// Lost a race for some machine: nothing of ours is left claimed
+		// (writeBatch rolled back). Wait a jittered moment, read again.
+		d := backoff/2 + rand.N(backoff)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(d):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+func score(owner, key string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(owner))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	// fnv's low bits mix poorly for similar keys; finish with a
+	// splitmix64 step.
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+// pick ranks the pool by rendezvous hash and takes n, round-robin over racks
+// (also ranked by hash) when spread is set, so no rack gets more than one
+// machine above any other that still has ready machines.
+func pick(pool []stored, n int, owner string, spread bool) []stored {
+	sorted := append([]stored(nil), pool...)
+	sort.Slice(sorted, func(i, j int) bool {
+		si, sj := score(owner, sorted[i].rec.ID), score(owner, sorted[j].rec.ID)
+		if si != sj {
+			return si > sj
+		}
+		return sorted[i].rec.ID < sorted[j].rec.ID
+	})
+	if !spread {
+		return sorted[:n]
+	}
+	byRack := map[string][]stored{}
+	var racks []string
+	for _, p := range sorted {
+		if _, ok := byRack[p.rec.Rack]; !ok {
+			racks = append(racks, p.rec.Rack)
+		}
+		byRack[p.rec.Rack] = append(byRack[p.rec.Rack], p)
+	}
+	sort.Slice(racks, func(i, j int) bool {
+		si, sj := score(owner, "rack/"+racks[i]), score(owner, "rack/"+racks[j])
+		if si != sj {
+			return si > sj
+		}
+		return racks[i] < racks[j]
+	})
+	out := make([]stored, 0, n)
+	for round := 0; len(out) < n; round++ {
+		for _, r := range racks {
+			if round < len(byRack[r]) && len(out) < n {
+				out = append(out, byRack[r][round])
+			}
+		}
+	}
+	return out
+}
+
+// Release returns allocated machines to the pool (allocated → ready),
+// all-or-none. Machines that went further (deploying, deployed) are released
+// by the deploy workflow, which wipes them; they are refused here.
+func (s *Store) Release(ctx context.Context, ms []*Machine, change Change) ([]*Machine, error) {
+	if change.What == "" {
+		change.What = "release"
+	}
+	if _, err := s.Recover(ctx); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.ID
+	}
+	recs, err := s.records(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) != len(ids) {
+		return nil, fmt.Errorf("release: %d of %d machines no longer exist: %w", len(ids)-len(recs), len(ids), ErrNotFound)
+	}
+	var errs []error
+	ws := make([]*write, 0, len(recs))
+	for _, r := range recs {
+		if err := CanTransition(r.rec.State, StateReady, System); err != nil || r.rec.State != StateAllocated {
+			errs = append(errs, fmt.Errorf("machine %s is %s: only allocated machines are released here (deployed ones need `ironrack release`, which wipes them)", r.rec.ID, r.rec.State))
+			continue
+		}
+		next := &record{Machine: *r.rec.Machine.Clone(), HistorySeq: r.rec.HistorySeq}
+		next.State, next.Owner, next.Tier = StateReady, "", ""
+		w := &write{prev: r.rec, prevIndex: r.index, next: next, change: change}
+		s.plan(w)
+		ws = append(ws, w)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if err := s.writeBatch(ctx, "release", ws, nil); err != nil {
+		return nil, fmt.Errorf("release: nothing released: %w", err)
+	}
+	out := make([]*Machine, len(ws))
+	for i, w := range ws {
+		out[i] = &w.next.Machine
+	}
+	SortMachines(out)
+	return out, nil
+}
