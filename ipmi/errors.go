@@ -44,6 +44,7 @@ var (
 // "auth", "unreachable", "timeout", "unsupported", "refused", "not-applied",
 // "reboot-not-allowed", "canceled" or "error".
 func Reason(err error) string {
+	err = classify(err)
 	switch {
 	case err == nil:
 		return "ok"
