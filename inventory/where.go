@@ -72,6 +72,7 @@ func ParseWhere(src string) (*Where, error) {
 		expr.DisableBuiltin("now"), expr.DisableBuiltin("date"),
 		expr.Patch(p),
 		expr.Function("__cmp", func(params ...any) (any, error) { return cmpFn(regexes, params...) }),
+		expr.Function("__arith", arithFn),
 		expr.Function("__and", andFn),
 		expr.Function("__or", orFn),
 		expr.Function("__not", notFn),
@@ -118,6 +119,9 @@ func (p *patcher) Visit(node *ast.Node) {
 			}
 			ast.Patch(node, &ast.CallNode{Callee: &ast.IdentifierNode{Value: "__cmp"},
 				Arguments: []ast.Node{&ast.StringNode{Value: n.Operator}, n.Left, n.Right}})
+		case arithOps[n.Operator]:
+			ast.Patch(node, &ast.CallNode{Callee: &ast.IdentifierNode{Value: "__arith"},
+				Arguments: []ast.Node{&ast.StringNode{Value: n.Operator}, n.Left, n.Right}})
 		case n.Operator == "and" || n.Operator == "&&":
 			ast.Patch(node, &ast.CallNode{Callee: &ast.IdentifierNode{Value: "__and"}, Arguments: []ast.Node{n.Left, n.Right}})
 		case n.Operator == "or" || n.Operator == "||":
@@ -128,6 +132,34 @@ func (p *patcher) Visit(node *ast.Node) {
 			ast.Patch(node, &ast.CallNode{Callee: &ast.IdentifierNode{Value: "__not"}, Arguments: []ast.Node{n.Node}})
 		}
 	}
+}
+
+var arithOps = map[string]bool{"+": true, "-": true, "*": true, "/": true, "%": true, "**": true, "^": true}
+
+// arithFn does arithmetic; a missing operand makes the result unknown.
+func arithFn(params ...any) (out any, err error) {
+	op, a, b := params[0].(string), params[1], params[2]
+	if a == nil || b == nil || a == unknown || b == unknown {
+		return unknown, nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("cannot compute %T %s %T: %v", a, op, b, r)
+		}
+	}()
+	switch op {
+	case "+":
+		return runtime.Add(a, b), nil
+	case "-":
+		return runtime.Subtract(a, b), nil
+	case "*":
+		return runtime.Multiply(a, b), nil
+	case "/":
+		return runtime.Divide(a, b), nil
+	case "%":
+		return runtime.Modulo(a, b), nil
+	}
+	return runtime.Exponent(a, b), nil
 }
 
 func isNil(n ast.Node) bool { _, ok := n.(*ast.NilNode); return ok }
@@ -296,6 +328,11 @@ func (w *Where) Match(m *Machine) (bool, error) {
 func (w *Where) run(env map[string]any) (bool, error) {
 	out, err := expr.Run(w.prog, env)
 	if err != nil {
+		if len(env) < len(w.idents) {
+			// A builtin got a missing field (e.g. upper(tier) with no
+			// tier): unknown, like any other use of a missing field.
+			return false, nil
+		}
 		return false, fmt.Errorf("where-expression %q: %w", w.src, err)
 	}
 	switch out := out.(type) {

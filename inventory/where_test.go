@@ -1,0 +1,185 @@
+package inventory
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// whereMachines: a has everything, b lacks tier, memory and tags, c drifted.
+func whereMachines() map[string]*Machine {
+	a := &Machine{ID: "m-00000000000a", Serial: "A", Rack: "r1", Slot: "1", State: StateReady, Tier: "query",
+		CPUCores: 32, MemGB: 256, Vendor: "Dell", Tags: map[string]string{"role": "db", "zone": "a"},
+		NICs: []NIC{{MAC: "52:54:00:00:00:0a", Primary: true}}, BMC: BMC{Address: "10.0.0.1", Port: 623, Protocol: "ipmi"}}
+	b := &Machine{ID: "m-00000000000b", Serial: "B", Rack: "r2", Slot: "1", State: StateNew, CPUCores: 8}
+	c := &Machine{ID: "m-00000000000c", Serial: "C", Rack: "r2", Slot: "2", State: StateDeployed, Tier: "storage",
+		CPUCores: 64, MemGB: 128, Tags: map[string]string{"role": "web"}, Drift: []Drift{{Field: "disks"}}}
+	for _, m := range []*Machine{a, b, c} {
+		m.normalize()
+	}
+	return map[string]*Machine{"a": a, "b": b, "c": c}
+}
+
+var whereCases = map[string]struct {
+	expr string
+	want string // selected machines, sorted letters
+}{
+	"empty":                  {``, "abc"},
+	"eq string":              {`rack == "r2"`, "bc"},
+	"ne string skips missing": {`tier != "query"`, "c"},
+	"lt":                     {`cpu_cores < 32`, "b"},
+	"le":                     {`cpu_cores <= 32`, "ab"},
+	"gt":                     {`mem_gb > 128`, "a"},
+	"ge missing is unknown":  {`mem_gb >= 128`, "ac"},
+	"not of unknown":         {`not (mem_gb >= 200)`, "c"},
+	"and":                    {`rack == "r2" and cpu_cores > 10`, "c"},
+	"or":                     {`tier == "query" or cpu_cores == 8`, "ab"},
+	"or with unknown":        {`mem_gb > 1000 or rack == "r2"`, "bc"},
+	"in list":                {`state in ["new", "deployed"]`, "bc"},
+	"not in list":            {`state not in ["new"]`, "ac"},
+	"in list missing":        {`tier in ["query", "storage"]`, "ac"},
+	"tag eq":                 {`tags.role == "db"`, "a"},
+	"tag ne skips untagged":  {`tags.role != "db"`, "c"},
+	"tag present":            {`tags.zone != nil`, "a"},
+	"tag absent":             {`tags.role == nil`, "b"},
+	"key in tags":            {`"zone" in tags`, "a"},
+	"missing eq nil":         {`tier == nil`, "b"},
+	"drift":                  {`drift`, "c"},
+	"not drift":              {`not drift`, "ab"},
+	"matches":                {`serial matches "^[AB]$"`, "ab"},
+	"startsWith":             {`vendor startsWith "De"`, "a"},
+	"contains":               {`rack contains "2"`, "bc"},
+	"nested bmc":             {`bmc.protocol == "ipmi"`, "a"},
+	"len nics":               {`len(nics) == 1`, "a"},
+	"arith":                  {`mem_gb / cpu_cores >= 4`, "a"},
+	"double negation":        {`not not (rack == "r1")`, "a"},
+	"&& || !":                {`!(rack == "r1") && (cpu_cores > 10 || tier == "x")`, "c"},
+}
+
+func TestWhereMatch(t *testing.T) {
+	ms := whereMachines()
+	for name, tc := range whereCases {
+		t.Run(name, func(t *testing.T) {
+			w, err := ParseWhere(tc.expr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for k, m := range ms {
+				ok, err := w.Match(m)
+				if err != nil {
+					t.Fatalf("%s on %s: %v", tc.expr, k, err)
+				}
+				if ok {
+					got = append(got, k)
+				}
+			}
+			sort.Strings(got)
+			if diff := cmp.Diff(tc.want, strings.Join(got, "")); diff != "" {
+				t.Errorf("%s (-want +got):\n%s", tc.expr, diff)
+			}
+		})
+	}
+}
+
+func TestWhereErrors(t *testing.T) {
+	for name, src := range map[string]string{
+		"unknown field": `memgb > 1`,
+		"syntax":        `rack ==`,
+		"bad regex":     `serial matches "("`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			w, err := ParseWhere(src)
+			if err == nil {
+				_, err = w.Match(whereMachines()["a"])
+			}
+			if err == nil {
+				t.Fatalf("%s: no error", src)
+			}
+			if !strings.Contains(err.Error(), "where-expression") && !strings.Contains(err.Error(), "unknown field") {
+				t.Errorf("error does not say where: %v", err)
+			}
+		})
+	}
+	// A type mismatch on a present field is an error, not a silent miss.
+	w, _ := ParseWhere(`rack > 5`)
+	if _, err := w.Match(whereMachines()["a"]); err == nil {
+		t.Error(`rack > 5 on a machine with a rack: no error`)
+	}
+}
+
+func TestWherePushdown(t *testing.T) {
+	for src, want := range map[string]map[string]string{
+		`rack == "r1" and mem_gb >= 128`:            {"rack": "r1"},
+		`"ready" == state and (tier == "q" or x)`:   nil, // x is unknown: compile error, skipped below
+		`rack == "r1" or rack == "r2"`:              {},
+		`state == "ready" and rack == "r1" and tags.a == "b"`: {"state": "ready", "rack": "r1"},
+		`not (rack == "r1")`:                        {},
+		`mem_gb == "128"`:                           {},
+	} {
+		w, err := ParseWhere(src)
+		if err != nil {
+			if want != nil {
+				t.Errorf("%s: %v", src, err)
+			}
+			continue
+		}
+		if diff := cmp.Diff(want, w.pushdown); diff != "" {
+			t.Errorf("%s pushdown (-want +got):\n%s", src, diff)
+		}
+	}
+}
+
+// TestListMatchesBruteForce checks List (with its Consul push-down and
+// meta-only pre-filter) against evaluating every case on every record.
+func TestListMatchesBruteForce(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	mustImport(t, s, sheet3)
+	fa := map[string]Facts{
+		"S1": {Serial: "S1", CPUCores: 32, MemGB: 256},
+		"S3": {Serial: "S3", CPUCores: 64, MemGB: 128},
+	}
+	for serial, f := range fa {
+		if _, err := s.Commission(ctx, MachineID(serial), f, Change{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := s.List(ctx, Query{})
+	if err != nil || len(all) != 3 {
+		t.Fatalf("list all = %d, %v", len(all), err)
+	}
+	exprs := []string{`rack == "r1"`, `mem_gb >= 200`, `not (mem_gb >= 200)`, `tags.role == "web"`,
+		`state == "ready" and cpu_cores > 40`, `serial in ["S1", "S2"]`, `tier == nil`, `vendor != "Dell"`,
+		`rack == "r1" and rack == "r2"`, `model == "R650" and mem_gb < 300`}
+	for _, src := range exprs {
+		w, err := ParseWhere(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for _, m := range all {
+			if ok, _ := w.Match(m); ok {
+				want = append(want, m.ID)
+			}
+		}
+		got, err := s.List(ctx, Query{Where: w})
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		var gotIDs []string
+		for _, m := range got {
+			gotIDs = append(gotIDs, m.ID)
+		}
+		if diff := cmp.Diff(want, gotIDs); diff != "" {
+			t.Errorf("%s (-brute +list):\n%s", src, diff)
+		}
+	}
+	got, _ := s.List(ctx, Query{State: StateReady, Rack: "r2"})
+	if len(got) != 1 || got[0].Serial != "S3" {
+		t.Errorf("--state ready --rack r2 = %v", got)
+	}
+}
