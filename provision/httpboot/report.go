@@ -1,0 +1,171 @@
+package httpboot
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+)
+
+// Report is what the agent posts to the agent API: either the machine's
+// facts or one progress event.
+type Report struct {
+	// Kind is "facts" or "event".
+	Kind  string `json:"kind"`
+	Facts *Facts `json:"facts,omitempty"`
+	Event *Event `json:"event,omitempty"`
+}
+
+// Facts is the hardware the agent found.
+type Facts struct {
+	// MACs of every network interface, aa:bb:cc:dd:ee:ff.
+	MACs        []string `json:"macs"`
+	CPUs        int      `json:"cpus"`
+	MemoryBytes uint64   `json:"memory_bytes"`
+	Disks       []Disk   `json:"disks"`
+	// Serial is the DMI system serial number.
+	Serial  string `json:"serial"`
+	Vendor  string `json:"vendor,omitempty"`
+	Product string `json:"product,omitempty"`
+}
+
+// Disk is one block device.
+type Disk struct {
+	Name      string `json:"name"`
+	SizeBytes uint64 `json:"size_bytes"`
+	Serial    string `json:"serial,omitempty"`
+}
+
+// Event is one step of the agent's work (commission, deploy, wipe).
+type Event struct {
+	// Phase names the work, e.g. "commission", "deploy", "wipe".
+	Phase string `json:"phase"`
+	// Status is "started", "progress", "done" or "failed".
+	Status  string `json:"status"`
+	Percent int    `json:"percent,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Limits of a report; anything beyond them is refused, not truncated.
+const (
+	maxStringLen = 256
+	maxMessage   = 4096
+	maxMACs      = 64
+	maxDisks     = 256
+)
+
+// ParseReport reads exactly one JSON report from r, strictly: unknown
+// fields, trailing data, missing or out-of-range values are errors that
+// say what is wrong. The caller bounds r's size.
+func ParseReport(r io.Reader) (Report, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var rep Report
+	if err := dec.Decode(&rep); err != nil {
+		return Report{}, fmt.Errorf("decode report: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Report{}, errors.New("decode report: trailing data after the JSON object")
+	}
+	if err := rep.Validate(); err != nil {
+		return Report{}, err
+	}
+	return rep, nil
+}
+
+// Validate checks a report's values.
+func (r Report) Validate() error {
+	switch r.Kind {
+	case "facts":
+		if r.Facts == nil || r.Event != nil {
+			return errors.New("report kind facts needs facts and no event")
+		}
+		return r.Facts.validate()
+	case "event":
+		if r.Event == nil || r.Facts != nil {
+			return errors.New("report kind event needs event and no facts")
+		}
+		return r.Event.validate()
+	case "":
+		return errors.New("report has no kind (facts or event)")
+	}
+	return fmt.Errorf("report kind %q: want facts or event", r.Kind)
+}
+
+func (f *Facts) validate() error {
+	if len(f.MACs) == 0 || len(f.MACs) > maxMACs {
+		return fmt.Errorf("facts: %d macs, want 1 to %d", len(f.MACs), maxMACs)
+	}
+	for _, m := range f.MACs {
+		hw, err := net.ParseMAC(m)
+		if err != nil || len(hw) != 6 {
+			return fmt.Errorf("facts: mac %q is not an Ethernet address", m)
+		}
+	}
+	if f.CPUs < 1 || f.CPUs > 1<<16 {
+		return fmt.Errorf("facts: cpus %d out of range 1..65536", f.CPUs)
+	}
+	if f.MemoryBytes == 0 {
+		return errors.New("facts: memory_bytes is 0")
+	}
+	if len(f.Disks) > maxDisks {
+		return fmt.Errorf("facts: %d disks, at most %d", len(f.Disks), maxDisks)
+	}
+	for i, d := range f.Disks {
+		if d.Name == "" {
+			return fmt.Errorf("facts: disk %d has no name", i)
+		}
+		if err := text("disk name", d.Name, maxStringLen); err != nil {
+			return err
+		}
+		if err := text("disk serial", d.Serial, maxStringLen); err != nil {
+			return err
+		}
+	}
+	for name, v := range map[string]string{"serial": f.Serial, "vendor": f.Vendor, "product": f.Product} {
+		if err := text(name, v, maxStringLen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Event) validate() error {
+	if e.Phase == "" {
+		return errors.New("event: no phase")
+	}
+	if err := text("phase", e.Phase, maxStringLen); err != nil {
+		return err
+	}
+	switch e.Status {
+	case "started", "progress", "done", "failed":
+	default:
+		return fmt.Errorf("event: status %q: want started, progress, done or failed", e.Status)
+	}
+	if e.Percent < 0 || e.Percent > 100 {
+		return fmt.Errorf("event: percent %d out of range 0..100", e.Percent)
+	}
+	return text("message", e.Message, maxMessage)
+}
+
+// text refuses over-long strings and control characters other than tab and
+// newline, which would corrupt logs and histories.
+func text(field, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%s is %d bytes, at most %d", field, len(s), max)
+	}
+	if !strings.ContainsFunc(s, func(r rune) bool { return (r < 0x20 && r != '\t' && r != '\n') || r == 0x7f || r == '\uFFFD' }) {
+		return nil
+	}
+	return fmt.Errorf("%s contains control characters or invalid UTF-8", field)
+}
+
+// marshal is the canonical encoding (tests round-trip through it).
+func (r Report) marshal() []byte {
+	var b bytes.Buffer
+	_ = json.NewEncoder(&b).Encode(r)
+	return b.Bytes()
+}

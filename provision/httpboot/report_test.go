@@ -1,0 +1,72 @@
+package httpboot
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const validFacts = `{"kind":"facts","facts":{"macs":["52:54:00:12:34:56"],"cpus":2,"memory_bytes":1073741824,"disks":[{"name":"vda","size_bytes":10737418240}],"serial":"SN-0001"}}`
+const validEvent = `{"kind":"event","event":{"phase":"deploy","status":"progress","percent":40,"message":"writing image"}}`
+
+func TestParseReport(t *testing.T) {
+	tests := map[string]struct {
+		body    string
+		wantErr string
+	}{
+		"facts":            {body: validFacts},
+		"event":            {body: validEvent},
+		"unknown field":    {body: `{"kind":"event","event":{"phase":"x","status":"done","extra":1}}`, wantErr: `unknown field "extra"`},
+		"unknown top":      {body: `{"kind":"event","evil":true}`, wantErr: `unknown field "evil"`},
+		"trailing data":    {body: validEvent + `{}`, wantErr: "trailing data"},
+		"no kind":          {body: `{}`, wantErr: "no kind"},
+		"bad kind":         {body: `{"kind":"shell"}`, wantErr: `kind "shell"`},
+		"facts no macs":    {body: `{"kind":"facts","facts":{"cpus":1,"memory_bytes":1}}`, wantErr: "0 macs"},
+		"bad mac":          {body: `{"kind":"facts","facts":{"macs":["zz"],"cpus":1,"memory_bytes":1}}`, wantErr: `mac "zz"`},
+		"zero cpus":        {body: `{"kind":"facts","facts":{"macs":["52:54:00:12:34:56"],"cpus":0,"memory_bytes":1}}`, wantErr: "cpus 0"},
+		"negative percent": {body: `{"kind":"event","event":{"phase":"x","status":"progress","percent":-1}}`, wantErr: "percent -1"},
+		"bad status":       {body: `{"kind":"event","event":{"phase":"x","status":"maybe"}}`, wantErr: `status "maybe"`},
+		"control chars":    {body: `{"kind":"event","event":{"phase":"x\u001b[2J","status":"done"}}`, wantErr: "control characters"},
+		"both":             {body: `{"kind":"event","event":{"phase":"x","status":"done"},"facts":{}}`, wantErr: "no facts"},
+		"not json":         {body: `kind=facts`, wantErr: "decode report"},
+		"wrong type":       {body: `{"kind":"facts","facts":{"cpus":"two"}}`, wantErr: "decode report"},
+		"huge string":      {body: `{"kind":"event","event":{"phase":"` + strings.Repeat("a", 300) + `","status":"done"}}`, wantErr: "phase is 300 bytes"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseReport(strings.NewReader(tc.body))
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// FuzzParseReport: never panics; whatever it accepts validates and survives
+// a round trip through its canonical encoding unchanged.
+func FuzzParseReport(f *testing.F) {
+	for _, s := range []string{validFacts, validEvent, `{}`, `{"kind":"facts","facts":null}`, `[1,2]`, `{"kind":"event","event":{"phase":"\ud800","status":"done"}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rep, err := ParseReport(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if err := rep.Validate(); err != nil {
+			t.Fatalf("accepted a report that does not validate: %v", err)
+		}
+		again, err := ParseReport(bytes.NewReader(rep.marshal()))
+		if err != nil {
+			t.Fatalf("canonical encoding of an accepted report is refused: %v\n%s", err, rep.marshal())
+		}
+		if diff := cmp.Diff(rep, again); diff != "" {
+			t.Fatalf("round trip changed the report (-first +second):\n%s", diff)
+		}
+	})
+}
