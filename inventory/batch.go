@@ -120,6 +120,9 @@ func (s *Store) writeBatch(ctx context.Context, op string, ws []*write, undoCred
 				cws = append(cws, ws[i])
 			}
 			_, err := s.txn(gctx, ops)
+			if err == nil && s.afterChunk != nil {
+				s.afterChunk()
+			}
 			return s.explainBatch(gctx, cws, err)
 		})
 	}

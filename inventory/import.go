@@ -90,7 +90,11 @@ func (s *Store) Import(ctx context.Context, file string, rows []SheetRow, change
 		prev, found := prevs[id]
 		if found && prev.rec.Serial != "" && prev.rec.Serial != r.Serial {
 			// Matched by MAC, but that machine has another serial.
-			add(r.Line, "macs", "MAC belongs to machine %s with serial %s", id, prev.rec.Serial)
+			for _, mac := range r.MACs {
+				if index[s.key("index", "mac", mac)] == id {
+					add(r.Line, "macs", "MAC %s is already held by machine %s (serial %s)", mac, id, prev.rec.Serial)
+				}
+			}
 			continue
 		}
 		var prevM *Machine

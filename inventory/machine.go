@@ -298,7 +298,7 @@ func validateBMC(b *BMC) []*FieldError {
 		}
 		return errs
 	}
-	if net.ParseIP(b.Address) == nil && (!hostnameRE.MatchString(b.Address) || len(b.Address) > 253) {
+	if !validHost(b.Address) {
 		bad("bmc_address", "malformed address %q (want an IP or a hostname)", b.Address)
 	}
 	if b.Port < 0 || b.Port > 65535 {
@@ -316,4 +316,16 @@ func validateBMC(b *BMC) []*FieldError {
 		bad("bmc_credential_ref", "malformed reference %q", b.CredentialRef)
 	}
 	return errs
+}
+
+// validHost accepts an IP address or a DNS host name. Dotted digits that do
+// not parse as an IP (10.0.0.300) are refused, not taken as a name.
+func validHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if strings.Trim(h, "0123456789.") == "" {
+		return false
+	}
+	return len(h) <= 253 && hostnameRE.MatchString(h)
 }

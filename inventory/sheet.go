@@ -196,7 +196,7 @@ func ParseSheet(file string, r io.Reader) ([]SheetRow, error) {
 				row.BMCPort = n
 			}
 		}
-		if a := row.BMCAddress; a != "" && net.ParseIP(a) == nil && !hostnameRE.MatchString(a) {
+		if a := row.BMCAddress; a != "" && !validHost(a) {
 			add(line, "bmc_address", "%q is not an IP address or host name", a)
 		}
 		if m := get("macs"); m != "" {

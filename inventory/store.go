@@ -56,6 +56,9 @@ type Store struct {
 	c   *api.Client
 	cfg Config
 	log *slog.Logger
+	// afterChunk, if set, runs after each chunk of a journaled batch
+	// (tests use it to kill a batch midway).
+	afterChunk func()
 }
 
 // New returns a Store over a Consul client.
