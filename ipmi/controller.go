@@ -40,10 +40,6 @@ type Controller struct {
 
 	mu      sync.Mutex
 	working map[string]string // bmcKey -> provider name
-
-	// testHookAfterPasswordSet runs between setting a new password and
-	// proving it (tests use it to make the proof fail for real).
-	testHookAfterPasswordSet func(ctx context.Context)
 }
 
 func (c *Controller) timeout() time.Duration {

@@ -293,15 +293,20 @@ func (d *goipmiDriver) UserUpdate(ctx context.Context, user, pass, role string) 
 	return true, nil
 }
 
-// userID finds the user ID of name by Get User Name over IDs 1..maxUsers.
+// userID finds the user ID of name: Get User Access (for the number of user
+// IDs), then Get User Name per ID. IDs the BMC has no name for are skipped.
 func (d *goipmiDriver) userID(ctx context.Context, name string) (uint8, error) {
-	const maxUsers = 64
-	for id := uint8(1); id <= maxUsers; id++ {
+	const channelSelf = 0x0e
+	access, err := d.c.GetUserAccess(ctx, channelSelf, 1)
+	if err != nil {
+		return 0, d.do("get user access", err)
+	}
+	for id := uint8(1); id <= access.MaxUsersIDCount && id < 64; id++ {
 		res, err := d.c.GetUsername(ctx, id)
 		if err != nil {
 			var resp *types.ResponseError
 			if errors.As(err, &resp) {
-				break // past the last user ID the BMC has
+				continue // no name at this ID
 			}
 			return 0, d.do("get user name", err)
 		}

@@ -24,8 +24,10 @@ const (
 	pwSymbol = "-_.+=@%^"
 )
 
-// GeneratePassword returns a random password of length bytes (if 0, 16,
-// which IPMI 1.5 BMCs also accept; at most MaxPasswordLen). It has at least
+// GeneratePassword returns a random password of length bytes (if 0, 16; at
+// most MaxPasswordLen). 16 is the safe default: IPMI 1.5 BMCs, and some 2.0
+// ones (ipmi_sim among them), keep only 16 bytes of a 20-byte password,
+// which RotatePassword's proof would catch and roll back. It has at least
 // one lowercase, uppercase, digit and symbol, for BMCs that enforce
 // complexity.
 func GeneratePassword(length int) (string, error) {
@@ -120,9 +122,6 @@ func (c *Controller) RotatePassword(ctx context.Context, cred Credentials, newPa
 			return providerError(err)
 		}
 		set = true
-		if c.testHookAfterPasswordSet != nil {
-			c.testHookAfterPasswordSet(ctx)
-		}
 		if proofErr = c.prove(ctx, newCred); proofErr == nil {
 			return nil
 		}
