@@ -8,7 +8,7 @@ import (
 )
 
 func TestNamespaceBridgeVethAndDo(t *testing.T) {
-	Require(t)
+	Require(t, "busybox")
 	a, b := New(t), New(t)
 	if a.Name == b.Name {
 		t.Fatalf("two namespaces share the name %s", a.Name)
@@ -18,10 +18,8 @@ func TestNamespaceBridgeVethAndDo(t *testing.T) {
 	a.AddTap("tap0", "br0")
 	b.Run("ip", "addr", "add", "192.0.2.2/24", "dev", "c0")
 
-	out := b.Run("ping", "-c", "1", "-W", "5", "192.0.2.1")
-	if !strings.Contains(out, "1 received") {
-		t.Fatalf("ping across the veth: %s", out)
-	}
+	// Run fails the test if the ping gets no answer.
+	b.Run("busybox", "ping", "-c", "1", "-W", "5", "192.0.2.1")
 
 	var names []string
 	if err := a.Do(func() error {
