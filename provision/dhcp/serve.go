@@ -64,7 +64,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	g := new(errgroup.Group)
 	for i, c := range conns {
 		pxe := i == 1
-		g.Go(func() error { return s.loop(ctx, c, pxe, sem, &wg) })
+		g.Go(func() error {
+			err := s.loop(ctx, c, pxe, sem, &wg)
+			closeAll() // one socket failed or ctx is done: stop the other loop too
+			return err
+		})
 	}
 	err = g.Wait()
 	if ctx.Err() != nil {
