@@ -72,7 +72,10 @@ type fixture struct {
 func start(t *testing.T) fixture {
 	t.Helper()
 	if _, err := exec.LookPath("curl"); err != nil {
-		t.Fatalf("needs curl: %v", err)
+		if testing.Short() {
+			t.Skip("needs curl; skipped under -short")
+		}
+		t.Fatalf("needs curl (scripts/setup installs it): %v", err)
 	}
 	data := t.TempDir()
 	dir := filepath.Join(data, "images", "debian", "12")
