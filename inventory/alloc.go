@@ -56,13 +56,27 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 	q := Query{Where: req.Where, State: StateReady}
 	backoff := 20 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		ids, err := s.candidates(ctx, q)
+		nodes, err := s.candidates(ctx, q)
 		if err != nil {
 			return nil, err
 		}
-		pool, err := s.selectRecords(ctx, q, ids)
-		if err != nil {
-			return nil, err
+		var pool []cand
+		if req.Where == nil || req.Where.onlyMeta() {
+			// The catalog alone decides the pool; read only the records
+			// of the machines picked, and check them again below.
+			pool = make([]cand, len(nodes))
+			for i, n := range nodes {
+				pool[i] = cand{id: n.Node, rack: n.Meta["rack"]}
+			}
+		} else {
+			recs, err := s.selectRecords(ctx, q, nodeIDs(nodes))
+			if err != nil {
+				return nil, err
+			}
+			pool = make([]cand, len(recs))
+			for i, r := range recs {
+				pool[i] = cand{id: r.rec.ID, rack: r.rec.Rack}
+			}
 		}
 		if len(pool) < req.Count {
 			sel := "ready"
@@ -71,7 +85,14 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 			}
 			return nil, fmt.Errorf("allocate %d for %s: only %d machines are %s: %w", req.Count, req.Owner, len(pool), sel, ErrInsufficient)
 		}
-		picked := pick(pool, req.Count, req.Owner, req.Spread == "rack")
+		chosen := pick(pool, req.Count, req.Owner, req.Spread == "rack")
+		picked, err := s.selectRecords(ctx, q, chosen)
+		if err != nil {
+			return nil, err
+		}
+		if len(picked) != len(chosen) {
+			err = fmt.Errorf("%d picked machines changed since the catalog read: %w", len(chosen)-len(picked), ErrConflict)
+		}
 		ws := make([]*write, len(picked))
 		for i, p := range picked {
 			next := &record{Machine: *p.rec.Machine.Clone(), HistorySeq: p.rec.HistorySeq}
@@ -79,7 +100,9 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 			ws[i] = &write{prev: p.rec, prevIndex: p.index, next: next, change: req.Change}
 			s.plan(ws[i])
 		}
-		err = s.writeBatch(ctx, "allocate", ws, nil)
+		if err == nil {
+			err = s.writeBatch(ctx, "allocate", ws, nil)
+		}
 		if err == nil {
 			out := make([]*Machine, len(ws))
 			for i, w := range ws {
@@ -118,28 +141,35 @@ func score(owner, key string) uint64 {
 	return x ^ (x >> 31)
 }
 
-// pick ranks the pool by rendezvous hash and takes n, round-robin over racks
-// (also ranked by hash) when spread is set, so no rack gets more than one
-// machine above any other that still has ready machines.
-func pick(pool []stored, n int, owner string, spread bool) []stored {
-	sorted := append([]stored(nil), pool...)
+// cand is a machine in the pool.
+type cand struct{ id, rack string }
+
+// pick ranks the pool by rendezvous hash and takes n IDs, round-robin over
+// racks (also ranked by hash) when spread is set, so no rack gets more than
+// one machine above any other that still has ready machines.
+func pick(pool []cand, n int, owner string, spread bool) []string {
+	sorted := append([]cand(nil), pool...)
 	sort.Slice(sorted, func(i, j int) bool {
-		si, sj := score(owner, sorted[i].rec.ID), score(owner, sorted[j].rec.ID)
+		si, sj := score(owner, sorted[i].id), score(owner, sorted[j].id)
 		if si != sj {
 			return si > sj
 		}
-		return sorted[i].rec.ID < sorted[j].rec.ID
+		return sorted[i].id < sorted[j].id
 	})
+	out := make([]string, 0, n)
 	if !spread {
-		return sorted[:n]
-	}
-	byRack := map[string][]stored{}
-	var racks []string
-	for _, p := range sorted {
-		if _, ok := byRack[p.rec.Rack]; !ok {
-			racks = append(racks, p.rec.Rack)
+		for _, c := range sorted[:n] {
+			out = append(out, c.id)
 		}
-		byRack[p.rec.Rack] = append(byRack[p.rec.Rack], p)
+		return out
+	}
+	byRack := map[string][]string{}
+	var racks []string
+	for _, c := range sorted {
+		if _, ok := byRack[c.rack]; !ok {
+			racks = append(racks, c.rack)
+		}
+		byRack[c.rack] = append(byRack[c.rack], c.id)
 	}
 	sort.Slice(racks, func(i, j int) bool {
 		si, sj := score(owner, "rack/"+racks[i]), score(owner, "rack/"+racks[j])
@@ -148,7 +178,6 @@ func pick(pool []stored, n int, owner string, spread bool) []stored {
 		}
 		return racks[i] < racks[j]
 	})
-	out := make([]stored, 0, n)
 	for round := 0; len(out) < n; round++ {
 		for _, r := range racks {
 			if round < len(byRack[r]) && len(out) < n {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -109,24 +110,44 @@ func (s *Store) writeBatch(ctx context.Context, op string, ws []*write, undoCred
 	}
 	chunks = append(chunks, cur)
 
-	g, gctx := errgroup.WithContext(ctx)
+	// A chunk in flight is never cancelled: its outcome must be known
+	// before a rollback reads the journal, or a late commit would escape
+	// it. After a failure no new chunk starts.
+	var failed atomic.Bool
+	var g errgroup.Group
 	g.SetLimit(batchParallel)
+	wctx := context.WithoutCancel(ctx)
+	started := 0
 	for _, c := range chunks {
+		if failed.Load() || ctx.Err() != nil {
+			break
+		}
+		started++
 		g.Go(func() error {
+			if failed.Load() {
+				return nil
+			}
 			var ops api.TxnOps
 			var cws []*write
 			for _, i := range c {
 				ops = append(ops, all[i]...)
 				cws = append(cws, ws[i])
 			}
-			_, err := s.txn(gctx, ops)
+			_, err := s.txn(wctx, ops)
 			if err == nil && s.afterChunk != nil {
 				s.afterChunk()
 			}
-			return s.explainBatch(gctx, cws, err)
+			if err != nil {
+				failed.Store(true)
+			}
+			return s.explainBatch(wctx, cws, err)
 		})
 	}
-	if err := g.Wait(); err != nil {
+	err = g.Wait()
+	if err == nil && started < len(chunks) {
+		err = ctx.Err() // cancelled before every chunk started
+	}
+	if err != nil {
 		// Roll back with a fresh context: the caller's may be what failed.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()

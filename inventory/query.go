@@ -21,8 +21,8 @@ type Query struct {
 
 // candidates reads the catalog with what Consul filters exactly (NodeMeta
 // equality) and, when the expression reads only meta fields, decides it
-// there. It returns the IDs that need their records read.
-func (s *Store) candidates(ctx context.Context, q Query) ([]string, error) {
+// there. It returns the nodes whose records need reading.
+func (s *Store) candidates(ctx context.Context, q Query) ([]*api.Node, error) {
 	meta := map[string]string{"ironrack": "machine"}
 	if q.Where != nil {
 		for k, v := range q.Where.pushdown {
@@ -49,7 +49,7 @@ func (s *Store) candidates(ctx context.Context, q Query) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read catalog: %w", err)
 	}
-	ids := make([]string, 0, len(nodes))
+	out := nodes[:0]
 	metaOnly := q.Where != nil && q.Where.onlyMeta()
 	for _, n := range nodes {
 		if metaOnly {
@@ -61,18 +61,26 @@ func (s *Store) candidates(ctx context.Context, q Query) ([]string, error) {
 				continue
 			}
 		}
-		ids = append(ids, n.Node)
+		out = append(out, n)
 	}
-	return ids, nil
+	return out, nil
+}
+
+func nodeIDs(nodes []*api.Node) []string {
+	ids := make([]string, len(nodes))
+	for i, n := range nodes {
+		ids[i] = n.Node
+	}
+	return ids
 }
 
 // List returns the machines q selects, ordered by rack, slot and ID.
 func (s *Store) List(ctx context.Context, q Query) ([]*Machine, error) {
-	ids, err := s.candidates(ctx, q)
+	nodes, err := s.candidates(ctx, q)
 	if err != nil {
 		return nil, err
 	}
-	recs, err := s.selectRecords(ctx, q, ids)
+	recs, err := s.selectRecords(ctx, q, nodeIDs(nodes))
 	if err != nil {
 		return nil, err
 	}

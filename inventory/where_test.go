@@ -27,36 +27,36 @@ var whereCases = map[string]struct {
 	expr string
 	want string // selected machines, sorted letters
 }{
-	"empty":                  {``, "abc"},
-	"eq string":              {`rack == "r2"`, "bc"},
+	"empty":                   {``, "abc"},
+	"eq string":               {`rack == "r2"`, "bc"},
 	"ne string skips missing": {`tier != "query"`, "c"},
-	"lt":                     {`cpu_cores < 32`, "b"},
-	"le":                     {`cpu_cores <= 32`, "ab"},
-	"gt":                     {`mem_gb > 128`, "a"},
-	"ge missing is unknown":  {`mem_gb >= 128`, "ac"},
-	"not of unknown":         {`not (mem_gb >= 200)`, "c"},
-	"and":                    {`rack == "r2" and cpu_cores > 10`, "c"},
-	"or":                     {`tier == "query" or cpu_cores == 8`, "ab"},
-	"or with unknown":        {`mem_gb > 1000 or rack == "r2"`, "bc"},
-	"in list":                {`state in ["new", "deployed"]`, "bc"},
-	"not in list":            {`state not in ["new"]`, "ac"},
-	"in list missing":        {`tier in ["query", "storage"]`, "ac"},
-	"tag eq":                 {`tags.role == "db"`, "a"},
-	"tag ne skips untagged":  {`tags.role != "db"`, "c"},
-	"tag present":            {`tags.zone != nil`, "a"},
-	"tag absent":             {`tags.role == nil`, "b"},
-	"key in tags":            {`"zone" in tags`, "a"},
-	"missing eq nil":         {`tier == nil`, "b"},
-	"drift":                  {`drift`, "c"},
-	"not drift":              {`not drift`, "ab"},
-	"matches":                {`serial matches "^[AB]$"`, "ab"},
-	"startsWith":             {`vendor startsWith "De"`, "a"},
-	"contains":               {`rack contains "2"`, "bc"},
-	"nested bmc":             {`bmc.protocol == "ipmi"`, "a"},
-	"len nics":               {`len(nics) == 1`, "a"},
-	"arith":                  {`mem_gb / cpu_cores >= 4`, "a"},
-	"double negation":        {`not not (rack == "r1")`, "a"},
-	"&& || !":                {`!(rack == "r1") && (cpu_cores > 10 || tier == "x")`, "c"},
+	"lt":                      {`cpu_cores < 32`, "b"},
+	"le":                      {`cpu_cores <= 32`, "ab"},
+	"gt":                      {`mem_gb > 128`, "a"},
+	"ge missing is unknown":   {`mem_gb >= 128`, "ac"},
+	"not of unknown":          {`not (mem_gb >= 200)`, "c"},
+	"and":                     {`rack == "r2" and cpu_cores > 10`, "c"},
+	"or":                      {`tier == "query" or cpu_cores == 8`, "ab"},
+	"or with unknown":         {`mem_gb > 1000 or rack == "r2"`, "bc"},
+	"in list":                 {`state in ["new", "deployed"]`, "bc"},
+	"not in list":             {`state not in ["new"]`, "ac"},
+	"in list missing":         {`tier in ["query", "storage"]`, "ac"},
+	"tag eq":                  {`tags.role == "db"`, "a"},
+	"tag ne skips untagged":   {`tags.role != "db"`, "c"},
+	"tag present":             {`tags.zone != nil`, "a"},
+	"tag absent":              {`tags.role == nil`, "b"},
+	"key in tags":             {`"zone" in tags`, "a"},
+	"missing eq nil":          {`tier == nil`, "b"},
+	"drift":                   {`drift`, "c"},
+	"not drift":               {`not drift`, "ab"},
+	"matches":                 {`serial matches "^[AB]$"`, "ab"},
+	"startsWith":              {`vendor startsWith "De"`, "a"},
+	"contains":                {`rack contains "2"`, "bc"},
+	"nested bmc":              {`bmc.protocol == "ipmi"`, "a"},
+	"len nics":                {`len(nics) == 1`, "a"},
+	"arith":                   {`mem_gb / cpu_cores >= 4`, "a"},
+	"double negation":         {`not not (rack == "r1")`, "a"},
+	"&& || !":                 {`!(rack == "r1") && (cpu_cores > 10 || tier == "x")`, "c"},
 }
 
 func TestWhereMatch(t *testing.T) {
@@ -113,12 +113,12 @@ func TestWhereErrors(t *testing.T) {
 
 func TestWherePushdown(t *testing.T) {
 	for src, want := range map[string]map[string]string{
-		`rack == "r1" and mem_gb >= 128`:            {"rack": "r1"},
-		`"ready" == state and (tier == "q" or x)`:   nil, // x is unknown: compile error, skipped below
-		`rack == "r1" or rack == "r2"`:              {},
+		`rack == "r1" and mem_gb >= 128`:                      {"rack": "r1"},
+		`"ready" == state and (tier == "q" or x)`:             nil, // x is unknown: compile error, skipped below
+		`rack == "r1" or rack == "r2"`:                        {},
 		`state == "ready" and rack == "r1" and tags.a == "b"`: {"state": "ready", "rack": "r1"},
-		`not (rack == "r1")`:                        {},
-		`mem_gb == "128"`:                           {},
+		`not (rack == "r1")`:                                  {},
+		`mem_gb == "128"`:                                     {},
 	} {
 		w, err := ParseWhere(src)
 		if err != nil {
