@@ -199,6 +199,11 @@ const maxRetries = 16
 // abort. State changes inside fn are checked against the transition table
 // for `by`.
 func (s *Store) Update(ctx context.Context, id string, by Actor, change Change, fn func(m *Machine) error) (*Machine, error) {
+	return s.update(ctx, id, by, change, nil, fn)
+}
+
+// update is Update with extra operations in the same transaction.
+func (s *Store) update(ctx context.Context, id string, by Actor, change Change, extra api.TxnOps, fn func(m *Machine) error) (*Machine, error) {
 	for attempt := 0; ; attempt++ {
 		prev, idx, err := s.get(ctx, id)
 		if err != nil {
@@ -217,7 +222,7 @@ func (s *Store) Update(ctx context.Context, id string, by Actor, change Change, 
 		if errs := next.Validate(); len(errs) > 0 {
 			return nil, fmt.Errorf("machine %s: %w", id, errors.Join(asErrors(errs)...))
 		}
-		w := &write{prev: prev, prevIndex: idx, next: next, change: change}
+		w := &write{prev: prev, prevIndex: idx, next: next, change: change, extra: extra}
 		s.plan(w)
 		err = s.commit(ctx, w)
 		if err == nil {

@@ -1,0 +1,59 @@
+package inventory
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLeasesTokensBootNotes(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	mustImport(t, s, sheet3)
+	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	if err := s.StoreLease(ctx, Lease{MAC: "52:54:00:00:00:01", IP: "192.0.2.10", Expires: exp}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StoreLease(ctx, Lease{MAC: "52:54:00:99:99:99", IP: "192.0.2.11", Expires: exp}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StoreLease(ctx, Lease{MAC: "zz", IP: "192.0.2.11"}); err == nil {
+		t.Error("malformed MAC stored")
+	}
+	ls, err := s.Leases(ctx)
+	if err != nil || len(ls) != 2 || !ls[0].Expires.Equal(exp) {
+		t.Fatalf("leases = %+v, %v", ls, err)
+	}
+	m, _ := s.Find(ctx, "S1")
+	if m.IP != "192.0.2.10" {
+		t.Errorf("machine ip = %q", m.IP)
+	}
+	tok, err := s.IssueBootToken(ctx, m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := s.VerifyBootToken(ctx, tok); err != nil || id != m.ID {
+		t.Errorf("verify = %q, %v", id, err)
+	}
+	for _, bad := range []string{"", "x", m.ID + ".", tok[:len(tok)-1] + "0", MachineID("S2") + tok[len(m.ID):]} {
+		if bad == tok {
+			continue
+		}
+		if _, err := s.VerifyBootToken(ctx, bad); !errors.Is(err, ErrToken) {
+			t.Errorf("token %q: err = %v", bad, err)
+		}
+	}
+	tok2, _ := s.IssueBootToken(ctx, m.ID)
+	if _, err := s.VerifyBootToken(ctx, tok); !errors.Is(err, ErrToken) || tok2 == tok {
+		t.Error("old token still valid after reissue")
+	}
+	if err := s.NoteBoot(ctx, m.ID, "boot", "agent discover"); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := s.History(ctx, m.ID)
+	if last := h[len(h)-1]; last.What != "boot" || !strings.Contains(last.Why, "agent") || last.Who != "boot-server" {
+		t.Errorf("last history = %+v", last)
+	}
+}
