@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -55,6 +56,9 @@ func inventoryCommand(e *env) *cli.Command {
 				ArgsUsage: "FILE.csv",
 				Flags:     []cli.Flag{reasonFlag()},
 				Action: func(c *cli.Context) error {
+					if err := flagsFirst(c); err != nil {
+						return err
+					}
 					if c.NArg() != 1 {
 						return errors.New("import: want exactly one FILE.csv")
 					}
@@ -149,6 +153,9 @@ func inventoryCommand(e *env) *cli.Command {
 				ArgsUsage: "ID|SERIAL|MAC KEY=VALUE...",
 				Flags:     []cli.Flag{reasonFlag()},
 				Action: func(c *cli.Context) error {
+					if err := flagsFirst(c); err != nil {
+						return err
+					}
 					if c.NArg() < 2 {
 						return errors.New("tag: want a machine and at least one KEY=VALUE")
 					}
@@ -177,6 +184,9 @@ func inventoryCommand(e *env) *cli.Command {
 				ArgsUsage: "ID|SERIAL|MAC STATE",
 				Flags:     []cli.Flag{reasonFlag()},
 				Action: func(c *cli.Context) error {
+					if err := flagsFirst(c); err != nil {
+						return err
+					}
 					if c.NArg() != 2 {
 						return errors.New("set-state: want a machine and a state")
 					}
@@ -201,6 +211,9 @@ func inventoryCommand(e *env) *cli.Command {
 				ArgsUsage: "[FILE.csv]",
 				Flags:     selectionFlags(),
 				Action: func(c *cli.Context) error {
+					if err := flagsFirst(c); err != nil {
+						return err
+					}
 					q, err := queryFrom(c)
 					if err != nil {
 						return err
@@ -309,6 +322,9 @@ func inventoryCommand(e *env) *cli.Command {
 				ArgsUsage: "[ID|SERIAL|MAC...]",
 				Flags:     append(selectionFlags(), &cli.StringFlag{Name: "owner", Usage: "release everything this owner holds"}, reasonFlag()),
 				Action: func(c *cli.Context) error {
+					if err := flagsFirst(c); err != nil {
+						return err
+					}
 					s, err := e.store(c, false)
 					if err != nil {
 						return err
@@ -355,8 +371,28 @@ func inventoryCommand(e *env) *cli.Command {
 	}
 }
 
+// flagsFirst refuses flags given after positional arguments: urfave/cli
+// stops parsing flags at the first argument, and a silently ignored
+// --reason or --where is worse than an error.
+func flagsFirst(c *cli.Context) error {
+	for _, a := range c.Args().Slice() {
+		if len(a) > 1 && strings.HasPrefix(a, "-") && !isMACorNumber(a) {
+			return fmt.Errorf("%s: flag %s comes after the arguments; put flags first: ironrack %s [flags] %s", c.Command.Name, a, c.Command.FullName(), c.Command.ArgsUsage)
+		}
+	}
+	return nil
+}
+
+func isMACorNumber(a string) bool {
+	_, err := strconv.ParseFloat(a, 64)
+	return err == nil
+}
+
 // findOne resolves the first argument to one machine.
 func (e *env) findOne(c *cli.Context) (*inventory.Machine, *inventory.Store, error) {
+	if err := flagsFirst(c); err != nil {
+		return nil, nil, err
+	}
 	if c.NArg() < 1 {
 		return nil, nil, fmt.Errorf("%s: name a machine by ID, serial or MAC", c.Command.Name)
 	}
