@@ -34,7 +34,8 @@ type Credentials struct {
 	Protocol Protocol
 	// CipherSuite is the RMCP+ cipher suite ID for IPMI. If 0, 3
 	// (HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128), which every IPMI 2.0 BMC and
-	// ipmi_sim support. Set 17 for BMCs that disabled SHA1 suites.
+	// ipmi_sim support; if a BMC refuses 3, the go-ipmi provider's full
+	// login also tries 17. Set 17 for BMCs that disabled SHA1 suites.
 	CipherSuite int
 }
 

@@ -65,6 +65,10 @@ func (d *goipmiDriver) Open(ctx context.Context) error {
 		if c, err = d.newClient(); err != nil {
 			return err
 		}
+		if d.cred.CipherSuite == 0 {
+			// Let go-ipmi's Connect also try suite 17 for BMCs without 3.
+			c.WithCipherSuiteID(types.CipherSuiteID(d.cred.cipherSuite()), types.CipherSuiteID(17))
+		}
 		err = c.Connect(ctx)
 		d.admin = err == nil
 	}
