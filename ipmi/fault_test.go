@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -69,6 +71,7 @@ func TestUnreachableFailsWithinDeadline(t *testing.T) {
 			if !errors.Is(err, ipmi.ErrUnreachable) {
 				t.Errorf("err = %v, want ErrUnreachable", err)
 			}
+			t.Logf("error: %v", err)
 			if strings.Contains(err.Error(), "ipmitool") {
 				t.Errorf("err %q: ipmitool was tried after go-ipmi found the IPMI port dead", err)
 			}
@@ -112,6 +115,7 @@ func TestFrozenBMCMidBatch(t *testing.T) {
 		}
 	}
 	last := res[n-1]
+	t.Logf("frozen target: %v", last.Err)
 	if !errors.Is(last.Err, ipmi.ErrTimeout) || last.Attempts != 2 {
 		t.Errorf("frozen target = %v after %d attempts, want ErrTimeout after 2", last.Err, last.Attempts)
 	}
@@ -179,5 +183,42 @@ func TestIPMIToolFallback(t *testing.T) {
 	}
 	if on, _ := b.Power(); !on {
 		t.Error("sim not on")
+	}
+}
+
+// TestIPMIToolPasswordNotInArgv runs the ipmitool provider through a wrapper
+// on PATH that records its arguments and environment: the password must be
+// in IPMITOOL_PASSWORD (with -E), never in argv.
+func TestIPMIToolPasswordNotInArgv(t *testing.T) {
+	b := startSims(t, 1, ipmisim.Options{Password: "Argv-check-9876"})[0]
+	dir := t.TempDir()
+	log := filepath.Join(dir, "calls.log")
+	wrapper := "#!/bin/sh\necho \"argv: $*\" >> " + log + "\necho \"env: $IPMITOOL_PASSWORD\" >> " + log + "\nexec /usr/bin/ipmitool \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "ipmitool"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	c := &ipmi.Controller{Providers: []ipmi.Provider{ipmi.IPMITool()}}
+	if _, err := c.PowerStatus(context.Background(), creds(b)); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var argv, env int
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		switch {
+		case strings.HasPrefix(line, "argv: "):
+			argv++
+			if strings.Contains(line, b.Password) || !strings.Contains(line, "-E") {
+				t.Errorf("ipmitool argv %q: password present or -E missing", line)
+			}
+		case line == "env: "+b.Password:
+			env++
+		}
+	}
+	if argv == 0 || env != argv {
+		t.Errorf("%d calls, %d with the password in the environment:\n%s", argv, env, data)
 	}
 }
