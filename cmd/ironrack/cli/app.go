@@ -65,7 +65,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		Commands: []*cli.Command{
 			inventoryCommand(e),
 			bmcCommand(e),
+			powerCommand(e),
+			bootCommand(e),
 			keyCommand(e),
+			serveCommand(e),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}

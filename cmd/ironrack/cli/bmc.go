@@ -14,7 +14,7 @@ func bmcCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "bmc",
 		Usage: "BMC credentials",
-		Subcommands: []*cli.Command{{
+		Subcommands: []*cli.Command{setPasswordCommand(e), {
 			Name:  "credential",
 			Usage: "shared credentials that rack sheets name in bmc_credential_ref",
 			Subcommands: []*cli.Command{{
