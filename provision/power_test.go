@@ -32,7 +32,9 @@ func (f fakeFinder) Find(_ context.Context, key string) (*inventory.Machine, err
 	return nil, fmt.Errorf("machine %q: %w", key, inventory.ErrNotFound)
 }
 
-func (f fakeFinder) List(context.Context, inventory.Query) ([]*inventory.Machine, error) { return f, nil }
+func (f fakeFinder) List(context.Context, inventory.Query) ([]*inventory.Machine, error) {
+	return f, nil
+}
 
 func TestSelectByID(t *testing.T) {
 	a := &inventory.Machine{ID: inventory.MachineID("A"), Serial: "A", NICs: []inventory.NIC{{MAC: "52:54:00:00:00:0a"}}}
