@@ -16,6 +16,7 @@ import (
 	"github.com/ironrack/ironrack/internal/ipmisim"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision"
+	"golang.org/x/sys/unix"
 )
 
 // The power/boot/set-password CLI tests use 127.0.21.100-127.0.21.199
@@ -493,4 +494,83 @@ func TestSetPasswordCLI(t *testing.T) {
 			t.Error("a failed rotation changed the stored password or the BMC")
 		}
 	})
+}
+
+// openPTY opens a pseudo-terminal pair: the test writes answers to and
+// reads output from master; the CLI gets tty as stdin and stderr.
+func openPTY(t *testing.T) (master, tty *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open /dev/ptmx: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlockpt: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("ptsname: %v", err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open pts: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+// TestConfirmOnTerminal: on a terminal, an action on more than 10 machines
+// asks first (no changes on "n"), and the progress is a bar on stderr.
+func TestConfirmOnTerminal(t *testing.T) {
+	r := newRack(t, "127.0.21.170", 11, nil, -1)
+	runTTY := func(answer string, args ...string) (string, string, error) {
+		t.Helper()
+		master, tty := openPTY(t)
+		var shown strings.Builder
+		done := make(chan struct{})
+		go func() { // drain the terminal until the test closes it
+			defer close(done)
+			buf := make([]byte, 4096)
+			for {
+				n, err := master.Read(buf)
+				shown.Write(buf[:n])
+				if err != nil {
+					return
+				}
+			}
+		}()
+		if _, err := master.Write([]byte(answer + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		full := append([]string{"ironrack", "--consul", r.addr, "--key-file", r.key}, args...)
+		err := Run(context.Background(), full, tty, &out, tty)
+		tty.Close()
+		master.Close()
+		<-done
+		return out.String(), shown.String(), err
+	}
+
+	_, term, err := runTTY("n", "power", "off", "--allow-reboot", "--rack", "r21")
+	if err == nil || !strings.Contains(err.Error(), "not confirmed") || !strings.Contains(term, "this changes 11 machines. Continue? [y/N]") {
+		t.Fatalf("answer n: %v\nterminal: %q", err, term)
+	}
+	for i := range r.sims {
+		if !r.power(i) {
+			t.Fatalf("sim %d turned off without confirmation", i)
+		}
+	}
+	out, term, err := runTTY("y", "power", "off", "--allow-reboot", "--rack", "r21")
+	if err != nil || !strings.Contains(out, "11 ok, 0 failed, 11 changed") {
+		t.Fatalf("answer y: %v\n%s", err, out)
+	}
+	if !strings.Contains(term, "/11)") || !strings.Contains(term, "█") || strings.Contains(term, "[1/11]") {
+		t.Errorf("terminal shows no progress bar (or plain lines): %q", term)
+	}
+	for i := range r.sims {
+		if r.power(i) {
+			t.Errorf("sim %d still on", i)
+		}
+	}
 }
