@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ironrack/ironrack/inventory"
@@ -364,8 +365,18 @@ func (f *Fleet) Power(ctx context.Context, sel []Selected, action ipmi.PowerActi
 	ts, js := targets(jobs)
 	ctl := f.controller()
 	opts := ipmi.PowerOptions{AllowReboot: r.AllowReboot, DryRun: r.DryRun}
+	// sent remembers the machines any attempt sent a command to: after a
+	// retry, the last attempt may find nothing left to do.
+	var mu sync.Mutex
+	sent := map[string]bool{}
 	res := ipmi.Bulk(ctx, ts, f.bulkOptions(jobs), func(ctx context.Context, t ipmi.Target) (ipmi.PowerResult, error) {
-		return ctl.Power(ctx, t.Credentials, action, opts)
+		v, err := ctl.Power(ctx, t.Credentials, action, opts)
+		if !opts.DryRun && (v.Changed || v.WouldChange && err != nil) {
+			mu.Lock()
+			sent[t.ID] = true
+			mu.Unlock()
+		}
+		return v, err
 	})
 	for i, x := range res {
 		j := js[i]
@@ -373,6 +384,11 @@ func (f *Fleet) Power(ctx context.Context, sel []Selected, action ipmi.PowerActi
 		o.Attempts, o.Elapsed, o.DryRun = x.Attempts, x.Elapsed, r.DryRun
 		v := x.Value
 		o.Before, o.After, o.Changed = string(v.Before), string(v.After), v.Changed
+		if sent[j.sel.Machine.ID] && !v.Changed && x.Err == nil {
+			// An earlier attempt's command took effect; this one found it done.
+			o.Changed = true
+			o.Warnings = append(o.Warnings, "retried: an earlier attempt sent the command and timed out; this attempt found it done")
+		}
 		o.warn(v.Warnings...)
 		if x.Err != nil {
 			o.fail(fmt.Errorf("machine %s: %w", j.sel.Machine.ID, x.Err))
@@ -384,15 +400,13 @@ func (f *Fleet) Power(ctx context.Context, sel []Selected, action ipmi.PowerActi
 			o.Note = fmt.Sprintf("would power %s", action)
 		case r.DryRun:
 			o.Note = "would do nothing"
-		case x.Err == nil && !v.Changed:
+		case x.Err == nil && !o.Changed:
 			o.Note = fmt.Sprintf("nothing to do: machine is %s", v.Before)
 		}
 	}
-	// Record the commands sent: a write was attempted when the plan said to
-	// send one and this was not a dry run.
+	// Record the commands sent, by any attempt.
 	f.record(ctx, js, func(j *job, i int) (inventory.Change, bool) {
-		v := res[i].Value
-		if r.DryRun || !(v.Changed || v.WouldChange && res[i].Err != nil) {
+		if !sent[j.sel.Machine.ID] {
 			return inventory.Change{}, false
 		}
 		what := "power " + string(action)

@@ -63,9 +63,9 @@ func New(cfg Config) *Server {
 // waits for transfers in flight (each bounded by Timeout and the
 // library's retries) and returns nil.
 //
-// pin/tftp opens one socket per transfer from its own goroutines; in a
-// network namespace, run the whole process inside it (ip netns exec),
-// not just Serve's thread.
+// pin/tftp opens one socket per transfer from its read loop, which runs
+// on Serve's goroutine: run Serve on a thread inside a network namespace
+// and the transfers stay inside it too.
 func (s *Server) Serve(ctx context.Context) error {
 	root, err := os.OpenRoot(s.cfg.Root)
 	if err != nil {
@@ -90,18 +90,19 @@ func (s *Server) Serve(ctx context.Context) error {
 	srv := tftp.NewServer(func(name string, rf io.ReaderFrom) error { return s.read(root, name, rf) }, nil)
 	srv.SetTimeout(s.cfg.Timeout)
 	srv.SetRetries(5)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(conn) }()
 	s.log.Info("tftp: serving", "addr", conn.LocalAddr().String(), "root", s.cfg.Root, "interface", s.cfg.Interface)
-	select {
-	case <-ctx.Done():
-		srv.Shutdown()
-		<-errc
+	// srv.Serve runs on this goroutine: pin/tftp opens each transfer's
+	// socket in its read loop, so they are opened where Serve was called
+	// (a test's network namespace, when Serve runs on a thread inside it).
+	stop := context.AfterFunc(ctx, srv.Shutdown)
+	defer stop()
+	err = srv.Serve(conn)
+	if ctx.Err() != nil {
+		srv.Shutdown() // waits for the transfers in flight
 		return nil
-	case err := <-errc:
-		conn.Close()
-		return fmt.Errorf("tftp: serve %s: %w", s.cfg.Addr, err)
 	}
+	conn.Close()
+	return fmt.Errorf("tftp: serve %s: %w", s.cfg.Addr, err)
 }
 
 // ErrRefused is returned to clients for paths outside the root.

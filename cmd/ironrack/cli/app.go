@@ -68,6 +68,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			powerCommand(e),
 			bootCommand(e),
 			keyCommand(e),
+			serveCommand(e),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}

@@ -1,0 +1,173 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ironrack/ironrack/provision"
+)
+
+// serveCommand is `ironrack serve`: the network boot server of one interface.
+func serveCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the network boot server (DHCP or proxyDHCP, TFTP, iPXE over HTTP, IPv6 RA) on one interface",
+		UsageText: "ironrack serve --interface IF --address IP/PREFIX (--dhcp-range FIRST-LAST | --proxy-dhcp)\n" +
+			"   [--router IP] [--dns IP,...] [--lease-time 1h] [--http-port 8080] [--data-dir DIR]",
+		Description: "Every machine that network-boots on --interface gets the iPXE script its lifecycle state asks for\n" +
+			"(see docs/boot-server.md). Leases, enlisted machines, facts and boots go to the inventory in Consul\n" +
+			"(--consul). DHCP, TFTP and RA bind --interface only; HTTP listens on --address only.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "interface", Usage: "the only interface DHCP, TFTP and RA bind (required)"},
+			&cli.StringFlag{Name: "address", Usage: "this server's IPv4 address on --interface with prefix, e.g. 192.0.2.1/24 (required)"},
+			&cli.StringFlag{Name: "dhcp-range", Usage: "authoritative mode: the dynamic range FIRST-LAST, inside --address's subnet"},
+			&cli.BoolFlag{Name: "proxy-dhcp", Usage: "proxyDHCP mode: another DHCP server owns the addresses; answer PXE clients' boot options only"},
+			&cli.StringFlag{Name: "router", Usage: "default gateway handed to clients (option 3)"},
+			&cli.StringFlag{Name: "dns", Usage: "DNS servers handed to clients, comma-separated (option 6)"},
+			&cli.DurationFlag{Name: "lease-time", Value: time.Hour, Usage: "DHCP lease time"},
+			&cli.IntFlag{Name: "http-port", Value: 8080, Usage: "port of the boot HTTP server on --address"},
+			&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "boot artifacts: images/<name>/<version>/, the agent in images/agent/current/"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("serve: unexpected argument %q (all settings are flags)", c.Args().First())
+			}
+			cfg, err := serveConfig(c)
+			if err != nil {
+				return err
+			}
+			if _, err := net.InterfaceByName(cfg.Interface); err != nil {
+				return fmt.Errorf("--interface %s: %w", cfg.Interface, err)
+			}
+			agent := provision.AgentDir(cfg.DataDir)
+			for _, f := range []string{"vmlinuz", "initrd.img"} {
+				if _, err := os.Stat(filepath.Join(agent, f)); err != nil {
+					e.log.Warn("serve: the discovery environment is missing; machines that boot the agent will fail to boot",
+						"file", filepath.Join(agent, f), "fix", "scripts/boot-artifacts --install "+cfg.DataDir)
+				}
+			}
+			st, err := e.store(c, false)
+			if err != nil {
+				return err
+			}
+			cfg.Store = st
+			cfg.Logger = e.log
+			b, err := provision.NewBootServer(cfg)
+			if err != nil {
+				return fmt.Errorf("serve: %w", err)
+			}
+			e.log.Info("serve: starting", "interface", cfg.Interface, "address", cfg.Address, "proxy", cfg.Proxy, "http", b.BaseURL)
+			return b.Serve(c.Context)
+		},
+	}
+}
+
+func defaultDataDir() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ".ironrack/boot"
+	}
+	return filepath.Join(home, ".ironrack", "boot")
+}
+
+// serveConfig reads and checks serve's flags; every error names its flag.
+func serveConfig(c *cli.Context) (provision.Config, error) {
+	var cfg provision.Config
+	cfg.Interface = strings.TrimSpace(c.String("interface"))
+	if cfg.Interface == "" {
+		return cfg, errors.New("--interface is required: the one interface to serve DHCP, TFTP and RA on")
+	}
+	addr := c.String("address")
+	if addr == "" {
+		return cfg, errors.New("--address is required: this server's IPv4 address on --interface with its prefix, e.g. 192.0.2.1/24")
+	}
+	p, err := netip.ParsePrefix(addr)
+	if err != nil || !p.Addr().Is4() {
+		return cfg, fmt.Errorf("--address %q: want an IPv4 address with prefix, e.g. 192.0.2.1/24", addr)
+	}
+	if p.Bits() > 30 || p.Bits() < 8 {
+		return cfg, fmt.Errorf("--address %q: prefix /%d leaves no room for clients; want /8 to /30", addr, p.Bits())
+	}
+	if p.Addr() == p.Masked().Addr() {
+		return cfg, fmt.Errorf("--address %q is the subnet's network address; give this server's own address", addr)
+	}
+	cfg.Address = p
+	subnet := p.Masked()
+
+	rng, proxy := c.String("dhcp-range"), c.Bool("proxy-dhcp")
+	switch {
+	case rng != "" && proxy:
+		return cfg, errors.New("--dhcp-range and --proxy-dhcp exclude each other: give --dhcp-range to own the addresses, or --proxy-dhcp when another DHCP server does")
+	case rng == "" && !proxy:
+		return cfg, errors.New("need exactly one of --dhcp-range FIRST-LAST (authoritative) or --proxy-dhcp (another DHCP server owns the addresses)")
+	case proxy:
+		cfg.Proxy = true
+		if c.IsSet("lease-time") {
+			return cfg, errors.New("--lease-time applies to --dhcp-range only: in --proxy-dhcp mode the other server leases the addresses")
+		}
+	default:
+		first, last, ok := strings.Cut(rng, "-")
+		a, err1 := netip.ParseAddr(strings.TrimSpace(first))
+		b, err2 := netip.ParseAddr(strings.TrimSpace(last))
+		if !ok || err1 != nil || err2 != nil || !a.Is4() || !b.Is4() {
+			return cfg, fmt.Errorf("--dhcp-range %q: want FIRST-LAST, two IPv4 addresses, e.g. 192.0.2.100-192.0.2.200", rng)
+		}
+		if b.Less(a) {
+			return cfg, fmt.Errorf("--dhcp-range %q: FIRST is after LAST", rng)
+		}
+		if !subnet.Contains(a) || !subnet.Contains(b) {
+			return cfg, fmt.Errorf("--dhcp-range %q is not inside --address's subnet %s", rng, subnet)
+		}
+		cfg.RangeFirst, cfg.RangeLast = a, b
+	}
+	if r := c.String("router"); r != "" {
+		ip, err := netip.ParseAddr(r)
+		if err != nil || !ip.Is4() {
+			return cfg, fmt.Errorf("--router %q: want an IPv4 address", r)
+		}
+		if !subnet.Contains(ip) {
+			return cfg, fmt.Errorf("--router %s is not inside --address's subnet %s; clients could not reach it", ip, subnet)
+		}
+		cfg.Router = ip
+	}
+	if d := c.String("dns"); d != "" {
+		for _, f := range strings.Split(d, ",") {
+			ip, err := netip.ParseAddr(strings.TrimSpace(f))
+			if err != nil || !ip.Is4() {
+				return cfg, fmt.Errorf("--dns %q: %q is not an IPv4 address (want IP,IP,...)", d, strings.TrimSpace(f))
+			}
+			cfg.DNS = append(cfg.DNS, ip)
+		}
+	}
+	lt := c.Duration("lease-time")
+	if lt < time.Minute || lt > 365*24*time.Hour {
+		return cfg, fmt.Errorf("--lease-time %v: want between 1m and 8760h", lt)
+	}
+	cfg.LeaseTime = lt
+	port := c.Int("http-port")
+	if port < 1 || port > 65535 {
+		return cfg, fmt.Errorf("--http-port %d: want 1 to 65535", port)
+	}
+	cfg.HTTPPort = port
+	dd := c.String("data-dir")
+	if dd == "" {
+		return cfg, errors.New("--data-dir is empty: give the directory holding images/ (default ~/.ironrack/boot)")
+	}
+	fi, err := os.Stat(dd)
+	if err != nil {
+		return cfg, fmt.Errorf("--data-dir %s: %w (create it, and install the agent with scripts/boot-artifacts --install %s)", dd, err, dd)
+	}
+	if !fi.IsDir() {
+		return cfg, fmt.Errorf("--data-dir %s is not a directory", dd)
+	}
+	cfg.DataDir = dd
+	return cfg, nil
+}

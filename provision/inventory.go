@@ -1,0 +1,314 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/provision/dhcp"
+	"github.com/ironrack/ironrack/provision/httpboot"
+	"github.com/ironrack/ironrack/provision/ipxe"
+)
+
+// Image tags. Until the image catalog exists (issue 5), a deployed machine
+// names its image with two tags, and the image's files are found in the
+// data dir by convention (see Inventory.image).
+const (
+	TagImage        = "image"
+	TagImageVersion = "image_version"
+)
+
+// Files in DATA/images/<name>/<version>/ that the deployed-OS boot uses.
+const (
+	ImageKernel  = "vmlinuz"    // present: boot it; absent: boot the local disk
+	ImageInitrd  = "initrd.img" // optional
+	ImageCmdline = "cmdline"    // optional, one line; if absent DefaultOSCmdline
+)
+
+// DefaultOSCmdline is the deployed kernel's command line when the image has
+// no cmdline file: root on the local disk, by the label the images issue
+// gives the root file system.
+const DefaultOSCmdline = "root=LABEL=ironrack-root ro console=tty0 console=ttyS0,115200n8"
+
+// bootServer is recorded as Who in the history entries the boot server writes.
+const bootServer = "boot-server"
+
+// Inventory adapts *inventory.Store to the interfaces of the protocol
+// servers: dhcp.LeaseStore, dhcp.Reservations, dhcp.Enlister,
+// httpboot.Machines, httpboot.BootRecorder, httpboot.Tokens and
+// httpboot.Reports. It holds no state of its own beyond what it is given.
+type Inventory struct {
+	// Store is the inventory. Required.
+	Store *inventory.Store
+	// DataDir is the boot server's data dir, where deployed images' files
+	// are looked up (DATA/images/<name>/<version>/). If empty, a deployed
+	// machine boots its local disk.
+	DataDir string
+	// Logger receives logs. If nil, logs are discarded.
+	Logger *slog.Logger
+}
+
+func (a *Inventory) log() *slog.Logger {
+	if a.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.Logger
+}
+
+// Leases implements dhcp.LeaseStore.
+func (a *Inventory) Leases(ctx context.Context) ([]dhcp.Lease, error) {
+	ls, err := a.Store.Leases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]dhcp.Lease, 0, len(ls))
+	for _, l := range ls {
+		mac, err := net.ParseMAC(l.MAC)
+		if err != nil {
+			a.log().Warn("provision: skipping stored lease with a malformed MAC", "mac", l.MAC, "ip", l.IP)
+			continue
+		}
+		ip, err := netip.ParseAddr(l.IP)
+		if err != nil {
+			a.log().Warn("provision: skipping stored lease with a malformed IP", "mac", l.MAC, "ip", l.IP)
+			continue
+		}
+		out = append(out, dhcp.Lease{MAC: mac, IP: ip.Unmap(), Expires: l.Expires, Hostname: l.Hostname})
+	}
+	return out, nil
+}
+
+// StoreLease implements dhcp.LeaseStore: one Consul transaction (with the
+// machine's ip when the MAC is a machine's) before the ACK.
+func (a *Inventory) StoreLease(ctx context.Context, l dhcp.Lease) error {
+	return a.Store.StoreLease(ctx, inventory.Lease{
+		MAC: l.MAC.String(), IP: l.IP.String(), Expires: l.Expires.UTC(), Hostname: l.Hostname,
+	})
+}
+
+// find returns the machine with mac, or nil when none has it.
+func (a *Inventory) find(ctx context.Context, mac net.HardwareAddr) (*inventory.Machine, error) {
+	m, err := a.Store.Find(ctx, mac.String())
+	switch {
+	case errors.Is(err, inventory.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("look up MAC %s: %w", mac, err)
+	}
+	return m, nil
+}
+
+// Reservation implements dhcp.Reservations: a machine that has the MAC and
+// an ip in the inventory keeps that ip. (The ip is set by the operator's
+// rack sheet, or by an earlier lease, which makes leases sticky.)
+func (a *Inventory) Reservation(ctx context.Context, mac net.HardwareAddr) (netip.Addr, error) {
+	m, err := a.find(ctx, mac)
+	if err != nil || m == nil || m.IP == "" {
+		return netip.Addr{}, err
+	}
+	ip, err := netip.ParseAddr(m.IP)
+	if err != nil {
+		a.log().Warn("provision: machine has a malformed ip; no reservation", "machine", m.ID, "ip", m.IP)
+		return netip.Addr{}, nil
+	}
+	return ip.Unmap(), nil
+}
+
+// EnlistPXE implements dhcp.Enlister: an unknown MAC becomes a machine in
+// state new with source=pxe.
+func (a *Inventory) EnlistPXE(ctx context.Context, mac net.HardwareAddr) error {
+	_, err := a.enlist(ctx, mac)
+	return err
+}
+
+func (a *Inventory) enlist(ctx context.Context, mac net.HardwareAddr) (*inventory.Machine, error) {
+	m, err := a.find(ctx, mac)
+	if err != nil || m != nil {
+		return m, err
+	}
+	m, created, err := a.Store.Enlist(ctx, inventory.Sighting{MACs: []string{mac.String()}, Source: "pxe"},
+		inventory.Change{What: "enlist", Why: "network boot from an unknown MAC " + mac.String(), Who: bootServer})
+	if err != nil {
+		return nil, fmt.Errorf("enlist MAC %s: %w", mac, err)
+	}
+	if created {
+		a.log().Info("provision: enlisted a new machine", "machine", m.ID, "mac", mac.String())
+	}
+	return m, nil
+}
+
+// MachineByMAC implements httpboot.Machines. A MAC the inventory does not
+// know is enlisted here too (a script request is a network boot, and in
+// proxyDHCP mode the DHCP server may not have seen the client), so every
+// agent boot carries a machine ID and a fresh boot token. Tokens are issued
+// only for the boots that start the agent.
+func (a *Inventory) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (ipxe.Machine, error) {
+	m, err := a.enlist(ctx, mac)
+	if err != nil {
+		return ipxe.Machine{}, err
+	}
+	out := ipxe.Machine{ID: m.ID, MAC: mac.String(), State: string(m.State)}
+	if out.State == ipxe.StateDeployed {
+		out.Image = a.image(m)
+	}
+	if ipxe.Decide(out).Action == ipxe.ActionAgent {
+		tok, err := a.Store.IssueBootToken(ctx, m.ID)
+		if err != nil {
+			return ipxe.Machine{}, fmt.Errorf("boot token for %s: %w", m.ID, err)
+		}
+		out.Token = tok
+	}
+	return out, nil
+}
+
+// image is a deployed machine's image: its tags name it; its files are found
+// in DATA/images/<name>/<version>/ (vmlinuz, optional initrd.img, optional
+// one-line cmdline). No tags, or no vmlinuz there, means the image installed
+// a bootloader: the machine boots its local disk.
+func (a *Inventory) image(m *inventory.Machine) ipxe.Image {
+	img := ipxe.Image{Name: m.Tags[TagImage], Version: m.Tags[TagImageVersion]}
+	if img.Name == "" || img.Version == "" || a.DataDir == "" ||
+		!safeSegment(img.Name) || !safeSegment(img.Version) {
+		return ipxe.Image{}
+	}
+	dir := filepath.Join(a.DataDir, "images", img.Name, img.Version)
+	if !regular(filepath.Join(dir, ImageKernel)) {
+		return img // no kernel: local disk
+	}
+	img.Kernel = ImageKernel
+	if regular(filepath.Join(dir, ImageInitrd)) {
+		img.Initrd = ImageInitrd
+	}
+	img.Cmdline = DefaultOSCmdline
+	if b, err := os.ReadFile(filepath.Join(dir, ImageCmdline)); err == nil {
+		if line := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]); line != "" {
+			img.Cmdline = line
+		}
+	}
+	return img
+}
+
+func safeSegment(s string) bool {
+	return s != "." && s != ".." && !strings.ContainsAny(s, "/\\\x00")
+}
+
+func regular(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// RecordBoot implements httpboot.BootRecorder: every boot lands in the
+// machine's history with what it was handed.
+func (a *Inventory) RecordBoot(ctx context.Context, m ipxe.Machine, d ipxe.Decision) error {
+	if m.ID == "" {
+		return nil
+	}
+	what := "boot " + string(d.Action)
+	if d.Mode != "" {
+		what += " " + d.Mode
+	}
+	return a.Store.NoteBoot(ctx, m.ID, what, fmt.Sprintf("network boot of %s: %s", m.MAC, d.Why))
+}
+
+// VerifyBootToken implements httpboot.Tokens.
+func (a *Inventory) VerifyBootToken(ctx context.Context, token string) (string, bool, error) {
+	id, err := a.Store.VerifyBootToken(ctx, token)
+	switch {
+	case errors.Is(err, inventory.ErrToken):
+		return "", false, nil
+	case err != nil:
+		return "", false, err
+	}
+	return id, true, nil
+}
+
+// RecordReport implements httpboot.Reports. Facts of a machine in state
+// new, commissioning or failed_commissioning commission it (→ ready, with
+// the facts); facts in any other state, and progress events, are noted in
+// its history.
+func (a *Inventory) RecordReport(ctx context.Context, id string, r httpboot.Report) error {
+	switch r.Kind {
+	case "facts":
+		return a.recordFacts(ctx, id, r.Facts)
+	case "event":
+		e := r.Event
+		why := e.Status
+		if e.Percent > 0 {
+			why += fmt.Sprintf(" %d%%", e.Percent)
+		}
+		if e.Message != "" {
+			why += ": " + e.Message
+		}
+		return a.Store.NoteBoot(ctx, id, "agent "+e.Phase, why)
+	}
+	return fmt.Errorf("report kind %q", r.Kind)
+}
+
+func (a *Inventory) recordFacts(ctx context.Context, id string, f *httpboot.Facts) error {
+	facts := FactsFromReport(f)
+	m, err := a.Store.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch m.State {
+	case inventory.StateNew, inventory.StateCommissioning, inventory.StateFailedCommissioning:
+		if _, err := a.Store.Commission(ctx, id, facts, inventory.Change{
+			What: "commission", Why: "facts from the discovery agent", Who: bootServer,
+		}); err != nil {
+			return fmt.Errorf("commission %s: %w", id, err)
+		}
+		a.log().Info("provision: commissioned", "machine", id, "serial", facts.Serial,
+			"cpu_cores", facts.CPUCores, "mem_gb", facts.MemGB, "disks", len(facts.Disks))
+		return nil
+	}
+	return a.Store.NoteBoot(ctx, id, "facts", fmt.Sprintf("agent reported serial %s, %d cores, %d GiB, %d disks in state %s (not applied)",
+		facts.Serial, facts.CPUCores, facts.MemGB, len(facts.Disks), m.State))
+}
+
+// GiB is 2^30 bytes.
+const GiB = 1 << 30
+
+// FactsFromReport converts an agent's facts to the inventory's. mem_gb is
+// memory_bytes rounded up to whole GiB: the busybox agent reports the
+// kernel's MemTotal, which is a little less than the installed memory.
+func FactsFromReport(f *httpboot.Facts) inventory.Facts {
+	out := inventory.Facts{
+		Serial:   strings.TrimSpace(f.Serial),
+		Vendor:   inventoryText(f.Vendor),
+		Model:    inventoryText(f.Product),
+		CPUCores: f.CPUs,
+		MemGB:    int((f.MemoryBytes + GiB - 1) / GiB),
+	}
+	for _, d := range f.Disks {
+		out.Disks = append(out.Disks, inventory.Disk{Name: d.Name, SizeBytes: int64(min(d.SizeBytes, 1<<62)), Serial: d.Serial})
+	}
+	for _, mac := range f.MACs {
+		out.NICs = append(out.NICs, inventory.NIC{MAC: mac})
+	}
+	return out
+}
+
+// inventoryText keeps a DMI string only when the inventory accepts it as a
+// plain field (letters, digits, _.:/- and spaces); firmware strings such as
+// "QEMU" pass, odd ones are dropped rather than failing the commission.
+func inventoryText(s string) string {
+	s = strings.TrimSpace(s)
+	if s == "" || len(s) > 256 {
+		return ""
+	}
+	for i, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			i > 0 && strings.ContainsRune("_.:/ -", r)
+		if !ok {
+			return ""
+		}
+	}
+	return s
+}
