@@ -1,0 +1,52 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestServeFlags checks that every malformed `ironrack serve` invocation
+// fails before touching the network, with an error naming the flag.
+func TestServeFlags(t *testing.T) {
+	dir := t.TempDir()
+	base := []string{"--interface", "lo", "--address", "192.0.2.1/24", "--data-dir", dir}
+	tests := map[string]struct {
+		args []string
+		want string
+	}{
+		"no interface":      {[]string{"--address", "192.0.2.1/24", "--proxy-dhcp"}, "--interface is required"},
+		"no address":        {[]string{"--interface", "lo", "--proxy-dhcp"}, "--address is required"},
+		"address no prefix": {[]string{"--interface", "lo", "--address", "192.0.2.1", "--proxy-dhcp"}, `--address "192.0.2.1"`},
+		"address ipv6":      {[]string{"--interface", "lo", "--address", "2001:db8::1/64", "--proxy-dhcp"}, "want an IPv4 address with prefix"},
+		"address /32":       {[]string{"--interface", "lo", "--address", "192.0.2.1/32", "--proxy-dhcp"}, "leaves no room"},
+		"network address":   {[]string{"--interface", "lo", "--address", "192.0.2.0/24", "--proxy-dhcp"}, "network address"},
+		"neither mode":      {base, "need exactly one of --dhcp-range"},
+		"both modes":        {append(base, "--proxy-dhcp", "--dhcp-range", "192.0.2.10-192.0.2.20"), "exclude each other"},
+		"range malformed":   {append(base, "--dhcp-range", "192.0.2.10"), `--dhcp-range "192.0.2.10"`},
+		"range reversed":    {append(base, "--dhcp-range", "192.0.2.20-192.0.2.10"), "FIRST is after LAST"},
+		"range outside":     {append(base, "--dhcp-range", "198.51.100.10-198.51.100.20"), "not inside --address's subnet"},
+		"router outside":    {append(base, "--proxy-dhcp", "--router", "10.9.9.9"), "--router 10.9.9.9 is not inside"},
+		"router malformed":  {append(base, "--proxy-dhcp", "--router", "gw"), `--router "gw"`},
+		"dns malformed":     {append(base, "--proxy-dhcp", "--dns", "192.0.2.53,nope"), `"nope" is not an IPv4 address`},
+		"lease short":       {append(base, "--dhcp-range", "192.0.2.10-192.0.2.20", "--lease-time", "5s"), "--lease-time 5s"},
+		"lease in proxy":    {append(base, "--proxy-dhcp", "--lease-time", "2h"), "--lease-time applies to --dhcp-range only"},
+		"http port":         {append(base, "--proxy-dhcp", "--http-port", "70000"), "--http-port 70000"},
+		"data dir missing":  {[]string{"--interface", "lo", "--address", "192.0.2.1/24", "--proxy-dhcp", "--data-dir", dir + "/nope"}, "--data-dir " + dir + "/nope"},
+		"no such interface": {[]string{"--interface", "nosuch0", "--address", "192.0.2.1/24", "--proxy-dhcp", "--data-dir", dir}, "--interface nosuch0"},
+		"stray argument":    {append(base, "--proxy-dhcp", "extra"), `unexpected argument "extra"`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var out, errOut bytes.Buffer
+			args := append([]string{"ironrack", "--consul", "127.0.0.1:1", "serve"}, tc.args...)
+			err := Run(ctx, args, strings.NewReader(""), &out, &errOut)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("serve %s: error %v, want one containing %q", strings.Join(tc.args, " "), err, tc.want)
+			}
+		})
+	}
+}
