@@ -27,13 +27,16 @@ type AllocateRequest struct {
 // ErrInsufficient means the pool has fewer matching ready machines than asked.
 var ErrInsufficient = errors.New("not enough ready machines")
 
-// maxAllocAttempts bounds how often Allocate retries after losing races.
-const maxAllocAttempts = 20
+// allocPatience bounds how long Allocate keeps retrying after losing races
+// to other claimers (each retry after a jittered, growing pause).
+const allocPatience = 2 * time.Minute
 
 // Allocate claims Count ready machines for Owner: all or none, never one
 // machine twice even across processes (every claim is a CAS on the machine's
-// record). The choice is deterministic for a given owner and pool: machines
-// are ranked by rendezvous hash of (owner, machine ID), racks likewise.
+// record). The choice is deterministic for a given owner and pool: without
+// a spread, the first matches on the pool ring from the owner's bucket (see
+// pool.go); with --spread rack, machines ranked by rendezvous hash of
+// (owner, machine ID), round-robin over racks ranked likewise.
 func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, error) {
 	if req.Count <= 0 {
 		return nil, fmt.Errorf("allocate: count must be at least 1, got %d", req.Count)
@@ -50,48 +53,33 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 	if req.Change.Why == "" {
 		req.Change.Why = "claimed by " + req.Owner
 	}
-	if _, err := s.Recover(ctx); err != nil {
+	if err := s.recoverIfStale(ctx); err != nil {
 		return nil, err
 	}
 	q := Query{Where: req.Where, State: StateReady}
 	backoff := 20 * time.Millisecond
+	giveUp := time.Now().Add(allocPatience)
 	for attempt := 1; ; attempt++ {
-		nodes, err := s.candidates(ctx, q)
-		if err != nil {
-			return nil, err
-		}
-		var pool []cand
-		if req.Where == nil || req.Where.onlyMeta() {
-			// The catalog alone decides the pool; read only the records
-			// of the machines picked, and check them again below.
-			pool = make([]cand, len(nodes))
-			for i, n := range nodes {
-				pool[i] = cand{id: n.Node, rack: n.Meta["rack"]}
-			}
+		var picked []stored
+		var avail int
+		var err error
+		if req.Spread == "" {
+			picked, avail, err = s.ringPick(ctx, req.Count, req.Owner, req.Where)
 		} else {
-			recs, err := s.selectRecords(ctx, q, nodeIDs(nodes))
-			if err != nil {
-				return nil, err
-			}
-			pool = make([]cand, len(recs))
-			for i, r := range recs {
-				pool[i] = cand{id: r.rec.ID, rack: r.rec.Rack}
-			}
+			picked, avail, err = s.spreadPick(ctx, q, req)
 		}
-		if len(pool) < req.Count {
+		if err != nil {
+			return nil, fmt.Errorf("allocate %d for %s: %w", req.Count, req.Owner, err)
+		}
+		if avail < req.Count {
 			sel := "ready"
 			if req.Where != nil && req.Where.String() != "" {
 				sel += " and " + req.Where.String()
 			}
-			return nil, fmt.Errorf("allocate %d for %s: only %d machines are %s: %w", req.Count, req.Owner, len(pool), sel, ErrInsufficient)
+			return nil, fmt.Errorf("allocate %d for %s: only %d machines are %s: %w", req.Count, req.Owner, avail, sel, ErrInsufficient)
 		}
-		chosen := pick(pool, req.Count, req.Owner, req.Spread == "rack")
-		picked, err := s.selectRecords(ctx, q, chosen)
-		if err != nil {
-			return nil, err
-		}
-		if len(picked) != len(chosen) {
-			err = fmt.Errorf("%d picked machines changed since the catalog read: %w", len(chosen)-len(picked), ErrConflict)
+		if len(picked) != req.Count {
+			err = fmt.Errorf("%d picked machines changed since the pool read: %w", req.Count-len(picked), ErrConflict)
 		}
 		ws := make([]*write, len(picked))
 		for i, p := range picked {
@@ -111,8 +99,8 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 			SortMachines(out)
 			return out, nil
 		}
-		if !errors.Is(err, ErrConflict) || attempt >= maxAllocAttempts || ctx.Err() != nil {
-			return nil, fmt.Errorf("allocate %d for %s: %w", req.Count, req.Owner, err)
+		if !errors.Is(err, ErrConflict) || time.Now().After(giveUp) || ctx.Err() != nil {
+			return nil, fmt.Errorf("allocate %d for %s (attempt %d): %w", req.Count, req.Owner, attempt, err)
 		}
 		// Lost a race for some machine: nothing of ours is left claimed
 		// (writeBatch rolled back). Wait a jittered moment, read again.
@@ -122,8 +110,38 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 			return nil, ctx.Err()
 		case <-time.After(d):
 		}
-		backoff = min(backoff*2, time.Second)
+		backoff = min(backoff*2, 2*time.Second)
 	}
+}
+
+// spreadPick reads every ready machine from the catalog (a spread needs
+// every rack's candidates), ranks them and reads the records picked.
+func (s *Store) spreadPick(ctx context.Context, q Query, req AllocateRequest) ([]stored, int, error) {
+	nodes, err := s.candidates(ctx, q)
+	if err != nil {
+		return nil, 0, err
+	}
+	var pool []cand
+	if req.Where == nil || req.Where.onlyMeta() {
+		pool = make([]cand, len(nodes))
+		for i, n := range nodes {
+			pool[i] = cand{id: n.Node, rack: n.Meta["rack"]}
+		}
+	} else {
+		recs, err := s.selectRecords(ctx, q, nodeIDs(nodes))
+		if err != nil {
+			return nil, 0, err
+		}
+		pool = make([]cand, len(recs))
+		for i, r := range recs {
+			pool[i] = cand{id: r.rec.ID, rack: r.rec.Rack}
+		}
+	}
+	if len(pool) < req.Count {
+		return nil, len(pool), nil
+	}
+	picked, err := s.selectRecords(ctx, q, pick(pool, req.Count, req.Owner, true))
+	return picked, len(pool), err
 }
 
 func score(owner, key string) uint64 {

@@ -342,6 +342,23 @@ func (s *Store) Recover(ctx context.Context) ([]string, error) {
 	return done, nil
 }
 
+// recoverEvery is how long a Store trusts that no abandoned batch waits.
+const recoverEvery = 10 * time.Second
+
+// recoverIfStale runs Recover unless this Store ran it within recoverEvery:
+// a long-lived process (boot server, provider, benchmark) allocating in a
+// loop need not list the journals before every claim.
+func (s *Store) recoverIfStale(ctx context.Context) error {
+	if last := s.recovered.Load(); last != 0 && time.Since(time.Unix(0, last)) < recoverEvery {
+		return nil
+	}
+	if _, err := s.Recover(ctx); err != nil {
+		return err
+	}
+	s.recovered.Store(time.Now().UnixNano())
+	return nil
+}
+
 func pidAlive(pid int) bool {
 	if pid <= 0 {
 		return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 
 	"github.com/hashicorp/consul/api"
@@ -140,10 +141,9 @@ func SortMachines(ms []*Machine) {
 }
 
 func slotLess(a, b string) bool {
-	var x, y int
-	_, e1 := fmt.Sscanf(a, "%d", &x)
-	_, e2 := fmt.Sscanf(b, "%d", &y)
-	if e1 == nil && e2 == nil && x != y && fmt.Sprint(x) == a && fmt.Sprint(y) == b {
+	x, e1 := strconv.Atoi(a)
+	y, e2 := strconv.Atoi(b)
+	if e1 == nil && e2 == nil && x != y {
 		return x < y
 	}
 	return a < b

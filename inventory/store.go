@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -56,6 +57,8 @@ type Store struct {
 	c   *api.Client
 	cfg Config
 	log *slog.Logger
+	// recovered is when Recover last found nothing left to do (unix ns).
+	recovered atomic.Int64
 	// afterChunk, if set, runs after each chunk of a journaled batch
 	// (tests use it to kill a batch midway).
 	afterChunk func()

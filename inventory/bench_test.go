@@ -1,0 +1,214 @@
+package inventory
+
+// Benchmarks against raw Consul calls doing the same work, in the same run.
+// Run them (not part of .ci/run) with:
+//
+//	go test -run '^$' -bench . -benchtime 300x ./inventory
+//
+// Each reports ironrack's and the baseline's latency percentiles and their
+// ratio as custom metrics.
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
+)
+
+type benchFixture struct {
+	s *Store
+	c *api.Client
+}
+
+var (
+	fixtureOnce sync.Once
+	fixture     benchFixture
+)
+
+// benchStore is one Consul agent with 10,000 ready machines in 25 racks,
+// shared by every benchmark of this run.
+func benchStore(b *testing.B) benchFixture {
+	fixtureOnce.Do(func() {
+		s, c := testStore(&keepAlive{b})
+		seedReady(b, s, 10000, 25)
+		fixture = benchFixture{s, c}
+	})
+	return fixture
+}
+
+// keepAlive lets the shared agent outlive the first benchmark: its Cleanup
+// is never run (the process exit stops the agent via Pdeathsig).
+type keepAlive struct{ testing.TB }
+
+func (keepAlive) Cleanup(func()) {}
+
+func pct(ds []time.Duration, p float64) float64 {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	i := int(float64(len(ds)-1) * p)
+	return float64(ds[i].Microseconds()) / 1000
+}
+
+// rawQuery is the baseline: the same filtered catalog read and the same KV
+// reads (batched read transactions, 8 at once), with the filter hand-coded
+// and no decoding.
+func rawQuery(ctx context.Context, c *api.Client, meta map[string]string, keep func(map[string]string) bool) (int, error) {
+	nodes, _, err := c.Catalog().Nodes((&api.QueryOptions{NodeMeta: meta}).WithContext(ctx))
+	if err != nil {
+		return 0, err
+	}
+	var ids []string
+	for _, n := range nodes {
+		if keep == nil || keep(n.Meta) {
+			ids = append(ids, n.Node)
+		}
+	}
+	var total atomic.Int64
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for start := 0; start < len(ids); start += getBatch {
+		batch := ids[start:min(start+getBatch, len(ids))]
+		g.Go(func() error {
+			ops := make(api.TxnOps, len(batch))
+			for i, id := range batch {
+				ops[i] = &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: "ironrack/machines/" + id}}
+			}
+			_, resp, _, err := c.Txn().Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
+			if err != nil {
+				return err
+			}
+			for _, r := range resp.Results {
+				total.Add(int64(len(r.KV.Value)))
+			}
+			return nil
+		})
+	}
+	return len(ids), g.Wait()
+}
+
+func benchQuery(b *testing.B, where string, meta map[string]string, keep func(map[string]string) bool) {
+	f := benchStore(b)
+	ctx := context.Background()
+	w, err := ParseWhere(where)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ours, raw []time.Duration
+	var n int
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		ms, err := f.s.List(ctx, Query{Where: w})
+		t1 := time.Now()
+		rn, rerr := rawQuery(ctx, f.c, meta, keep)
+		t2 := time.Now()
+		if err != nil || rerr != nil {
+			b.Fatal(err, rerr)
+		}
+		if len(ms) != rn {
+			b.Fatalf("ironrack selected %d, baseline %d", len(ms), rn)
+		}
+		n = len(ms)
+		ours, raw = append(ours, t1.Sub(t0)), append(raw, t2.Sub(t1))
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(n), "machines")
+	b.ReportMetric(pct(ours, 0.5), "ironrack-p50-ms")
+	b.ReportMetric(pct(ours, 0.99), "ironrack-p99-ms")
+	b.ReportMetric(pct(raw, 0.5), "raw-p50-ms")
+	b.ReportMetric(pct(raw, 0.99), "raw-p99-ms")
+	b.ReportMetric(pct(ours, 0.99)/pct(raw, 0.99), "p99-ratio")
+}
+
+// BenchmarkWhereQuery: `rack == "rk07" and mem_gb >= 128` over 10,000
+// machines (rack pushed down to Consul, memory decided from NodeMeta, 267
+// records read).
+func BenchmarkWhereQuery(b *testing.B) {
+	benchQuery(b, `rack == "rk07" and mem_gb >= 128`,
+		map[string]string{"ironrack": "machine", "rack": "rk07"},
+		func(m map[string]string) bool { v, _ := strconv.Atoi(m["mem_gb"]); return v >= 128 })
+}
+
+// BenchmarkWhereQueryFullScan: an expression on a field that is not in
+// NodeMeta, so every one of the 10,000 records is read and evaluated.
+func BenchmarkWhereQueryFullScan(b *testing.B) {
+	benchQuery(b, `source == "import" and len(disks) == 0 and mem_gb >= 256`,
+		map[string]string{"ironrack": "machine"}, nil)
+}
+
+// BenchmarkAllocate: 16 claimers, each with its own client, each making 20
+// allocations of `per` machines; against 16 raw writers doing single-key CAS
+// writes on distinct keys for the same wall time. Reported: machines claimed
+// per second, CAS writes per second, ratio.
+func BenchmarkAllocate(b *testing.B) {
+	for _, per := range []int{1, 10, 20} {
+		b.Run(fmt.Sprintf("count=%d", per), func(b *testing.B) { benchAllocate(b, per) })
+	}
+}
+
+func benchAllocate(b *testing.B, per int) {
+	f := benchStore(b)
+	ctx := context.Background()
+	const claimers = 16
+	var ours, raw float64
+	for i := 0; i < b.N; i++ {
+		// Release everything claimed so far, so each round starts full.
+		all, _ := f.s.List(ctx, Query{State: StateAllocated})
+		if len(all) > 0 {
+			if _, err := f.s.Release(ctx, all, Change{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		var claimed atomic.Int64
+		start := time.Now()
+		var g errgroup.Group
+		for k := range claimers {
+			g.Go(func() error {
+				s := New(f.c, Config{})
+				for r := 0; r < 20; r++ {
+					ms, err := s.Allocate(ctx, AllocateRequest{Count: per, Owner: fmt.Sprintf("bench-%d-%d-%d", i, k, r)})
+					if err != nil {
+						return err
+					}
+					claimed.Add(int64(len(ms)))
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		elapsed := time.Since(start)
+		ours = float64(claimed.Load()) / elapsed.Seconds()
+
+		var writes atomic.Int64
+		deadline := time.Now().Add(elapsed)
+		var rg errgroup.Group
+		for k := range claimers {
+			rg.Go(func() error {
+				for j := 0; time.Now().Before(deadline) && j < 100000; j++ {
+					key := fmt.Sprintf("bench/raw/%d/%d/%d/%d", per, i, k, j)
+					ok, _, err := f.c.KV().CAS(&api.KVPair{Key: key, Value: []byte("claimed"), ModifyIndex: 0}, nil)
+					if err != nil || !ok {
+						return fmt.Errorf("raw CAS %s: %v %v", key, ok, err)
+					}
+					writes.Add(1)
+				}
+				return nil
+			})
+		}
+		if err := rg.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		raw = float64(writes.Load()) / elapsed.Seconds()
+	}
+	b.ReportMetric(ours, "claims/s")
+	b.ReportMetric(raw, "raw-cas/s")
+	b.ReportMetric(ours/raw, "ratio")
+}

@@ -1,0 +1,153 @@
+package inventory
+
+// Added by the boot server's owner (provision) for batched DHCP lease
+// commits; see StoreLeases. Kept in its own file so the inventory's owner
+// can fold it into boot.go.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// MaxLeaseBatch is the most leases StoreLeases writes in one transaction.
+const MaxLeaseBatch = 64
+
+// StoreLeases stores several leases durably, as StoreLease does for one,
+// but in as few Consul round trips as it can: one read-only transaction
+// finds which MACs belong to machines, one transaction writes every lease
+// whose machine needs no change, and a machine whose ip changes is updated
+// (lease and ip together) in its own transaction, as StoreLease does. The
+// boot server uses it to group-commit the leases of concurrent requests.
+//
+// errs[i] is the result for ls[i]; a lease is durable when its error is
+// nil. len(ls) must be at most MaxLeaseBatch.
+func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
+	errs = make([]error, len(ls))
+	if len(ls) > MaxLeaseBatch {
+		for i := range errs {
+			errs[i] = fmt.Errorf("store leases: batch of %d exceeds %d", len(ls), MaxLeaseBatch)
+		}
+		return errs
+	}
+	vals := make([][]byte, len(ls))
+	var reads api.TxnOps
+	var readIdx []int
+	for i := range ls {
+		mac, err := NormalizeMAC(ls[i].MAC)
+		if err != nil {
+			errs[i] = fmt.Errorf("store lease: %w", err)
+			continue
+		}
+		ls[i].MAC = mac
+		if net.ParseIP(ls[i].IP) == nil {
+			errs[i] = fmt.Errorf("store lease for %s: malformed IP %q", mac, ls[i].IP)
+			continue
+		}
+		vals[i], _ = json.Marshal(ls[i])
+		reads = append(reads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.key("index", "mac", mac)}})
+		readIdx = append(readIdx, i)
+	}
+	if len(reads) == 0 {
+		return errs
+	}
+	fail := func(idx []int, err error) {
+		for _, i := range idx {
+			errs[i] = err
+		}
+	}
+	// Read-only transactions are answered without a Raft round.
+	resp, err := s.txn(ctx, reads)
+	if err != nil {
+		fail(readIdx, fmt.Errorf("store leases: read MAC index: %w", err))
+		return errs
+	}
+	owner := map[int]string{}
+	for j, r := range resp.Results {
+		if j < len(readIdx) && r.KV != nil && len(r.KV.Value) > 0 {
+			owner[readIdx[j]] = string(r.KV.Value)
+		}
+	}
+	var writes api.TxnOps
+	var writeIdx, machineIdx []int
+	for _, i := range readIdx {
+		if id := owner[i]; id != "" {
+			m, err := s.Get(ctx, id)
+			if err == nil && m.IP != ls[i].IP {
+				machineIdx = append(machineIdx, i)
+				continue
+			}
+		}
+		writes = append(writes, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.leaseKey(ls[i].MAC), Value: vals[i]}})
+		writeIdx = append(writeIdx, i)
+	}
+	if len(writes) > 0 {
+		if _, err := s.txn(ctx, writes); err != nil {
+			fail(writeIdx, fmt.Errorf("store leases: %w", err))
+		}
+	}
+	for _, i := range machineIdx {
+		errs[i] = s.StoreLease(ctx, ls[i])
+	}
+	return errs
+}
+
+// ReservedIPs returns the ip recorded on the machine of each MAC that
+// belongs to a machine with an ip; MACs without one are absent. It reads
+// in at most two read-only transactions (answered without a Raft round),
+// however many MACs are asked, up to MaxLeaseBatch. The boot server uses
+// it to look up the reservations of concurrent DHCP requests at once.
+func (s *Store) ReservedIPs(ctx context.Context, macs []string) (map[string]string, error) {
+	if len(macs) > MaxLeaseBatch {
+		return nil, fmt.Errorf("reserved ips: %d MACs exceed %d", len(macs), MaxLeaseBatch)
+	}
+	var reads api.TxnOps
+	var norm []string
+	for _, raw := range macs {
+		mac, err := NormalizeMAC(raw)
+		if err != nil {
+			continue
+		}
+		norm = append(norm, mac)
+		reads = append(reads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.key("index", "mac", mac)}})
+	}
+	out := map[string]string{}
+	if len(reads) == 0 {
+		return out, nil
+	}
+	resp, err := s.txn(ctx, reads)
+	if err != nil {
+		return nil, fmt.Errorf("reserved ips: read MAC index: %w", err)
+	}
+	var gets api.TxnOps
+	var owners []string
+	for j, r := range resp.Results {
+		if j < len(norm) && r.KV != nil && len(r.KV.Value) > 0 {
+			gets = append(gets, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.machineKey(string(r.KV.Value))}})
+			owners = append(owners, norm[j])
+		}
+	}
+	if len(gets) == 0 {
+		return out, nil
+	}
+	resp, err = s.txn(ctx, gets)
+	if err != nil {
+		return nil, fmt.Errorf("reserved ips: read machines: %w", err)
+	}
+	for j, r := range resp.Results {
+		if j >= len(owners) || r.KV == nil || len(r.KV.Value) == 0 {
+			continue
+		}
+		rec, err := decodeRecord(r.KV.Value)
+		if err != nil {
+			return nil, fmt.Errorf("reserved ips: %s: %w", r.KV.Key, err)
+		}
+		if rec.IP != "" {
+			out[owners[j]] = rec.IP
+		}
+	}
+	return out, nil
+}
