@@ -190,11 +190,11 @@ func TestCLIFlow(t *testing.T) {
 	}
 	// Flag errors name the flag.
 	for args, want := range map[string]string{
-		"-o yaml inventory list":                        "--output \"yaml\"",
-		"inventory list --where memgb>1":                "--where",
-		"inventory list --state sleeping":               "--state",
+		"-o yaml inventory list":                         "--output \"yaml\"",
+		"inventory list --where memgb>1":                 "--where",
+		"inventory list --state sleeping":                "--state",
 		"inventory allocate -n 1 --owner x --spread row": "unknown spread",
-		"--log-level loud inventory list":               "--log-level",
+		"--log-level loud inventory list":                "--log-level",
 	} {
 		_, _, err := c.run("", strings.Fields(args)...)
 		if err == nil || !strings.Contains(err.Error(), want) {
