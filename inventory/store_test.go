@@ -53,3 +53,52 @@ func TestImportAndGet(t *testing.T) {
 		t.Fatalf("history after re-import = %v, %v", h, err)
 	}
 }
+
+func TestFindAmbiguous(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	mustImport(t, s, sheet3)
+	// A serial that reads as another machine's MAC, and one that is
+	// another machine's ID.
+	other := `rack,slot,serial,bmc_address,bmc_username,bmc_password
+r7,1,52:54:00:00:00:02,127.0.20.7,admin,pw
+r7,2,` + MachineID("S3") + `,127.0.20.8,admin,pw
+`
+	mustImport(t, s, other)
+	for _, key := range []string{"52:54:00:00:00:02", MachineID("S3")} {
+		_, err := s.Find(ctx, key)
+		if !errors.Is(err, ErrAmbiguous) {
+			t.Errorf("Find(%s) = %v, want ErrAmbiguous", key, err)
+		}
+	}
+	if m, err := s.Find(ctx, MachineID("S2")); err != nil || m.Serial != "S2" {
+		t.Errorf("unambiguous ID: %v %v", m, err)
+	}
+}
+
+func TestEnlistMerges(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	// PXE first: only a MAC.
+	m, created, err := s.Enlist(ctx, Sighting{MACs: []string{"52:54:00:aa:00:01"}}, Change{})
+	if err != nil || !created || m.Source != "pxe" || m.State != StateNew || m.Rack != "" {
+		t.Fatalf("enlist by MAC: %+v %v %v", m, created, err)
+	}
+	id := m.ID
+	// The agent reports the serial: same machine.
+	m, created, err = s.Enlist(ctx, Sighting{Serial: "PXE1", MACs: []string{"52:54:00:aa:00:01", "52:54:00:aa:00:02"}}, Change{})
+	if err != nil || created || m.ID != id || m.Serial != "PXE1" || len(m.NICs) != 2 {
+		t.Fatalf("enlist with serial: %+v %v %v", m, created, err)
+	}
+	// The rack sheet fills in rack, slot and BMC by serial.
+	mustImport(t, s, "rack,slot,serial,bmc_address,bmc_username,bmc_password\nr4,9,PXE1,127.0.20.40,admin,pw\n")
+	m, _ = s.Find(ctx, "PXE1")
+	if m.ID != id || m.Rack != "r4" || m.BMC.Address != "127.0.20.40" || m.Source != "pxe" {
+		t.Fatalf("after sheet: %+v", m)
+	}
+	// A serial and a MAC of two different machines conflict.
+	mustImport(t, s, sheet3)
+	if _, _, err := s.Enlist(ctx, Sighting{Serial: "PXE1", MACs: []string{"52:54:00:00:00:01"}}, Change{}); !errors.Is(err, ErrConflict) {
+		t.Errorf("conflicting sighting: %v", err)
+	}
+}
