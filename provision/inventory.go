@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision/dhcp"
@@ -53,6 +54,22 @@ type Inventory struct {
 	DataDir string
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
+
+	once     sync.Once
+	leases   *batcher[inventory.Lease, error]
+	reserved *batcher[string, reservationResult]
+}
+
+type reservationResult struct {
+	ip  netip.Addr
+	err error
+}
+
+func (a *Inventory) init() {
+	a.once.Do(func() {
+		a.leases = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases, inFlight: 4}
+		a.reserved = &batcher[string, reservationResult]{call: a.reservations, inFlight: 2}
+	})
 }
 
 func (a *Inventory) log() *slog.Logger {
@@ -85,10 +102,12 @@ func (a *Inventory) Leases(ctx context.Context) ([]dhcp.Lease, error) {
 	return out, nil
 }
 
-// StoreLease implements dhcp.LeaseStore: one Consul transaction (with the
-// machine's ip when the MAC is a machine's) before the ACK.
+// StoreLease implements dhcp.LeaseStore: the lease is committed to Consul
+// (with the machine's ip when the MAC is a machine's) before it returns,
+// group-committed with the leases of concurrent requests.
 func (a *Inventory) StoreLease(ctx context.Context, l dhcp.Lease) error {
-	return a.Store.StoreLease(ctx, inventory.Lease{
+	a.init()
+	return a.leases.do(ctx, inventory.Lease{
 		MAC: l.MAC.String(), IP: l.IP.String(), Expires: l.Expires.UTC(), Hostname: l.Hostname,
 	})
 }
@@ -107,18 +126,32 @@ func (a *Inventory) find(ctx context.Context, mac net.HardwareAddr) (*inventory.
 
 // Reservation implements dhcp.Reservations: a machine that has the MAC and
 // an ip in the inventory keeps that ip. (The ip is set by the operator's
-// rack sheet, or by an earlier lease, which makes leases sticky.)
+// rack sheet, or by an earlier lease, which makes leases sticky.) The
+// lookups of concurrent requests share one read (inventory.ReservedIPs).
 func (a *Inventory) Reservation(ctx context.Context, mac net.HardwareAddr) (netip.Addr, error) {
-	m, err := a.find(ctx, mac)
-	if err != nil || m == nil || m.IP == "" {
-		return netip.Addr{}, err
+	a.init()
+	r := a.reserved.do(ctx, mac.String())
+	return r.ip, r.err
+}
+
+func (a *Inventory) reservations(ctx context.Context, macs []string) []reservationResult {
+	out := make([]reservationResult, len(macs))
+	ips, err := a.Store.ReservedIPs(ctx, macs)
+	for i, mac := range macs {
+		if err != nil {
+			out[i].err = fmt.Errorf("reservation of %s: %w", mac, err)
+			continue
+		}
+		if s, ok := ips[mac]; ok {
+			ip, perr := netip.ParseAddr(s)
+			if perr != nil {
+				a.log().Warn("provision: machine has a malformed ip; no reservation", "mac", mac, "ip", s)
+				continue
+			}
+			out[i].ip = ip.Unmap()
+		}
 	}
-	ip, err := netip.ParseAddr(m.IP)
-	if err != nil {
-		a.log().Warn("provision: machine has a malformed ip; no reservation", "machine", m.ID, "ip", m.IP)
-		return netip.Addr{}, nil
-	}
-	return ip.Unmap(), nil
+	return out
 }
 
 // EnlistPXE implements dhcp.Enlister: an unknown MAC becomes a machine in

@@ -149,7 +149,10 @@ func NewBootServer(cfg Config) (*BootServer, error) {
 		Enlister:  inv,
 		Port:      cfg.DHCPPort,
 		PXEPort:   cfg.PXEPort,
-		Logger:    log, Registerer: cfg.Registry,
+		// Requests wait on Consul, not on CPU; many in flight let their
+		// leases share one group commit.
+		Workers: 512,
+		Logger:  log, Registerer: cfg.Registry,
 	}
 	if !cfg.Proxy {
 		dcfg.RangeFirst, dcfg.RangeLast = cfg.RangeFirst, cfg.RangeLast

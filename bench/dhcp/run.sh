@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# bench/dhcp/run.sh: DHCP DORA/s with Kea's perfdhcp, ironrack (`ironrack serve`,
+# leases in Consul) against Kea (kea-dhcp4, memfile persist=true) on the same
+# veth, in the same run. Not part of CI. Run as root from the repo root:
+#
+#   bench/dhcp/run.sh                      # default rate sweep, 10 s per step
+#   RATES="2000 4000" PERIOD=5 bench/dhcp/run.sh
+#
+# Topology: namespace irb-dhcp-s-<pid> holds v0 (198.18.0.1/15, RFC 2544
+# benchmark range) and the server; namespace irb-dhcp-c-<pid> holds c0
+# (198.18.0.2/15) and perfdhcp, which acts as a relay (giaddr 198.18.0.2),
+# as it always does for DHCPv4. Nothing touches a real interface. Each step
+# starts the server afresh (empty lease file / fresh Consul), runs perfdhcp
+# with 50,000 simulated clients for PERIOD s at one rate, and records the
+# completed 4-way exchanges/s and the drop ratios. The server side (Kea, or
+# ironrack plus its Consul) is pinned to core 0, perfdhcp to core 1.
+#
+# Durability: Kea writes each lease to its memfile before the ACK, without
+# fsync. ironrack's ACK waits for the lease's Consul transaction, a Raft
+# commit. CONSUL=disk (default) runs a one-server Consul with a data dir on
+# disk (Raft log fsync'd); CONSUL=dev runs `consul agent -dev` (in memory).
+#
+# Output: one line per step and a summary; the best rate with both drop
+# ratios under 1% is each server's figure.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+RATES=${RATES:-"1000 2000 3000 4000 6000 8000"}
+PERIOD=${PERIOD:-10}
+CLIENTS=${CLIENTS:-50000}
+CONSUL=${CONSUL:-disk}
+SRV=irb-dhcp-s-$$
+CLI=irb-dhcp-c-$$
+WORK=$(mktemp -d /tmp/irb-dhcp.XXXXXX)
+PIDS=()
+
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  ip netns del "$SRV" 2>/dev/null || true
+  ip netns del "$CLI" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for t in perfdhcp kea-dhcp4 taskset; do
+  command -v "$t" >/dev/null || { echo "needs $t: apt-get install kea-admin kea-dhcp4-server util-linux" >&2; exit 1; }
+done
+CONSUL_BIN=${IRONRACK_CONSUL_BIN:-${IRONRACK_TOOLS:-$HOME/.cache/ironrack/tools}/consul-v1.22.0/consul}
+[[ -x "$CONSUL_BIN" ]] || { echo "needs $CONSUL_BIN (scripts/setup)" >&2; exit 1; }
+
+go build -o "$WORK/ironrack" ./cmd/ironrack
+
+ip netns add "$SRV"; ip netns add "$CLI"
+ip link add v0 netns "$SRV" type veth peer name c0 netns "$CLI"
+ip -n "$SRV" addr add 198.18.0.1/15 dev v0
+ip -n "$CLI" addr add 198.18.0.2/15 dev c0
+for ns in "$SRV" "$CLI"; do ip -n "$ns" link set lo up; done
+ip -n "$SRV" link set v0 up; ip -n "$CLI" link set c0 up
+
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; PIDS=("${PIDS[@]/$1}"); }
+
+start_kea() {
+  mkdir -p "$WORK/kea"; rm -f "$WORK/kea/leases.csv"
+  sed -e "s#@LEASES@#$WORK/kea/leases.csv#" -e "s#@LOG@#$WORK/kea/kea.log#" bench/dhcp/kea.json.tmpl >"$WORK/kea/kea.json"
+  KEA_PIDFILE_DIR="$WORK/kea" KEA_LOCKFILE_DIR="$WORK/kea" \
+    ip netns exec "$SRV" taskset -c 0 kea-dhcp4 -c "$WORK/kea/kea.json" >"$WORK/kea/out.log" 2>&1 &
+  SERVER_PIDS=($!); PIDS+=($!)
+  sleep 2
+}
+
+start_ironrack() {
+  local d="$WORK/consul-$RANDOM"; mkdir -p "$d" "$WORK/data"
+  local args=(agent -bind 127.0.0.1 -client 127.0.0.1 -log-level warn -data-dir "$d" -hcl 'performance { raft_multiplier = 1 }')
+  if [[ "$CONSUL" == dev ]]; then args=(agent -dev -bind 127.0.0.1 -client 127.0.0.1 -log-level warn); else args+=(-server -bootstrap-expect 1); fi
+  ip netns exec "$SRV" taskset -c 0 "$CONSUL_BIN" "${args[@]}" >"$d/consul.log" 2>&1 &
+  local cpid=$!; PIDS+=($cpid)
+  for _ in $(seq 1 100); do
+    ip netns exec "$SRV" curl -sf http://127.0.0.1:8500/v1/status/leader 2>/dev/null | grep -q 127.0.0.1 && break
+    sleep 0.2
+  done
+  ip netns exec "$SRV" taskset -c 0 "$WORK/ironrack" --consul 127.0.0.1:8500 --log-level error serve \
+    --interface v0 --address 198.18.0.1/15 --dhcp-range 198.18.1.0-198.19.255.254 --data-dir "$WORK/data" \
+    >"$d/ironrack.log" 2>&1 &
+  local ipid=$!; PIDS+=($ipid)
+  SERVER_PIDS=($ipid $cpid)
+  for _ in $(seq 1 50); do
+    ip netns exec "$SRV" curl -sf http://198.18.0.1:8080/healthz >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  sleep 1
+}
+
+# step SERVER RATE: prints "SERVER RATE achieved do_drop% ra_drop%"
+step() {
+  local server=$1 rate=$2 out
+  "start_$server"
+  out=$(ip netns exec "$CLI" taskset -c 1 perfdhcp -4 -l c0 -r "$rate" -p "$PERIOD" -R "$CLIENTS" 2>&1 || true)
+  for p in "${SERVER_PIDS[@]}"; do stop_pid "$p"; done
+  local achieved drops
+  achieved=$(awk '/^Rate:/ {print $2; exit}' <<<"$out")
+  drops=$(awk '/^drops ratio:/ {printf "%s ", $3}' <<<"$out")
+  echo "$server $rate ${achieved:-0} $drops"
+}
+
+echo "# server offered_rate achieved_DORA/s discover_drop% request_drop%   (PERIOD=${PERIOD}s CLIENTS=$CLIENTS CONSUL=$CONSUL)"
+declare -A best
+for rate in $RATES; do
+  for server in kea ironrack; do
+    line=$(step "$server" "$rate"); echo "$line"
+    read -r s r a d1 d2 <<<"$line"
+    if awk -v a="${d1%\%}" -v b="${d2%\%}" 'BEGIN {exit !(a+0 < 1 && b+0 < 1)}'; then
+      if awk -v x="$a" -v y="${best[$s]:-0}" 'BEGIN {exit !(x > y)}'; then best[$s]=$a; fi
+    fi
+  done
+done
+echo "# best DORA/s with <1% drops: kea ${best[kea]:-0}  ironrack ${best[ironrack]:-0}"
+awk -v i="${best[ironrack]:-0}" -v k="${best[kea]:-0}" 'BEGIN { if (k > 0) printf "# ratio ironrack/kea: %.2f\n", i / k }'

@@ -1,0 +1,98 @@
+package provision
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/ironrack/ironrack/inventory"
+)
+
+// batchTimeout bounds one group call to the inventory.
+const batchTimeout = 10 * time.Second
+
+// batcher groups the inventory calls of concurrent DHCP requests: a caller
+// that finds no call in flight makes one call for everything queued so far
+// (up to inventory.MaxLeaseBatch items); callers that arrive meanwhile
+// queue and wait, and when the call returns the oldest of them leads the
+// next one. Each caller returns only with its own item's result, so an ACK
+// still follows its own durable lease. No goroutine is started: the
+// callers take turns.
+type batcher[In, Out any] struct {
+	call func(ctx context.Context, in []In) []Out
+	// inFlight bounds the calls made at once. If 0, 1. More than one lets
+	// Consul's Raft put several transactions into one log write.
+	inFlight int
+	mu       sync.Mutex
+	queue    []*pending[In, Out]
+	busy     int
+}
+
+type pending[In, Out any] struct {
+	in In
+	// done receives {lead: true} when this caller is to lead the next
+	// call, and then (or at once) its own result.
+	done chan outcome[Out]
+}
+
+type outcome[Out any] struct {
+	out  Out
+	lead bool
+}
+
+func (b *batcher[In, Out]) do(ctx context.Context, in In) Out {
+	p := &pending[In, Out]{in: in, done: make(chan outcome[Out], 1)}
+	b.mu.Lock()
+	if b.busy < max(b.inFlight, 1) {
+		b.busy++
+		b.mu.Unlock()
+	} else {
+		b.queue = append(b.queue, p)
+		b.mu.Unlock()
+		// No ctx case here: a waiter that left could be the one promoted
+		// to lead, and the queue would stall. The wait is bounded by the
+		// leaders' batchTimeout.
+		o := <-p.done
+		if !o.lead {
+			return o.out
+		}
+	}
+	b.lead(ctx, p)
+	return (<-p.done).out
+}
+
+// lead makes one call for own (which is in no queue) and what is queued,
+// hands out the results and promotes the oldest waiter left, if any, to
+// lead the next call. A waiter is in the queue, or promoted, or in exactly
+// one batch, so it gets exactly one message.
+func (b *batcher[In, Out]) lead(ctx context.Context, own *pending[In, Out]) {
+	b.mu.Lock()
+	n := min(len(b.queue), inventory.MaxLeaseBatch-1)
+	batch := append([]*pending[In, Out]{own}, b.queue[:n]...)
+	b.queue = b.queue[n:]
+	b.mu.Unlock()
+
+	in := make([]In, len(batch))
+	for i, p := range batch {
+		in[i] = p.in
+	}
+	// The call serves every caller in the batch: the leader's own
+	// cancellation must not fail the others.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
+	out := b.call(cctx, in)
+	cancel()
+	for i, p := range batch {
+		p.done <- outcome[Out]{out: out[i]}
+	}
+
+	b.mu.Lock()
+	if len(b.queue) == 0 {
+		b.busy--
+		b.mu.Unlock()
+		return
+	}
+	next := b.queue[0]
+	b.queue = b.queue[1:]
+	b.mu.Unlock()
+	next.done <- outcome[Out]{lead: true}
+}
