@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"net/url"
 	"sort"
+	"strings"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // AllocateRequest asks for Count ready machines.
@@ -114,20 +118,45 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 	}
 }
 
-// spreadPick reads every ready machine from the catalog (a spread needs
-// every rack's candidates), ranks them and reads the records picked.
+// spreadPick ranks every ready machine (a spread needs every rack's
+// candidates) and reads the records picked. Without an expression, or with
+// one decided by rack alone, the pool's key names are enough (rack and ID,
+// about 45 bytes a machine); otherwise the catalog's meta, or the records.
 func (s *Store) spreadPick(ctx context.Context, q Query, req AllocateRequest) ([]stored, int, error) {
-	nodes, err := s.candidates(ctx, q)
-	if err != nil {
-		return nil, 0, err
-	}
 	var pool []cand
-	if req.Where == nil || req.Where.onlyMeta() {
+	switch {
+	case req.Where == nil || req.Where.prog == nil:
+		ctx, cancel := s.opCtx(ctx)
+		keys, _, err := s.c.KV().Keys(s.key("pool")+"/", "", (&api.QueryOptions{}).WithContext(ctx))
+		cancel()
+		if err != nil {
+			return nil, 0, fmt.Errorf("read pool: %w", err)
+		}
+		for _, k := range keys {
+			parts := strings.Split(strings.TrimPrefix(k, s.key("pool")+"/"), "/")
+			if len(parts) != 3 {
+				continue
+			}
+			rack, _ := url.PathUnescape(parts[1])
+			if rack == "-" {
+				rack = ""
+			}
+			pool = append(pool, cand{id: parts[2], rack: rack})
+		}
+	case req.Where.onlyMeta():
+		nodes, err := s.candidates(ctx, q)
+		if err != nil {
+			return nil, 0, err
+		}
 		pool = make([]cand, len(nodes))
 		for i, n := range nodes {
 			pool[i] = cand{id: n.Node, rack: n.Meta["rack"]}
 		}
-	} else {
+	default:
+		nodes, err := s.candidates(ctx, q)
+		if err != nil {
+			return nil, 0, err
+		}
 		recs, err := s.selectRecords(ctx, q, nodeIDs(nodes))
 		if err != nil {
 			return nil, 0, err
