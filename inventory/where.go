@@ -229,25 +229,13 @@ func truth(v any) (any, error) {
 	return nil, fmt.Errorf("expected a boolean, got %T %v", v, v)
 }
 
-func andFn(params ...any) (any, error) {
-	a, err := truth(params[0])
-	if err != nil {
-		return nil, err
-	}
-	b, err := truth(params[1])
-	if err != nil {
-		return nil, err
-	}
-	if a == false || b == false {
-		return false, nil
-	}
-	if a == unknown || b == unknown {
-		return unknown, nil
-	}
-	return true, nil
-}
+func andFn(params ...any) (any, error) { return kleene(params, false) }
 
-func orFn(params ...any) (any, error) {
+func orFn(params ...any) (any, error) { return kleene(params, true) }
+
+// kleene combines two truth values in three-valued logic: the dominant value
+// (false for and, true for or) decides alone, then unknown, then the other.
+func kleene(params []any, dominant bool) (any, error) {
 	a, err := truth(params[0])
 	if err != nil {
 		return nil, err
@@ -256,13 +244,13 @@ func orFn(params ...any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a == true || b == true {
-		return true, nil
-	}
-	if a == unknown || b == unknown {
+	switch {
+	case a == dominant || b == dominant:
+		return dominant, nil
+	case a == unknown || b == unknown:
 		return unknown, nil
 	}
-	return false, nil
+	return !dominant, nil
 }
 
 func notFn(params ...any) (any, error) {

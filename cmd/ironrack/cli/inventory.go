@@ -92,15 +92,7 @@ func inventoryCommand(e *env) *cli.Command {
 				Usage: "list machines",
 				Flags: selectionFlags(),
 				Action: func(c *cli.Context) error {
-					q, err := queryFrom(c)
-					if err != nil {
-						return err
-					}
-					s, err := e.store(c, false)
-					if err != nil {
-						return err
-					}
-					ms, err := s.List(c.Context, q)
+					ms, err := e.list(c)
 					if err != nil {
 						return err
 					}
@@ -214,15 +206,7 @@ func inventoryCommand(e *env) *cli.Command {
 					if err := flagsFirst(c); err != nil {
 						return err
 					}
-					q, err := queryFrom(c)
-					if err != nil {
-						return err
-					}
-					s, err := e.store(c, false)
-					if err != nil {
-						return err
-					}
-					ms, err := s.List(c.Context, q)
+					ms, err := e.list(c)
 					if err != nil {
 						return err
 					}
@@ -386,6 +370,19 @@ func flagsFirst(c *cli.Context) error {
 func isMACorNumber(a string) bool {
 	_, err := strconv.ParseFloat(a, 64)
 	return err == nil
+}
+
+// list runs the selection flags' query.
+func (e *env) list(c *cli.Context) ([]*inventory.Machine, error) {
+	q, err := queryFrom(c)
+	if err != nil {
+		return nil, err
+	}
+	s, err := e.store(c, false)
+	if err != nil {
+		return nil, err
+	}
+	return s.List(c.Context, q)
 }
 
 // findOne resolves the first argument to one machine.
