@@ -26,8 +26,15 @@ type pool struct {
 	byMAC       map[string]Lease
 	byIP        map[netip.Addr]string
 	offers      map[netip.Addr]offer
-	declined    map[netip.Addr]time.Time
-	cursor      netip.Addr
+	// offerOf indexes offers by MAC, so that finding a client's pending
+	// offer does not scan every offer (it did, and under load the scan
+	// made each DISCOVER cost O(offers)).
+	offerOf map[string]netip.Addr
+	// swept is len(offers) after the last sweep of expired offers; the
+	// next sweep waits until offers doubled, so sweeps cost O(1) amortized.
+	swept    int
+	declined map[netip.Addr]time.Time
+	cursor   netip.Addr
 }
 
 func newPool(first, last netip.Addr, subnet netip.Prefix, server netip.Addr) *pool {
@@ -36,6 +43,7 @@ func newPool(first, last netip.Addr, subnet netip.Prefix, server netip.Addr) *po
 		byMAC:    map[string]Lease{},
 		byIP:     map[netip.Addr]string{},
 		offers:   map[netip.Addr]offer{},
+		offerOf:  map[string]netip.Addr{},
 		declined: map[netip.Addr]time.Time{},
 	}
 }
@@ -119,8 +127,8 @@ func (p *pool) pick(mac string, now time.Time) (netip.Addr, bool) {
 	if l, ok := p.byMAC[mac]; ok && p.inRange(l.IP) && p.freeFor(l.IP, mac, now) {
 		return l.IP, true
 	}
-	for ip, o := range p.offers {
-		if o.mac == mac && o.until.After(now) && p.freeFor(ip, mac, now) {
+	if ip, ok := p.offerOf[mac]; ok {
+		if o := p.offers[ip]; o.mac == mac && o.until.After(now) && p.freeFor(ip, mac, now) {
 			return ip, true
 		}
 	}
@@ -157,12 +165,35 @@ func (p *pool) advance(ip netip.Addr) netip.Addr {
 
 // hold marks ip offered to mac. Caller holds mu.
 func (p *pool) hold(ip netip.Addr, mac string, now time.Time) {
+	p.dropOfferOf(mac)
 	p.offers[ip] = offer{mac: mac, until: now.Add(offerHold)}
-	if len(p.offers) > 4096 {
+	p.offerOf[mac] = ip
+	if len(p.offers) > max(4096, 2*p.swept) {
 		for a, o := range p.offers {
 			if !o.until.After(now) {
-				delete(p.offers, a)
+				p.dropOffer(a)
 			}
+		}
+		p.swept = len(p.offers)
+	}
+}
+
+// dropOffer forgets the offer of ip. Caller holds mu.
+func (p *pool) dropOffer(ip netip.Addr) {
+	if o, ok := p.offers[ip]; ok {
+		delete(p.offers, ip)
+		if p.offerOf[o.mac] == ip {
+			delete(p.offerOf, o.mac)
+		}
+	}
+}
+
+// dropOfferOf forgets mac's offer. Caller holds mu.
+func (p *pool) dropOfferOf(mac string) {
+	if ip, ok := p.offerOf[mac]; ok {
+		delete(p.offerOf, mac)
+		if p.offers[ip].mac == mac {
+			delete(p.offers, ip)
 		}
 	}
 }

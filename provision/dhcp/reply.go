@@ -87,11 +87,7 @@ func (s *Server) reply(ctx context.Context, req *dhcpv4.DHCPv4, pxePort bool) (*
 		(mt == dhcpv4.MessageTypeRequest || mt == dhcpv4.MessageTypeRelease || mt == dhcpv4.MessageTypeDecline) {
 		if mt == dhcpv4.MessageTypeRequest && s.pool != nil {
 			s.pool.mu.Lock()
-			for ip, o := range s.pool.offers {
-				if o.mac == mac {
-					delete(s.pool.offers, ip)
-				}
-			}
+			s.pool.dropOfferOf(mac)
 			s.pool.mu.Unlock()
 		}
 		return nil, "other_server", nil
@@ -146,7 +142,7 @@ func (s *Server) reply(ctx context.Context, req *dhcpv4.DHCPv4, pxePort bool) (*
 		if ip, ok := netip.AddrFromSlice(req.RequestedIPAddress().To4()); ok && s.pool.inRange(ip) {
 			s.pool.mu.Lock()
 			s.pool.declined[ip] = s.now().Add(s.cfg.LeaseTime)
-			delete(s.pool.offers, ip)
+			s.pool.dropOffer(ip)
 			s.pool.mu.Unlock()
 			s.log.Warn("dhcp: client declined address", "mac", mac, "ip", ip)
 		}
@@ -255,7 +251,7 @@ func (s *Server) request(ctx context.Context, req *dhcpv4.DHCPv4, boot Boot, boo
 	prev, hadPrev := p.byMAC[mac]
 	lease := Lease{MAC: append(net.HardwareAddr(nil), hw...), IP: want, Expires: now.Add(s.cfg.LeaseTime), Hostname: req.HostName()}
 	p.put(mac, lease)
-	delete(p.offers, want)
+	p.dropOffer(want)
 	p.mu.Unlock()
 
 	if err := s.cfg.Leases.StoreLease(ctx, lease); err != nil {

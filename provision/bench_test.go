@@ -1,0 +1,63 @@
+package provision_test
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/ironrack/ironrack/internal/consuldev"
+	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/provision"
+	"github.com/ironrack/ironrack/provision/dhcp"
+)
+
+// BenchmarkDORA runs full DISCOVER-OFFER-REQUEST-ACK exchanges of distinct
+// plain DHCP clients through the DHCP core (no sockets) over the inventory
+// adapter on a real Consul dev agent, many clients at once: the server-side
+// cost of a lease, for profiling (bench/dhcp measures it on the wire).
+func BenchmarkDORA(b *testing.B) {
+	agent := consuldev.T(b)
+	c, err := api.NewClient(&api.Config{Address: agent.Addr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	inv := &provision.Inventory{Store: inventory.New(c, inventory.Config{Who: "bench"})}
+	srv, err := dhcp.New(dhcp.Config{
+		Address:    netip.MustParsePrefix("198.18.0.1/15"),
+		RangeFirst: netip.MustParseAddr("198.18.1.0"), RangeLast: netip.MustParseAddr("198.19.255.254"),
+		Leases: inv, Reservations: inv, Enlister: inv,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var n atomic.Uint32
+	b.SetParallelism(64)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for pb.Next() {
+			i := n.Add(1)
+			mac := net.HardwareAddr{0x02, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+			d, _ := dhcpv4.NewDiscovery(mac)
+			offer, err := srv.Reply(ctx, d)
+			if err != nil || offer == nil {
+				b.Errorf("discover %s: %v %v", mac, offer, err)
+				return
+			}
+			r, _ := dhcpv4.NewRequestFromOffer(offer)
+			ack, err := srv.Reply(ctx, r)
+			if err != nil || ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+				b.Errorf("request %s: %v %v", mac, ack, err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "DORA/s")
+}
