@@ -57,3 +57,25 @@ func TestLeasesTokensBootNotes(t *testing.T) {
 		t.Errorf("last history = %+v", last)
 	}
 }
+
+func TestCredentialsBatch(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	mustImport(t, s, sheet3)
+	ms, _ := s.List(ctx, Query{})
+	ghost := &Machine{ID: MachineID("ghost"), BMC: BMC{CredentialRef: "bmc/none"}}
+	bare := &Machine{ID: MachineID("bare")}
+	creds, errs, err := s.Credentials(ctx, append(ms, ghost, bare))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		want := map[string]string{"S1": "pw1", "S2": "pw2", "S3": "pw3"}[m.Serial]
+		if creds[m.ID].Password != want || creds[m.ID].Username != "admin" {
+			t.Errorf("%s: %v", m.Serial, creds[m.ID])
+		}
+	}
+	if !errors.Is(errs[ghost.ID], ErrNotFound) || !errors.Is(errs[bare.ID], ErrNotFound) || len(creds) != 3 {
+		t.Errorf("errs = %v", errs)
+	}
+}

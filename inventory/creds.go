@@ -3,8 +3,10 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/hashicorp/consul/api"
+	"golang.org/x/sync/errgroup"
 )
 
 func (s *Store) credKey(ref string) string { return s.key("creds", ref) }
@@ -77,4 +79,69 @@ func (s *Store) SetCredential(ctx context.Context, ref, password string) error {
 		return fmt.Errorf("store credential %s: %w", ref, err)
 	}
 	return nil
+}
+
+// Credentials decrypts the BMC logins of many machines at once: each
+// distinct reference is read once, in batched read transactions. Per-machine
+// problems (no reference, missing or undecryptable value) come back in errs
+// keyed by machine ID; err is for Consul itself failing.
+func (s *Store) Credentials(ctx context.Context, ms []*Machine) (creds map[string]Credential, errs map[string]error, err error) {
+	creds, errs = map[string]Credential{}, map[string]error{}
+	var refs []string
+	seen := map[string]bool{}
+	for _, m := range ms {
+		if ref := m.BMC.CredentialRef; ref != "" && !seen[ref] {
+			seen[ref] = true
+			refs = append(refs, ref)
+		}
+	}
+	boxes := map[string][]byte{}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for start := 0; start < len(refs); start += getBatch {
+		batch := refs[start:min(start+getBatch, len(refs))]
+		g.Go(func() error {
+			ops := make(api.TxnOps, len(batch))
+			for i, ref := range batch {
+				ops[i] = &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.credKey(ref)}}
+			}
+			resp, err := s.txn(gctx, ops)
+			if err != nil {
+				return fmt.Errorf("read credentials: %w", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for i, res := range resp.Results {
+				if res.KV != nil && len(res.KV.Value) > 0 && i < len(batch) {
+					boxes[batch[i]] = res.KV.Value
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	sl, serr := s.sealer()
+	for _, m := range ms {
+		ref := m.BMC.CredentialRef
+		box, ok := boxes[ref]
+		switch {
+		case ref == "":
+			errs[m.ID] = fmt.Errorf("machine %s has no BMC credential: %w", m.ID, ErrNotFound)
+		case !ok:
+			errs[m.ID] = fmt.Errorf("machine %s: credential %s: %w", m.ID, ref, ErrNotFound)
+		case serr != nil:
+			errs[m.ID] = serr
+		default:
+			pw, err := sl.Open(box)
+			if err != nil {
+				errs[m.ID] = fmt.Errorf("machine %s: credential %s: %w", m.ID, ref, err)
+				continue
+			}
+			creds[m.ID] = Credential{Username: m.BMC.Username, Password: string(pw)}
+		}
+	}
+	return creds, errs, nil
 }

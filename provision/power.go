@@ -34,6 +34,9 @@ type MachineFinder interface {
 type BMCInventory interface {
 	// Credential decrypts a machine's BMC login.
 	Credential(ctx context.Context, m *inventory.Machine) (inventory.Credential, error)
+	// Credentials decrypts many machines' logins with batched reads;
+	// per-machine problems come back keyed by machine ID.
+	Credentials(ctx context.Context, ms []*inventory.Machine) (map[string]inventory.Credential, map[string]error, error)
 	// Update rewrites a machine with CAS and records change in its history.
 	Update(ctx context.Context, id string, by inventory.Actor, change inventory.Change, fn func(m *inventory.Machine) error) (*inventory.Machine, error)
 	// SetCredential seals and stores a password under a reference
@@ -223,55 +226,55 @@ type job struct {
 	run bool
 }
 
-// prepare builds the jobs, reads the credentials (16 at a time), and fails
-// the machines that fail check (nil: none) or have no usable credential.
+// prepare builds the jobs, reads the credentials (one batched read for all),
+// and fails the machines that fail check (nil: none) or have no usable
+// credential.
 func (f *Fleet) prepare(ctx context.Context, sel []Selected, action string, check func(Selected) error) []*job {
 	jobs := make([]*job, len(sel))
+	var need []*inventory.Machine
 	for i, s := range sel {
 		m := s.Machine
-		jobs[i] = &job{sel: s, run: true, out: Outcome{Machine: m.ID, BMC: m.BMCKey(), Action: action, Result: "ok", Reason: "ok", Warnings: []string{}}}
-	}
-	var g errgroup.Group
-	g.SetLimit(16)
-	for _, j := range jobs {
+		j := &job{sel: s, run: true, out: Outcome{Machine: m.ID, BMC: m.BMCKey(), Action: action, Result: "ok", Reason: "ok", Warnings: []string{}}}
+		jobs[i] = j
 		if check != nil {
-			if err := check(j.sel); err != nil {
+			if err := check(s); err != nil {
 				j.out.fail(err)
 				j.run = false
 				continue
 			}
 		}
-		g.Go(func() error {
-			cred, err := f.credentials(ctx, j.sel.Machine)
-			if err != nil {
-				j.out.fail(err)
-				j.run = false
+		if m.BMC.Address == "" {
+			j.out.fail(fmt.Errorf("machine %s has no BMC address: %w", m.ID, ErrCredential))
+			j.run = false
+			continue
+		}
+		need = append(need, m)
+	}
+	creds, errs, err := f.Inventory.Credentials(ctx, need)
+	for _, j := range jobs {
+		if !j.run {
+			continue
+		}
+		m := j.sel.Machine
+		c, ok := creds[m.ID]
+		switch {
+		case err != nil:
+			j.out.fail(fmt.Errorf("%w: %w", ErrCredential, err))
+		case !ok:
+			j.out.fail(fmt.Errorf("%w: %w", ErrCredential, errs[m.ID]))
+		default:
+			j.cred = ipmi.Credentials{
+				Host:     m.BMC.Address,
+				Port:     m.BMC.Port,
+				Username: c.Username,
+				Password: c.Password,
+				Protocol: ipmi.Protocol(m.BMC.Protocol),
 			}
-			j.cred = cred
-			return nil
-		})
+			continue
+		}
+		j.run = false
 	}
-	_ = g.Wait()
 	return jobs
-}
-
-// credentials turns a machine's BMC record and sealed password into an
-// ipmi login.
-func (f *Fleet) credentials(ctx context.Context, m *inventory.Machine) (ipmi.Credentials, error) {
-	if m.BMC.Address == "" {
-		return ipmi.Credentials{}, fmt.Errorf("machine %s has no BMC address: %w", m.ID, ErrCredential)
-	}
-	c, err := f.Inventory.Credential(ctx, m)
-	if err != nil {
-		return ipmi.Credentials{}, fmt.Errorf("%w: %w", ErrCredential, err)
-	}
-	return ipmi.Credentials{
-		Host:     m.BMC.Address,
-		Port:     m.BMC.Port,
-		Username: c.Username,
-		Password: c.Password,
-		Protocol: ipmi.Protocol(m.BMC.Protocol),
-	}, nil
 }
 
 // targets are the jobs that reach the BMC, as ipmi.Bulk targets named by
