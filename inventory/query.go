@@ -77,11 +77,19 @@ func nodeIDs(nodes []*api.Node) []string {
 
 // List returns the machines q selects, ordered by rack, slot and ID.
 func (s *Store) List(ctx context.Context, q Query) ([]*Machine, error) {
-	nodes, err := s.candidates(ctx, q)
-	if err != nil {
-		return nil, err
+	var recs []stored
+	var err error
+	if q.State == "" && q.Rack == "" && q.Tier == "" && (noWhere(q) || len(q.Where.pushdown) == 0 && !q.Where.onlyMeta()) {
+		// Every record must be read anyway: one list beats the catalog
+		// read plus batched gets.
+		recs, err = s.allRecords(ctx, q)
+	} else {
+		var nodes []*api.Node
+		nodes, err = s.candidates(ctx, q)
+		if err == nil {
+			recs, err = s.selectRecords(ctx, q, nodeIDs(nodes))
+		}
 	}
-	recs, err := s.selectRecords(ctx, q, nodeIDs(nodes))
 	if err != nil {
 		return nil, err
 	}
@@ -90,6 +98,38 @@ func (s *Store) List(ctx context.Context, q Query) ([]*Machine, error) {
 		out[i] = &r.rec.Machine
 	}
 	SortMachines(out)
+	return out, nil
+}
+
+// noWhere: the query has no expression to evaluate.
+func noWhere(q Query) bool { return q.Where == nil || q.Where.prog == nil }
+
+// allRecords reads every machine record with one list and keeps those q
+// selects.
+func (s *Store) allRecords(ctx context.Context, q Query) ([]stored, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	kvs, _, err := s.c.KV().List(s.key("machines")+"/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read machines: %w", err)
+	}
+	out := make([]stored, 0, len(kvs))
+	for _, kv := range kvs {
+		r, err := decodeRecord(kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", kv.Key, err)
+		}
+		if !noWhere(q) {
+			ok, err := q.Where.Match(&r.Machine)
+			if err != nil {
+				return nil, fmt.Errorf("machine %s: %w", r.ID, err)
+			}
+			if !ok {
+				continue
+			}
+		}
+		out = append(out, stored{r, kv.ModifyIndex})
+	}
 	return out, nil
 }
 
