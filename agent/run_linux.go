@@ -1,0 +1,259 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"golang.org/x/sys/unix"
+)
+
+// ModuleDir holds the kernel modules of the initramfs, and ModuleOrder the
+// file that lists them (base names, one a line) in load order.
+const (
+	ModuleDir   = "/lib/modules"
+	ModuleOrder = "/lib/modules/order"
+)
+
+// Time bounds of one discovery run.
+const (
+	nicWait    = 20 * time.Second // for the NIC to appear after its module loads
+	dhcpWait   = 90 * time.Second // for a lease, DISCOVERs retried within
+	reportWait = 3 * time.Minute  // for the facts report, retries within
+)
+
+// Run is the agent as /init: it mounts the kernel's file systems, loads
+// the modules, brings the boot NIC up with DHCP, collects the facts and
+// reports them. The caller powers the machine off whatever Run returns.
+func Run(ctx context.Context, log io.Writer) error {
+	say := func(format string, a ...any) { fmt.Fprintf(log, "ironrack-agent: "+format+"\n", a...) }
+	say("started")
+	if err := mountAll(); err != nil {
+		return err
+	}
+	for _, err := range loadModules(ModuleOrder) {
+		say("%v", err)
+	}
+	raw, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return fmt.Errorf("read the kernel command line: %w", err)
+	}
+	cl := ParseCmdline(string(raw))
+	say("mode=%s url=%s machine=%s", cl.Mode, cl.URL, cl.Machine)
+	if cl.URL == "" {
+		return errors.New("no ironrack.url on the kernel command line: nothing to report to")
+	}
+	if err := linkUp("lo"); err != nil {
+		say("lo: %v", err)
+	}
+	nic, err := bootNIC(ctx, cl.MAC)
+	if err != nil {
+		return err
+	}
+	if err := dhcp(ctx, nic, say); err != nil {
+		return err
+	}
+
+	facts, err := Collect(os.DirFS("/"))
+	if err != nil {
+		// Report what there is: the server refuses what it cannot use.
+		say("facts incomplete: %v", err)
+	}
+	if b, err := json.Marshal(facts); err == nil {
+		say("facts %s", b)
+	}
+	if facts.MemorySource != MemorySMBIOS {
+		say("memory from %s: the SMBIOS table has no memory devices", facts.MemorySource)
+	}
+	rctx, cancel := context.WithTimeout(ctx, reportWait)
+	defer cancel()
+	p := &Poster{URL: cl.URL, Token: cl.Token, Log: log}
+	if err := p.Post(rctx, facts.Report()); err != nil {
+		return fmt.Errorf("facts NOT reported: %w", err)
+	}
+	say("facts reported")
+	return nil
+}
+
+// PowerOff syncs and powers the machine off. It returns only on failure.
+func PowerOff() error {
+	unix.Sync()
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+func mountAll() error {
+	for _, m := range []struct{ src, dir, fstype string }{
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+		{"efivarfs", "/sys/firmware/efi/efivars", "efivarfs"},
+	} {
+		if m.fstype == "efivarfs" {
+			if _, err := os.Stat(m.dir); err != nil {
+				continue // BIOS boot
+			}
+		}
+		if err := os.MkdirAll(m.dir, 0o755); err != nil {
+			return fmt.Errorf("mount %s: %w", m.dir, err)
+		}
+		if err := unix.Mount(m.src, m.dir, m.fstype, 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			if m.fstype == "efivarfs" {
+				continue
+			}
+			return fmt.Errorf("mount %s on %s: %w", m.fstype, m.dir, err)
+		}
+	}
+	return nil
+}
+
+// loadModules loads the modules that order lists, in its order (which
+// images derived with depmod/modprobe --show-depends). A module that fails
+// is reported and skipped: the next may still give the agent a NIC.
+func loadModules(order string) []error {
+	b, err := os.ReadFile(order)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // everything built in
+	}
+	if err != nil {
+		return []error{fmt.Errorf("modules: %w", err)}
+	}
+	var errs []error
+	for _, name := range strings.Fields(string(b)) {
+		if err := loadModule(filepath.Join(filepath.Dir(order), filepath.Base(name))); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+func loadModule(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("module %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("load module %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// bootNIC waits for the interface with mac (the one the machine booted
+// from, ironrack.mac) or, without mac, the first physical Ethernet NIC.
+func bootNIC(ctx context.Context, mac string) (string, error) {
+	deadline := time.Now().Add(nicWait)
+	for {
+		for _, n := range nics(os.DirFS("/")) {
+			if mac == "" || n.MAC == mac {
+				return n.Name, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no NIC with MAC %q after %s (are its modules in the initramfs?)", mac, nicWait)
+		}
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return "", err
+		}
+	}
+}
+
+// dhcp brings nic up and configures the address of a DHCP lease on it. The
+// agent talks only to its boot server, on the same L2 segment, so it sets
+// no route.
+func dhcp(ctx context.Context, nic string, say func(string, ...any)) error {
+	if err := linkUp(nic); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, dhcpWait)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		lease, err := requestLease(ctx, nic)
+		if err == nil {
+			ip, mask := lease.ACK.YourIPAddr, lease.ACK.SubnetMask()
+			if err := setAddr(nic, ip, mask); err != nil {
+				return err
+			}
+			ones, _ := net.IPMask(mask).Size()
+			say("%s %s/%d from %s", nic, ip, ones, lease.ACK.ServerIPAddr)
+			return nil
+		}
+		say("dhcp attempt %d on %s: %v", attempt, nic, err)
+		if serr := sleepCtx(ctx, time.Second); serr != nil {
+			return fmt.Errorf("no DHCP lease on %s: %w", nic, err)
+		}
+	}
+}
+
+func requestLease(ctx context.Context, nic string) (*nclient4.Lease, error) {
+	c, err := nclient4.New(nic, nclient4.WithTimeout(3*time.Second), nclient4.WithRetry(3))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Request(ctx)
+}
+
+func ioctlSocket() (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket for interface ioctls: %w", err)
+	}
+	return fd, nil
+}
+
+func linkUp(nic string) error {
+	fd, err := ioctlSocket()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(nic)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("%s: get flags: %w", nic, err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("%s: set up: %w", nic, err)
+	}
+	return nil
+}
+
+func setAddr(nic string, ip net.IP, mask net.IPMask) error {
+	fd, err := ioctlSocket()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	set := func(req uint, what string, v []byte) error {
+		ifr, err := unix.NewIfreq(nic)
+		if err != nil {
+			return err
+		}
+		if err := ifr.SetInet4Addr(v); err != nil {
+			return fmt.Errorf("%s: %s %v: %w", nic, what, v, err)
+		}
+		if err := unix.IoctlIfreq(fd, req, ifr); err != nil {
+			return fmt.Errorf("%s: set %s: %w", nic, what, err)
+		}
+		return nil
+	}
+	ip4 := ip.To4()
+	if ip4 == nil || len(mask) != 4 {
+		return fmt.Errorf("%s: lease %v/%v is not IPv4", nic, ip, mask)
+	}
+	if err := set(unix.SIOCSIFADDR, "address", ip4); err != nil {
+		return err
+	}
+	return set(unix.SIOCSIFNETMASK, "netmask", mask)
+}
