@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision/dhcp"
@@ -58,6 +59,7 @@ type Inventory struct {
 	once     sync.Once
 	leases   *batcher[inventory.Lease, error]
 	reserved *batcher[string, reservationResult]
+	recent   reservationCache
 }
 
 type reservationResult struct {
@@ -107,9 +109,13 @@ func (a *Inventory) Leases(ctx context.Context) ([]dhcp.Lease, error) {
 // group-committed with the leases of concurrent requests.
 func (a *Inventory) StoreLease(ctx context.Context, l dhcp.Lease) error {
 	a.init()
-	return a.leases.do(ctx, inventory.Lease{
+	err := a.leases.do(ctx, inventory.Lease{
 		MAC: l.MAC.String(), IP: l.IP.String(), Expires: l.Expires.UTC(), Hostname: l.Hostname,
 	})
+	if err == nil {
+		a.recent.leased(l.MAC.String(), l.IP)
+	}
+	return err
 }
 
 // find returns the machine with mac, or nil when none has it.
@@ -127,10 +133,19 @@ func (a *Inventory) find(ctx context.Context, mac net.HardwareAddr) (*inventory.
 // Reservation implements dhcp.Reservations: a machine that has the MAC and
 // an ip in the inventory keeps that ip. (The ip is set by the operator's
 // rack sheet, or by an earlier lease, which makes leases sticky.) The
-// lookups of concurrent requests share one read (inventory.ReservedIPs).
+// lookups of concurrent requests share one read (inventory.ReservedIPs),
+// and a lookup is reused for reservationTTL (3 s), so a REQUEST does not
+// read the inventory again right after its DISCOVER.
 func (a *Inventory) Reservation(ctx context.Context, mac net.HardwareAddr) (netip.Addr, error) {
 	a.init()
-	r := a.reserved.do(ctx, mac.String())
+	key, now := mac.String(), time.Now()
+	if ip, ok := a.recent.get(key, now); ok {
+		return ip, nil
+	}
+	r := a.reserved.do(ctx, key)
+	if r.err == nil {
+		a.recent.put(key, r.ip, now)
+	}
 	return r.ip, r.err
 }
 

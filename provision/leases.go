@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -95,4 +96,51 @@ func (b *batcher[In, Out]) lead(ctx context.Context, own *pending[In, Out]) {
 	b.queue = b.queue[1:]
 	b.mu.Unlock()
 	next.done <- outcome[Out]{lead: true}
+}
+
+// reservationTTL is how long a reservation lookup is reused: a DHCP
+// REQUEST follows its DISCOVER within milliseconds to seconds, and need not
+// read the inventory again. An ip an operator sets on a machine takes
+// effect for its next DISCOVER after at most this long.
+const reservationTTL = 3 * time.Second
+
+type cachedReservation struct {
+	ip    netip.Addr
+	until time.Time
+}
+
+// reservationCache remembers recent reservation lookups by MAC.
+type reservationCache struct {
+	mu sync.Mutex
+	m  map[string]cachedReservation
+}
+
+func (c *reservationCache) get(mac string, now time.Time) (netip.Addr, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.m[mac]
+	if !ok || now.After(r.until) {
+		return netip.Addr{}, false
+	}
+	return r.ip, true
+}
+
+func (c *reservationCache) put(mac string, ip netip.Addr, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= 1<<16 {
+		c.m = map[string]cachedReservation{}
+	}
+	c.m[mac] = cachedReservation{ip: ip, until: now.Add(reservationTTL)}
+}
+
+// leased updates a cached reservation after mac's machine took a lease:
+// its ip is now the lease's. A MAC without a machine stays without one.
+func (c *reservationCache) leased(mac string, ip netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.m[mac]; ok && r.ip.IsValid() {
+		r.ip = ip
+		c.m[mac] = r
+	}
 }

@@ -62,6 +62,7 @@ ip netns exec "$NS" "$WORK/ironrack" --consul 127.0.0.1:8500 --log-level error s
 PIDS+=($!)
 
 cat >"$WORK/nginx.conf" <<NGINX
+user root;
 worker_processes 2;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log;
