@@ -1,9 +1,9 @@
-// Package images will own the image catalog (in Consul KV) and the builds of
-// the discovery initramfs and the OS image, into the boot server's
-// DATA/images/<name>/<version>/ layout. It does not serve HTTP: provision
+// Package images owns building what machines boot, into the boot server's
+// DATA/images/<name>/<version>/ layout: today the discovery environment
+// (Discovery: Debian's kernel plus an initramfs with the Go agent as /init,
+// written with u-root's cpio package). It does not serve HTTP: provision
 // serves the files.
 //
-// Nothing is implemented here yet; see the images and agent issue. Until
-// then scripts/boot-artifacts builds the test stand-in (a Debian kernel and a
-// busybox initramfs).
+// Still to come (the images and agent issue): the image catalog in Consul
+// KV, and the OS image built with debootstrap.
 package images
