@@ -69,6 +69,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			bootCommand(e),
 			keyCommand(e),
 			serveCommand(e),
+			imagesCommand(e),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}
