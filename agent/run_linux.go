@@ -58,6 +58,7 @@ func Run(ctx context.Context, log io.Writer) error {
 	if err != nil {
 		return err
 	}
+	say("dhcp on %s", nic)
 	if err := dhcp(ctx, nic, say); err != nil {
 		return err
 	}

@@ -13,6 +13,12 @@ import (
 )
 
 func main() {
+	// The DHCP client's transaction IDs come from u-root's rand, which
+	// spins on getrandom(GRND_NONBLOCK) until the kernel's CRNG is ready;
+	// under TCG (and on hardware without a trusted RNG) that takes minutes
+	// at boot, since nothing blocking on getrandom triggers the kernel's
+	// jitter seeding. A transaction ID needs no secrecy: take /dev/urandom.
+	os.Setenv("UROOT_NOHWRNG", "1")
 	if err := agent.Run(context.Background(), os.Stdout); err != nil {
 		fmt.Fprintf(os.Stdout, "ironrack-agent: %v\n", err)
 		// Leave the error on the console a moment before the machine goes dark.
