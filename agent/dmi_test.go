@@ -157,7 +157,12 @@ func TestParseDMIMalformed(t *testing.T) {
 // untrusted. Seeds are in testdata/fuzz/FuzzParseDMI.
 func FuzzParseDMI(f *testing.F) {
 	f.Add(qemuLikeTable())
-	if b, err := os.ReadFile(filepath.Join("testdata", "qemu-bios", "sys", "firmware", "dmi", "tables", "DMI")); err == nil {
+	captured, _ := filepath.Glob(filepath.Join("testdata", "dmi", "*.DMI"))
+	for _, p := range captured {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -197,5 +202,46 @@ func TestWriteTestdataDMI(t *testing.T) {
 	}
 	if err := os.WriteFile(p, qemuLikeTable(), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestQEMUTables parses DMI tables captured from QEMU 7.2 guests
+// (testdata/dmi: SeaBIOS with -m 2560 -smbios
+// type=1,serial=CAPTURE-BIOS-1,uuid=6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b;
+// OVMF with -m 1024 -smbios type=1,serial=CAPTURE-UEFI-2), read from
+// /sys/firmware/dmi/tables/DMI by a throwaway /init.
+func TestQEMUTables(t *testing.T) {
+	for name, tc := range map[string]struct {
+		sys System
+		mem uint64
+	}{
+		"qemu-seabios": {System{Vendor: "QEMU", Product: "Standard PC (i440FX + PIIX, 1996)", Serial: "CAPTURE-BIOS-1", UUID: "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"}, 2560 << 20},
+		"qemu-ovmf":    {System{Vendor: "QEMU", Product: "Standard PC (i440FX + PIIX, 1996)", Serial: "CAPTURE-UEFI-2"}, 1 << 30},
+	} {
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join("testdata", "dmi", name+".DMI"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			table, err := ParseDMI(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sys, _ := SystemInfo(table)
+			if diff := cmp.Diff(tc.sys, sys); diff != "" {
+				t.Errorf("system (-want +got):\n%s", diff)
+			}
+			devs, err := MemoryDevices(table)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sum uint64
+			for _, d := range devs {
+				sum += d.SizeBytes
+			}
+			if sum != tc.mem {
+				t.Errorf("memory devices %+v sum to %d, want %d", devs, sum, tc.mem)
+			}
+		})
 	}
 }

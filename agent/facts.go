@@ -18,38 +18,41 @@ import (
 // facts report carries today (see Report); the rest is logged on the
 // console until the report grows the fields.
 type Facts struct {
-	CPUModel string
+	CPUModel string `json:"cpu_model"`
 	// CPUs is the number of logical processors in /proc/cpuinfo.
-	CPUs int
+	CPUs int `json:"cpus"`
 	// MemoryBytes is the installed memory: the sum of the SMBIOS memory
 	// devices, or, when the table has none, /proc/meminfo's MemTotal
 	// rounded up to whole GiB (MemorySource says which).
-	MemoryBytes  uint64
-	MemorySource string
-	Disks        []Disk
-	NICs         []NIC
+	MemoryBytes  uint64 `json:"memory_bytes"`
+	MemorySource string `json:"memory_source"`
+	Disks        []Disk `json:"disks"`
+	NICs         []NIC  `json:"nics"`
 	// Vendor, Product, Serial and UUID are the DMI system information.
-	Vendor, Product, Serial, UUID string
+	Vendor  string `json:"vendor"`
+	Product string `json:"product"`
+	Serial  string `json:"serial"`
+	UUID    string `json:"uuid"`
 	// Firmware is "uefi" or "bios".
-	Firmware string
+	Firmware string `json:"firmware"`
 }
 
 // Disk is one block device from /sys/block.
 type Disk struct {
-	Name       string
-	SizeBytes  uint64
-	Model      string
-	Serial     string
-	Rotational bool
+	Name       string `json:"name"`
+	SizeBytes  uint64 `json:"size_bytes"`
+	Model      string `json:"model"`
+	Serial     string `json:"serial"`
+	Rotational bool   `json:"rotational"`
 }
 
 // NIC is one physical Ethernet interface from /sys/class/net.
 type NIC struct {
-	Name string
-	MAC  string
+	Name string `json:"name"`
+	MAC  string `json:"mac"`
 	// SpeedMbps is 0 when unknown (no link, or a virtual NIC).
-	SpeedMbps int
-	Driver    string
+	SpeedMbps int    `json:"speed_mbps"`
+	Driver    string `json:"driver"`
 }
 
 // Memory sources.

@@ -114,7 +114,7 @@ func TestDiscoveryQEMU(t *testing.T) {
 			continue
 		}
 		checkFacts(t, v, m)
-		for _, want := range []string{"ironrack-agent: facts reported", `"MemorySource":"smbios"`} {
+		for _, want := range []string{"ironrack-agent: facts reported", `"memory_source":"smbios"`} {
 			if !bytes.Contains(console, []byte(want)) {
 				t.Errorf("%s: console lacks %q:\n%s", v.MAC, want, tail(string(console), 30))
 			}
@@ -123,7 +123,7 @@ func TestDiscoveryQEMU(t *testing.T) {
 		if v.UEFI {
 			want = "uefi"
 		}
-		if !bytes.Contains(console, []byte(`"Firmware":"`+want+`"`)) {
+		if !bytes.Contains(console, []byte(`"firmware":"`+want+`"`)) {
 			t.Errorf("%s: console's facts lack firmware %s:\n%s", v.MAC, want, tail(string(console), 30))
 		}
 	}
