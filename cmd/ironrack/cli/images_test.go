@@ -1,0 +1,74 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ironrack/ironrack/images"
+)
+
+func runImages(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := Run(context.Background(), append([]string{"ironrack"}, args...), strings.NewReader(""), &out, &errb)
+	return out.String(), err
+}
+
+// TestImagesBuildDiscovery runs `images build discovery` with a given
+// kernel dir and agent (the QEMU test in images builds the real ones).
+func TestImagesBuildDiscovery(t *testing.T) {
+	kdir := t.TempDir()
+	standIn, err := images.Initramfs([]byte("stand-in"), map[string][]byte{"virtio.ko": []byte("m")}, []string{"virtio.ko"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := filepath.Join(t.TempDir(), "ironrack-agent")
+	for p, b := range map[string][]byte{
+		filepath.Join(kdir, "vmlinuz"): []byte("kernel"), filepath.Join(kdir, "initrd.img"): standIn,
+		filepath.Join(kdir, "VERSION"): []byte("linux-image-6.1.0-56-amd64 6.1.192-2\n"),
+		agent:                          []byte("\x7fELF agent"),
+	} {
+		if err := os.WriteFile(p, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := t.TempDir()
+	out, err := runImages(t, "-o", "json", "images", "build", "discovery", "--data-dir", data, "--kernel-dir", kdir, "--agent", agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m images.Manifest
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("output is not a manifest: %v\n%s", err, out)
+	}
+	cur := filepath.Join(data, "images", "agent", "current")
+	if target, err := os.Readlink(cur); err != nil || target != m.Version {
+		t.Errorf("current -> %q (%v), want %q", target, err, m.Version)
+	}
+	for _, f := range []string{"vmlinuz", "initrd.img", "SHA256SUMS", "manifest.json"} {
+		if _, err := os.Stat(filepath.Join(cur, f)); err != nil {
+			t.Error(err)
+		}
+	}
+
+	out, err = runImages(t, "images", "build", "discovery", "--data-dir", data, "--kernel-dir", kdir, "--agent", agent)
+	if err != nil || !strings.Contains(out, "built agent/"+m.Version) {
+		t.Errorf("table output %q, %v", out, err)
+	}
+
+	notELF := filepath.Join(t.TempDir(), "agent.sh")
+	if err := os.WriteFile(notELF, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runImages(t, "images", "build", "discovery", "--data-dir", data, "--kernel-dir", kdir, "--agent", notELF); err == nil || !strings.Contains(err.Error(), notELF) {
+		t.Errorf("a non-ELF agent: error %v, want one naming %s", err, notELF)
+	}
+	if _, err := runImages(t, "images", "build", "discovery", "extra"); err == nil || !strings.Contains(err.Error(), `"extra"`) {
+		t.Errorf("an extra argument: error %v", err)
+	}
+}
