@@ -55,7 +55,12 @@ func (s *Store) Enlist(ctx context.Context, sg Sighting, change Change) (m *Mach
 			}
 		}
 		if bySerial != "" && byMAC != "" && bySerial != byMAC {
-			return nil, false, fmt.Errorf("enlist: serial %s is machine %s but MAC %s is machine %s: %w", sg.Serial, bySerial, macs[0], byMAC, ErrConflict)
+			// The serial wins: a machine known only by this MAC is the
+			// serial's machine, seen by PXE before its sheet named the MAC.
+			if _, err := s.absorb(ctx, byMAC, bySerial, sg.Serial, change); err != nil {
+				return nil, false, fmt.Errorf("enlist: MAC %s: %w", macs[0], err)
+			}
+			byMAC = bySerial
 		}
 		id := bySerial
 		if id == "" {
@@ -132,4 +137,63 @@ func (s *Store) Tag(ctx context.Context, id string, tags map[string]string, chan
 		}
 		return nil
 	})
+}
+
+// absorb folds machine pid — enlisted by PXE, its serial unknown until now —
+// into machine mid, which holds that serial (say, from a rack sheet that
+// lacked the booting MAC): pid's NICs and ip move to mid and pid is deleted,
+// in one transaction. Discovery merges by serial first, so the serial's
+// machine is the one that stays. A pid that has a serial, a rack or a BMC of
+// its own is a different machine: ErrConflict.
+func (s *Store) absorb(ctx context.Context, pid, mid, serial string, change Change) (*Machine, error) {
+	for attempt := 0; attempt < maxRetries; attempt++ {
+		p, pidx, err := s.get(ctx, pid)
+		if err != nil {
+			return nil, err
+		}
+		m, midx, err := s.get(ctx, mid)
+		if err != nil {
+			return nil, err
+		}
+		if p.Serial != "" || p.Rack != "" || p.BMC.Address != "" {
+			return nil, fmt.Errorf("serial %s is machine %s, but the reporting machine %s is a different one (serial %q, rack %q): %w", serial, mid, pid, p.Serial, p.Rack, ErrConflict)
+		}
+		next := &record{Machine: *m.Machine.Clone(), HistorySeq: m.HistorySeq}
+		var moved []string
+		for _, n := range p.NICs {
+			if !hasMAC(&next.Machine, n.MAC) {
+				next.NICs = append(next.NICs, NIC{MAC: n.MAC, Name: n.Name, Primary: len(next.NICs) == 0})
+				moved = append(moved, n.MAC)
+			}
+		}
+		if next.IP == "" {
+			next.IP = p.IP
+		}
+		ch := change
+		ch.What = "merge"
+		ch.Why = fmt.Sprintf("machine %s, enlisted by PXE with MACs %v, reported serial %s: merged into this machine", pid, moved, serial)
+		del := &write{prev: p, prevIndex: pidx}
+		upd := &write{prev: m, prevIndex: midx, next: next, change: ch}
+		s.plan(upd)
+		dops, err := s.ops(del)
+		if err != nil {
+			return nil, err
+		}
+		uops, err := s.ops(upd)
+		if err != nil {
+			return nil, err
+		}
+		// The deletes of pid's MAC index keys come first, so mid's
+		// "only if absent" creates of the same keys succeed.
+		_, err = s.txn(ctx, append(dops, uops...))
+		if err == nil {
+			s.log.Info("merged PXE-enlisted machine", "from", pid, "into", mid, "serial", serial)
+			return &next.Machine, nil
+		}
+		var te *TxnError
+		if !errors.As(err, &te) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("merge %s into %s: gave up after %d races: %w", pid, mid, maxRetries, ErrConflict)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 )
 
@@ -111,6 +112,20 @@ func (s *Store) Commission(ctx context.Context, id string, f Facts, change Chang
 	m, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	if m.Serial == "" {
+		// A machine enlisted by PXE reports the serial of a machine the
+		// inventory already has: it is that machine.
+		holder, err := s.lookupIndex(ctx, s.key("index", "serial", url.PathEscape(f.Serial)))
+		if err != nil {
+			return nil, err
+		}
+		if holder != "" && holder != id {
+			if m, err = s.absorb(ctx, id, holder, f.Serial, change); err != nil {
+				return nil, fmt.Errorf("machine %s: %w", id, err)
+			}
+			id = m.ID
+		}
 	}
 	if m.State != StateCommissioning {
 		by := System

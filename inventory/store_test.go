@@ -102,3 +102,52 @@ func TestEnlistMerges(t *testing.T) {
 		t.Errorf("conflicting sighting: %v", err)
 	}
 }
+
+// A rack sheet without the booting MAC, then a PXE boot from that MAC: the
+// facts report names the sheet's serial, and the PXE-only machine is folded
+// into the sheet's machine.
+func TestCommissionMergesPXEMachine(t *testing.T) {
+	s, c := testStore(t)
+	ctx := context.Background()
+	mustImport(t, s, "rack,slot,serial,bmc_address,bmc_username,bmc_password\nr1,1,SER9,127.0.20.90,admin,pw\n")
+	p, created, err := s.Enlist(ctx, Sighting{MACs: []string{"52:54:00:99:00:01"}}, Change{})
+	if err != nil || !created {
+		t.Fatal(created, err)
+	}
+	if err := s.StoreLease(ctx, Lease{MAC: "52:54:00:99:00:01", IP: "192.0.2.50"}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.Commission(ctx, p.ID, Facts{Serial: "SER9", CPUCores: 4, MemGB: 8}, Change{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ID != MachineID("SER9") || m.State != StateReady || !hasMAC(m, "52:54:00:99:00:01") || m.IP != "192.0.2.50" || m.Rack != "r1" {
+		t.Fatalf("merged machine = %+v", m)
+	}
+	if _, err := s.Get(ctx, p.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("PXE machine still there: %v", err)
+	}
+	if node, _, _ := c.Catalog().Node(p.ID, nil); node != nil {
+		t.Errorf("PXE machine's catalog node still there")
+	}
+	if f, err := s.Find(ctx, "52:54:00:99:00:01"); err != nil || f.ID != m.ID {
+		t.Errorf("MAC now finds %v, %v", f, err)
+	}
+	h, _ := s.History(ctx, m.ID)
+	found := false
+	for _, e := range h {
+		found = found || e.What == "merge"
+	}
+	if !found {
+		t.Errorf("no merge in history: %+v", h)
+	}
+	// Enlist takes the same path: serial of one machine, MAC of a PXE-only one.
+	p2, _, _ := s.Enlist(ctx, Sighting{MACs: []string{"52:54:00:99:00:02"}}, Change{})
+	got, created, err := s.Enlist(ctx, Sighting{Serial: "SER9", MACs: []string{"52:54:00:99:00:02"}}, Change{})
+	if err != nil || created || got.ID != m.ID || !hasMAC(got, "52:54:00:99:00:02") {
+		t.Fatalf("enlist merge: %+v %v %v", got, created, err)
+	}
+	if _, err := s.Get(ctx, p2.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second PXE machine still there")
+	}
+}
