@@ -63,9 +63,15 @@ type Manifest struct {
 	Version string `json:"version"`
 	// KernelPackage is the Debian package and version, e.g.
 	// "linux-image-6.1.0-56-amd64 6.1.192-2".
-	KernelPackage string   `json:"kernel_package"`
-	Modules       []string `json:"modules"`
-	Files         []File   `json:"files"`
+	KernelPackage string `json:"kernel_package,omitempty"`
+	// Kernel, Initrd and Root name the version's files by role; a role
+	// the image does not have is empty (the discovery image has no root).
+	Kernel  string   `json:"kernel,omitempty"`
+	Initrd  string   `json:"initrd,omitempty"`
+	Root    string   `json:"root,omitempty"`
+	Modules []string `json:"modules,omitempty"`
+	// Files are every file of the version with its size and sha256.
+	Files []File `json:"files"`
 }
 
 // File is one file of a version, with its sha256.
@@ -109,7 +115,7 @@ func (d Discovery) Build(ctx context.Context) (Manifest, error) {
 		return Manifest{}, err
 	}
 
-	m := Manifest{Name: AgentImage, KernelPackage: strings.TrimSpace(string(pkg)), Modules: order}
+	m := Manifest{Name: AgentImage, KernelPackage: strings.TrimSpace(string(pkg)), Kernel: KernelFile, Initrd: InitrdFile, Modules: order}
 	all := sha256.New()
 	for _, f := range []struct {
 		name string

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -17,13 +18,64 @@ import (
 func imagesCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "images",
-		Usage: "build the images the boot server serves (the catalog commands come later)",
+		Usage: "the image catalog (in Consul) and the builds the boot server serves",
 		Subcommands: []*cli.Command{{
+			Name:  "list",
+			Usage: "list the registered image versions",
+			Action: func(c *cli.Context) error {
+				cat, err := catalog(c)
+				if err != nil {
+					return err
+				}
+				ms, err := cat.List(c.Context)
+				if err != nil && ms == nil {
+					return err
+				}
+				if err != nil {
+					e.log.Warn("images list: skipped unreadable records", "err", err)
+				}
+				if e.format == "json" {
+					if ms == nil {
+						ms = []images.Manifest{}
+					}
+					enc := json.NewEncoder(e.stdout)
+					enc.SetIndent("", "  ")
+					return enc.Encode(ms)
+				}
+				fmt.Fprintf(e.stdout, "%-10s %-26s %-40s %s\n", "NAME", "VERSION", "KERNEL PACKAGE", "FILES")
+				for _, m := range ms {
+					var files []string
+					for _, f := range m.Files {
+						files = append(files, fmt.Sprintf("%s(%d)", f.Name, f.Size))
+					}
+					fmt.Fprintf(e.stdout, "%-10s %-26s %-40s %s\n", m.Name, m.Version, m.KernelPackage, strings.Join(files, " "))
+				}
+				return nil
+			},
+		}, {
+			Name:      "rm",
+			Usage:     "remove an image version from the catalog (its files stay on the boot servers)",
+			ArgsUsage: "NAME VERSION",
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 2 {
+					return errors.New("images rm: want NAME VERSION (see ironrack images list)")
+				}
+				cat, err := catalog(c)
+				if err != nil {
+					return err
+				}
+				if err := cat.Remove(c.Context, c.Args().Get(0), c.Args().Get(1)); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "removed %s/%s from the catalog\n", c.Args().Get(0), c.Args().Get(1))
+				return nil
+			},
+		}, {
 			Name:  "build",
 			Usage: "build an image into the boot server's data dir",
 			Subcommands: []*cli.Command{{
 				Name:      "discovery",
-				Usage:     "build the agent's kernel and initramfs into DATA/images/agent/<version>/ and point current at it",
+				Usage:     "build the agent's kernel and initramfs into DATA/images/agent/<version>/, point current at it, and register it",
 				UsageText: "ironrack images build discovery [--data-dir DIR] [--kernel-dir DIR] [--agent FILE] [--source DIR]",
 				Description: "The kernel is Debian's, fetched and cached by scripts/boot-artifacts (apt-get download + dpkg -x),\n" +
 					"which also derives the virtio modules' load order. The initramfs holds the Go agent\n" +
@@ -71,6 +123,13 @@ func imagesCommand(e *env) *cli.Command {
 					if err != nil {
 						return err
 					}
+					cat, err := catalog(c)
+					if err == nil {
+						err = cat.Register(c.Context, m)
+					}
+					if err != nil {
+						return fmt.Errorf("images build discovery: built %s/%s into --data-dir, but did not register it (rerun once Consul answers): %w", m.Name, m.Version, err)
+					}
 					if e.format == "json" {
 						enc := json.NewEncoder(e.stdout)
 						enc.SetIndent("", "  ")
@@ -86,6 +145,15 @@ func imagesCommand(e *env) *cli.Command {
 			}},
 		}},
 	}
+}
+
+// catalog opens the image catalog in the --consul agent under --prefix.
+func catalog(c *cli.Context) (*images.Catalog, error) {
+	client, err := consulClient(c)
+	if err != nil {
+		return nil, err
+	}
+	return &images.Catalog{KV: client.KV(), Prefix: c.String("prefix")}, nil
 }
 
 // sourceTree finds the ironrack module containing the working directory.

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -12,16 +10,16 @@ import (
 	"github.com/ironrack/ironrack/images"
 )
 
-func runImages(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	err := Run(context.Background(), append([]string{"ironrack"}, args...), strings.NewReader(""), &out, &errb)
-	return out.String(), err
-}
-
 // TestImagesBuildDiscovery runs `images build discovery` with a given
-// kernel dir and agent (the QEMU test in images builds the real ones).
+// kernel dir and agent (the QEMU test in images builds the real ones),
+// then lists and removes the registered version in a real Consul.
 func TestImagesBuildDiscovery(t *testing.T) {
+	c := newCLI(t)
+	runImages := func(t *testing.T, args ...string) (string, error) {
+		t.Helper()
+		out, _, err := c.run("", args...)
+		return out, err
+	}
 	kdir := t.TempDir()
 	standIn, err := images.Initramfs([]byte("stand-in"), map[string][]byte{"virtio.ko": []byte("m")}, []string{"virtio.ko"})
 	if err != nil {
@@ -70,5 +68,23 @@ func TestImagesBuildDiscovery(t *testing.T) {
 	}
 	if _, err := runImages(t, "images", "build", "discovery", "extra"); err == nil || !strings.Contains(err.Error(), `"extra"`) {
 		t.Errorf("an extra argument: error %v", err)
+	}
+
+	out, err = runImages(t, "-o", "json", "images", "list")
+	var listed []images.Manifest
+	if err != nil || json.Unmarshal([]byte(out), &listed) != nil || len(listed) != 1 || listed[0].Version != m.Version {
+		t.Fatalf("images list: %v\n%s", err, out)
+	}
+	if out, err := runImages(t, "images", "list"); err != nil || !strings.Contains(out, m.Version) {
+		t.Errorf("images list (table): %v\n%s", err, out)
+	}
+	if _, err := runImages(t, "images", "rm", "agent", m.Version); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runImages(t, "-o", "json", "images", "list"); err != nil || strings.TrimSpace(out) != "[]" {
+		t.Errorf("images list after rm: %v\n%s", err, out)
+	}
+	if _, err := runImages(t, "images", "rm", "agent", m.Version); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("rm twice: %v, want not found", err)
 	}
 }
