@@ -152,22 +152,11 @@ func memory(fsys fs.FS, table []Structure) (uint64, string, error) {
 	if err == nil && sum > 0 {
 		return sum, MemorySMBIOS, nil
 	}
-	b, rerr := fs.ReadFile(fsys, "proc/meminfo")
-	if rerr != nil {
-		return 0, "", fmt.Errorf("memory: no SMBIOS memory devices (%v), and %w", err, rerr)
+	total, merr := memTotal(fsys)
+	if merr != nil || total == 0 {
+		return 0, "", fmt.Errorf("memory: no SMBIOS memory devices (%v), and %v", err, merr)
 	}
-	for line := range strings.Lines(string(b)) {
-		rest, ok := strings.CutPrefix(line, "MemTotal:")
-		if !ok {
-			continue
-		}
-		kb, perr := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-		if perr != nil || kb == 0 {
-			break
-		}
-		return (kb*1024 + gib - 1) / gib * gib, MemoryMeminfo, nil
-	}
-	return 0, "", errors.New("memory: no SMBIOS memory devices and no MemTotal in proc/meminfo")
+	return (total + gib - 1) / gib * gib, MemoryMeminfo, nil
 }
 
 // disks lists /sys/block, leaving out loop, RAM, optical, floppy and

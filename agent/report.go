@@ -19,7 +19,40 @@ import (
 type Report struct {
 	Kind  string       `json:"kind"`
 	Facts *ReportFacts `json:"facts,omitempty"`
+	Event *Event       `json:"event,omitempty"`
 }
+
+// Event is httpboot.Event: one step of the agent's work.
+type Event struct {
+	// Phase names the work: "commission", later "deploy", "wipe".
+	Phase string `json:"phase"`
+	// Status is "started", "progress", "done" or "failed".
+	Status  string `json:"status"`
+	Percent int    `json:"percent,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// EventReport is the report of one event; the message is cleaned and cut
+// to what the agent API takes.
+func EventReport(phase, status, message string) Report {
+	message = strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' {
+			return r
+		}
+		if r < 0x20 || r == 0x7f || r == '\uFFFD' {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(message, " "))
+	for len(message) > maxMessage {
+		message = message[:maxMessage]
+		message = strings.ToValidUTF8(message, "")
+	}
+	return Report{Kind: "event", Event: &Event{Phase: phase, Status: status, Message: message}}
+}
+
+// maxMessage is the agent API's limit on an event message.
+const maxMessage = 4096
 
 // ReportFacts is httpboot.Facts.
 type ReportFacts struct {

@@ -77,11 +77,56 @@ func Run(ctx context.Context, log io.Writer) error {
 	rctx, cancel := context.WithTimeout(ctx, reportWait)
 	defer cancel()
 	p := &Poster{URL: cl.URL, Token: cl.Token, Log: log}
+	if cl.Mode == "commission" {
+		return commission(rctx, p, facts, say)
+	}
 	if err := p.Post(rctx, facts.Report()); err != nil {
 		return fmt.Errorf("facts NOT reported: %w", err)
 	}
 	say("facts reported")
 	return nil
+}
+
+// commission runs the hardware checks. When they pass, it reports the
+// facts (which commission the machine) and a done event; when one fails,
+// only a failed event naming it, so the facts of a faulty machine are not
+// applied.
+func commission(ctx context.Context, p *Poster, facts Facts, say func(string, ...any)) error {
+	if err := p.Post(ctx, EventReport("commission", "started", "hardware checks")); err != nil {
+		return fmt.Errorf("commission event NOT reported: %w", err)
+	}
+	checks := Commission(os.DirFS("/"), facts, openDisk)
+	for _, c := range checks {
+		if c.Err != "" {
+			say("check %s: FAILED: %s", c.Name, c.Err)
+		} else {
+			say("check %s: ok", c.Name)
+		}
+	}
+	if Failed(checks) {
+		if err := p.Post(ctx, EventReport("commission", "failed", Summary(checks))); err != nil {
+			return fmt.Errorf("commission failure NOT reported: %w", err)
+		}
+		say("commissioning failed: reported")
+		return nil
+	}
+	if err := p.Post(ctx, facts.Report()); err != nil {
+		return fmt.Errorf("facts NOT reported: %w", err)
+	}
+	say("facts reported")
+	if err := p.Post(ctx, EventReport("commission", "done", Summary(checks))); err != nil {
+		return fmt.Errorf("commission event NOT reported: %w", err)
+	}
+	say("commissioning done: reported")
+	return nil
+}
+
+func openDisk(name string) (io.ReaderAt, io.Closer, error) {
+	f, err := os.Open(filepath.Join("/dev", filepath.Base(name)))
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, f, nil
 }
 
 // PowerOff syncs and powers the machine off. It returns only on failure.
