@@ -100,6 +100,21 @@ func TestDiscoveryQEMU(t *testing.T) {
 	vms := []vmSpec{
 		{MAC: "52:54:00:50:00:01", Serial: "AGENT-BIOS-1", MemMiB: 2048, CPUs: 2, DiskGB: 3},
 		{MAC: "52:54:00:50:00:02", Serial: "AGENT-UEFI-2", UEFI: true, MemMiB: 1024, CPUs: 1, DiskGB: 2},
+		// Known and set to commissioning: it boots the agent in commission
+		// mode, which runs the hardware checks before it reports.
+		{MAC: "52:54:00:50:00:03", Serial: "AGENT-COMM-3", MemMiB: 1024, CPUs: 1, DiskGB: 1, Commissioning: true},
+	}
+	for _, v := range vms {
+		if !v.Commissioning {
+			continue
+		}
+		m, _, err := store.Enlist(ctx, inventory.Sighting{Serial: v.Serial, MACs: []string{v.MAC}, Source: "pxe"}, inventory.Change{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.SetState(ctx, m.ID, inventory.StateCommissioning, inventory.Operator, inventory.Change{What: "state", Why: "test: commission"}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	consoles := make([]string, len(vms))
 	for i, v := range vms {
@@ -114,6 +129,25 @@ func TestDiscoveryQEMU(t *testing.T) {
 			continue
 		}
 		checkFacts(t, v, m)
+		if v.Commissioning {
+			hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
+			h, err := store.History(hctx, m.ID)
+			hcancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var lines []string
+			for _, e := range h {
+				lines = append(lines, e.What+": "+e.Why)
+			}
+			all := strings.Join(lines, "\n")
+			t.Logf("%s history:\n%s", v.MAC, all)
+			for _, want := range []string{"boot agent commission", "agent commission: started", "agent commission: done: 3 checks passed"} {
+				if !strings.Contains(all, want) {
+					t.Errorf("%s: history lacks %q:\n%s", v.MAC, want, all)
+				}
+			}
+		}
 		for _, want := range []string{"ironrack-agent: facts reported", `"memory_source":"smbios"`} {
 			if !bytes.Contains(console, []byte(want)) {
 				t.Errorf("%s: console lacks %q:\n%s", v.MAC, want, tail(string(console), 30))
@@ -132,9 +166,11 @@ func TestDiscoveryQEMU(t *testing.T) {
 type vmSpec struct {
 	MAC, Serial string
 	UEFI        bool
-	MemMiB      int
-	CPUs        int
-	DiskGB      int
+	// Commissioning: the machine is enlisted and set to commissioning first.
+	Commissioning bool
+	MemMiB        int
+	CPUs          int
+	DiskGB        int
 }
 
 // startVM boots a QEMU (TCG) machine from the network on a new tap on br0
