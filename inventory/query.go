@@ -20,33 +20,86 @@ type Query struct {
 	Tier  string
 }
 
-// candidates reads the catalog with what Consul filters exactly (NodeMeta
-// equality) and, when the expression reads only meta fields, decides it
-// there. It returns the nodes whose records need reading.
-func (s *Store) candidates(ctx context.Context, q Query) ([]*api.Node, error) {
-	meta := map[string]string{"ironrack": "machine"}
+// equalities merges the query's exact string constraints: the flags and
+// the expression's pushed-down `field == "literal"` conjuncts. none reports
+// a contradiction (nothing can match).
+func equalities(q Query) (eq map[string]string, none bool) {
+	eq = map[string]string{}
 	if q.Where != nil {
 		for k, v := range q.Where.pushdown {
-			meta[k] = v
+			if v == "\x00contradiction" {
+				return nil, true
+			}
+			eq[k] = v
 		}
 	}
 	for k, v := range map[string]string{"state": string(q.State), "rack": q.Rack, "tier": q.Tier} {
 		if v == "" {
 			continue
 		}
-		if prev, ok := meta[k]; ok && prev != v {
-			return nil, nil // contradictory: nothing matches
+		if prev, ok := eq[k]; ok && prev != v {
+			return nil, true
 		}
-		meta[k] = v
+		eq[k] = v
 	}
-	for _, v := range meta {
-		if v == "\x00contradiction" {
-			return nil, nil
+	return eq, false
+}
+
+// candidateIDs are the machines whose records a query must read. A rack,
+// state or tier equality is answered from the by/ key indexes (a prefix walk
+// proportional to the answer); otherwise the catalog is read with Consul's
+// node-meta filter, which scans every node but lets an expression on meta
+// fields be decided there.
+func (s *Store) candidateIDs(ctx context.Context, q Query) ([]string, error) {
+	eq, none := equalities(q)
+	if none {
+		return nil, nil
+	}
+	var sets [][]string
+	for _, attr := range attrKeyFields {
+		v, ok := eq[attr]
+		if !ok {
+			continue
 		}
+		ids, err := s.attrIDs(ctx, attr, v)
+		if err != nil {
+			return nil, err
+		}
+		sets = append(sets, ids)
 	}
+	if len(sets) == 0 {
+		nodes, err := s.candidates(ctx, q)
+		return nodeIDs(nodes), err
+	}
+	out := sets[0]
+	for _, other := range sets[1:] {
+		in := make(map[string]bool, len(other))
+		for _, id := range other {
+			in[id] = true
+		}
+		kept := out[:0]
+		for _, id := range out {
+			if in[id] {
+				kept = append(kept, id)
+			}
+		}
+		out = kept
+	}
+	return out, nil
+}
+
+// candidates reads the catalog with what Consul filters exactly (NodeMeta
+// equality) and, when the expression reads only meta fields, decides it
+// there. It returns the nodes whose records need reading.
+func (s *Store) candidates(ctx context.Context, q Query) ([]*api.Node, error) {
+	eq, none := equalities(q)
+	if none {
+		return nil, nil
+	}
+	eq["ironrack"] = "machine"
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	nodes, _, err := s.c.Catalog().Nodes((&api.QueryOptions{NodeMeta: meta}).WithContext(ctx))
+	nodes, _, err := s.c.Catalog().Nodes((&api.QueryOptions{NodeMeta: eq}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("read catalog: %w", err)
 	}
@@ -84,10 +137,10 @@ func (s *Store) List(ctx context.Context, q Query) ([]*Machine, error) {
 		// read plus batched gets.
 		recs, err = s.allRecords(ctx, q)
 	} else {
-		var nodes []*api.Node
-		nodes, err = s.candidates(ctx, q)
+		var ids []string
+		ids, err = s.candidateIDs(ctx, q)
 		if err == nil {
-			recs, err = s.selectRecords(ctx, q, nodeIDs(nodes))
+			recs, err = s.selectRecords(ctx, q, ids)
 		}
 	}
 	if err != nil {
