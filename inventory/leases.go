@@ -1,8 +1,7 @@
 package inventory
 
-// Added by the boot server's owner (provision) for batched DHCP lease
-// commits; see StoreLeases. Kept in its own file so the inventory's owner
-// can fold it into boot.go.
+// Batched lease commits and reservation lookups for the DHCP server's
+// group commit; the single-lease StoreLease is in boot.go.
 
 import (
 	"context"
