@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"github.com/ironrack/ironrack/internal/servetest"
 	"net"
 	"os"
 	"os/exec"
@@ -110,20 +111,7 @@ func start(t *testing.T) fixture {
 		Registerer:     reg, Gatherer: reg,
 	})
 	must(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Serve did not stop")
-		}
-	})
+	servetest.Run(t, 10*time.Second, srv.Serve)
 	return fixture{base: base, kernel: kernel, inv: inv}
 }
 

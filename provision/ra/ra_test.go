@@ -2,6 +2,7 @@ package ra_test
 
 import (
 	"context"
+	"github.com/ironrack/ironrack/internal/servetest"
 	"net"
 	"regexp"
 	"testing"
@@ -48,19 +49,8 @@ func newLAN(t *testing.T) lan {
 }
 
 func (l lan) serve(t *testing.T, cfg ra.Config) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.srv.Do(func() error { return ra.New(cfg).Serve(ctx) }) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Serve did not stop")
-		}
+	servetest.Run(t, 10*time.Second, func(ctx context.Context) error {
+		return l.srv.Do(func() error { return ra.New(cfg).Serve(ctx) })
 	})
 	time.Sleep(200 * time.Millisecond)
 }

@@ -3,6 +3,7 @@ package tftp_test
 import (
 	"bytes"
 	"context"
+	"github.com/ironrack/ironrack/internal/servetest"
 	"net"
 	"os"
 	"os/exec"
@@ -44,20 +45,7 @@ func start(t *testing.T) (addr string, kpxe []byte) {
 	pc.Close()
 
 	srv := tftp.New(tftp.Config{Root: root, Addr: addr, Timeout: time.Second})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("Serve did not stop")
-		}
-	})
+	servetest.Run(t, 15*time.Second, srv.Serve)
 	time.Sleep(50 * time.Millisecond)
 	return addr, kpxe
 }
