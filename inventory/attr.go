@@ -25,7 +25,8 @@ var attrKeyFields = []string{"rack", "tier", "state"}
 func (s *Store) attrKeys(m *Machine) map[string]bool {
 	keys := map[string]bool{}
 	for f, v := range map[string]string{"rack": m.Rack, "tier": m.Tier, "state": string(m.State)} {
-		if v != "" {
+		// Ready machines are indexed by the pool already (pool.go).
+		if v != "" && !(f == "state" && v == string(StateReady)) {
 			keys[s.key("by", f, url.PathEscape(v), m.ID)] = true
 		}
 	}
@@ -59,6 +60,17 @@ func (s *Store) attrOps(w *write) api.TxnOps {
 func (s *Store) attrIDs(ctx context.Context, field, value string) ([]string, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
+	if field == "state" && value == string(StateReady) {
+		keys, _, err := s.c.KV().Keys(s.key("pool")+"/", "", (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("read pool: %w", err)
+		}
+		ids := make([]string, 0, len(keys))
+		for _, k := range keys {
+			ids = append(ids, k[strings.LastIndex(k, "/")+1:])
+		}
+		return ids, nil
+	}
 	prefix := s.key("by", field, url.PathEscape(value)) + "/"
 	keys, _, err := s.c.KV().Keys(prefix, "", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
