@@ -13,7 +13,7 @@ bench: bench-inventory bench-ipmi bench-dhcp bench-http
 # Where-queries and allocation against raw Consul calls, in one run.
 bench-inventory:
 	scripts/setup >/dev/null
-	go test -run '^$$' -bench . -benchtime 300x ./inventory
+	go test -run '^$$' -bench WhereQuery -benchtime 300x ./inventory
 	go test -run '^$$' -bench Allocate -benchtime 1x ./inventory
 
 # `ironrack power status` of 200 ipmi_sim BMCs vs ipmipower vs an ipmitool loop.
