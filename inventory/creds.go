@@ -81,20 +81,9 @@ func (s *Store) SetCredential(ctx context.Context, ref, password string) error {
 	return nil
 }
 
-// Credentials decrypts the BMC logins of many machines at once: each
-// distinct reference is read once, in batched read transactions. Per-machine
-// problems (no reference, missing or undecryptable value) come back in errs
-// keyed by machine ID; err is for Consul itself failing.
-func (s *Store) Credentials(ctx context.Context, ms []*Machine) (creds map[string]Credential, errs map[string]error, err error) {
-	creds, errs = map[string]Credential{}, map[string]error{}
-	var refs []string
-	seen := map[string]bool{}
-	for _, m := range ms {
-		if ref := m.BMC.CredentialRef; ref != "" && !seen[ref] {
-			seen[ref] = true
-			refs = append(refs, ref)
-		}
-	}
+// rawCredentials reads the sealed boxes of many references in batched read
+// transactions (128 keys each, 8 at once); absent references are left out.
+func (s *Store) rawCredentials(ctx context.Context, refs []string) (map[string][]byte, error) {
 	boxes := map[string][]byte{}
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
@@ -121,6 +110,27 @@ func (s *Store) Credentials(ctx context.Context, ms []*Machine) (creds map[strin
 		})
 	}
 	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return boxes, nil
+}
+
+// Credentials decrypts the BMC logins of many machines at once: each
+// distinct reference is read once, in batched read transactions. Per-machine
+// problems (no reference, missing or undecryptable value) come back in errs
+// keyed by machine ID; err is for Consul itself failing.
+func (s *Store) Credentials(ctx context.Context, ms []*Machine) (creds map[string]Credential, errs map[string]error, err error) {
+	creds, errs = map[string]Credential{}, map[string]error{}
+	var refs []string
+	seen := map[string]bool{}
+	for _, m := range ms {
+		if ref := m.BMC.CredentialRef; ref != "" && !seen[ref] {
+			seen[ref] = true
+			refs = append(refs, ref)
+		}
+	}
+	boxes, err := s.rawCredentials(ctx, refs)
+	if err != nil {
 		return nil, nil, err
 	}
 	sl, serr := s.sealer()

@@ -81,6 +81,20 @@ func (s *Store) Import(ctx context.Context, file string, rows []SheetRow, change
 	for _, r := range recs {
 		prevs[r.rec.ID] = r
 	}
+	// Every credential the sheet touches, read at once: the references it
+	// names and the bmc/<id> of each inline password.
+	var refs []string
+	for i, r := range rows {
+		if r.BMCCredential != "" {
+			refs = append(refs, r.BMCCredential)
+		} else {
+			refs = append(refs, credRefFor(ids[i]))
+		}
+	}
+	boxes, err := s.rawCredentials(ctx, refs)
+	if err != nil {
+		return nil, err
+	}
 	sl := s.cfg.Sealer
 	var ws []*write
 	res := &ImportResult{Created: []string{}, Updated: []string{}}
@@ -115,11 +129,7 @@ func (s *Store) Import(ctx context.Context, file string, rows []SheetRow, change
 		// reference must already exist.
 		var credOps, undoFor map[string][]byte
 		if r.BMCCredential != "" {
-			box, err := s.rawCredential(ctx, r.BMCCredential)
-			if err != nil {
-				return nil, err
-			}
-			if box == nil {
+			if boxes[r.BMCCredential] == nil {
 				add(r.Line, "bmc_credential_ref", "no credential %q in the store (add it with `ironrack bmc credential set %s`)", r.BMCCredential, r.BMCCredential)
 			}
 		} else {
@@ -128,10 +138,7 @@ func (s *Store) Import(ctx context.Context, file string, rows []SheetRow, change
 				continue
 			}
 			ref := credRefFor(id)
-			old, err := s.rawCredential(ctx, ref)
-			if err != nil {
-				return nil, err
-			}
+			old := boxes[ref]
 			if pw, err := sl.Open(old); old == nil || err != nil || string(pw) != r.BMCPassword {
 				box, err := sl.Seal([]byte(r.BMCPassword))
 				if err != nil {
