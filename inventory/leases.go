@@ -70,12 +70,25 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 			owner[readIdx[j]] = string(r.KV.Value)
 		}
 	}
+	// The owners' records, in one batched read, to see whose ip changes.
+	var ownerIDs []string
+	for _, id := range owner {
+		ownerIDs = append(ownerIDs, id)
+	}
+	recs, err := s.records(ctx, ownerIDs)
+	if err != nil {
+		fail(readIdx, fmt.Errorf("store leases: read machines: %w", err))
+		return errs
+	}
+	ipOf := make(map[string]string, len(recs))
+	for _, r := range recs {
+		ipOf[r.rec.ID] = r.rec.IP
+	}
 	var writes api.TxnOps
 	var writeIdx, machineIdx []int
 	for _, i := range readIdx {
 		if id := owner[i]; id != "" {
-			m, err := s.Get(ctx, id)
-			if err == nil && m.IP != ls[i].IP {
+			if ip, ok := ipOf[id]; ok && ip != ls[i].IP {
 				machineIdx = append(machineIdx, i)
 				continue
 			}
