@@ -3,10 +3,10 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/consul/api"
-	"golang.org/x/sync/errgroup"
 )
 
 func (s *Store) credKey(ref string) string { return s.key("creds", ref) }
@@ -84,33 +84,23 @@ func (s *Store) SetCredential(ctx context.Context, ref, password string) error {
 // rawCredentials reads the sealed boxes of many references in batched read
 // transactions (128 keys each, 8 at once); absent references are left out.
 func (s *Store) rawCredentials(ctx context.Context, refs []string) (map[string][]byte, error) {
+	keys := make([]string, len(refs))
+	for i, ref := range refs {
+		keys[i] = s.credKey(ref)
+	}
+	prefix := s.credKey("")
 	boxes := map[string][]byte{}
 	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for start := 0; start < len(refs); start += getBatch {
-		batch := refs[start:min(start+getBatch, len(refs))]
-		g.Go(func() error {
-			ops := make(api.TxnOps, len(batch))
-			for i, ref := range batch {
-				ops[i] = &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.credKey(ref)}}
-			}
-			resp, err := s.txn(gctx, ops)
-			if err != nil {
-				return fmt.Errorf("read credentials: %w", err)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for i, res := range resp.Results {
-				if res.KV != nil && len(res.KV.Value) > 0 && i < len(batch) {
-					boxes[batch[i]] = res.KV.Value
-				}
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	err := s.getMany(ctx, keys, func(kvs []*api.KVPair) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, kv := range kvs {
+			boxes[strings.TrimPrefix(kv.Key, prefix)] = kv.Value
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read credentials: %w", err)
 	}
 	return boxes, nil
 }

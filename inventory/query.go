@@ -248,40 +248,57 @@ const getBatch = maxTxnOps
 // records reads the records of ids with batched read transactions, several
 // at once. Machines deleted in between are skipped.
 func (s *Store) records(ctx context.Context, ids []string) ([]stored, error) {
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = s.machineKey(id)
+	}
 	var mu sync.Mutex
 	out := make([]stored, 0, len(ids))
+	err := s.getMany(ctx, keys, func(kvs []*api.KVPair) error {
+		recs := make([]stored, 0, len(kvs))
+		for _, kv := range kvs {
+			r, err := decodeRecord(kv.Value)
+			if err != nil {
+				return fmt.Errorf("%s: %w", kv.Key, err)
+			}
+			recs = append(recs, stored{r, kv.ModifyIndex})
+		}
+		mu.Lock()
+		out = append(out, recs...)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read machines: %w", err)
+	}
+	return out, nil
+}
+
+// getMany reads keys in batched read transactions (getBatch keys each, 8 at
+// once, answered without a Raft round) and hands each batch's present keys
+// to each, on the batch's goroutine.
+func (s *Store) getMany(ctx context.Context, keys []string, each func([]*api.KVPair) error) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
-	for start := 0; start < len(ids); start += getBatch {
-		batch := ids[start:min(start+getBatch, len(ids))]
+	for start := 0; start < len(keys); start += getBatch {
+		batch := keys[start:min(start+getBatch, len(keys))]
 		g.Go(func() error {
 			ops := make(api.TxnOps, len(batch))
-			for i, id := range batch {
-				ops[i] = &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.machineKey(id)}}
+			for i, k := range batch {
+				ops[i] = &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: k}}
 			}
 			resp, err := s.txn(ctx, ops)
 			if err != nil {
-				return fmt.Errorf("read machines: %w", err)
+				return err
 			}
-			recs := make([]stored, 0, len(batch))
+			kvs := make([]*api.KVPair, 0, len(batch))
 			for _, res := range resp.Results {
-				if res.KV == nil || len(res.KV.Value) == 0 {
-					continue
+				if res.KV != nil && len(res.KV.Value) > 0 {
+					kvs = append(kvs, res.KV)
 				}
-				r, err := decodeRecord(res.KV.Value)
-				if err != nil {
-					return fmt.Errorf("%s: %w", res.KV.Key, err)
-				}
-				recs = append(recs, stored{r, res.KV.ModifyIndex})
 			}
-			mu.Lock()
-			out = append(out, recs...)
-			mu.Unlock()
-			return nil
+			return each(kvs)
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return g.Wait()
 }
