@@ -3,99 +3,47 @@ package images_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"github.com/ironrack/ironrack/images"
-	"github.com/ironrack/ironrack/internal/consuldev"
-	"github.com/ironrack/ironrack/internal/netns"
+	"github.com/ironrack/ironrack/internal/lab"
 	"github.com/ironrack/ironrack/inventory"
-	"github.com/ironrack/ironrack/provision"
 )
 
-const ovmfCode = "/usr/share/OVMF/OVMF_CODE.fd"
-
-// TestDiscoveryQEMU builds the real discovery environment (the Go agent as
-// /init, Debian's kernel) with images.Discovery into a data dir, runs the
-// real boot server on it (provision.BootServer, what `ironrack serve`
-// runs) against a real Consul, and network-boots two machines the
-// inventory has never seen, one by BIOS and one by UEFI (QEMU's iPXE ROM),
-// under TCG. Each must land in Consul as ready with the -smp, -m, -smbios
-// serial and -drive size QEMU was given, memory taken from the SMBIOS
-// memory devices. The boot LAN is a namespace of the test's own
-// (the setup is a trimmed copy of provision's lab_test.go, whose helpers
-// are unexported).
+// TestDiscoveryQEMU network-boots, in internal/lab (the real discovery
+// environment built by images.Discovery — the Go agent as /init, Debian's
+// kernel —, provision.BootServer and a real Consul in a namespace of the
+// test's own), two machines the inventory has never seen, one by BIOS and
+// one by UEFI (QEMU's iPXE ROM), and one known machine set to
+// commissioning, under TCG. Each must land in Consul as ready with the -smp,
+// -m, -smbios serial and -drive size QEMU was given, memory taken from the
+// SMBIOS memory devices.
 func TestDiscoveryQEMU(t *testing.T) {
-	netns.Require(t, "qemu-system-x86_64", "go")
-	if _, err := os.Stat(ovmfCode); err != nil {
+	l := lab.New(t, lab.Config{})
+	if _, err := os.Stat(lab.OVMFCode); err != nil {
 		t.Fatalf("needs ovmf (scripts/setup installs it): %v", err)
 	}
 	ctx := context.Background()
-	kdir, err := images.KernelCache(ctx, "../scripts/boot-artifacts")
+	raw, err := os.ReadFile(filepath.Join(l.Discovery, images.ManifestFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	agentBin := filepath.Join(t.TempDir(), "ironrack-agent")
-	if err := images.BuildAgent(ctx, "..", agentBin); err != nil {
+	var man images.Manifest
+	if err := json.Unmarshal(raw, &man); err != nil {
 		t.Fatal(err)
 	}
-	data := t.TempDir()
-	m, err := images.Discovery{DataDir: data, KernelDir: kdir, Agent: agentBin}.Build(ctx)
-	if err != nil {
-		t.Fatal(err)
+	if man.Name != images.AgentImage || filepath.Base(l.Discovery) != man.Version {
+		t.Fatalf("lab's discovery image %s has manifest %s/%s", l.Discovery, man.Name, man.Version)
 	}
-	t.Logf("built agent/%s", m.Version)
-
-	agent := consuldev.T(t)
-	client, err := api.NewClient(&api.Config{Address: agent.Addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := inventory.New(client, inventory.Config{Who: "test"})
-	ns := netns.New(t)
-	ns.AddBridge("br0", "192.0.2.1/24")
-	var logs syncBuffer
-	boot, err := provision.NewBootServer(provision.Config{
-		Interface:  "br0",
-		Address:    netip.MustParsePrefix("192.0.2.1/24"),
-		RangeFirst: netip.MustParseAddr("192.0.2.100"),
-		RangeLast:  netip.MustParseAddr("192.0.2.199"),
-		DataDir:    data,
-		Store:      store,
-		Logger:     slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		LeaseTime:  10 * time.Minute,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for _, s := range boot.Servers() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := ns.Do(func() error { return s.Server.Serve(sctx) }); err != nil && sctx.Err() == nil {
-				t.Errorf("%s: %v", s.Name, err)
-			}
-		}()
-	}
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		if t.Failed() {
-			t.Logf("boot server log:\n%s", tail(logs.String(), 60))
-		}
-	})
+	t.Logf("built agent/%s", man.Version)
+	store := l.Store
 
 	vms := []vmSpec{
 		{MAC: "52:54:00:50:00:01", Serial: "AGENT-BIOS-1", MemMiB: 2048, CPUs: 2, DiskGB: 3},
@@ -118,14 +66,14 @@ func TestDiscoveryQEMU(t *testing.T) {
 	}
 	consoles := make([]string, len(vms))
 	for i, v := range vms {
-		consoles[i] = startVM(t, ns, fmt.Sprintf("tap%d", i), v)
+		consoles[i] = l.Start(lab.VMSpec{MAC: v.MAC, Serial: v.Serial, UEFI: v.UEFI, MemMiB: v.MemMiB, CPUs: v.CPUs, DiskGB: v.DiskGB}).SerialLog
 	}
 	deadline := time.Now().Add(300 * time.Second)
 	for i, v := range vms {
 		m, err := waitReady(store, v.MAC, deadline)
 		console, _ := os.ReadFile(consoles[i])
 		if err != nil {
-			t.Errorf("%s: %v; console:\n%s", v.MAC, err, tail(string(console), 30))
+			t.Errorf("%s: %v; console:\n%s", v.MAC, err, lab.Tail(string(console), 30))
 			continue
 		}
 		checkFacts(t, v, m)
@@ -150,7 +98,7 @@ func TestDiscoveryQEMU(t *testing.T) {
 		}
 		for _, want := range []string{"ironrack-agent: facts reported", `"memory_source":"smbios"`} {
 			if !bytes.Contains(console, []byte(want)) {
-				t.Errorf("%s: console lacks %q:\n%s", v.MAC, want, tail(string(console), 30))
+				t.Errorf("%s: console lacks %q:\n%s", v.MAC, want, lab.Tail(string(console), 30))
 			}
 		}
 		want := "bios"
@@ -158,7 +106,7 @@ func TestDiscoveryQEMU(t *testing.T) {
 			want = "uefi"
 		}
 		if !bytes.Contains(console, []byte(`"firmware":"`+want+`"`)) {
-			t.Errorf("%s: console's facts lack firmware %s:\n%s", v.MAC, want, tail(string(console), 30))
+			t.Errorf("%s: console's facts lack firmware %s:\n%s", v.MAC, want, lab.Tail(string(console), 30))
 		}
 	}
 }
@@ -171,37 +119,6 @@ type vmSpec struct {
 	MemMiB        int
 	CPUs          int
 	DiskGB        int
-}
-
-// startVM boots a QEMU (TCG) machine from the network on a new tap on br0
-// and returns the path of its serial console log. netns.Start kills it by
-// PID when the test ends.
-func startVM(t *testing.T, ns *netns.NS, tap string, v vmSpec) string {
-	t.Helper()
-	ns.AddTap(tap, "br0")
-	dir := t.TempDir()
-	disk := filepath.Join(dir, "disk.img")
-	f, err := os.Create(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	if err := os.Truncate(disk, int64(v.DiskGB)<<30); err != nil {
-		t.Fatal(err)
-	}
-	serial := filepath.Join(dir, "serial.log")
-	argv := []string{"qemu-system-x86_64", "-accel", "tcg", "-m", fmt.Sprint(v.MemMiB), "-smp", fmt.Sprint(v.CPUs),
-		"-display", "none", "-monitor", "none", "-serial", "file:" + serial, "-no-reboot",
-		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no", "-device", "virtio-net-pci,netdev=n0,mac=" + v.MAC,
-		"-drive", "file=" + disk + ",format=raw,if=virtio",
-		"-smbios", "type=1,serial=" + v.Serial}
-	if v.UEFI {
-		argv = append(argv, "-drive", "if=pflash,format=raw,readonly=on,file="+ovmfCode)
-	} else {
-		argv = append(argv, "-boot", "n")
-	}
-	ns.Start(nil, argv...)
-	return serial
 }
 
 // waitReady polls the inventory (bounded by deadline) until the machine
@@ -259,27 +176,3 @@ func checkFacts(t *testing.T, v vmSpec, m *inventory.Machine) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}

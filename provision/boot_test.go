@@ -3,6 +3,7 @@ package provision_test
 import (
 	"context"
 	"crypto/sha256"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ironrack/ironrack/internal/lab"
 	"github.com/ironrack/ironrack/internal/netns"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision"
@@ -22,37 +24,37 @@ const bootWait = 240 * time.Second
 // at once: one by BIOS (SeaBIOS and QEMU's iPXE ROM, which asks for its
 // script over HTTP at once) and one by UEFI through the real-hardware chain
 // (OVMF's own PXE, no iPXE ROM: DHCP arch 7 → ipxe.efi over TFTP → iPXE →
-// script). Each reaches the busybox discovery environment, whose facts
+// script). Each reaches the discovery environment (the Go agent), whose facts
 // report commissions it: MAC, -smp, -m, -drive size and -smbios serial land
 // in Consul, and every step is in its history.
 func TestBootUnknownMachines(t *testing.T) {
-	l := newLab(t)
-	if _, err := os.Stat(ovmfCode); err != nil {
+	l := lab.New(t, lab.Config{})
+	if _, err := os.Stat(lab.OVMFCode); err != nil {
 		t.Fatalf("needs ovmf (scripts/setup installs it): %v", err)
 	}
-	vms := []*vm{
-		l.start(vmSpec{MAC: "52:54:00:10:00:01", Serial: "BIOS-0001", MemMiB: 1024, CPUs: 1, DiskGB: 2}),
-		l.start(vmSpec{MAC: "52:54:00:10:00:02", Serial: "UEFI-0002", UEFI: true, NoROM: true, MemMiB: 2048, CPUs: 2, DiskGB: 3}),
+	vms := []*lab.VM{
+		l.Start(lab.VMSpec{MAC: "52:54:00:10:00:01", Serial: "BIOS-0001", MemMiB: 1024, CPUs: 1, DiskGB: 2}),
+		l.Start(lab.VMSpec{MAC: "52:54:00:10:00:02", Serial: "UEFI-0002", UEFI: true, NoROM: true, MemMiB: 2048, CPUs: 2, DiskGB: 3}),
 	}
 	deadline := time.Now().Add(bootWait)
 	for _, v := range vms {
-		m, err := l.waitState(v, inventory.StateReady, deadline)
+		m, err := l.WaitState(v, inventory.StateReady, deadline)
 		if err != nil {
 			t.Error(err)
 			continue
 		}
-		l.checkFacts(t, v, m)
-		h := strings.Join(l.history(m.ID), "\n")
+		checkFacts(t, v, m)
+		h := strings.Join(l.History(m.ID), "\n")
 		for _, want := range []string{"enlist: network boot from an unknown MAC", "lease: DHCP lease", "boot agent discover", "commission: facts from the discovery agent"} {
 			if !strings.Contains(h, want) {
-				t.Errorf("%s: history lacks %q:\n%s", v.spec.MAC, want, h)
+				t.Errorf("%s: history lacks %q:\n%s", v.Spec.MAC, want, h)
 			}
 		}
-		if !strings.Contains(v.console(), "ironrack-agent: facts reported") {
-			t.Errorf("%s: console lacks the agent's report:\n%s", v.spec.MAC, tail(v.console(), 20))
+		if !strings.Contains(v.Console(), "ironrack-agent: facts reported") {
+			t.Errorf("%s: console lacks the agent's report:\n%s", v.Spec.MAC, lab.Tail(v.Console(), 20))
 		}
 	}
-	if !strings.Contains(l.logTail(5000), `msg="tftp: sent" file=ipxe.efi`) {
+	if !strings.Contains(l.LogTail(5000), `msg="tftp: sent" file=ipxe.efi`) {
 		t.Errorf("the UEFI machine did not fetch ipxe.efi over TFTP")
 	}
 }
@@ -62,67 +64,67 @@ func TestBootUnknownMachines(t *testing.T) {
 // command line on the console is the image's, and the agent never runs);
 // a retired and a failed one boot nothing (iPXE exits; no kernel starts).
 func TestBootByState(t *testing.T) {
-	l := newLab(t)
+	l := lab.New(t, lab.Config{})
 	ctx := context.Background()
-	img := filepath.Join(l.data, "images", "debian", "12.7")
-	copyFile(t, filepath.Join(provision.AgentDir(l.data), "vmlinuz"), filepath.Join(img, provision.ImageKernel))
+	img := filepath.Join(l.Data, "images", "debian", "12.7")
+	lab.CopyFile(t, filepath.Join(provision.AgentDir(l.Data), "vmlinuz"), filepath.Join(img, provision.ImageKernel))
 	// No initrd: the kernel cannot mount the (blank) disk, panics and, with
 	// panic=1 and -no-reboot, QEMU exits. What matters is which kernel and
 	// command line were booted.
 	if err := os.WriteFile(filepath.Join(img, provision.ImageCmdline), []byte("root=LABEL=ironrack-root ro console=ttyS0,115200n8 panic=1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	deployed := l.machine(ctx, "52:54:00:20:00:01", "DEP-1", inventory.StateDeployed)
-	if _, err := l.store.Tag(ctx, deployed, map[string]string{provision.TagImage: "debian", provision.TagImageVersion: "12.7"}, inventory.Change{}); err != nil {
+	deployed := l.Machine(ctx, "52:54:00:20:00:01", "DEP-1", inventory.StateDeployed)
+	if _, err := l.Store.Tag(ctx, deployed, map[string]string{provision.TagImage: "debian", provision.TagImageVersion: "12.7"}, inventory.Change{}); err != nil {
 		t.Fatal(err)
 	}
-	retired := l.machine(ctx, "52:54:00:20:00:02", "RET-2", inventory.StateRetired)
-	failed := l.machine(ctx, "52:54:00:20:00:03", "FAIL-3", inventory.StateFailedCommissioning)
+	retired := l.Machine(ctx, "52:54:00:20:00:02", "RET-2", inventory.StateRetired)
+	failed := l.Machine(ctx, "52:54:00:20:00:03", "FAIL-3", inventory.StateFailedCommissioning)
 
-	dv := l.start(vmSpec{MAC: "52:54:00:20:00:01", Serial: "DEP-1", MemMiB: 512, CPUs: 1, DiskGB: 1})
-	rv := l.start(vmSpec{MAC: "52:54:00:20:00:02", Serial: "RET-2", MemMiB: 512, CPUs: 1, DiskGB: 1})
-	fv := l.start(vmSpec{MAC: "52:54:00:20:00:03", Serial: "FAIL-3", UEFI: true, MemMiB: 512, CPUs: 1, DiskGB: 1})
+	dv := l.Start(lab.VMSpec{MAC: "52:54:00:20:00:01", Serial: "DEP-1", MemMiB: 512, CPUs: 1, DiskGB: 1})
+	rv := l.Start(lab.VMSpec{MAC: "52:54:00:20:00:02", Serial: "RET-2", MemMiB: 512, CPUs: 1, DiskGB: 1})
+	fv := l.Start(lab.VMSpec{MAC: "52:54:00:20:00:03", Serial: "FAIL-3", UEFI: true, MemMiB: 512, CPUs: 1, DiskGB: 1})
 
 	deadline := time.Now().Add(bootWait)
-	for !strings.Contains(dv.console(), "Kernel command line:") && time.Now().Before(deadline) {
+	for !strings.Contains(dv.Console(), "Kernel command line:") && time.Now().Before(deadline) {
 		time.Sleep(time.Second)
 	}
 	var cmdline string
-	for _, line := range strings.Split(dv.console(), "\n") {
+	for _, line := range strings.Split(dv.Console(), "\n") {
 		if _, after, ok := strings.Cut(line, "Kernel command line:"); ok {
 			cmdline = strings.TrimSpace(after)
 		}
 	}
 	if !strings.Contains(cmdline, "root=LABEL=ironrack-root") || strings.Contains(cmdline, "ironrack.") {
-		t.Errorf("deployed machine booted command line %q, want the image's (root=LABEL=ironrack-root, no ironrack.*); console:\n%s", cmdline, tail(dv.console(), 20))
+		t.Errorf("deployed machine booted command line %q, want the image's (root=LABEL=ironrack-root, no ironrack.*); console:\n%s", cmdline, lab.Tail(dv.Console(), 20))
 	}
-	for _, v := range []*vm{rv, fv} {
+	for _, v := range []*lab.VM{rv, fv} {
 		id := retired
 		if v == fv {
 			id = failed
 		}
-		for !l.historyHas(id, "boot exit") && time.Now().Before(deadline) {
+		for !l.HistoryHas(id, "boot exit") && time.Now().Before(deadline) {
 			time.Sleep(time.Second)
 		}
-		if !l.historyHas(id, "boot exit") {
-			t.Errorf("%s: no 'boot exit' in history: %q", v.spec.MAC, l.history(id))
+		if !l.HistoryHas(id, "boot exit") {
+			t.Errorf("%s: no 'boot exit' in history: %q", v.Spec.MAC, l.History(id))
 		}
 	}
 	// Give any wrongly booted kernel time to show itself.
 	time.Sleep(10 * time.Second)
-	for _, v := range []*vm{rv, fv} {
-		if c := v.console(); strings.Contains(c, "Linux version") || strings.Contains(c, "ironrack-agent") {
-			t.Errorf("%s booted a kernel, want nothing:\n%s", v.spec.MAC, tail(c, 20))
+	for _, v := range []*lab.VM{rv, fv} {
+		if c := v.Console(); strings.Contains(c, "Linux version") || strings.Contains(c, "ironrack-agent") {
+			t.Errorf("%s booted a kernel, want nothing:\n%s", v.Spec.MAC, lab.Tail(c, 20))
 		}
 	}
-	if !l.historyHas(deployed, "boot os") || l.historyHas(deployed, "boot agent") {
-		t.Errorf("deployed machine's history, want boot os and no agent: %q", l.history(deployed))
+	if !l.HistoryHas(deployed, "boot os") || l.HistoryHas(deployed, "boot agent") {
+		t.Errorf("deployed machine's history, want boot os and no agent: %q", l.History(deployed))
 	}
-	if strings.Contains(dv.console(), "ironrack-agent") {
-		t.Errorf("deployed machine ran the agent:\n%s", tail(dv.console(), 20))
+	if strings.Contains(dv.Console(), "ironrack-agent") {
+		t.Errorf("deployed machine ran the agent:\n%s", lab.Tail(dv.Console(), 20))
 	}
 	for id, want := range map[string]inventory.State{deployed: inventory.StateDeployed, retired: inventory.StateRetired, failed: inventory.StateFailedCommissioning} {
-		m, err := l.store.Get(ctx, id)
+		m, err := l.Store.Get(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,11 +137,11 @@ func TestBootByState(t *testing.T) {
 // TestBootFourAtOnce boots four unknown machines at once, two by BIOS and
 // two by UEFI (QEMU's iPXE ROM), and all four must commission.
 func TestBootFourAtOnce(t *testing.T) {
-	l := newLab(t)
-	var vms []*vm
+	l := lab.New(t, lab.Config{})
+	var vms []*lab.VM
 	for i, uefi := range []bool{false, true, false, true} {
 		mac := "52:54:00:30:00:0" + string(rune('1'+i))
-		vms = append(vms, l.start(vmSpec{MAC: mac, Serial: "FOUR-" + string(rune('1'+i)), UEFI: uefi, MemMiB: 1024, CPUs: 1, DiskGB: 1 + i}))
+		vms = append(vms, l.Start(lab.VMSpec{MAC: mac, Serial: "FOUR-" + string(rune('1'+i)), UEFI: uefi, MemMiB: 1024, CPUs: 1, DiskGB: 1 + i}))
 	}
 	deadline := time.Now().Add(bootWait + 60*time.Second)
 	var wg sync.WaitGroup
@@ -147,58 +149,15 @@ func TestBootFourAtOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m, err := l.waitState(v, inventory.StateReady, deadline)
+			m, err := l.WaitState(v, inventory.StateReady, deadline)
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			l.checkFacts(t, v, m)
+			checkFacts(t, v, m)
 		}()
 	}
 	wg.Wait()
-}
-
-// machine puts a machine with mac and serial into state st the way the
-// workflows would: enlist, commission, then the table's transitions.
-func (l *lab) machine(ctx context.Context, mac, serial string, st inventory.State) string {
-	l.t.Helper()
-	m, _, err := l.store.Enlist(ctx, inventory.Sighting{Serial: serial, MACs: []string{mac}, Source: "pxe"}, inventory.Change{})
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	id := m.ID
-	set := func(to inventory.State, by inventory.Actor) {
-		l.t.Helper()
-		if _, err := l.store.SetState(ctx, id, to, by, inventory.Change{What: "state", Why: "test setup"}); err != nil {
-			l.t.Fatal(err)
-		}
-	}
-	if st == inventory.StateFailedCommissioning {
-		set(inventory.StateCommissioning, inventory.System)
-		set(inventory.StateFailedCommissioning, inventory.System)
-		return id
-	}
-	if _, err := l.store.Commission(ctx, id, inventory.Facts{Serial: serial, CPUCores: 1, MemGB: 1, NICs: []inventory.NIC{{MAC: mac}}}, inventory.Change{}); err != nil {
-		l.t.Fatal(err)
-	}
-	switch st {
-	case inventory.StateDeployed:
-		set(inventory.StateAllocated, inventory.System)
-		set(inventory.StateDeploying, inventory.System)
-		set(inventory.StateDeployed, inventory.System)
-	case inventory.StateRetired:
-		set(inventory.StateRetired, inventory.Operator)
-	}
-	return id
-}
-
-func (l *lab) historyHas(id, what string) bool {
-	for _, h := range l.history(id) {
-		if strings.HasPrefix(h, what) {
-			return true
-		}
-	}
-	return false
 }
 
 // TestTFTPChainBIOS takes the real-hardware BIOS path with real clients,
@@ -210,9 +169,9 @@ func (l *lab) historyHas(id, what string) bool {
 // tftp-hpa fetches that file from that server through ironrack's TFTP, and
 // it must equal Debian's undionly.kpxe byte for byte.
 func TestTFTPChainBIOS(t *testing.T) {
-	l := newLab(t, "busybox", "tftp")
+	l := lab.New(t, lab.Config{Tools: []string{"busybox", "tftp"}})
 	cli := netns.New(t)
-	l.ns.AddVeth("v0", "c0", "br0", cli)
+	l.NS.AddVeth("v0", "c0", "br0", cli)
 	dir := t.TempDir()
 	script := filepath.Join(dir, "udhcpc.sh")
 	out := filepath.Join(dir, "lease.env")
@@ -223,7 +182,7 @@ func TestTFTPChainBIOS(t *testing.T) {
 	cli.Run("ip", "link", "set", "c0", "address", mac)
 	if _, err := cli.Output(30*time.Second, "busybox", "udhcpc", "-i", "c0", "-n", "-q", "-f", "-t", "5", "-T", "2",
 		"-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000", "-s", script); err != nil {
-		t.Fatalf("udhcpc: %v\nserver log:\n%s", err, l.logTail(30))
+		t.Fatalf("udhcpc: %v\nserver log:\n%s", err, l.LogTail(30))
 	}
 	env, err := os.ReadFile(out)
 	if err != nil {
@@ -245,7 +204,7 @@ func TestTFTPChainBIOS(t *testing.T) {
 	}
 	got, err := os.ReadFile(local)
 	if err != nil {
-		t.Fatalf("tftp said %q: %v\nserver log:\n%s", tout, err, l.logTail(10))
+		t.Fatalf("tftp said %q: %v\nserver log:\n%s", tout, err, l.LogTail(10))
 	}
 	want, err := os.ReadFile("/usr/lib/ipxe/undionly.kpxe")
 	if err != nil {
@@ -256,11 +215,48 @@ func TestTFTPChainBIOS(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	m, err := l.store.Find(ctx, mac)
+	m, err := l.Store.Find(ctx, mac)
 	if err != nil {
 		t.Fatalf("PXE client not enlisted: %v", err)
 	}
 	if m.State != inventory.StateNew || m.Source != "pxe" || m.IP != vars["ip"] {
 		t.Errorf("enlisted machine: state %s source %s ip %s, want new, pxe, %s", m.State, m.Source, m.IP, vars["ip"])
+	}
+}
+
+// checkFacts checks that the inventory holds what QEMU was given.
+func checkFacts(t *testing.T, v *lab.VM, m *inventory.Machine) {
+	t.Helper()
+	s := v.Spec
+	if m.Serial != s.Serial {
+		t.Errorf("%s: serial %q, want %q (from -smbios)", s.MAC, m.Serial, s.Serial)
+	}
+	if m.CPUCores != s.CPUs {
+		t.Errorf("%s: cpu_cores %d, want %d (-smp)", s.MAC, m.CPUCores, s.CPUs)
+	}
+	if m.MemGB != s.MemMiB/1024 {
+		t.Errorf("%s: mem_gb %d, want %d (-m %d)", s.MAC, m.MemGB, s.MemMiB/1024, s.MemMiB)
+	}
+	if m.Source != "pxe" {
+		t.Errorf("%s: source %q, want pxe", s.MAC, m.Source)
+	}
+	var disk int64
+	for _, d := range m.Disks {
+		if d.Name == "vda" {
+			disk = d.SizeBytes
+		}
+	}
+	if disk != int64(s.DiskGB)<<30 {
+		t.Errorf("%s: disk vda %d bytes, want %d (-drive); disks %+v", s.MAC, disk, int64(s.DiskGB)<<30, m.Disks)
+	}
+	found := false
+	for _, n := range m.NICs {
+		found = found || n.MAC == s.MAC
+	}
+	if !found {
+		t.Errorf("%s: not among the machine's NICs %+v", s.MAC, m.NICs)
+	}
+	if m.IP == "" || !netip.MustParsePrefix("192.0.2.0/24").Contains(netip.MustParseAddr(m.IP)) {
+		t.Errorf("%s: ip %q, want the leased address in 192.0.2.0/24", s.MAC, m.IP)
 	}
 }

@@ -1,0 +1,267 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ironrack/ironrack/internal/ipmisim"
+	"github.com/ironrack/ironrack/inventory"
+)
+
+// VMSpec is one QEMU machine.
+type VMSpec struct {
+	MAC, Serial string
+	UEFI        bool
+	// NoROM boots the firmware's own PXE (OVMF) instead of QEMU's iPXE ROM,
+	// so the machine takes the real-hardware path: TFTP first.
+	NoROM  bool
+	MemMiB int
+	CPUs   int
+	DiskGB int
+	// Reboot lets a guest reboot come back through the firmware (and so
+	// the network boot) instead of ending QEMU (-no-reboot). Machines under
+	// a BMC (AttachBMC) reboot; started ones do not by default.
+	Reboot bool
+}
+
+// VM is one QEMU (TCG) machine on its own tap on the bridge. Its disk is a
+// sparse raw file the test can read from the host (Disk), its serial
+// console goes to a file (Console), appended to across power cycles.
+type VM struct {
+	Spec VMSpec
+	// Disk is the raw disk image, SerialLog the console log.
+	Disk, SerialLog string
+	lab             *Lab
+	tap             string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	// exited is called (without mu) when QEMU ends by itself.
+	exited func()
+}
+
+// NewVM creates a machine's tap and disk; it does not start it.
+func (l *Lab) NewVM(spec VMSpec) *VM {
+	l.T.Helper()
+	l.mu.Lock()
+	tap := fmt.Sprintf("tap%d", l.taps)
+	l.taps++
+	l.mu.Unlock()
+	l.NS.AddTap(tap, Bridge)
+	dir := l.T.TempDir()
+	v := &VM{Spec: spec, Disk: filepath.Join(dir, "disk.img"), SerialLog: filepath.Join(dir, "serial.log"), lab: l, tap: tap}
+	f, err := os.Create(v.Disk)
+	if err != nil {
+		l.T.Fatal(err)
+	}
+	f.Close()
+	if err := os.Truncate(v.Disk, int64(spec.DiskGB)<<30); err != nil {
+		l.T.Fatal(err)
+	}
+	l.T.Cleanup(v.Stop)
+	return v
+}
+
+// Start boots a new machine from the network: NewVM, then PowerOn.
+func (l *Lab) Start(spec VMSpec) *VM {
+	l.T.Helper()
+	v := l.NewVM(spec)
+	if err := v.PowerOn(); err != nil {
+		l.T.Fatal(err)
+	}
+	return v
+}
+
+func (v *VM) argv() []string {
+	s := v.Spec
+	argv := []string{"qemu-system-x86_64", "-accel", "tcg", "-m", fmt.Sprint(s.MemMiB), "-smp", fmt.Sprint(s.CPUs),
+		"-display", "none", "-monitor", "none",
+		"-chardev", "file,id=con0,append=on,path=" + v.SerialLog, "-serial", "chardev:con0",
+		"-netdev", "tap,id=n0,ifname=" + v.tap + ",script=no,downscript=no",
+		"-drive", "file=" + v.Disk + ",format=raw,if=virtio",
+		"-smbios", "type=1,serial=" + s.Serial}
+	nic := "virtio-net-pci,netdev=n0,mac=" + s.MAC
+	if s.NoROM {
+		nic += ",romfile="
+	}
+	argv = append(argv, "-device", nic)
+	if !s.Reboot {
+		argv = append(argv, "-no-reboot")
+	}
+	if s.UEFI {
+		argv = append(argv, "-drive", "if=pflash,format=raw,readonly=on,file="+OVMFCode)
+	} else {
+		argv = append(argv, "-boot", "n")
+	}
+	return argv
+}
+
+// PowerOn starts QEMU in the namespace, unless it runs already.
+func (v *VM) PowerOn() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.cmd != nil {
+		return nil
+	}
+	cmd := v.lab.NS.Command(context.Background(), v.argv()...)
+	errf, err := os.OpenFile(v.SerialLog+".qemu", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = errf, errf
+	if err := cmd.Start(); err != nil {
+		errf.Close()
+		return fmt.Errorf("lab: start %s: %w", v.Spec.MAC, err)
+	}
+	done := make(chan struct{})
+	v.cmd, v.done = cmd, done
+	go func() {
+		_ = cmd.Wait()
+		errf.Close()
+		v.mu.Lock()
+		byItself := v.cmd == cmd
+		if byItself {
+			v.cmd = nil
+		}
+		cb := v.exited
+		v.mu.Unlock()
+		close(done)
+		if byItself && cb != nil {
+			cb()
+		}
+	}()
+	return nil
+}
+
+// Stop kills QEMU by PID (a pulled plug) and waits for it.
+func (v *VM) Stop() {
+	v.mu.Lock()
+	cmd, done := v.cmd, v.done
+	v.cmd = nil
+	v.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// Running reports whether QEMU runs.
+func (v *VM) Running() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.cmd != nil
+}
+
+// Console is the serial console's log so far.
+func (v *VM) Console() string {
+	b, _ := os.ReadFile(v.SerialLog)
+	return string(b)
+}
+
+// WaitConsole waits until the console holds s, or the deadline.
+func (v *VM) WaitConsole(s string, deadline time.Time) bool {
+	for !strings.Contains(v.Console(), s) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return true
+}
+
+// WaitOff waits until QEMU has ended (the guest powered off), or the
+// deadline.
+func (v *VM) WaitOff(deadline time.Time) bool {
+	for v.Running() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return true
+}
+
+// powerHook is the ipmi_sim chassis script's hook (see ipmisim.Options.Hook):
+// it appends each power change to DIR/vm-requests, which the lab follows.
+const powerHook = "#!/bin/sh\necho \"$1\" >> \"$2/vm-requests\"\n"
+
+// AttachBMC starts an ipmi_sim BMC on addr (port 623; use the test's own
+// loopback range) whose chassis power starts and stops v, and records it on
+// machine id in the inventory (address, user, the password sealed under
+// bmc/<id>). A guest that powers itself off reads as off on the BMC.
+func (l *Lab) AttachBMC(v *VM, addr netip.Addr, id string) *ipmisim.BMC {
+	l.T.Helper()
+	b := ipmisim.Start(l.T, ipmisim.Options{First: addr, Hook: powerHook})[0]
+	reqs := filepath.Join(b.Dir, "vm-requests")
+	v.mu.Lock()
+	v.exited = func() { _ = b.SetPower(false) }
+	v.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		follow(ctx, reqs, func(line string) {
+			switch line {
+			case "on":
+				if err := v.PowerOn(); err != nil {
+					l.T.Errorf("lab: BMC %s: %v", addr, err)
+				}
+			case "off":
+				v.Stop()
+			}
+		})
+	}()
+	l.T.Cleanup(func() { cancel(); wg.Wait() })
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	ref := "bmc/" + id
+	if err := l.Store.SetCredential(ctx2, ref, b.Password); err != nil {
+		l.T.Fatal(err)
+	}
+	if _, err := l.Store.Update(ctx2, id, inventory.Operator, inventory.Change{What: "bmc", Why: "lab: ipmi_sim BMC"}, func(m *inventory.Machine) error {
+		m.BMC = inventory.BMC{Address: addr.String(), Port: b.Port, Protocol: inventory.ProtocolIPMI, Username: b.Username, CredentialRef: ref}
+		return nil
+	}); err != nil {
+		l.T.Fatal(err)
+	}
+	return b
+}
+
+// follow calls fn with each line appended to path, until ctx is done.
+func follow(ctx context.Context, path string, fn func(string)) {
+	var off int64
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if f, err := os.Open(path); err == nil {
+			if _, err := f.Seek(off, 0); err == nil {
+				r := bufio.NewReader(f)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						break // a partial line is read again next time
+					}
+					off += int64(len(line))
+					fn(strings.TrimSpace(line))
+				}
+			}
+			f.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
