@@ -265,7 +265,6 @@ func TestRandomWalk(t *testing.T) {
 	}
 }
 
-
 func TestPlaceErrors(t *testing.T) {
 	two := []Node{{"a", "r1"}, {"b", "r1"}, {"c", "r2"}}
 	for name, tc := range map[string]struct {
