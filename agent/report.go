@@ -63,28 +63,43 @@ type ReportFacts struct {
 	Serial      string       `json:"serial"`
 	Vendor      string       `json:"vendor,omitempty"`
 	Product     string       `json:"product,omitempty"`
+	CPUModel    string       `json:"cpu_model,omitempty"`
+	UUID        string       `json:"uuid,omitempty"`
+	Firmware    string       `json:"firmware,omitempty"`
+	NICs        []ReportNIC  `json:"nics,omitempty"`
 }
 
 // ReportDisk is httpboot.Disk.
 type ReportDisk struct {
-	Name      string `json:"name"`
-	SizeBytes uint64 `json:"size_bytes"`
-	Serial    string `json:"serial,omitempty"`
+	Name       string `json:"name"`
+	SizeBytes  uint64 `json:"size_bytes"`
+	Serial     string `json:"serial,omitempty"`
+	Model      string `json:"model,omitempty"`
+	Rotational bool   `json:"rotational,omitempty"`
 }
 
-// Report is the facts report the agent API takes. CPU model, UUID,
-// firmware, disk model and rotational, NIC speed and driver have no field
-// in it yet and are left out.
+// ReportNIC is httpboot.NIC.
+type ReportNIC struct {
+	MAC       string `json:"mac"`
+	Name      string `json:"name,omitempty"`
+	SpeedMbps int    `json:"speed_mbps,omitempty"`
+	Driver    string `json:"driver,omitempty"`
+}
+
+// Report is the facts report the agent API takes: every fact but the
+// memory source, which only the console shows.
 func (f Facts) Report() Report {
 	rf := &ReportFacts{
 		MACs: []string{}, CPUs: f.CPUs, MemoryBytes: f.MemoryBytes, Disks: []ReportDisk{},
 		Serial: f.Serial, Vendor: f.Vendor, Product: f.Product,
+		CPUModel: f.CPUModel, UUID: f.UUID, Firmware: f.Firmware,
 	}
 	for _, n := range f.NICs {
 		rf.MACs = append(rf.MACs, n.MAC)
+		rf.NICs = append(rf.NICs, ReportNIC{MAC: n.MAC, Name: n.Name, SpeedMbps: n.SpeedMbps, Driver: n.Driver})
 	}
 	for _, d := range f.Disks {
-		rf.Disks = append(rf.Disks, ReportDisk{Name: d.Name, SizeBytes: d.SizeBytes, Serial: d.Serial})
+		rf.Disks = append(rf.Disks, ReportDisk{Name: d.Name, SizeBytes: d.SizeBytes, Serial: d.Serial, Model: d.Model, Rotational: d.Rotational})
 	}
 	return Report{Kind: "facts", Facts: rf}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,12 +34,17 @@ func TestReportParses(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", root, err, b)
 		}
-		want := &httpboot.Facts{MACs: []string{}, CPUs: f.CPUs, MemoryBytes: f.MemoryBytes, Serial: f.Serial, Vendor: f.Vendor, Product: f.Product}
+		want := &httpboot.Facts{MACs: []string{}, CPUs: f.CPUs, MemoryBytes: f.MemoryBytes, Serial: f.Serial, Vendor: f.Vendor, Product: f.Product,
+			CPUModel: f.CPUModel, UUID: f.UUID, Firmware: f.Firmware}
 		for _, n := range f.NICs {
 			want.MACs = append(want.MACs, n.MAC)
+			want.NICs = append(want.NICs, httpboot.NIC{MAC: n.MAC, Name: n.Name, SpeedMbps: n.SpeedMbps, Driver: n.Driver})
 		}
 		for _, d := range f.Disks {
-			want.Disks = append(want.Disks, httpboot.Disk{Name: d.Name, SizeBytes: d.SizeBytes, Serial: d.Serial})
+			want.Disks = append(want.Disks, httpboot.Disk{Name: d.Name, SizeBytes: d.SizeBytes, Serial: d.Serial, Model: d.Model, Rotational: d.Rotational})
+		}
+		if want.CPUModel == "" || want.UUID == "" || want.Firmware == "" || len(want.NICs) == 0 || want.NICs[0].Driver == "" {
+			t.Errorf("%s: testdata lacks a fact the report should carry: %+v", root, want)
 		}
 		if diff := cmp.Diff(want, rep.Facts); diff != "" {
 			t.Errorf("%s: parsed facts (-want +got):\n%s", root, diff)
@@ -102,5 +108,29 @@ func TestPosterBoundedByContext(t *testing.T) {
 	}
 	if time.Since(start) > 2*time.Second {
 		t.Errorf("took %v past a 200ms bound", time.Since(start))
+	}
+}
+
+// TestWireTypesMatch: the agent's copy of the wire types has exactly the
+// boot server's JSON fields, so a field added on one side only fails here.
+func TestWireTypesMatch(t *testing.T) {
+	tags := func(v any) []string {
+		var out []string
+		rt := reflect.TypeOf(v)
+		for i := range rt.NumField() {
+			out = append(out, rt.Field(i).Tag.Get("json"))
+		}
+		return out
+	}
+	for name, pair := range map[string][2]any{
+		"Report": {Report{}, httpboot.Report{}},
+		"Facts":  {ReportFacts{}, httpboot.Facts{}},
+		"Disk":   {ReportDisk{}, httpboot.Disk{}},
+		"NIC":    {ReportNIC{}, httpboot.NIC{}},
+		"Event":  {Event{}, httpboot.Event{}},
+	} {
+		if diff := cmp.Diff(tags(pair[1]), tags(pair[0])); diff != "" {
+			t.Errorf("%s: JSON fields differ (-httpboot +agent):\n%s", name, diff)
+		}
 	}
 }

@@ -12,16 +12,19 @@ import (
 type recordJSON struct {
 	ID         string            `json:"id"`
 	Serial     string            `json:"serial,omitempty"`
+	UUID       string            `json:"uuid,omitempty"`
 	Rack       string            `json:"rack,omitempty"`
 	Slot       string            `json:"slot,omitempty"`
 	Vendor     string            `json:"vendor,omitempty"`
 	Model      string            `json:"model,omitempty"`
+	Firmware   string            `json:"firmware,omitempty"`
 	BMC        *BMC              `json:"bmc,omitempty"`
-	NICs       []NIC             `json:"nics,omitempty"`
+	NICs       []nicJSON         `json:"nics,omitempty"`
 	IP         string            `json:"ip,omitempty"`
+	CPUModel   string            `json:"cpu_model,omitempty"`
 	CPUCores   int               `json:"cpu_cores,omitempty"`
 	MemGB      int               `json:"mem_gb,omitempty"`
-	Disks      []Disk            `json:"disks,omitempty"`
+	Disks      []diskJSON        `json:"disks,omitempty"`
 	Tags       map[string]string `json:"tags,omitempty"`
 	State      State             `json:"state"`
 	Tier       string            `json:"tier,omitempty"`
@@ -33,12 +36,36 @@ type recordJSON struct {
 	HistorySeq int64             `json:"history_seq"`
 }
 
+// nicJSON and diskJSON are NIC and Disk with their empty fields left out;
+// the field names are the same, so older records read back unchanged.
+type nicJSON struct {
+	MAC       string `json:"mac"`
+	Name      string `json:"name,omitempty"`
+	Primary   bool   `json:"primary,omitempty"`
+	SpeedMbps int    `json:"speed_mbps,omitempty"`
+	Driver    string `json:"driver,omitempty"`
+}
+
+type diskJSON struct {
+	Name       string `json:"name"`
+	SizeBytes  int64  `json:"size_bytes,omitempty"`
+	Model      string `json:"model,omitempty"`
+	Serial     string `json:"serial,omitempty"`
+	Rotational bool   `json:"rotational,omitempty"`
+}
+
 func (r record) MarshalJSON() ([]byte, error) {
 	m := &r.Machine
-	j := recordJSON{ID: m.ID, Serial: m.Serial, Rack: m.Rack, Slot: m.Slot, Vendor: m.Vendor, Model: m.Model,
-		NICs: m.NICs, IP: m.IP, CPUCores: m.CPUCores, MemGB: m.MemGB, Disks: m.Disks, Tags: m.Tags,
+	j := recordJSON{ID: m.ID, Serial: m.Serial, UUID: m.UUID, Rack: m.Rack, Slot: m.Slot, Vendor: m.Vendor, Model: m.Model,
+		Firmware: m.Firmware, IP: m.IP, CPUModel: m.CPUModel, CPUCores: m.CPUCores, MemGB: m.MemGB, Tags: m.Tags,
 		State: m.State, Tier: m.Tier, Owner: m.Owner, Source: m.Source, Drift: m.Drift,
 		CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, HistorySeq: r.HistorySeq}
+	for _, n := range m.NICs {
+		j.NICs = append(j.NICs, nicJSON(n))
+	}
+	for _, d := range m.Disks {
+		j.Disks = append(j.Disks, diskJSON(d))
+	}
 	if m.BMC != (BMC{}) {
 		b := m.BMC
 		j.BMC = &b
@@ -51,10 +78,16 @@ func (r *record) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	r.Machine = Machine{ID: j.ID, Serial: j.Serial, Rack: j.Rack, Slot: j.Slot, Vendor: j.Vendor, Model: j.Model,
-		NICs: j.NICs, IP: j.IP, CPUCores: j.CPUCores, MemGB: j.MemGB, Disks: j.Disks, Tags: j.Tags,
+	r.Machine = Machine{ID: j.ID, Serial: j.Serial, UUID: j.UUID, Rack: j.Rack, Slot: j.Slot, Vendor: j.Vendor, Model: j.Model,
+		Firmware: j.Firmware, IP: j.IP, CPUModel: j.CPUModel, CPUCores: j.CPUCores, MemGB: j.MemGB, Tags: j.Tags,
 		State: j.State, Tier: j.Tier, Owner: j.Owner, Source: j.Source, Drift: j.Drift,
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt}
+	for _, n := range j.NICs {
+		r.NICs = append(r.NICs, NIC(n))
+	}
+	for _, d := range j.Disks {
+		r.Disks = append(r.Disks, Disk(d))
+	}
 	if j.BMC != nil {
 		r.BMC = *j.BMC
 	}

@@ -14,8 +14,11 @@ import (
 // an operator commissions by hand.
 type Facts struct {
 	Serial   string `json:"serial"`
+	UUID     string `json:"uuid,omitempty"`
 	Vendor   string `json:"vendor,omitempty"`
 	Model    string `json:"model,omitempty"`
+	Firmware string `json:"firmware,omitempty"`
+	CPUModel string `json:"cpu_model,omitempty"`
 	CPUCores int    `json:"cpu_cores"`
 	MemGB    int    `json:"mem_gb"`
 	Disks    []Disk `json:"disks,omitempty"`
@@ -34,15 +37,18 @@ func (f *Facts) Validate() error {
 	if f.MemGB <= 0 || f.MemGB > 1<<24 {
 		errs = append(errs, fmt.Errorf("mem_gb: %d out of range", f.MemGB))
 	}
-	for i, d := range f.Disks {
-		if d.Name == "" || d.SizeBytes < 0 {
-			errs = append(errs, fmt.Errorf("disks[%d]: needs a name and a size", i))
-		}
+	for _, fe := range validateHardware(strings.ToLower(f.UUID), f.Firmware, f.CPUModel, f.Disks, f.NICs) {
+		errs = append(errs, fe)
 	}
+	seen := map[string]bool{}
 	for i, n := range f.NICs {
-		if _, err := NormalizeMAC(n.MAC); err != nil {
+		mac, err := NormalizeMAC(n.MAC)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("nics[%d].mac: %w", i, err))
+		} else if seen[mac] {
+			errs = append(errs, fmt.Errorf("nics[%d].mac: MAC %s listed twice", i, mac))
 		}
+		seen[mac] = true
 	}
 	return errors.Join(errs...)
 }
@@ -64,7 +70,11 @@ func ParseFactsFile(name string, r io.Reader) ([]Facts, error) {
 	return out, nil
 }
 
-// apply writes the facts into m. NICs are merged by MAC.
+// apply writes the facts into m and clears its drift: the record is now
+// what was reported. A report with NICs replaces the record's NICs, each
+// keeping the name and primary flag it had (a NIC the record named keeps
+// its name); the first one is primary when the primary is gone. A report
+// without NICs (a hand-written facts file may have none) leaves them.
 func (f *Facts) apply(m *Machine) error {
 	if m.Serial != "" && m.Serial != f.Serial {
 		return fmt.Errorf("report is for serial %s, machine has %s: %w", f.Serial, m.Serial, ErrConflict)
@@ -76,25 +86,42 @@ func (f *Facts) apply(m *Machine) error {
 	if f.Model != "" {
 		m.Model = f.Model
 	}
+	if f.UUID != "" {
+		m.UUID = strings.ToLower(f.UUID)
+	}
+	if f.Firmware != "" {
+		m.Firmware = f.Firmware
+	}
+	if f.CPUModel != "" {
+		m.CPUModel = f.CPUModel
+	}
 	m.CPUCores, m.MemGB = f.CPUCores, f.MemGB
 	if f.Disks != nil {
 		m.Disks = append([]Disk{}, f.Disks...)
 	}
-	for _, n := range f.NICs {
-		mac, _ := NormalizeMAC(n.MAC)
-		found := false
-		for i := range m.NICs {
-			if m.NICs[i].MAC == mac {
-				found = true
-				if n.Name != "" {
-					m.NICs[i].Name = n.Name
-				}
+	if len(f.NICs) > 0 {
+		old := map[string]NIC{}
+		for _, n := range m.NICs {
+			old[n.MAC] = n
+		}
+		nics := make([]NIC, 0, len(f.NICs))
+		primary := false
+		for _, n := range f.NICs {
+			mac, _ := NormalizeMAC(n.MAC)
+			o, had := old[mac]
+			next := NIC{MAC: mac, Name: o.Name, Primary: had && o.Primary, SpeedMbps: n.SpeedMbps, Driver: n.Driver}
+			if next.Name == "" {
+				next.Name = n.Name
 			}
+			primary = primary || next.Primary
+			nics = append(nics, next)
 		}
-		if !found {
-			m.NICs = append(m.NICs, NIC{MAC: mac, Name: n.Name, Primary: len(m.NICs) == 0})
+		if !primary {
+			nics[0].Primary = true
 		}
+		m.NICs = nics
 	}
+	m.Drift = nil
 	return nil
 }
 

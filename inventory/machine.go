@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Machine is one server. Its JSON form is the contract in
@@ -16,13 +18,21 @@ import (
 type Machine struct {
 	ID     string `json:"id"`
 	Serial string `json:"serial"`
+	// UUID is the SMBIOS system UUID, lower-case 8-4-4-4-12; "" until
+	// discovery reports it.
+	UUID   string `json:"uuid"`
 	Rack   string `json:"rack"`
 	Slot   string `json:"slot"`
 	Vendor string `json:"vendor"`
 	Model  string `json:"model"`
-	BMC    BMC    `json:"bmc"`
-	NICs   []NIC  `json:"nics"`
-	IP     string `json:"ip"`
+	// Firmware is "bios" or "uefi" as the agent booted; "" until discovery.
+	Firmware string `json:"firmware"`
+	BMC      BMC    `json:"bmc"`
+	NICs     []NIC  `json:"nics"`
+	IP       string `json:"ip"`
+	// CPUModel is the processor's model name, e.g. "AMD EPYC 7763 64-Core
+	// Processor"; "" until discovery.
+	CPUModel string `json:"cpu_model"`
 	// CPUCores and MemGB are 0 until discovery reports them.
 	CPUCores int               `json:"cpu_cores"`
 	MemGB    int               `json:"mem_gb"`
@@ -55,6 +65,9 @@ type NIC struct {
 	MAC     string `json:"mac"`
 	Name    string `json:"name"`
 	Primary bool   `json:"primary"`
+	// SpeedMbps and Driver are what discovery saw; 0 and "" when unknown.
+	SpeedMbps int    `json:"speed_mbps"`
+	Driver    string `json:"driver"`
 }
 
 // Disk is one block device.
@@ -264,6 +277,9 @@ func (m *Machine) Validate() []*FieldError {
 	if m.MemGB < 0 || m.MemGB > 1<<24 {
 		bad("mem_gb", "out of range: %d", m.MemGB)
 	}
+	for _, fe := range validateHardware(m.UUID, m.Firmware, m.CPUModel, m.Disks, m.NICs) {
+		errs = append(errs, fe)
+	}
 	errs = append(errs, validateBMC(&m.BMC)...)
 	seen := map[string]bool{}
 	for i, n := range m.NICs {
@@ -285,6 +301,80 @@ func (m *Machine) Validate() []*FieldError {
 		}
 	}
 	return errs
+}
+
+// uuidRE is a system UUID as the inventory stores it.
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// Firmware kinds.
+const (
+	FirmwareBIOS = "bios"
+	FirmwareUEFI = "uefi"
+)
+
+// validateHardware checks the facts discovery fills in. Descriptive text
+// (CPU and disk models, serials, drivers) may hold any printable text, as
+// vendors write it, but no control characters and at most maxField bytes.
+func validateHardware(uuid, firmware, cpuModel string, disks []Disk, nics []NIC) []*FieldError {
+	var errs []*FieldError
+	bad := func(f, format string, a ...any) { errs = append(errs, &FieldError{f, fmt.Sprintf(format, a...)}) }
+	descr := func(f, v string) {
+		if err := descrText(v); err != "" {
+			bad(f, "%s", err)
+		}
+	}
+	if uuid != "" && !uuidRE.MatchString(uuid) {
+		bad("uuid", "malformed UUID %q (want lower-case 8-4-4-4-12 hex digits)", uuid)
+	}
+	if firmware != "" && firmware != FirmwareBIOS && firmware != FirmwareUEFI {
+		bad("firmware", "unknown firmware %q (want bios or uefi)", firmware)
+	}
+	descr("cpu_model", cpuModel)
+	for i, d := range disks {
+		f := fmt.Sprintf("disks[%d]", i)
+		if d.Name == "" {
+			bad(f+".name", "is empty")
+		}
+		if d.SizeBytes < 0 {
+			bad(f+".size_bytes", "is negative: %d", d.SizeBytes)
+		}
+		descr(f+".name", d.Name)
+		descr(f+".model", d.Model)
+		descr(f+".serial", d.Serial)
+	}
+	for i, n := range nics {
+		f := fmt.Sprintf("nics[%d]", i)
+		if n.SpeedMbps < 0 || n.SpeedMbps > 10_000_000 {
+			bad(f+".speed_mbps", "out of range: %d", n.SpeedMbps)
+		}
+		descr(f+".name", n.Name)
+		descr(f+".driver", n.Driver)
+	}
+	return errs
+}
+
+// descrText says what is wrong with descriptive text, or "".
+func descrText(v string) string {
+	switch {
+	case len(v) > maxField:
+		return fmt.Sprintf("longer than %d bytes", maxField)
+	case !utf8.ValidString(v):
+		return "is not valid UTF-8"
+	case strings.ContainsFunc(v, unicode.IsControl):
+		return fmt.Sprintf("%q contains control characters", v)
+	}
+	return ""
+}
+
+// DescrText returns s trimmed when the inventory takes it as descriptive
+// text (a CPU or disk model, a serial, a driver), or "" when it does not:
+// discovery drops an odd string rather than failing the machine.
+func DescrText(s string) string {
+	s = strings.TrimSpace(s)
+	if descrText(s) != "" {
+		return ""
+	}
+	return s
 }
 
 func validateBMC(b *BMC) []*FieldError {

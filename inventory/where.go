@@ -37,8 +37,8 @@ type Where struct {
 }
 
 // Fields are the names a where-expression may use (tags.KEY reads a tag).
-var Fields = []string{"id", "serial", "rack", "slot", "vendor", "model", "bmc", "nics", "ip",
-	"cpu_cores", "mem_gb", "disks", "tags", "state", "tier", "owner", "source", "drift",
+var Fields = []string{"id", "serial", "uuid", "rack", "slot", "vendor", "model", "firmware", "bmc", "nics", "ip",
+	"cpu_model", "cpu_cores", "mem_gb", "disks", "tags", "state", "tier", "owner", "source", "drift",
 	"created_at", "updated_at"}
 
 var fieldSet = func() map[string]bool {
@@ -397,6 +397,12 @@ func machineEnv(m *Machine, idents map[string]bool) map[string]any {
 			str(f, m.Vendor)
 		case "model":
 			str(f, m.Model)
+		case "uuid":
+			str(f, m.UUID)
+		case "firmware":
+			str(f, m.Firmware)
+		case "cpu_model":
+			str(f, m.CPUModel)
 		case "ip":
 			str(f, m.IP)
 		case "state":
@@ -438,7 +444,7 @@ func machineEnv(m *Machine, idents map[string]bool) map[string]any {
 		case "nics":
 			l := make([]any, len(m.NICs))
 			for i, n := range m.NICs {
-				l[i] = map[string]any{"mac": n.MAC, "name": n.Name, "primary": n.Primary}
+				l[i] = map[string]any{"mac": n.MAC, "name": n.Name, "primary": n.Primary, "speed_mbps": n.SpeedMbps, "driver": n.Driver}
 			}
 			env[f] = l
 		case "disks":

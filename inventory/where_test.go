@@ -13,10 +13,14 @@ import (
 func whereMachines() map[string]*Machine {
 	a := &Machine{ID: "m-00000000000a", Serial: "A", Rack: "r1", Slot: "1", State: StateReady, Tier: "query",
 		CPUCores: 32, MemGB: 256, Vendor: "Dell", Tags: map[string]string{"role": "db", "zone": "a"},
-		NICs: []NIC{{MAC: "52:54:00:00:00:0a", Primary: true}}, BMC: BMC{Address: "10.0.0.1", Port: 623, Protocol: "ipmi"}}
+		NICs: []NIC{{MAC: "52:54:00:00:00:0a", Primary: true, SpeedMbps: 25000, Driver: "mlx5_core"}}, BMC: BMC{Address: "10.0.0.1", Port: 623, Protocol: "ipmi"},
+		CPUModel: "AMD EPYC 7763 64-Core Processor", Firmware: "uefi", UUID: "4c4c4544-0047-3510-8051-b4c04f4e3332",
+		Disks: []Disk{{Name: "nvme0n1", SizeBytes: 1 << 40, Model: "SAMSUNG MZQL2"}}}
 	b := &Machine{ID: "m-00000000000b", Serial: "B", Rack: "r2", Slot: "1", State: StateNew, CPUCores: 8}
 	c := &Machine{ID: "m-00000000000c", Serial: "C", Rack: "r2", Slot: "2", State: StateDeployed, Tier: "storage",
-		CPUCores: 64, MemGB: 128, Tags: map[string]string{"role": "web"}, Drift: []Drift{{Field: "disks"}}}
+		CPUCores: 64, MemGB: 128, Tags: map[string]string{"role": "web"}, Drift: []Drift{{Field: "disks"}},
+		CPUModel: "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz", Firmware: "bios",
+		Disks: []Disk{{Name: "sda", SizeBytes: 8e12, Rotational: true}, {Name: "sdb", SizeBytes: 480e9}}}
 	for _, m := range []*Machine{a, b, c} {
 		m.normalize()
 	}
@@ -55,6 +59,16 @@ var whereCases = map[string]struct {
 	"nested bmc":              {`bmc.protocol == "ipmi"`, "a"},
 	"len nics":                {`len(nics) == 1`, "a"},
 	"arith":                   {`mem_gb / cpu_cores >= 4`, "a"},
+	"cpu_model matches":       {`cpu_model matches "EPYC"`, "a"},
+	"cpu_model missing":       {`not (cpu_model contains "Xeon")`, "a"},
+	"firmware":                {`firmware == "uefi"`, "a"},
+	"firmware missing":        {`firmware != "uefi"`, "c"},
+	"uuid":                    {`uuid startsWith "4c4c4544"`, "a"},
+	"any disk rotational":     {`any(disks, .rotational)`, "c"},
+	"all disks solid":         {`len(disks) > 0 and none(disks, .rotational)`, "a"},
+	"disk model":              {`any(disks, .model matches "SAMSUNG")`, "a"},
+	"nic speed":               {`any(nics, .speed_mbps >= 25000)`, "a"},
+	"nic driver":              {`any(nics, .driver == "mlx5_core")`, "a"},
 	"double negation":         {`not not (rack == "r1")`, "a"},
 	"&& || !":                 {`!(rack == "r1") && (cpu_cores > 10 || tier == "x")`, "c"},
 }

@@ -210,13 +210,26 @@ func (s *Store) Update(ctx context.Context, id string, by Actor, change Change, 
 
 // update is Update with extra operations in the same transaction.
 func (s *Store) update(ctx context.Context, id string, by Actor, change Change, extra api.TxnOps, fn func(m *Machine) error) (*Machine, error) {
+	return s.updateWith(ctx, id, by, extra, func(m *Machine, c *Change) error {
+		*c = change
+		return fn(m)
+	})
+}
+
+// updateChange is Update whose history entry fn writes, from what it found.
+func (s *Store) updateChange(ctx context.Context, id string, by Actor, fn func(m *Machine, c *Change) error) (*Machine, error) {
+	return s.updateWith(ctx, id, by, nil, fn)
+}
+
+func (s *Store) updateWith(ctx context.Context, id string, by Actor, extra api.TxnOps, fn func(m *Machine, c *Change) error) (*Machine, error) {
 	for attempt := 0; ; attempt++ {
 		prev, idx, err := s.get(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		next := &record{Machine: *prev.Machine.Clone(), HistorySeq: prev.HistorySeq}
-		if err := fn(&next.Machine); err != nil {
+		var change Change
+		if err := fn(&next.Machine, &change); err != nil {
 			return nil, fmt.Errorf("machine %s: %w", id, err)
 		}
 		next.ID = prev.ID // the ID never changes

@@ -279,8 +279,10 @@ func (a *Inventory) VerifyBootToken(ctx context.Context, token string) (string, 
 
 // RecordReport implements httpboot.Reports. Facts of a machine in state
 // new, commissioning or failed_commissioning commission it (→ ready, with
-// the facts); facts in any other state, and progress events, are noted in
-// its history.
+// the facts); facts in any other state are compared with the record, and
+// the differences are flagged as drift (inventory.RecordDrift). A failed
+// commission event moves a commissioning machine to failed_commissioning;
+// other events are noted in its history.
 func (a *Inventory) RecordReport(ctx context.Context, id string, r httpboot.Report) error {
 	switch r.Kind {
 	case "facts":
@@ -294,9 +296,31 @@ func (a *Inventory) RecordReport(ctx context.Context, id string, r httpboot.Repo
 		if e.Message != "" {
 			why += ": " + e.Message
 		}
-		return a.Store.NoteBoot(ctx, id, "agent "+e.Phase, why)
+		switch e.Phase {
+		case "commission":
+			return a.commissionEvent(ctx, id, e, why)
+		default:
+			return a.Store.NoteBoot(ctx, id, "agent "+e.Phase, why)
+		}
 	}
 	return fmt.Errorf("report kind %q", r.Kind)
+}
+
+// commissionEvent notes a commission event; a failed one moves a
+// commissioning machine to failed_commissioning, with the agent's reason
+// in the same history entry. In any other state the event is only noted.
+func (a *Inventory) commissionEvent(ctx context.Context, id string, e *httpboot.Event, why string) error {
+	change := inventory.Change{What: "agent commission", Why: why, Who: bootServer}
+	m, err := a.Store.Update(ctx, id, inventory.System, change, func(m *inventory.Machine) error {
+		if e.Status == "failed" && m.State == inventory.StateCommissioning {
+			m.State = inventory.StateFailedCommissioning
+		}
+		return nil
+	})
+	if err == nil && m.State == inventory.StateFailedCommissioning && e.Status == "failed" {
+		a.log().Warn("provision: commissioning failed", "machine", id, "reason", e.Message)
+	}
+	return err
 }
 
 func (a *Inventory) recordFacts(ctx context.Context, id string, f *httpboot.Facts) error {
@@ -316,8 +340,16 @@ func (a *Inventory) recordFacts(ctx context.Context, id string, f *httpboot.Fact
 			"cpu_cores", facts.CPUCores, "mem_gb", facts.MemGB, "disks", len(facts.Disks))
 		return nil
 	}
-	return a.Store.NoteBoot(ctx, id, "facts", fmt.Sprintf("agent reported serial %s, %d cores, %d GiB, %d disks in state %s (not applied)",
-		facts.Serial, facts.CPUCores, facts.MemGB, len(facts.Disks), m.State))
+	m, err = a.Store.RecordDrift(ctx, id, facts, inventory.Change{
+		Who: bootServer, Why: fmt.Sprintf("agent facts in state %s", m.State),
+	})
+	if err != nil {
+		return fmt.Errorf("facts of %s: %w", id, err)
+	}
+	if len(m.Drift) > 0 {
+		a.log().Warn("provision: hardware drift", "machine", id, "differences", len(m.Drift))
+	}
+	return nil
 }
 
 // GiB is 2^30 bytes.
@@ -326,19 +358,33 @@ const GiB = 1 << 30
 // FactsFromReport converts an agent's facts to the inventory's. mem_gb is
 // memory_bytes rounded up to whole GiB: the busybox agent reports the
 // kernel's MemTotal, which is a little less than the installed memory.
+// Vendor and product become NodeMeta, so a string the inventory does not
+// take as a plain field is dropped (inventoryText); descriptive text (CPU
+// and disk models, serials, drivers) that the inventory would refuse is
+// dropped likewise (inventory.DescrText). httpboot.ParseReport has
+// refused control characters and over-long strings already.
 func FactsFromReport(f *httpboot.Facts) inventory.Facts {
 	out := inventory.Facts{
 		Serial:   strings.TrimSpace(f.Serial),
+		UUID:     strings.ToLower(f.UUID),
 		Vendor:   inventoryText(f.Vendor),
 		Model:    inventoryText(f.Product),
+		Firmware: f.Firmware,
+		CPUModel: inventory.DescrText(f.CPUModel),
 		CPUCores: f.CPUs,
 		MemGB:    int((f.MemoryBytes + GiB - 1) / GiB),
 	}
 	for _, d := range f.Disks {
-		out.Disks = append(out.Disks, inventory.Disk{Name: d.Name, SizeBytes: int64(min(d.SizeBytes, 1<<62)), Serial: d.Serial})
+		out.Disks = append(out.Disks, inventory.Disk{Name: d.Name, SizeBytes: int64(min(d.SizeBytes, 1<<62)),
+			Serial: inventory.DescrText(d.Serial), Model: inventory.DescrText(d.Model), Rotational: d.Rotational})
+	}
+	details := map[string]httpboot.NIC{}
+	for _, n := range f.NICs {
+		details[n.MAC] = n
 	}
 	for _, mac := range f.MACs {
-		out.NICs = append(out.NICs, inventory.NIC{MAC: mac})
+		n := details[mac]
+		out.NICs = append(out.NICs, inventory.NIC{MAC: mac, Name: inventory.DescrText(n.Name), SpeedMbps: n.SpeedMbps, Driver: inventory.DescrText(n.Driver)})
 	}
 	return out
 }

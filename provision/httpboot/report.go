@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"regexp"
 	"strings"
 )
 
@@ -19,7 +20,8 @@ type Report struct {
 	Event *Event `json:"event,omitempty"`
 }
 
-// Facts is the hardware the agent found.
+// Facts is the hardware the agent found. The fields after Product are
+// optional, so the busybox stand-in agent's reports still parse.
 type Facts struct {
 	// MACs of every network interface, aa:bb:cc:dd:ee:ff.
 	MACs        []string `json:"macs"`
@@ -30,13 +32,33 @@ type Facts struct {
 	Serial  string `json:"serial"`
 	Vendor  string `json:"vendor,omitempty"`
 	Product string `json:"product,omitempty"`
+	// CPUModel is /proc/cpuinfo's first model name.
+	CPUModel string `json:"cpu_model,omitempty"`
+	// UUID is the SMBIOS system UUID, 8-4-4-4-12 hex digits.
+	UUID string `json:"uuid,omitempty"`
+	// Firmware is "bios" or "uefi".
+	Firmware string `json:"firmware,omitempty"`
+	// NICs details the interfaces; each MAC must also be in MACs.
+	NICs []NIC `json:"nics,omitempty"`
 }
 
 // Disk is one block device.
 type Disk struct {
-	Name      string `json:"name"`
-	SizeBytes uint64 `json:"size_bytes"`
-	Serial    string `json:"serial,omitempty"`
+	Name       string `json:"name"`
+	SizeBytes  uint64 `json:"size_bytes"`
+	Serial     string `json:"serial,omitempty"`
+	Model      string `json:"model,omitempty"`
+	Rotational bool   `json:"rotational,omitempty"`
+}
+
+// NIC is one network interface's details.
+type NIC struct {
+	MAC string `json:"mac"`
+	// Name is the kernel's name in the agent's environment (eth0).
+	Name string `json:"name,omitempty"`
+	// SpeedMbps is 0 when unknown.
+	SpeedMbps int    `json:"speed_mbps,omitempty"`
+	Driver    string `json:"driver,omitempty"`
 }
 
 // Event is one step of the agent's work (commission, deploy, wipe).
@@ -72,6 +94,9 @@ func ParseReport(r io.Reader) (Report, error) {
 	}
 	if err := rep.Validate(); err != nil {
 		return Report{}, err
+	}
+	if rep.Facts != nil && len(rep.Facts.NICs) == 0 {
+		rep.Facts.NICs = nil // "nics": [] and no nics mean the same
 	}
 	return rep, nil
 }
@@ -124,13 +149,60 @@ func (f *Facts) validate() error {
 		if err := text("disk serial", d.Serial, maxStringLen); err != nil {
 			return err
 		}
+		if err := text("disk "+d.Name+" model", d.Model, maxStringLen); err != nil {
+			return err
+		}
 	}
-	for name, v := range map[string]string{"serial": f.Serial, "vendor": f.Vendor, "product": f.Product} {
-		if err := text(name, v, maxStringLen); err != nil {
+	for _, k := range []struct{ name, v string }{{"serial", f.Serial}, {"vendor", f.Vendor}, {"product", f.Product}, {"cpu_model", f.CPUModel}} {
+		if err := text(k.name, k.v, maxStringLen); err != nil {
+			return err
+		}
+	}
+	if f.UUID != "" && !uuidRE.MatchString(f.UUID) {
+		return fmt.Errorf("facts: uuid %q is not 8-4-4-4-12 hex digits", clip(f.UUID))
+	}
+	switch f.Firmware {
+	case "", "bios", "uefi":
+	default:
+		return fmt.Errorf("facts: firmware %q: want bios or uefi", clip(f.Firmware))
+	}
+	if len(f.NICs) > maxMACs {
+		return fmt.Errorf("facts: %d nics, at most %d", len(f.NICs), maxMACs)
+	}
+	listed := make(map[string]bool, len(f.MACs))
+	for _, m := range f.MACs {
+		listed[m] = true
+	}
+	seen := make(map[string]bool, len(f.NICs))
+	for i, n := range f.NICs {
+		if !listed[n.MAC] {
+			return fmt.Errorf("facts: nic %d mac %q is not in macs", i, clip(n.MAC))
+		}
+		if seen[n.MAC] {
+			return fmt.Errorf("facts: nic %d mac %s listed twice", i, n.MAC)
+		}
+		seen[n.MAC] = true
+		if n.SpeedMbps < 0 || n.SpeedMbps > 10_000_000 {
+			return fmt.Errorf("facts: nic %s speed_mbps %d out of range 0..10000000", n.MAC, n.SpeedMbps)
+		}
+		if err := text("nic "+n.MAC+" name", n.Name, maxStringLen); err != nil {
+			return err
+		}
+		if err := text("nic "+n.MAC+" driver", n.Driver, maxStringLen); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$`)
+
+// clip bounds a refused value quoted in an error.
+func clip(s string) string {
+	if len(s) > 64 {
+		return strings.ToValidUTF8(s[:64], "") + "…"
+	}
+	return s
 }
 
 func (e *Event) validate() error {

@@ -9,6 +9,11 @@ import (
 )
 
 const validFacts = `{"kind":"facts","facts":{"macs":["52:54:00:12:34:56"],"cpus":2,"memory_bytes":1073741824,"disks":[{"name":"vda","size_bytes":10737418240}],"serial":"SN-0001"}}`
+const richFacts = `{"kind":"facts","facts":{"macs":["52:54:00:12:34:56","52:54:00:12:34:57"],"cpus":8,"memory_bytes":34359738368,` +
+	`"disks":[{"name":"sda","size_bytes":480103981056,"serial":"S4X1","model":"SAMSUNG MZ7LH480","rotational":false},{"name":"sdb","size_bytes":8001563222016,"model":"ST8000NM0055-1RM112","rotational":true}],` +
+	`"serial":"SN-0001","vendor":"Dell Inc.","product":"PowerEdge R740xd","cpu_model":"Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz",` +
+	`"uuid":"4c4c4544-0047-3510-8051-b4c04f4e3332","firmware":"uefi",` +
+	`"nics":[{"mac":"52:54:00:12:34:56","name":"eth0","speed_mbps":25000,"driver":"mlx5_core"},{"mac":"52:54:00:12:34:57","name":"eth1","driver":"mlx5_core"}]}}`
 const validEvent = `{"kind":"event","event":{"phase":"deploy","status":"progress","percent":40,"message":"writing image"}}`
 
 func TestParseReport(t *testing.T) {
@@ -18,6 +23,15 @@ func TestParseReport(t *testing.T) {
 	}{
 		"facts":            {body: validFacts},
 		"event":            {body: validEvent},
+		"rich facts":       {body: richFacts},
+		"bad firmware":     {body: strings.Replace(richFacts, `"uefi"`, `"coreboot"`, 1), wantErr: `firmware "coreboot": want bios or uefi`},
+		"bad uuid":         {body: strings.Replace(richFacts, `4c4c4544-0047`, `4c4c4544-zz47`, 1), wantErr: `uuid "4c4c4544-zz47`},
+		"nic not in macs":  {body: strings.Replace(richFacts, `{"mac":"52:54:00:12:34:57"`, `{"mac":"52:54:00:12:34:58"`, 1), wantErr: `nic 1 mac "52:54:00:12:34:58" is not in macs`},
+		"nic twice":        {body: strings.Replace(richFacts, `{"mac":"52:54:00:12:34:57"`, `{"mac":"52:54:00:12:34:56"`, 1), wantErr: `listed twice`},
+		"nic speed":        {body: strings.Replace(richFacts, `"speed_mbps":25000`, `"speed_mbps":-1`, 1), wantErr: `speed_mbps -1`},
+		"driver control":   {body: strings.Replace(richFacts, `"driver":"mlx5_core"`, `"driver":"mlx5\u0007"`, 1), wantErr: `nic 52:54:00:12:34:56 driver contains control characters`},
+		"disk model long":  {body: strings.Replace(richFacts, `SAMSUNG MZ7LH480`, strings.Repeat("S", 257), 1), wantErr: `disk sda model is 257 bytes`},
+		"cpu_model long":   {body: strings.Replace(richFacts, `Intel(R)`, strings.Repeat("I", 300), 1), wantErr: `cpu_model is `},
 		"unknown field":    {body: `{"kind":"event","event":{"phase":"x","status":"done","extra":1}}`, wantErr: `unknown field "extra"`},
 		"unknown top":      {body: `{"kind":"event","evil":true}`, wantErr: `unknown field "evil"`},
 		"trailing data":    {body: validEvent + `{}`, wantErr: "trailing data"},
@@ -50,7 +64,7 @@ func TestParseReport(t *testing.T) {
 // FuzzParseReport: never panics; whatever it accepts validates and survives
 // a round trip through its canonical encoding unchanged.
 func FuzzParseReport(f *testing.F) {
-	for _, s := range []string{validFacts, validEvent, `{}`, `{"kind":"facts","facts":null}`, `[1,2]`, `{"kind":"event","event":{"phase":"\ud800","status":"done"}}`} {
+	for _, s := range []string{validFacts, richFacts, validEvent, `{}`, `{"kind":"facts","facts":null}`, `[1,2]`, `{"kind":"event","event":{"phase":"\ud800","status":"done"}}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

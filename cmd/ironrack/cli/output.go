@@ -77,9 +77,12 @@ func (e *env) printMachine(m *inventory.Machine) error {
 	}
 	kv("id", m.ID)
 	kv("serial", m.Serial)
+	kv("uuid", m.UUID)
 	kv("state", string(m.State))
 	kv("rack/slot", strings.Trim(m.Rack+"/"+m.Slot, "/"))
 	kv("vendor/model", strings.Trim(m.Vendor+" "+m.Model, " "))
+	kv("firmware", m.Firmware)
+	kv("cpu_model", m.CPUModel)
 	kv("tier", m.Tier)
 	kv("owner", m.Owner)
 	kv("source", m.Source)
@@ -98,10 +101,20 @@ func (e *env) printMachine(m *inventory.Machine) error {
 		if n.Primary {
 			p = " (primary)"
 		}
+		if n.SpeedMbps > 0 {
+			p += fmt.Sprintf(" %d Mb/s", n.SpeedMbps)
+		}
+		if n.Driver != "" {
+			p += " " + n.Driver
+		}
 		kv("nic", strings.TrimSpace(n.MAC+" "+n.Name)+p)
 	}
 	for _, d := range m.Disks {
-		kv("disk", fmt.Sprintf("%s %d bytes %s %s", d.Name, d.SizeBytes, d.Model, d.Serial))
+		kind := ""
+		if d.Rotational {
+			kind = "rotational"
+		}
+		kv("disk", strings.Join(strings.Fields(fmt.Sprintf("%s %d bytes %s %s %s", d.Name, d.SizeBytes, kind, d.Model, d.Serial)), " "))
 	}
 	keys := make([]string, 0, len(m.Tags))
 	for k := range m.Tags {
@@ -112,7 +125,14 @@ func (e *env) printMachine(m *inventory.Machine) error {
 		kv("tag", k+"="+m.Tags[k])
 	}
 	for _, d := range m.Drift {
-		kv("DRIFT", fmt.Sprintf("%s: recorded %s, reported %s (since %s)", d.Field, d.Recorded, d.Reported, d.Since.Format("2006-01-02 15:04")))
+		rec, rep := d.Recorded, d.Reported
+		if rec == "" {
+			rec = "none"
+		}
+		if rep == "" {
+			rep = "none"
+		}
+		kv("DRIFT", fmt.Sprintf("%s: recorded %s, reported %s (since %s)", d.Field, rec, rep, d.Since.UTC().Format("2006-01-02 15:04Z")))
 	}
 	kv("created", m.CreatedAt.Format("2006-01-02 15:04:05Z07:00"))
 	kv("updated", m.UpdatedAt.Format("2006-01-02 15:04:05Z07:00"))
