@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"path"
 	"sort"
 
 	"github.com/hashicorp/consul/api"
@@ -62,45 +63,73 @@ func (s *Store) poolOps(w *write) api.TxnOps {
 	return ops
 }
 
-// readPool reads the pool entries under a key prefix as records, each with
-// its record's ModifyIndex.
-func (s *Store) readPool(ctx context.Context, prefix string) ([]stored, error) {
+// poolEntry is one pool entry, not yet decoded: a claim decodes only the
+// entries it takes (an expression needs them all).
+type poolEntry struct {
+	id string
+	kv *api.KVPair
+}
+
+// readPool reads the pool entries under a key prefix.
+func (s *Store) readPool(ctx context.Context, prefix string) ([]poolEntry, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	kvs, _, err := s.c.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("read pool: %w", err)
 	}
-	out := make([]stored, 0, len(kvs))
-	for _, kv := range kvs {
-		r, err := decodeRecord(kv.Value)
-		if err != nil {
-			return nil, fmt.Errorf("pool entry %s: %w", kv.Key, err)
-		}
-		out = append(out, stored{r, kv.ModifyIndex})
+	out := make([]poolEntry, len(kvs))
+	for i, kv := range kvs {
+		out[i] = poolEntry{id: path.Base(kv.Key), kv: kv}
 	}
 	return out, nil
 }
 
-// filterPool keeps the ready entries a where-expression selects.
-func filterPool(es []stored, w *Where) ([]stored, error) {
-	out := es[:0]
+// decode is the entry's record with its ModifyIndex (the record's), or
+// ok false for an entry that is not a ready machine's.
+func (e poolEntry) decode() (stored, bool, error) {
+	r, err := decodeRecord(e.kv.Value)
+	if err != nil {
+		return stored{}, false, fmt.Errorf("pool entry %s: %w", e.kv.Key, err)
+	}
+	return stored{r, e.kv.ModifyIndex}, r.State == StateReady && r.ID == e.id, nil
+}
+
+// pickBucket ranks one bucket's entries for owner by rendezvous score and
+// returns up to n ready machines the expression selects, and how many it
+// selects in all. Without an expression every entry counts and only the
+// entries taken are decoded.
+func pickBucket(es []poolEntry, n int, owner string, w *Where) ([]stored, int, error) {
+	sort.Slice(es, func(a, b int) bool { return rank(owner, es[a].id, es[b].id) })
+	var out []stored
+	total := 0
 	for _, e := range es {
-		if e.rec.State != StateReady {
+		if w == nil && len(out) >= n {
+			total++ // counted, not decoded
+			continue
+		}
+		st, ok, err := e.decode()
+		if err != nil {
+			return nil, 0, err
+		}
+		if !ok {
 			continue
 		}
 		if w != nil {
-			ok, err := w.Match(&e.rec.Machine)
+			ok, err := w.Match(&st.rec.Machine)
 			if err != nil {
-				return nil, fmt.Errorf("machine %s: %w", e.rec.ID, err)
+				return nil, 0, fmt.Errorf("machine %s: %w", st.rec.ID, err)
 			}
 			if !ok {
 				continue
 			}
 		}
-		out = append(out, e)
+		total++
+		if len(out) < n {
+			out = append(out, st)
+		}
 	}
-	return out, nil
+	return out, total, nil
 }
 
 // ringPick walks the pool ring from the owner's bucket and takes the first
@@ -118,6 +147,8 @@ func (s *Store) ringPick(ctx context.Context, n int, owner string, w *Where) ([]
 			width = min(8, poolBuckets-i)
 		}
 		got := make([][]stored, width)
+		counts := make([]int, width)
+		want := n - len(out)
 		g, gctx := errgroup.WithContext(ctx)
 		for j := range width {
 			b := (start + i + j) % poolBuckets
@@ -126,16 +157,15 @@ func (s *Store) ringPick(ctx context.Context, n int, owner string, w *Where) ([]
 				if err != nil {
 					return err
 				}
-				got[j], err = filterPool(es, w)
+				got[j], counts[j], err = pickBucket(es, want, owner, w)
 				return err
 			})
 		}
 		if err := g.Wait(); err != nil {
 			return nil, 0, err
 		}
-		for _, cs := range got {
-			total += len(cs)
-			sort.Slice(cs, func(a, b int) bool { return rank(owner, cs[a].rec.ID, cs[b].rec.ID) })
+		for j, cs := range got {
+			total += counts[j]
 			for _, c := range cs {
 				if len(out) < n {
 					out = append(out, c)
