@@ -74,7 +74,7 @@ func (s *Store) writeBatch(ctx context.Context, op string, ws []*write, undoCred
 		for _, o := range all {
 			ops = append(ops, o...)
 		}
-		_, err := s.txn(ctx, ops)
+		err := s.writeTxn(ctx, ops)
 		return s.explainBatch(ctx, ws, err)
 	}
 
@@ -133,7 +133,7 @@ func (s *Store) writeBatch(ctx context.Context, op string, ws []*write, undoCred
 				ops = append(ops, all[i]...)
 				cws = append(cws, ws[i])
 			}
-			_, err := s.txn(wctx, ops)
+			err := s.writeTxn(wctx, ops)
 			if err == nil && s.afterChunk != nil {
 				s.afterChunk()
 			}
@@ -261,7 +261,7 @@ func (s *Store) undo(ctx context.Context, opid, id string, kv *api.KVPair) error
 	dropItem := &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: kv.Key, Index: kv.ModifyIndex}}
 	cur, idx, err := s.get(ctx, id)
 	if errors.Is(err, ErrNotFound) {
-		_, err := s.txn(ctx, api.TxnOps{dropItem})
+		err := s.writeTxn(ctx, api.TxnOps{dropItem})
 		return err
 	}
 	if err != nil {
@@ -271,7 +271,7 @@ func (s *Store) undo(ctx context.Context, opid, id string, kv *api.KVPair) error
 	sum := sha256.Sum256(b)
 	if hex.EncodeToString(sum[:]) != item.NextSum {
 		s.log.Warn("rollback: machine changed since the batch wrote it; leaving it", "batch", opid, "machine", id)
-		_, err := s.txn(ctx, api.TxnOps{dropItem})
+		err := s.writeTxn(ctx, api.TxnOps{dropItem})
 		return err
 	}
 	w := &write{prev: cur, prevIndex: idx, change: Change{What: "rollback", Why: "batch " + opid + " did not complete"}}

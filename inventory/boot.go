@@ -74,7 +74,7 @@ func (s *Store) StoreLease(ctx context.Context, l Lease) error {
 			return err
 		}
 	}
-	_, err = s.txn(ctx, api.TxnOps{op})
+	err = s.writeTxn(ctx, api.TxnOps{op})
 	return err
 }
 

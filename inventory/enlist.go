@@ -185,7 +185,7 @@ func (s *Store) absorb(ctx context.Context, pid, mid, serial string, change Chan
 		}
 		// The deletes of pid's MAC index keys come first, so mid's
 		// "only if absent" creates of the same keys succeed.
-		_, err = s.txn(ctx, append(dops, uops...))
+		err = s.writeTxn(ctx, append(dops, uops...))
 		if err == nil {
 			s.log.Info("merged PXE-enlisted machine", "from", pid, "into", mid, "serial", serial)
 			return &next.Machine, nil

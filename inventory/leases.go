@@ -97,7 +97,7 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 		writeIdx = append(writeIdx, i)
 	}
 	if len(writes) > 0 {
-		if _, err := s.txn(ctx, writes); err != nil {
+		if err := s.writeTxn(ctx, writes); err != nil {
 			fail(writeIdx, fmt.Errorf("store leases: %w", err))
 		}
 	}
