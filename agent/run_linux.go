@@ -30,10 +30,30 @@ const (
 	reportWait = 3 * time.Minute  // for the facts report, retries within
 )
 
+// Next is what the machine does when Run returns.
+type Next int
+
+const (
+	// NextPowerOff: power off (discovery, commissioning, wipe, any failure).
+	NextPowerOff Next = iota
+	// NextReboot: reboot (a deploy that wrote and verified its image: the
+	// boot server now hands the machine its deployed OS).
+	NextReboot
+)
+
 // Run is the agent as /init: it mounts the kernel's file systems, loads
 // the modules, brings the boot NIC up with DHCP, collects the facts and
-// reports them. The caller powers the machine off whatever Run returns.
-func Run(ctx context.Context, log io.Writer) error {
+// does the work of its mode (ironrack.mode): report the facts (discover),
+// check and report (commission), write the image (deploy) or wipe the
+// disks (wipe). The caller powers the machine off or reboots it, as Run's
+// Next says, whatever error Run returns.
+func Run(ctx context.Context, log io.Writer) (Next, error) {
+	next := NextPowerOff
+	err := run(ctx, log, &next)
+	return next, err
+}
+
+func run(ctx context.Context, log io.Writer, next *Next) error {
 	say := func(format string, a ...any) { fmt.Fprintf(log, "ironrack-agent: "+format+"\n", a...) }
 	say("started")
 	if err := mountAll(); err != nil {
@@ -77,8 +97,17 @@ func Run(ctx context.Context, log io.Writer) error {
 	rctx, cancel := context.WithTimeout(ctx, reportWait)
 	defer cancel()
 	p := &Poster{URL: cl.URL, Token: cl.Token, Log: log}
-	if cl.Mode == "commission" {
+	switch cl.Mode {
+	case "commission":
 		return commission(rctx, p, facts, say)
+	case "deploy":
+		ok, err := deploy(ctx, p, say)
+		if ok {
+			*next = NextReboot
+		}
+		return err
+	case "wipe":
+		return wipe(rctx, p, facts, say)
 	}
 	if err := p.Post(rctx, facts.Report()); err != nil {
 		return fmt.Errorf("facts NOT reported: %w", err)
@@ -133,6 +162,143 @@ func openDisk(name string) (io.ReaderAt, io.Closer, error) {
 func PowerOff() error {
 	unix.Sync()
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+}
+
+// Reboot syncs and restarts the machine. It returns only on failure.
+func Reboot() error {
+	unix.Sync()
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+}
+
+// deployWait bounds a deploy: instructions, the stream (resumed across a
+// boot server's restarts) and the result report.
+const deployWait = 30 * time.Minute
+
+// deploy writes the image the boot server names to the chosen disk, hashing
+// while streaming, and reports each step. It returns true when the image was
+// written, verified and reported (the machine then reboots into it). On a
+// failure it reports "deploy failed <step>: <error>"; an image that was
+// (partly) written but not verified has its first MiB zeroed first, so
+// nothing half-written boots.
+func deploy(ctx context.Context, p *Poster, say func(string, ...any)) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, deployWait)
+	defer cancel()
+	fail := func(step string, err error) (bool, error) {
+		say("deploy failed at %s: %v", step, err)
+		rctx, rcancel := context.WithTimeout(context.Background(), reportWait)
+		defer rcancel()
+		if perr := p.Post(rctx, EventReport("deploy", "failed", step+": "+err.Error())); perr != nil {
+			return false, fmt.Errorf("deploy failed at %s (%v), NOT reported: %w", step, err, perr)
+		}
+		return false, nil
+	}
+	if err := p.Post(ctx, EventReport("deploy", "started", "")); err != nil {
+		return false, fmt.Errorf("deploy start NOT reported: %w", err)
+	}
+	in, err := p.FetchInstructions(ctx)
+	if err != nil {
+		return fail("instructions", err)
+	}
+	disk, err := ChooseDisk(os.DirFS("/"), in.Disk)
+	if err != nil {
+		return fail("disk", err)
+	}
+	dev := filepath.Join("/dev", disk.Name)
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		return fail("disk", err)
+	}
+	defer f.Close()
+	say("deploy %s/%s (%d bytes, sha256 %s) to %s", in.Image, in.Version, in.Size, in.SHA256, dev)
+	url := strings.TrimRight(p.URL, "/") + in.URL
+	th := &Throttle{Step: 5, Interval: 2 * time.Second}
+	progress := func(written int64) {
+		pct := int(written * 100 / in.Size)
+		if !th.Due(pct) {
+			return
+		}
+		say("deploy %d%%", pct)
+		// One quick attempt: progress is best effort and must not stall
+		// the stream while the boot server is away.
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer pcancel()
+		r := EventReport("deploy", "progress", fmt.Sprintf("%s: %d of %d bytes", dev, written, in.Size))
+		r.Event.Percent = pct
+		_ = (&Poster{URL: p.URL, Token: p.Token, Client: p.Client, Sleep: func(context.Context, time.Duration) error { return errors.New("no retry") }}).Post(pctx, r)
+	}
+	start := time.Now()
+	res, err := (&Streamer{Progress: progress, Log: os.Stdout}).Stream(ctx, url, in.Size, in.SHA256, f)
+	if err != nil {
+		step := "download"
+		if errors.Is(err, ErrChecksum) {
+			step = "verify"
+		}
+		if res.Written > 0 {
+			if zerr := ZeroRange(f, 0, MiB); zerr != nil {
+				err = fmt.Errorf("%w; and zeroing the first MiB failed: %v", err, zerr)
+			} else {
+				err = fmt.Errorf("%w (first MiB of %s zeroed)", err, dev)
+			}
+			f.Sync()
+		}
+		return fail(step, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail("sync", err)
+	}
+	el := time.Since(start)
+	msg := fmt.Sprintf("%s/%s to %s: %d bytes in %.1fs (%.1f MiB/s), sha256 verified while streaming, %d attempts, %d resumed",
+		in.Image, in.Version, dev, res.Written, el.Seconds(), float64(res.Written)/MiB/el.Seconds(), res.Attempts, res.Resumed)
+	say("deploy done: %s", msg)
+	rctx, rcancel := context.WithTimeout(context.Background(), reportWait)
+	defer rcancel()
+	if err := p.Post(rctx, EventReport("deploy", "done", msg)); err != nil {
+		return false, fmt.Errorf("deploy done NOT reported: %w", err)
+	}
+	return true, nil
+}
+
+// wipe clears every disk's first and last MiB (partition tables, the
+// backup GPT, file system superblocks), then reports done or which disks
+// failed.
+func wipe(ctx context.Context, p *Poster, facts Facts, say func(string, ...any)) error {
+	if err := p.Post(ctx, EventReport("wipe", "started", "")); err != nil {
+		return fmt.Errorf("wipe start NOT reported: %w", err)
+	}
+	var done, failed []string
+	for _, d := range facts.Disks {
+		dev := filepath.Join("/dev", d.Name)
+		err := func() error {
+			f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := WipeDisk(f, int64(d.SizeBytes)); err != nil {
+				return err
+			}
+			return f.Sync()
+		}()
+		if err != nil {
+			say("wipe %s: %v", dev, err)
+			failed = append(failed, fmt.Sprintf("%s: %v", dev, err))
+			continue
+		}
+		say("wiped %s", dev)
+		done = append(done, dev)
+	}
+	status, msg := "done", fmt.Sprintf("first and last MiB zeroed on %s", strings.Join(done, ", "))
+	if len(failed) > 0 {
+		status, msg = "failed", strings.Join(failed, "; ")
+	}
+	if len(done) == 0 && len(failed) == 0 {
+		msg = "no disks"
+	}
+	if err := p.Post(ctx, EventReport("wipe", status, msg)); err != nil {
+		return fmt.Errorf("wipe %s NOT reported: %w", status, err)
+	}
+	say("wipe %s: reported", status)
+	return nil
 }
 
 func mountAll() error {

@@ -68,6 +68,7 @@ func (s *Store) ops(w *write) (api.TxnOps, error) {
 			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: k}})
 		}
 		ops = append(ops, s.attrOps(w)...)
+		ops = append(ops, s.deployOps(w)...)
 		return append(ops, w.extra...), nil
 	}
 	val, err := json.Marshal(w.next)
@@ -99,6 +100,7 @@ func (s *Store) ops(w *write) (api.TxnOps, error) {
 	}
 	ops = append(ops, s.poolOps(w)...)
 	ops = append(ops, s.attrOps(w)...)
+	ops = append(ops, s.deployOps(w)...)
 	h := HistoryEntry{Seq: w.next.HistorySeq, At: w.next.UpdatedAt, Who: w.change.Who, What: w.change.What, Why: w.change.Why, To: w.next.State}
 	if h.Who == "" {
 		h.Who = s.cfg.Who

@@ -44,8 +44,8 @@ const bootServer = "boot-server"
 
 // Inventory adapts *inventory.Store to the interfaces of the protocol
 // servers: dhcp.LeaseStore, dhcp.Reservations, dhcp.Enlister,
-// httpboot.Machines, httpboot.BootRecorder, httpboot.Tokens and
-// httpboot.Reports. It holds no state of its own beyond what it is given.
+// httpboot.Machines, httpboot.BootRecorder, httpboot.Tokens,
+// httpboot.Reports and httpboot.Deploys. It holds no state of its own beyond what it is given.
 type Inventory struct {
 	// Store is the inventory. Required.
 	Store *inventory.Store
@@ -53,6 +53,9 @@ type Inventory struct {
 	// are looked up (DATA/images/<name>/<version>/). If empty, a deployed
 	// machine boots its local disk.
 	DataDir string
+	// BaseURL is the boot HTTP server's base URL, for the NoCloud seed on a
+	// deployed OS's command line. If empty, none is added.
+	BaseURL string
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
 
@@ -204,7 +207,7 @@ func (a *Inventory) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (ipx
 	}
 	out := ipxe.Machine{ID: m.ID, MAC: mac.String(), State: string(m.State)}
 	if out.State == ipxe.StateDeployed {
-		out.Image = a.image(m)
+		out.Image = a.deployedImage(ctx, m)
 	}
 	if ipxe.Decide(out).Action == ipxe.ActionAgent {
 		tok, err := a.Store.IssueBootToken(ctx, m.ID)
@@ -282,7 +285,8 @@ func (a *Inventory) VerifyBootToken(ctx context.Context, token string) (string, 
 // the facts); facts in any other state are compared with the record, and
 // the differences are flagged as drift (inventory.RecordDrift). A failed
 // commission event moves a commissioning machine to failed_commissioning;
-// other events are noted in its history.
+// deploy and wipe results end those workflows (recordEvent); other
+// events are noted in its history.
 func (a *Inventory) RecordReport(ctx context.Context, id string, r httpboot.Report) error {
 	switch r.Kind {
 	case "facts":
@@ -300,7 +304,7 @@ func (a *Inventory) RecordReport(ctx context.Context, id string, r httpboot.Repo
 		case "commission":
 			return a.commissionEvent(ctx, id, e, why)
 		default:
-			return a.Store.NoteBoot(ctx, id, "agent "+e.Phase, why)
+			return a.recordEvent(ctx, id, e)
 		}
 	}
 	return fmt.Errorf("report kind %q", r.Kind)

@@ -136,7 +136,7 @@ func NewBootServer(cfg Config) (*BootServer, error) {
 	ip := cfg.Address.Addr().String()
 	httpAddr := net.JoinHostPort(ip, strconv.Itoa(cfg.HTTPPort))
 	base := "http://" + httpAddr
-	inv := &Inventory{Store: cfg.Store, DataDir: cfg.DataDir, Logger: log}
+	inv := &Inventory{Store: cfg.Store, DataDir: cfg.DataDir, BaseURL: base, Logger: log}
 
 	dcfg := dhcp.Config{
 		Interface: cfg.Interface,
@@ -167,7 +167,7 @@ func NewBootServer(cfg Config) (*BootServer, error) {
 		DataDir:  cfg.DataDir,
 		IPXEDir:  ipxeDir,
 		Env:      ipxe.Env{BaseURL: base, AgentCmdline: cfg.AgentCmdline},
-		Machines: inv, Boots: inv, Tokens: inv, Reports: inv,
+		Machines: inv, Boots: inv, Tokens: inv, Reports: inv, Deploys: inv,
 		Registerer: cfg.Registry, Gatherer: cfg.Registry,
 		Logger: log,
 	})

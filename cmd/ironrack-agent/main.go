@@ -1,6 +1,7 @@
-// Command ironrack-agent is the discovery agent: /init of the initramfs
-// that `ironrack images build discovery` builds. It reports the machine's
-// facts to the boot server and powers the machine off. See docs/agent.md.
+// Command ironrack-agent is the agent: /init of the initramfs that
+// `ironrack images build discovery` builds. It discovers, commissions,
+// deploys or wipes the machine, as the boot server's ironrack.mode says,
+// then powers it off (or, after a deploy, reboots it). See docs/agent.md.
 package main
 
 import (
@@ -19,10 +20,17 @@ func main() {
 	// at boot, since nothing blocking on getrandom triggers the kernel's
 	// jitter seeding. A transaction ID needs no secrecy: take /dev/urandom.
 	os.Setenv("UROOT_NOHWRNG", "1")
-	if err := agent.Run(context.Background(), os.Stdout); err != nil {
+	next, err := agent.Run(context.Background(), os.Stdout)
+	if err != nil {
 		fmt.Fprintf(os.Stdout, "ironrack-agent: %v\n", err)
 		// Leave the error on the console a moment before the machine goes dark.
 		time.Sleep(5 * time.Second)
+	}
+	if next == agent.NextReboot {
+		fmt.Fprintln(os.Stdout, "ironrack-agent: rebooting into the deployed image")
+		if err := agent.Reboot(); err != nil {
+			fmt.Fprintf(os.Stdout, "ironrack-agent: reboot: %v\n", err)
+		}
 	}
 	if err := agent.PowerOff(); err != nil {
 		// As PID 1, exiting panics the kernel; that at least stops the machine.

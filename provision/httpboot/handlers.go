@@ -88,7 +88,10 @@ func (s *Server) serveImage(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "path: want /images/<name>/<version>/<file>", http.StatusBadRequest)
 		return
 	}
-	s.serveFrom(w, r, path.Join(s.cfg.DataDir, "images"), rel)
+	dir := path.Join(s.cfg.DataDir, "images")
+	s.serveFrom(w, r, dir, rel, func() string {
+		return s.sums.lookup(path.Join(dir, path.Dir(rel)), path.Base(rel))
+	})
 }
 
 func (s *Server) serveIPXE(w http.ResponseWriter, r *http.Request) {
@@ -97,12 +100,13 @@ func (s *Server) serveIPXE(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "path: want /ipxe/<file>", http.StatusBadRequest)
 		return
 	}
-	s.serveFrom(w, r, s.cfg.IPXEDir, rel)
+	s.serveFrom(w, r, s.cfg.IPXEDir, rel, nil)
 }
 
 // serveFrom serves rel from inside dir, with Range support. os.Root keeps
-// the open inside dir: ".." and symlinks that lead out of it fail.
-func (s *Server) serveFrom(w http.ResponseWriter, r *http.Request, dir, rel string) {
+// the open inside dir: ".." and symlinks that lead out of it fail. sum, if
+// set, gives the file's sha256 for the checksum headers ("" for none).
+func (s *Server) serveFrom(w http.ResponseWriter, r *http.Request, dir, rel string, sum func() string) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		s.log.Error("httpboot: open root", "dir", dir, "err", err)
@@ -125,6 +129,9 @@ func (s *Server) serveFrom(w http.ResponseWriter, r *http.Request, dir, rel stri
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
+	if sum != nil {
+		setChecksum(w, sum())
+	}
 	http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
 }
 

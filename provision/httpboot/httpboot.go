@@ -1,8 +1,10 @@
 // Package httpboot owns the boot server's HTTP side: the iPXE script per
 // machine (from the boot decision in provision/ipxe), the boot artifacts
 // under DATA/images/<name>/<version>/ and the iPXE binaries, with Range
-// support and no path escape, the agent API authenticated by a per-boot
-// token, /healthz and /metrics.
+// support, their sha256 from the version's SHA256SUMS and no path escape,
+// the agent API authenticated by a per-boot token (reports, deploy
+// instructions), cloud-init's NoCloud seed per deploy token, /healthz and
+// /metrics.
 package httpboot
 
 import (
@@ -68,6 +70,9 @@ type Config struct {
 	// Tokens and Reports serve the agent API. If either is nil, the API answers 503.
 	Tokens  Tokens
 	Reports Reports
+	// Deploys serves GET /api/v1/deploy and /nocloud/. If nil, they answer
+	// 503 and 404.
+	Deploys Deploys
 	// MaxReportBytes bounds a report body. If 0, 1 MiB.
 	MaxReportBytes int64
 	// Registerer receives this server's metrics; Gatherer is served on
@@ -87,6 +92,7 @@ type Server struct {
 	scripts *prometheus.CounterVec
 	reports *prometheus.CounterVec
 	handler http.Handler
+	sums    sums
 }
 
 // New checks cfg and returns a Server. It does no I/O.
@@ -134,6 +140,8 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /images/", s.serveImage)
 	mux.HandleFunc("GET /ipxe/", s.serveIPXE)
 	mux.HandleFunc("POST /api/v1/report", s.serveReport)
+	mux.HandleFunc("GET /api/v1/deploy", s.serveDeploy)
+	mux.HandleFunc("GET /nocloud/{token}/{file}", s.serveNoCloud)
 	s.handler = mux
 	return s, nil
 }

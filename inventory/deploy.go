@@ -1,0 +1,372 @@
+package inventory
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// A machine being deployed, or deployed, has a deploy spec at
+//
+//	PREFIX/deploy/<id>   DeploySpec as JSON
+//
+// written in the same transaction as allocated → deploying and deleted in
+// the same transaction as the machine's return to ready (or its deletion),
+// so a spec exists exactly while the machine is deploying, deployed, failed
+// or releasing after a deploy.
+
+// DeploySpec is what a machine is deployed with: the image, and what the
+// deployed OS's cloud-init gets (NoCloud).
+type DeploySpec struct {
+	// Image and ImageVersion name a version in the image catalog.
+	Image        string `json:"image"`
+	ImageVersion string `json:"image_version"`
+	// Hostname is the deployed OS's host name.
+	Hostname string `json:"hostname"`
+	// SSHKeys are authorized_keys lines for the default user.
+	SSHKeys []string `json:"ssh_keys,omitempty"`
+	// Role is the machine's tier role, passed to cloud-init; may be empty.
+	Role string `json:"role,omitempty"`
+	// UserData is the operator's cloud-init user-data (#cloud-config or a
+	// script), merged by the renderer; may be empty.
+	UserData string `json:"user_data,omitempty"`
+	// ConsulJoin is the address the deployed OS's Consul agent joins; may
+	// be empty.
+	ConsulJoin string `json:"consul_join,omitempty"`
+	// NoCloudToken authenticates the machine's NoCloud requests:
+	// "<id>.<48 hex>". Set by StartDeploy.
+	NoCloudToken string `json:"nocloud_token"`
+	// RequestedAt is when the deploy started. Set by StartDeploy.
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+// Limits of a deploy spec (Consul values are at most 512 KiB).
+const (
+	maxUserData = 64 << 10
+	maxSSHKeys  = 64
+	maxSSHKey   = 8 << 10
+)
+
+// Validate checks a spec's operator-given fields; each error names the field.
+func (d *DeploySpec) Validate() error {
+	var errs []error
+	seg := func(field, v string) {
+		switch {
+		case v == "":
+			errs = append(errs, fmt.Errorf("deploy spec: %s is empty", field))
+		case len(v) > maxField || !plainRE.MatchString(v) || strings.ContainsAny(v, "/ ") || v == "." || v == "..":
+			errs = append(errs, fmt.Errorf("deploy spec: %s %q: want letters, digits and _.:- (no / or spaces)", field, v))
+		}
+	}
+	seg("image", d.Image)
+	seg("image_version", d.ImageVersion)
+	if len(d.Hostname) > 63 || !hostnameRE.MatchString(d.Hostname) || strings.Contains(d.Hostname, ".") {
+		errs = append(errs, fmt.Errorf("deploy spec: hostname %q: want one DNS label (letters, digits, -; at most 63)", d.Hostname))
+	}
+	if len(d.SSHKeys) > maxSSHKeys {
+		errs = append(errs, fmt.Errorf("deploy spec: %d ssh keys, at most %d", len(d.SSHKeys), maxSSHKeys))
+	}
+	for i, k := range d.SSHKeys {
+		f := strings.Fields(k)
+		switch {
+		case len(k) > maxSSHKey:
+			errs = append(errs, fmt.Errorf("deploy spec: ssh key %d is %d bytes, at most %d", i+1, len(k), maxSSHKey))
+		case strings.ContainsAny(k, "\r\n\x00"):
+			errs = append(errs, fmt.Errorf("deploy spec: ssh key %d spans lines; give one key per entry", i+1))
+		case len(f) < 2 || !(strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-") || strings.HasPrefix(f[0], "sk-")):
+			errs = append(errs, fmt.Errorf("deploy spec: ssh key %d does not look like an authorized_keys line (type base64 [comment])", i+1))
+		}
+	}
+	if d.Role != "" && (len(d.Role) > maxField || !plainRE.MatchString(d.Role)) {
+		errs = append(errs, fmt.Errorf("deploy spec: role %q: want letters, digits and _.:/-", d.Role))
+	}
+	if len(d.UserData) > maxUserData {
+		errs = append(errs, fmt.Errorf("deploy spec: user-data is %d bytes, at most %d", len(d.UserData), maxUserData))
+	}
+	if strings.ContainsRune(d.UserData, 0) || !utf8.ValidString(d.UserData) {
+		errs = append(errs, errors.New("deploy spec: user-data is not UTF-8 text"))
+	}
+	if d.ConsulJoin != "" {
+		host, port, err := net.SplitHostPort(d.ConsulJoin)
+		if err != nil {
+			host, port = d.ConsulJoin, ""
+		}
+		if !validHost(host) {
+			errs = append(errs, fmt.Errorf("deploy spec: consul join address %q: want HOST or HOST:PORT", d.ConsulJoin))
+		} else if port != "" {
+			if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+				errs = append(errs, fmt.Errorf("deploy spec: consul join address %q: bad port", d.ConsulJoin))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Store) deployKey(id string) string { return s.key("deploy", id) }
+
+// deployOps are the spec's operations in a write: the spec goes when the
+// machine returns to ready or is deleted. (An allocated machine never has a
+// spec, so the pool's own release, allocated → ready, writes nothing more.)
+func (s *Store) deployOps(w *write) api.TxnOps {
+	if w.prev == nil {
+		return nil
+	}
+	back := w.next != nil && w.next.State == StateReady && w.prev.State != StateReady && w.prev.State != StateAllocated
+	if w.next == nil || back {
+		return api.TxnOps{&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.deployKey(w.prev.ID)}}}
+	}
+	return nil
+}
+
+// Claim moves one ready machine to allocated for owner (with tier), or
+// accepts one that owner holds already (allocated, same owner). It is the
+// deploy workflow's claim of a machine an operator named; Allocate is the
+// pool's.
+func (s *Store) Claim(ctx context.Context, id, owner, tier string, change Change) (*Machine, error) {
+	if !ownerRE.MatchString(owner) {
+		return nil, fmt.Errorf("claim %s: malformed owner %q (letters, digits, _.:/@-)", id, owner)
+	}
+	if change.What == "" {
+		change.What = "allocate"
+	}
+	if change.Why == "" {
+		change.Why = "claimed by " + owner
+	}
+	m, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if m.State == StateAllocated && m.Owner == owner {
+		return m, nil
+	}
+	return s.Update(ctx, id, System, change, func(m *Machine) error {
+		if m.State != StateReady {
+			if m.State == StateAllocated {
+				return fmt.Errorf("allocated to %q, not %q: %w", m.Owner, owner, ErrConflict)
+			}
+			return fmt.Errorf("is %s, want ready: %w", m.State, ErrConflict)
+		}
+		m.State, m.Owner, m.Tier = StateAllocated, owner, tier
+		return nil
+	})
+}
+
+// StartDeploy moves an allocated machine to deploying and stores spec
+// (with a fresh NoCloud token, the owner and the time) in the same
+// transaction. It returns the machine and the spec as stored.
+func (s *Store) StartDeploy(ctx context.Context, id string, spec DeploySpec, change Change) (*Machine, *DeploySpec, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("machine %s: %w", id, err)
+	}
+	var secret [24]byte
+	if _, err := rand.Read(secret[:]); err != nil {
+		return nil, nil, err
+	}
+	spec.NoCloudToken = id + "." + hex.EncodeToString(secret[:])
+	spec.RequestedAt = s.cfg.Now().UTC()
+	if change.What == "" {
+		change.What = "deploy"
+	}
+	if change.Why == "" {
+		change.Why = fmt.Sprintf("image %s/%s as %s", spec.Image, spec.ImageVersion, spec.Hostname)
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	put := api.TxnOps{&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.deployKey(id), Value: b}}}
+	m, err := s.update(ctx, id, System, change, put, func(m *Machine) error {
+		if m.State != StateAllocated {
+			return fmt.Errorf("is %s: only allocated machines are deployed", m.State)
+		}
+		if m.Owner == "" {
+			return errors.New("is allocated to no owner")
+		}
+		m.State = StateDeploying
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, &spec, nil
+}
+
+// Deploy returns a machine's deploy spec, or ErrNotFound when it has none.
+func (s *Store) Deploy(ctx context.Context, id string) (*DeploySpec, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	kv, _, err := s.c.KV().Get(s.deployKey(id), (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read deploy spec of %s: %w", id, err)
+	}
+	if kv == nil {
+		return nil, fmt.Errorf("machine %s has no deploy spec: %w", id, ErrNotFound)
+	}
+	var d DeploySpec
+	if err := json.Unmarshal(kv.Value, &d); err != nil {
+		return nil, fmt.Errorf("deploy spec of %s: corrupt: %w", id, err)
+	}
+	return &d, nil
+}
+
+// DeployByToken returns the machine ID and spec a NoCloud token belongs
+// to. A malformed, unknown or revoked token is ErrToken.
+func (s *Store) DeployByToken(ctx context.Context, token string) (string, *DeploySpec, error) {
+	id, sec, ok := strings.Cut(token, ".")
+	if !ok || !IsID(id) || len(sec) != 48 {
+		return "", nil, ErrToken
+	}
+	d, err := s.Deploy(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return "", nil, ErrToken
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	if subtle.ConstantTimeCompare([]byte(d.NoCloudToken), []byte(token)) != 1 {
+		return "", nil, ErrToken
+	}
+	return id, d, nil
+}
+
+// FinishDeploy ends a deploy: deploying → deployed when err is nil, →
+// failed_deployment with err in the history otherwise. A machine no longer
+// deploying is an error (ErrConflict): a late report changes nothing.
+func (s *Store) FinishDeploy(ctx context.Context, id string, failure error, change Change) (*Machine, error) {
+	to := StateDeployed
+	if change.What == "" {
+		change.What = "deploy"
+	}
+	if failure != nil {
+		to = StateFailedDeployment
+		change.Why = failure.Error()
+	} else if change.Why == "" {
+		change.Why = "image written and verified"
+	}
+	return s.Update(ctx, id, System, change, func(m *Machine) error {
+		if m.State != StateDeploying {
+			return fmt.Errorf("is %s, not deploying: %w", m.State, ErrConflict)
+		}
+		m.State = to
+		return nil
+	})
+}
+
+// StartRelease moves a deployed machine (or one whose deploy or wipe
+// failed) to releasing: the agent wipes it next. Allocated machines that
+// never deployed are released with Release.
+func (s *Store) StartRelease(ctx context.Context, id string, change Change) (*Machine, error) {
+	if change.What == "" {
+		change.What = "release"
+	}
+	return s.Update(ctx, id, System, change, func(m *Machine) error {
+		switch m.State {
+		case StateDeployed, StateFailedDeployment, StateFailedReleasing:
+			m.State = StateReleasing
+			return nil
+		}
+		return fmt.Errorf("is %s: only deployed or failed machines are wiped and released", m.State)
+	})
+}
+
+// FinishRelease ends a wipe: releasing → ready (owner and tier cleared,
+// the deploy spec deleted in the same transaction) when failure is nil, →
+// failed_releasing otherwise. A machine no longer releasing is ErrConflict.
+func (s *Store) FinishRelease(ctx context.Context, id string, failure error, change Change) (*Machine, error) {
+	to := StateReady
+	if change.What == "" {
+		change.What = "release"
+	}
+	if failure != nil {
+		to = StateFailedReleasing
+		change.Why = failure.Error()
+	} else if change.Why == "" {
+		change.Why = "disks wiped"
+	}
+	return s.Update(ctx, id, System, change, func(m *Machine) error {
+		if m.State != StateReleasing {
+			return fmt.Errorf("is %s, not releasing: %w", m.State, ErrConflict)
+		}
+		m.State = to
+		if to == StateReady {
+			m.Owner, m.Tier = "", ""
+		}
+		return nil
+	})
+}
+
+// Watch waits (a Consul blocking query, at most wait) until machine id's
+// record changes past index, and returns it with its new index. Index 0
+// returns at once. Every change of a machine, history entries included,
+// changes its record.
+func (s *Store) Watch(ctx context.Context, id string, index uint64, wait time.Duration) (*Machine, int64, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait+s.cfg.OpTimeout)
+	defer cancel()
+	kv, meta, err := s.c.KV().Get(s.machineKey(id), (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx))
+	if err != nil {
+		return nil, 0, index, fmt.Errorf("watch machine %s: %w", id, err)
+	}
+	if kv == nil {
+		return nil, 0, meta.LastIndex, fmt.Errorf("machine %s: %w", id, ErrNotFound)
+	}
+	r, err := decodeRecord(kv.Value)
+	if err != nil {
+		return nil, 0, index, fmt.Errorf("machine %s: %w", id, err)
+	}
+	return &r.Machine, r.HistorySeq, kv.ModifyIndex, nil
+}
+
+// HistoryRange returns a machine's history entries with sequence numbers
+// in (after, upto], oldest first, in one read transaction (entries already
+// dropped by the cap are skipped).
+func (s *Store) HistoryRange(ctx context.Context, id string, after, upto int64) ([]HistoryEntry, error) {
+	if upto <= after {
+		return nil, nil
+	}
+	if upto-after > int64(s.cfg.HistoryCap) {
+		after = upto - int64(s.cfg.HistoryCap)
+	}
+	var keys []string
+	for seq := after + 1; seq <= upto; seq++ {
+		keys = append(keys, s.historyKey(id, seq))
+	}
+	var out []HistoryEntry
+	var mu sync.Mutex
+	err := s.getMany(ctx, keys, func(kvs []*api.KVPair) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, kv := range kvs {
+			var h HistoryEntry
+			if err := json.Unmarshal(kv.Value, &h); err != nil {
+				return fmt.Errorf("history of %s: corrupt entry %s: %w", id, kv.Key, err)
+			}
+			out = append(out, h)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sortHistory(out)
+	return out, nil
+}
+
+func sortHistory(h []HistoryEntry) {
+	for i := 1; i < len(h); i++ {
+		for j := i; j > 0 && h[j].Seq < h[j-1].Seq; j-- {
+			h[j], h[j-1] = h[j-1], h[j]
+		}
+	}
+}

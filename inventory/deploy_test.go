@@ -1,0 +1,216 @@
+package inventory
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func deployableMachine(t *testing.T, s *Store, serial string) string {
+	t.Helper()
+	ctx := context.Background()
+	m, _, err := s.Enlist(ctx, Sighting{Serial: serial, MACs: []string{"52:54:00:aa:00:0" + serial[len(serial)-1:]}, Source: "pxe"}, Change{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commission(ctx, m.ID, Facts{Serial: serial, CPUCores: 1, MemGB: 1, NICs: []NIC{{MAC: m.NICs[0].MAC}}}, Change{}); err != nil {
+		t.Fatal(err)
+	}
+	return m.ID
+}
+
+func goodSpec() DeploySpec {
+	return DeploySpec{Image: "debian", ImageVersion: "12-abc", Hostname: "web-1",
+		SSHKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoo test@lab"}, Role: "web", ConsulJoin: "192.0.2.1:8301"}
+}
+
+// TestDeployLifecycle walks one machine through claim → deploying (spec
+// written in the same transaction) → deployed → releasing → ready (spec
+// gone in the same transaction), against a real Consul, and checks that
+// the token finds the spec only while it exists.
+func TestDeployLifecycle(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	id := deployableMachine(t, s, "DEP-1")
+
+	if _, _, err := s.StartDeploy(ctx, id, goodSpec(), Change{}); err == nil || !strings.Contains(err.Error(), "only allocated") {
+		t.Fatalf("deploy of a ready machine: %v, want refused (only allocated)", err)
+	}
+	if _, err := s.Deploy(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("spec after a refused deploy: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Claim(ctx, id, "alice", "web", Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Claim(ctx, id, "alice", "web", Change{}); err != nil {
+		t.Fatalf("re-claim by the same owner: %v", err)
+	}
+	if _, err := s.Claim(ctx, id, "bob", "", Change{}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("claim by another owner: %v, want ErrConflict", err)
+	}
+	m, spec, err := s.StartDeploy(ctx, id, goodSpec(), Change{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.State != StateDeploying || m.Owner != "alice" {
+		t.Fatalf("after StartDeploy: %s owner %q", m.State, m.Owner)
+	}
+	if !strings.HasPrefix(spec.NoCloudToken, id+".") || len(spec.NoCloudToken) != len(id)+1+48 {
+		t.Fatalf("token %q", spec.NoCloudToken)
+	}
+	got, err := s.Deploy(ctx, id)
+	if err != nil || got.Hostname != "web-1" || got.NoCloudToken != spec.NoCloudToken {
+		t.Fatalf("stored spec %+v, %v", got, err)
+	}
+	if gid, _, err := s.DeployByToken(ctx, spec.NoCloudToken); err != nil || gid != id {
+		t.Fatalf("by token: %s %v", gid, err)
+	}
+	for _, bad := range []string{"", "x", id + ".", id + "." + strings.Repeat("0", 48), "m-000000000000." + strings.Repeat("a", 48)} {
+		if _, _, err := s.DeployByToken(ctx, bad); !errors.Is(err, ErrToken) {
+			t.Errorf("token %q: %v, want ErrToken", bad, err)
+		}
+	}
+	// A deployed machine cannot be deployed again or released to the pool directly.
+	if _, err := s.FinishDeploy(ctx, id, nil, Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.FinishDeploy(ctx, id, nil, Change{}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("second FinishDeploy: %v, want ErrConflict", err)
+	}
+	if _, err := s.FinishRelease(ctx, id, nil, Change{}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("FinishRelease of a deployed machine: %v, want ErrConflict", err)
+	}
+	if _, err := s.StartRelease(ctx, id, Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Deploy(ctx, id); err != nil {
+		t.Fatalf("spec while releasing: %v (the wipe still needs it? it stays until ready)", err)
+	}
+	m, err = s.FinishRelease(ctx, id, nil, Change{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.State != StateReady || m.Owner != "" || m.Tier != "" {
+		t.Fatalf("after release: %s owner %q tier %q", m.State, m.Owner, m.Tier)
+	}
+	if _, err := s.Deploy(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("spec after release: %v, want gone", err)
+	}
+	if _, _, err := s.DeployByToken(ctx, spec.NoCloudToken); !errors.Is(err, ErrToken) {
+		t.Fatalf("token after release: %v, want ErrToken", err)
+	}
+	h, err := s.History(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var path []string
+	for _, e := range h {
+		if e.To != "" {
+			path = append(path, string(e.To))
+		}
+	}
+	want := "commissioning ready allocated deploying deployed releasing ready"
+	if got := strings.Join(path, " "); !strings.HasSuffix(got, want) {
+		t.Errorf("history states %q, want suffix %q", got, want)
+	}
+}
+
+// TestDeployFailure: a failed deploy names its reason in history; the spec
+// stays (the wipe of a failed deploy is a release), and a late success
+// report changes nothing.
+func TestDeployFailure(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	id := deployableMachine(t, s, "DEP-2")
+	if _, err := s.Claim(ctx, id, "alice", "", Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.StartDeploy(ctx, id, goodSpec(), Change{}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.FinishDeploy(ctx, id, errors.New("verify: sha256 mismatch"), Change{Who: "boot-server"})
+	if err != nil || m.State != StateFailedDeployment {
+		t.Fatalf("%v %v", m, err)
+	}
+	if _, err := s.FinishDeploy(ctx, id, nil, Change{}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("late success: %v, want ErrConflict", err)
+	}
+	if m, _ := s.Get(ctx, id); m.State != StateFailedDeployment {
+		t.Fatalf("state %s after a late success, want failed_deployment", m.State)
+	}
+	h, _ := s.History(ctx, id)
+	if last := h[len(h)-1]; last.To != StateFailedDeployment || !strings.Contains(last.Why, "verify: sha256 mismatch") {
+		t.Fatalf("last history %+v", last)
+	}
+	if _, err := s.StartRelease(ctx, id, Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.FinishRelease(ctx, id, errors.New("wipe: /dev/vda: I/O error"), Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Deploy(ctx, id); err != nil {
+		t.Fatalf("spec after a failed wipe: %v, want kept", err)
+	}
+}
+
+// TestDeploySpecValidate refuses bad operator input, naming the field, and
+// writes nothing.
+func TestDeploySpecValidate(t *testing.T) {
+	cases := map[string]struct {
+		edit func(*DeploySpec)
+		want string
+	}{
+		"no image":           {func(d *DeploySpec) { d.Image = "" }, "image is empty"},
+		"traversal":          {func(d *DeploySpec) { d.ImageVersion = "../x" }, "image_version"},
+		"hostname with dot":  {func(d *DeploySpec) { d.Hostname = "a.b" }, "hostname"},
+		"hostname newline":   {func(d *DeploySpec) { d.Hostname = "a\nb" }, "hostname"},
+		"ssh key two lines":  {func(d *DeploySpec) { d.SSHKeys = []string{"ssh-rsa AAA a\nssh-rsa BBB"} }, "spans lines"},
+		"ssh key garbage":    {func(d *DeploySpec) { d.SSHKeys = []string{"hello"} }, "authorized_keys"},
+		"user-data too big":  {func(d *DeploySpec) { d.UserData = strings.Repeat("x", 65<<10) }, "user-data is"},
+		"user-data not utf8": {func(d *DeploySpec) { d.UserData = "\xff\xfe" }, "not UTF-8"},
+		"consul join port":   {func(d *DeploySpec) { d.ConsulJoin = "192.0.2.1:99999" }, "bad port"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			d := goodSpec()
+			c.edit(&d)
+			err := d.Validate()
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Validate: %v, want %q", err, c.want)
+			}
+		})
+	}
+	if err := (&DeploySpec{Image: "debian", ImageVersion: "1", Hostname: "h"}).Validate(); err != nil {
+		t.Fatalf("minimal spec: %v", err)
+	}
+}
+
+// TestWatch: a blocking watch returns when a history entry lands, and
+// HistoryRange returns exactly the new entries.
+func TestWatch(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	id := deployableMachine(t, s, "DEP-3")
+	_, seq, idx, err := s.Watch(ctx, id, 0, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		_ = s.NoteBoot(context.Background(), id, "agent deploy", "progress 40%")
+	}()
+	start := time.Now()
+	_, seq2, idx2, err := s.Watch(ctx, id, idx, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx2 == idx || seq2 != seq+1 || time.Since(start) > 5*time.Second {
+		t.Fatalf("watch: index %d→%d seq %d→%d after %v", idx, idx2, seq, seq2, time.Since(start))
+	}
+	h, err := s.HistoryRange(ctx, id, seq, seq2)
+	if err != nil || len(h) != 1 || h[0].Why != "progress 40%" {
+		t.Fatalf("range: %+v %v", h, err)
+	}
+}

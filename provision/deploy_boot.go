@@ -1,0 +1,154 @@
+package provision
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ironrack/ironrack/images"
+	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/provision/httpboot"
+	"github.com/ironrack/ironrack/provision/ipxe"
+)
+
+// This file is the boot server's side of deploy and release: the agent's
+// deploy instructions, the NoCloud seed, the deployed OS's boot, and the
+// agent's deploy and wipe events, which end those workflows in the
+// inventory.
+
+// manifest reads DATA/images/<name>/<version>/manifest.json: the files this
+// boot server serves, with their sizes and sums.
+func (a *Inventory) manifest(name, version string) (images.Manifest, error) {
+	if a.DataDir == "" || !safeSegment(name) || !safeSegment(version) || name == "" || version == "" {
+		return images.Manifest{}, fmt.Errorf("image %s/%s: not on this boot server", name, version)
+	}
+	b, err := os.ReadFile(filepath.Join(a.DataDir, "images", name, version, images.ManifestFile))
+	if err != nil {
+		return images.Manifest{}, fmt.Errorf("image %s/%s: %w", name, version, err)
+	}
+	var m images.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return images.Manifest{}, fmt.Errorf("image %s/%s: manifest: %w", name, version, err)
+	}
+	return m, nil
+}
+
+// DeployInstructions implements httpboot.Deploys: the root image of the
+// machine's deploy spec, with its sha256 and size from the version's
+// manifest on this boot server.
+func (a *Inventory) DeployInstructions(ctx context.Context, id string) (httpboot.Instructions, error) {
+	m, err := a.Store.Get(ctx, id)
+	if err != nil {
+		return httpboot.Instructions{}, err
+	}
+	if m.State != inventory.StateDeploying {
+		return httpboot.Instructions{}, fmt.Errorf("machine %s is %s: %w", id, m.State, httpboot.ErrNoDeploy)
+	}
+	spec, err := a.Store.Deploy(ctx, id)
+	if errors.Is(err, inventory.ErrNotFound) {
+		return httpboot.Instructions{}, fmt.Errorf("machine %s has no deploy spec: %w", id, httpboot.ErrNoDeploy)
+	}
+	if err != nil {
+		return httpboot.Instructions{}, err
+	}
+	man, err := a.manifest(spec.Image, spec.ImageVersion)
+	if err != nil {
+		return httpboot.Instructions{}, fmt.Errorf("machine %s: %w: %w", id, err, httpboot.ErrNoDeploy)
+	}
+	if man.Root == "" {
+		return httpboot.Instructions{}, fmt.Errorf("machine %s: image %s/%s has no root image: %w", id, spec.Image, spec.ImageVersion, httpboot.ErrNoDeploy)
+	}
+	for _, f := range man.Files {
+		if f.Name == man.Root {
+			return httpboot.Instructions{
+				Image: spec.Image, Version: spec.ImageVersion,
+				URL:    ipxe.ImagePath(spec.Image, spec.ImageVersion, f.Name),
+				SHA256: f.SHA256, Size: f.Size,
+				Disk: httpboot.DiskRule{Rule: "first-fit", MinBytes: f.Size},
+			}, nil
+		}
+	}
+	return httpboot.Instructions{}, fmt.Errorf("machine %s: image %s/%s lists no file %s: %w", id, spec.Image, spec.ImageVersion, man.Root, httpboot.ErrNoDeploy)
+}
+
+// NoCloud implements httpboot.Deploys: the deploy spec's NoCloud files.
+func (a *Inventory) NoCloud(ctx context.Context, token, file string) ([]byte, bool, error) {
+	id, spec, err := a.Store.DeployByToken(ctx, token)
+	switch {
+	case errors.Is(err, inventory.ErrToken):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, err
+	}
+	b, err := RenderNoCloud(id, spec, file)
+	if err != nil {
+		return nil, false, nil
+	}
+	return b, true, nil
+}
+
+// deployedImage is a deployed machine's image from its deploy spec, with
+// the NoCloud seed on its kernel command line; without a spec, the image
+// tags (image, image_version) name it as before the deploy workflow.
+func (a *Inventory) deployedImage(ctx context.Context, m *inventory.Machine) ipxe.Image {
+	spec, err := a.Store.Deploy(ctx, m.ID)
+	if err != nil {
+		if !errors.Is(err, inventory.ErrNotFound) {
+			a.log().Warn("provision: read deploy spec; booting by tags", "machine", m.ID, "err", err)
+		}
+		return a.image(m)
+	}
+	tagged := m.Clone()
+	tagged.Tags[TagImage], tagged.Tags[TagImageVersion] = spec.Image, spec.ImageVersion
+	img := a.image(tagged)
+	if img.Kernel != "" && a.BaseURL != "" {
+		img.Cmdline += " " + NoCloudCmdline(a.BaseURL, spec.NoCloudToken)
+	}
+	return img
+}
+
+// NoCloudCmdline is the kernel command line fragment that points cloud-init
+// at a deploy's NoCloud seed on the boot server.
+func NoCloudCmdline(baseURL, token string) string {
+	return "ds=nocloud;s=" + strings.TrimRight(baseURL, "/") + "/nocloud/" + token + "/"
+}
+
+// recordEvent applies an agent event: deploy and wipe results end their
+// workflows (deploying → deployed | failed_deployment, releasing → ready |
+// failed_releasing); everything else is noted in the history. A result for
+// a machine no longer in that state changes nothing and is noted.
+func (a *Inventory) recordEvent(ctx context.Context, id string, e *httpboot.Event) error {
+	why := e.Status
+	if e.Percent > 0 {
+		why += fmt.Sprintf(" %d%%", e.Percent)
+	}
+	if e.Message != "" {
+		why += ": " + e.Message
+	}
+	change := inventory.Change{What: "agent " + e.Phase, Why: "agent: " + why, Who: bootServer}
+	var err error
+	switch {
+	case e.Phase == "deploy" && e.Status == "done":
+		_, err = a.Store.FinishDeploy(ctx, id, nil, change)
+	case e.Phase == "deploy" && e.Status == "failed":
+		_, err = a.Store.FinishDeploy(ctx, id, errors.New("agent: deploy failed: "+e.Message), change)
+	case e.Phase == "wipe" && e.Status == "done":
+		_, err = a.Store.FinishRelease(ctx, id, nil, change)
+	case e.Phase == "wipe" && e.Status == "failed":
+		_, err = a.Store.FinishRelease(ctx, id, errors.New("agent: wipe failed: "+e.Message), change)
+	default:
+		return a.Store.NoteBoot(ctx, id, "agent "+e.Phase, why)
+	}
+	if errors.Is(err, inventory.ErrConflict) {
+		a.log().Warn("provision: late agent result ignored", "machine", id, "phase", e.Phase, "status", e.Status, "err", err)
+		return a.Store.NoteBoot(ctx, id, "agent "+e.Phase, why+" (ignored: "+err.Error()+")")
+	}
+	if err == nil {
+		a.log().Info("provision: agent result", "machine", id, "phase", e.Phase, "status", e.Status, "message", e.Message)
+	}
+	return err
+}
