@@ -70,6 +70,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			keyCommand(e),
 			serveCommand(e),
 			imagesCommand(e),
+			scaleCommand(e),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}
