@@ -174,14 +174,22 @@ func (p *placer) hasRack(ids []string, rack string) bool {
 // target, ties by rendezvous score. A node is allowed when the shard has no
 // replica in its rack; with at least R racks one always is.
 func (p *placer) fill(s int) {
-	best, bestDef, bestScore := "", 0, uint64(0)
+	best, bestDef, bestScore, scored := "", 0, uint64(0), false
 	for _, n := range p.nodes {
-		if p.hasRack(p.shards[s], n.Rack) {
+		def := p.target[n.ID] - p.load[n.ID]
+		if best != "" && def < bestDef || p.hasRack(p.shards[s], n.Rack) {
 			continue
 		}
-		def, sc := p.target[n.ID]-p.load[n.ID], score(s, n.ID)
-		if best == "" || def > bestDef || def == bestDef && sc > bestScore {
-			best, bestDef, bestScore = n.ID, def, sc
+		if best == "" || def > bestDef {
+			best, bestDef, scored = n.ID, def, false
+			continue
+		}
+		// A tie: the rendezvous score decides (computed only for ties).
+		if !scored {
+			bestScore, scored = score(s, best), true
+		}
+		if sc := score(s, n.ID); sc > bestScore {
+			best, bestScore = n.ID, sc
 		}
 	}
 	p.shards[s] = append(p.shards[s], best)
