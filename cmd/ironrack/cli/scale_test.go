@@ -137,7 +137,7 @@ func TestScalePlan(t *testing.T) {
 	out = c.ok(append([]string{"-o", "json"}, plan("--headroom", "0")...)...)
 	var got struct {
 		Tiers []struct {
-			Tier                          string
+			Tier                         string
 			Current, Target, Add, Remove int
 		}
 		Classes []struct {
