@@ -41,15 +41,30 @@ const (
 	moduleOrder = "lib/modules/order"
 )
 
+// DiscoveryModules are the kernel modules the discovery environment loads,
+// leaves only: scripts/boot-artifacts adds their dependencies in load order
+// (depmod -b, modprobe --show-depends) and skips one the kernel package
+// lacks. The common server NICs (Intel e1000e, igb, ixgbe, i40e, ice;
+// Broadcom bnxt_en, tg3; Mellanox mlx5_core) and storage controllers (AHCI,
+// NVMe, MegaRAID, SAS3, SCSI disks), and virtio for virtual machines. The
+// script's default list is the same (TestBootArtifactsModules).
+var DiscoveryModules = []string{
+	"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi",
+	"e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "mlx5_core", "tg3",
+	"ahci", "nvme", "megaraid_sas", "mpt3sas", "sd_mod",
+}
+
 // Discovery builds the discovery environment into a boot server's data dir.
 type Discovery struct {
 	// DataDir is the boot server's data dir. Required.
 	DataDir string
 	// KernelDir is a scripts/boot-artifacts cache entry: vmlinuz (Debian's
 	// kernel from apt-get download + dpkg -x), VERSION (package and
-	// version) and initrd.img, the busybox stand-in whose lib/modules (the
-	// virtio modules and their load order from depmod/modprobe
-	// --show-depends) this build takes over. Required; KernelCache finds it.
+	// version), initrd.img, the busybox stand-in whose lib/modules (the
+	// modules of the entry's list and their load order from depmod/modprobe
+	// --show-depends) this build takes over, and modules.missing, the listed
+	// modules the kernel lacks. Required; KernelCache finds it for
+	// DiscoveryModules.
 	KernelDir string
 	// Agent is the static agent binary (cmd/ironrack-agent, CGO_ENABLED=0),
 	// which becomes /init. Required; BuildAgent builds it.
@@ -70,6 +85,9 @@ type Manifest struct {
 	Initrd  string   `json:"initrd,omitempty"`
 	Root    string   `json:"root,omitempty"`
 	Modules []string `json:"modules,omitempty"`
+	// ModulesMissing are the modules asked for that the kernel package
+	// does not have (scripts/boot-artifacts skipped them).
+	ModulesMissing []string `json:"modules_missing,omitempty"`
 	// Files are every file of the version with its size and sha256.
 	Files []File `json:"files"`
 }
@@ -116,6 +134,9 @@ func (d Discovery) Build(ctx context.Context) (Manifest, error) {
 	}
 
 	m := Manifest{Name: AgentImage, KernelPackage: strings.TrimSpace(string(pkg)), Kernel: KernelFile, Initrd: InitrdFile, Modules: order}
+	if b, err := os.ReadFile(filepath.Join(d.KernelDir, "modules.missing")); err == nil {
+		m.ModulesMissing = strings.Fields(string(b))
+	}
 	all := sha256.New()
 	for _, f := range []struct {
 		name string
@@ -280,14 +301,16 @@ func modulesFrom(initrd string) (map[string][]byte, []string, error) {
 	return mods, order, nil
 }
 
-// KernelCache runs scripts/boot-artifacts (script), which fetches Debian's
-// kernel with apt-get download and dpkg -x into its cache keyed by the
-// package version (reusing it when present), and returns the cache entry
-// for Discovery.KernelDir.
+// KernelCache runs scripts/boot-artifacts (script) for DiscoveryModules.
+// The script fetches Debian's kernel with apt-get download and dpkg -x into
+// its cache keyed by the package version and the module list (reusing the
+// entry when present), and KernelCache returns the entry for
+// Discovery.KernelDir.
 func KernelCache(ctx context.Context, script string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, script)
+	cmd.Env = append(os.Environ(), "IRONRACK_MODULES="+strings.Join(DiscoveryModules, " "))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

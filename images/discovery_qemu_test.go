@@ -46,11 +46,18 @@ func TestDiscoveryQEMU(t *testing.T) {
 	store := l.Store
 
 	vms := []vmSpec{
-		{MAC: "52:54:00:50:00:01", Serial: "AGENT-BIOS-1", MemMiB: 2048, CPUs: 2, DiskGB: 3},
-		{MAC: "52:54:00:50:00:02", Serial: "AGENT-UEFI-2", UEFI: true, MemMiB: 1024, CPUs: 1, DiskGB: 2},
+		// A rotational SATA disk on AHCI and an e1000e NIC besides the
+		// virtio ones: the real-hardware drivers load, in dependency order.
+		{MAC: "52:54:00:50:00:01", Serial: "AGENT-BIOS-1", MemMiB: 2048, CPUs: 2, DiskGB: 3,
+			UUID: "6a1c58f2-0b7e-4d1a-9f3c-2e5b8d7c4a01", SATAModel: "IRONRACK HDD", SATARPM: 7200,
+			ExtraNIC: "e1000e", ExtraMAC: "52:54:00:50:10:01"},
+		{MAC: "52:54:00:50:00:02", Serial: "AGENT-UEFI-2", UEFI: true, MemMiB: 1024, CPUs: 1, DiskGB: 2,
+			UUID: "6a1c58f2-0b7e-4d1a-9f3c-2e5b8d7c4a02"},
 		// Known and set to commissioning: it boots the agent in commission
-		// mode, which runs the hardware checks before it reports.
-		{MAC: "52:54:00:50:00:03", Serial: "AGENT-COMM-3", MemMiB: 1024, CPUs: 1, DiskGB: 1, Commissioning: true},
+		// mode, which runs the hardware checks (both disks read) before it
+		// reports.
+		{MAC: "52:54:00:50:00:03", Serial: "AGENT-COMM-3", MemMiB: 1024, CPUs: 1, DiskGB: 1, Commissioning: true,
+			SATAModel: "IRONRACK SSD", SATARPM: 1},
 	}
 	for _, v := range vms {
 		if !v.Commissioning {
@@ -66,7 +73,8 @@ func TestDiscoveryQEMU(t *testing.T) {
 	}
 	consoles := make([]string, len(vms))
 	for i, v := range vms {
-		consoles[i] = l.Start(lab.VMSpec{MAC: v.MAC, Serial: v.Serial, UEFI: v.UEFI, MemMiB: v.MemMiB, CPUs: v.CPUs, DiskGB: v.DiskGB}).SerialLog
+		consoles[i] = l.Start(lab.VMSpec{MAC: v.MAC, Serial: v.Serial, UEFI: v.UEFI, MemMiB: v.MemMiB, CPUs: v.CPUs, DiskGB: v.DiskGB,
+			UUID: v.UUID, SATAModel: v.SATAModel, SATARPM: v.SATARPM, ExtraNIC: v.ExtraNIC, ExtraMAC: v.ExtraMAC}).SerialLog
 	}
 	deadline := time.Now().Add(300 * time.Second)
 	for i, v := range vms {
@@ -90,7 +98,8 @@ func TestDiscoveryQEMU(t *testing.T) {
 			}
 			all := strings.Join(lines, "\n")
 			t.Logf("%s history:\n%s", v.MAC, all)
-			for _, want := range []string{"boot agent commission", "agent commission: started", "agent commission: done: 3 checks passed"} {
+			checks := fmt.Sprintf("agent commission: done: %d checks passed", len(m.Disks)+2) // each disk, link, memory
+			for _, want := range []string{"boot agent commission", "agent commission: started", checks} {
 				if !strings.Contains(all, want) {
 					t.Errorf("%s: history lacks %q:\n%s", v.MAC, want, all)
 				}
@@ -101,19 +110,18 @@ func TestDiscoveryQEMU(t *testing.T) {
 				t.Errorf("%s: console lacks %q:\n%s", v.MAC, want, lab.Tail(string(console), 30))
 			}
 		}
-		want := "bios"
-		if v.UEFI {
-			want = "uefi"
-		}
-		if !bytes.Contains(console, []byte(`"firmware":"`+want+`"`)) {
-			t.Errorf("%s: console's facts lack firmware %s:\n%s", v.MAC, want, lab.Tail(string(console), 30))
-		}
 	}
 }
 
 type vmSpec struct {
 	MAC, Serial string
 	UEFI        bool
+	UUID        string
+	// SATAModel adds an AHCI disk (sda) with SATARPM (1: solid state).
+	SATAModel string
+	SATARPM   int
+	// ExtraNIC adds a NIC of that QEMU model with ExtraMAC.
+	ExtraNIC, ExtraMAC string
 	// Commissioning: the machine is enlisted and set to commissioning first.
 	Commissioning bool
 	MemMiB        int
@@ -155,24 +163,50 @@ func checkFacts(t *testing.T, v vmSpec, m *inventory.Machine) {
 	if m.MemGB != v.MemMiB/1024 {
 		t.Errorf("%s: mem_gb %d, want %d (-m %d)", v.MAC, m.MemGB, v.MemMiB/1024, v.MemMiB)
 	}
-	var disk int64
+	disks := map[string]inventory.Disk{}
 	for _, d := range m.Disks {
-		if d.Name == "vda" {
-			disk = d.SizeBytes
+		disks[d.Name] = d
+	}
+	// virtio-blk has no model in sysfs, and Linux calls it rotational.
+	if d := disks["vda"]; d.SizeBytes != int64(v.DiskGB)<<30 || d.Model != "" || !d.Rotational {
+		t.Errorf("%s: disk vda %+v, want %d bytes (-drive), no model, rotational; disks %+v", v.MAC, d, int64(v.DiskGB)<<30, m.Disks)
+	}
+	wantDisks := 1
+	if v.SATAModel != "" {
+		wantDisks++
+		if d := disks["sda"]; d.SizeBytes != 64<<20 || d.Model != v.SATAModel || d.Rotational != (v.SATARPM != 1) {
+			t.Errorf("%s: disk sda %+v, want 64 MiB, model %q, rotational %v (ide-hd rotation_rate=%d)", v.MAC, d, v.SATAModel, v.SATARPM != 1, v.SATARPM)
 		}
 	}
-	if disk != int64(v.DiskGB)<<30 {
-		t.Errorf("%s: disk vda %d bytes, want %d (-drive); disks %+v", v.MAC, disk, int64(v.DiskGB)<<30, m.Disks)
+	if len(m.Disks) != wantDisks {
+		t.Errorf("%s: %d disks %+v, want %d", v.MAC, len(m.Disks), m.Disks, wantDisks)
 	}
-	found := false
+	nics := map[string]inventory.NIC{}
 	for _, n := range m.NICs {
-		found = found || n.MAC == v.MAC
+		nics[n.MAC] = n
 	}
-	if !found {
-		t.Errorf("%s: not among the machine's NICs %+v", v.MAC, m.NICs)
+	if n, ok := nics[v.MAC]; !ok || n.Driver != "virtio_net" || !n.Primary {
+		t.Errorf("%s: boot NIC %+v (found %v), want primary, driver virtio_net; NICs %+v", v.MAC, n, ok, m.NICs)
+	}
+	if v.ExtraNIC != "" {
+		if n, ok := nics[v.ExtraMAC]; !ok || n.Driver != v.ExtraNIC {
+			t.Errorf("%s: NIC %s %+v (found %v), want driver %s; NICs %+v", v.MAC, v.ExtraMAC, n, ok, v.ExtraNIC, m.NICs)
+		}
 	}
 	if m.Vendor != "QEMU" {
 		t.Errorf("%s: vendor %q, want QEMU (SMBIOS type 1)", v.MAC, m.Vendor)
 	}
+	if m.CPUModel == "" {
+		t.Errorf("%s: no cpu_model", v.MAC)
+	}
+	wantFW := inventory.FirmwareBIOS
+	if v.UEFI {
+		wantFW = inventory.FirmwareUEFI
+	}
+	if m.Firmware != wantFW {
+		t.Errorf("%s: firmware %q, want %q", v.MAC, m.Firmware, wantFW)
+	}
+	if m.UUID != v.UUID {
+		t.Errorf("%s: uuid %q, want %q (-smbios type=1,uuid=; none given reads as unset)", v.MAC, m.UUID, v.UUID)
+	}
 }
-

@@ -102,6 +102,16 @@ func TestInventoryFactsAndDrift(t *testing.T) {
 	if got, _ = st.Get(ctx, id); len(got.Drift) != 0 {
 		t.Errorf("matching report left drift %+v", got.Drift)
 	}
+
+	// Facts the inventory cannot take (no serial) are noted, not retried:
+	// the agent's deploy or wipe goes on.
+	noSerial := richFacts(mac.String())
+	noSerial.Serial = ""
+	report(noSerial)
+	h, _ = st.History(ctx, id)
+	if last := h[len(h)-1]; last.What != "facts" || !strings.Contains(last.Why, "not compared with the record: serial: is empty") {
+		t.Errorf("last history entry %+v", last)
+	}
 }
 
 // TestInventoryCommissionFailed (real Consul): a failed commission event

@@ -344,6 +344,11 @@ func (a *Inventory) recordFacts(ctx context.Context, id string, f *httpboot.Fact
 			"cpu_cores", facts.CPUCores, "mem_gb", facts.MemGB, "disks", len(facts.Disks))
 		return nil
 	}
+	if err := facts.Validate(); err != nil {
+		// Not retryable, and not worth failing the agent's deploy or wipe
+		// over: the history says why the report was not compared.
+		return a.Store.NoteBoot(ctx, id, "facts", fmt.Sprintf("agent facts in state %s not compared with the record: %v", m.State, err))
+	}
 	m, err = a.Store.RecordDrift(ctx, id, facts, inventory.Change{
 		Who: bootServer, Why: fmt.Sprintf("agent facts in state %s", m.State),
 	})

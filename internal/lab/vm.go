@@ -30,6 +30,17 @@ type VMSpec struct {
 	// the network boot) instead of ending QEMU (-no-reboot). Machines under
 	// a BMC (AttachBMC) reboot; started ones do not by default.
 	Reboot bool
+	// UUID sets the SMBIOS system UUID (-smbios type=1,uuid=); if empty,
+	// QEMU's default (all zeros, which the agent reports as unset).
+	UUID string
+	// SATAModel, if set, adds a 64 MiB SATA disk on an AHCI controller
+	// (sda; the ahci, libata and sd_mod modules) with this model and
+	// SATARPM as its rotation rate (1: solid state; 7200: rotational).
+	SATAModel string
+	SATARPM   int
+	// ExtraNIC, if set, adds a NIC of this QEMU model (e.g. "e1000e") with
+	// MAC ExtraMAC, on no network and without a boot ROM.
+	ExtraNIC, ExtraMAC string
 }
 
 // VM is one QEMU (TCG) machine on its own tap on the bridge. Its disk is a
@@ -67,6 +78,14 @@ func (l *Lab) NewVM(spec VMSpec) *VM {
 	if err := os.Truncate(v.Disk, int64(spec.DiskGB)<<30); err != nil {
 		l.T.Fatal(err)
 	}
+	if spec.SATAModel != "" {
+		if err := os.WriteFile(v.Disk+".sata", nil, 0o644); err != nil {
+			l.T.Fatal(err)
+		}
+		if err := os.Truncate(v.Disk+".sata", 64<<20); err != nil {
+			l.T.Fatal(err)
+		}
+	}
 	l.T.Cleanup(v.Stop)
 	return v
 }
@@ -89,6 +108,17 @@ func (v *VM) argv() []string {
 		"-netdev", "tap,id=n0,ifname=" + v.tap + ",script=no,downscript=no",
 		"-drive", "file=" + v.Disk + ",format=raw,if=virtio",
 		"-smbios", "type=1,serial=" + s.Serial}
+	if s.UUID != "" {
+		argv[len(argv)-1] += ",uuid=" + s.UUID
+	}
+	if s.SATAModel != "" {
+		argv = append(argv, "-device", "ahci,id=ahci0",
+			"-drive", "file="+v.Disk+".sata,format=raw,if=none,id=sata0",
+			"-device", fmt.Sprintf("ide-hd,drive=sata0,bus=ahci0.0,model=%s,rotation_rate=%d", s.SATAModel, s.SATARPM))
+	}
+	if s.ExtraNIC != "" {
+		argv = append(argv, "-device", s.ExtraNIC+",mac="+s.ExtraMAC+",romfile=")
+	}
 	nic := "virtio-net-pci,netdev=n0,mac=" + s.MAC
 	if s.NoROM {
 		nic += ",romfile="

@@ -78,7 +78,7 @@ func imagesCommand(e *env) *cli.Command {
 				Usage:     "build the agent's kernel and initramfs into DATA/images/agent/<version>/, point current at it, and register it",
 				UsageText: "ironrack images build discovery [--data-dir DIR] [--kernel-dir DIR] [--agent FILE] [--source DIR]",
 				Description: "The kernel is Debian's, fetched and cached by scripts/boot-artifacts (apt-get download + dpkg -x),\n" +
-					"which also derives the virtio modules' load order. The initramfs holds the Go agent\n" +
+					"which also derives the load order of the NIC, storage and virtio modules (images.DiscoveryModules).\nThe initramfs holds the Go agent\n" +
 					"(cmd/ironrack-agent) as /init. `ironrack serve` boots unknown and new machines into it.",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "the boot server's data dir (as for serve)"},
