@@ -71,6 +71,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			serveCommand(e),
 			imagesCommand(e),
 			scaleCommand(e),
+			deployCommand(e),
+			releaseCommand(e),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}

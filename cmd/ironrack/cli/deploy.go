@@ -1,0 +1,293 @@
+package cli
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+
+	"github.com/ironrack/ironrack/ipmi"
+	"github.com/ironrack/ironrack/provision"
+)
+
+// workflowFlags are the flags deploy and release share.
+func workflowFlags(timeout time.Duration) []cli.Flag {
+	return append(selectionFlags(),
+		&cli.BoolFlag{Name: "all", Usage: "every machine in the inventory"},
+		&cli.BoolFlag{Name: "allow-reboot", Usage: "power-cycle machines that are on (otherwise they fail before anything changes)"},
+		&cli.DurationFlag{Name: "timeout", Value: timeout, Usage: "how long to wait for every machine's result"},
+		&cli.DurationFlag{Name: "bmc-timeout", Value: 5 * time.Second, Usage: "deadline of each BMC call"},
+		&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: fmt.Sprintf("do not ask before changing more than %d machines", confirmAbove)},
+		reasonFlag(),
+	)
+}
+
+func deployCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "deploy",
+		Usage:     "write an OS image to machines and boot them into it (cloud-init NoCloud from the boot server)",
+		ArgsUsage: "[ID|SERIAL|MAC...]",
+		Description: "Select machines by ID, serial or MAC, or with --where/--rack/--state/--tier/--all.\n" +
+			"Each must be ready (it is claimed for --owner) or allocated to --owner, and off unless\n" +
+			"--allow-reboot. Each is set to network boot and powered on through its BMC; the agent\n" +
+			"streams the image to the first disk that fits, verifies its sha256 while writing, and\n" +
+			"reboots into it. The command waits for every machine (--timeout) and exits non-zero if\n" +
+			"any failed; the failed step is in the table and in the machine's history.",
+		Flags: append(workflowFlags(30*time.Minute),
+			&cli.StringFlag{Name: "image", Required: true, Usage: "image as NAME or NAME:VERSION (ironrack images list)"},
+			&cli.StringFlag{Name: "user-data", Usage: "cloud-init user-data file (#cloud-config or a script), applied after ironrack's own"},
+			&cli.StringSliceFlag{Name: "ssh-key", Usage: "authorized_keys file for the deployed OS (repeatable)"},
+			&cli.StringFlag{Name: "hostname-prefix", Usage: "host names PREFIX-1, PREFIX-2, … in machine ID order (default: the machine ID)"},
+			&cli.StringFlag{Name: "owner", Usage: "who claims the machines (default: $USER@host)"},
+			&cli.StringFlag{Name: "role", Usage: "tier role passed to cloud-init (/etc/ironrack/role)"},
+			&cli.StringFlag{Name: "consul-join", Usage: "Consul address the deployed OS's agent joins (HOST[:PORT])"},
+		),
+		Action: func(c *cli.Context) error {
+			name, version, _ := strings.Cut(c.String("image"), ":")
+			if name == "" {
+				return fmt.Errorf("--image %q: want NAME or NAME:VERSION", c.String("image"))
+			}
+			req := provision.DeployRequest{
+				Owner: c.String("owner"), Image: name, Version: version,
+				HostnamePrefix: c.String("hostname-prefix"), Role: c.String("role"), ConsulJoin: c.String("consul-join"),
+				AllowReboot: c.Bool("allow-reboot"), Timeout: c.Duration("timeout"), Reason: c.String("reason"),
+			}
+			if req.Owner == "" {
+				req.Owner = defaultOwner()
+			}
+			if f := c.String("user-data"); f != "" {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					return fmt.Errorf("--user-data: %w", err)
+				}
+				req.UserData = string(b)
+			}
+			for _, f := range c.StringSlice("ssh-key") {
+				keys, err := readKeys(f)
+				if err != nil {
+					return err
+				}
+				req.SSHKeys = append(req.SSHKeys, keys...)
+			}
+			return e.workflowRun(c, func(d *provision.Deployer, ids []string, prog func(provision.Event)) []provision.Result {
+				req.Progress = prog
+				return d.Deploy(c.Context, ids, req)
+			})
+		},
+	}
+}
+
+func releaseCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "release",
+		Usage:     "wipe deployed machines and return them (and allocated ones) to the pool",
+		ArgsUsage: "[ID|SERIAL|MAC...]",
+		Description: "An allocated machine goes back to ready at once. A deployed machine (or one whose deploy\n" +
+			"or wipe failed) is set to network boot and powered on (cycled with --allow-reboot when\n" +
+			"it is on); the agent clears the partition tables and file system signatures of every\n" +
+			"disk, reports, and powers off; the machine is then ready.",
+		Flags: workflowFlags(20 * time.Minute),
+		Action: func(c *cli.Context) error {
+			return e.workflowRun(c, func(d *provision.Deployer, ids []string, prog func(provision.Event)) []provision.Result {
+				return d.Release(c.Context, ids, provision.ReleaseRequest{AllowReboot: c.Bool("allow-reboot"), Timeout: c.Duration("timeout"),
+					Reason: c.String("reason"), Progress: prog})
+			})
+		},
+	}
+}
+
+func defaultOwner() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	return name + "@" + host
+}
+
+// readKeys reads an authorized_keys file: one key a line, comments and
+// blank lines skipped.
+func readKeys(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--ssh-key: %w", err)
+	}
+	var keys []string
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && !strings.HasPrefix(line, "#") {
+			keys = append(keys, line)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("--ssh-key %s: no key in the file", path)
+	}
+	return keys, nil
+}
+
+// workflowRun is the shell of deploy and release: select, confirm, run with
+// progress, print the summary, and fail if any machine failed.
+func (e *env) workflowRun(c *cli.Context, run func(*provision.Deployer, []string, func(provision.Event)) []provision.Result) error {
+	if err := flagsFirst(c); err != nil {
+		return err
+	}
+	name := commandPath(c)
+	if c.Duration("timeout") <= 0 || c.Duration("bmc-timeout") <= 0 {
+		return fmt.Errorf("%s: --timeout and --bmc-timeout want positive durations", name)
+	}
+	sel, s, err := e.selectMachines(c)
+	if err != nil {
+		return err
+	}
+	if len(sel) == 0 {
+		return fmt.Errorf("%s: no machine matches", name)
+	}
+	if len(sel) > confirmAbove && !c.Bool("yes") {
+		if err := e.confirm(fmt.Sprintf("%s: this changes %d machines. Continue? [y/N] ", name, len(sel))); err != nil {
+			return fmt.Errorf("%s: %d machines selected (more than %d): %w", name, len(sel), confirmAbove, err)
+		}
+	}
+	cat, err := catalog(c)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(sel))
+	for i, x := range sel {
+		ids[i] = x.Machine.ID
+	}
+	d := &provision.Deployer{
+		Store:  s,
+		Images: cat,
+		Logger: e.log,
+		Fleet: &provision.Fleet{
+			Inventory:  s,
+			Controller: &ipmi.Controller{Logger: e.log, Timeout: c.Duration("bmc-timeout")},
+			Logger:     e.log,
+			Bulk:       ipmi.BulkOptions{CallTimeout: c.Duration("bmc-timeout")},
+		},
+	}
+	p := e.workflowProgress(name, ids)
+	out := run(d, ids, p.event)
+	p.finish()
+	if err := e.printResults(out); err != nil {
+		return err
+	}
+	var failed []string
+	for _, r := range out {
+		if !r.OK() {
+			failed = append(failed, r.Machine+" "+r.Step)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%s: %d of %d machines failed: %s", name, len(failed), len(out), strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// workflowProgress shows one bar on a terminal (each machine counts 100,
+// its agent's percent), or a line per event elsewhere, both on stderr.
+type workflowProgress struct {
+	mu   sync.Mutex
+	bar  *progressbar.ProgressBar
+	w    io.Writer
+	name string
+	pct  map[string]int
+}
+
+func (e *env) workflowProgress(name string, ids []string) *workflowProgress {
+	p := &workflowProgress{w: e.stderr, name: name, pct: map[string]int{}}
+	if isTerminal(e.stderr) {
+		p.bar = progressbar.NewOptions(100*len(ids),
+			progressbar.OptionSetWriter(e.stderr),
+			progressbar.OptionSetDescription(name),
+			progressbar.OptionSetElapsedTime(true),
+			progressbar.OptionShowDescriptionAtLineEnd(),
+			progressbar.OptionClearOnFinish(),
+			progressbar.OptionThrottle(100*time.Millisecond),
+		)
+	}
+	return p
+}
+
+func (p *workflowProgress) event(ev provision.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pct := p.pct[ev.Machine]
+	switch {
+	case ev.Percent >= 0:
+		pct = max(pct, ev.Percent)
+	case ev.State == "deployed" || ev.State == "ready" || strings.HasPrefix(string(ev.State), "failed_"):
+		pct = 100
+	}
+	delta := pct - p.pct[ev.Machine]
+	p.pct[ev.Machine] = pct
+	if p.bar != nil {
+		p.bar.Describe(fmt.Sprintf("%s %s: %s", p.name, ev.Machine, ev.What))
+		_ = p.bar.Add(delta)
+		return
+	}
+	msg := ev.What
+	if ev.Message != "" {
+		msg += ": " + ev.Message
+	}
+	fmt.Fprintf(p.w, "%s %s [%s] %s\n", p.name, ev.Machine, ev.State, msg)
+}
+
+func (p *workflowProgress) finish() {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+	}
+}
+
+var resultColumns = []string{"machine", "hostname", "action", "state", "result", "step", "elapsed", "detail"}
+
+func resultRow(r provision.Result) []string {
+	res := r.Result
+	if !r.OK() {
+		res = "failed"
+	}
+	detail := strings.TrimPrefix(r.Error, "machine "+r.Machine+": ")
+	step := r.Step
+	return []string{r.Machine, r.Hostname, r.Action, string(r.State), res, step, r.Elapsed.Round(100 * time.Millisecond).String(), detail}
+}
+
+// printResults writes the summary of deploy or release.
+func (e *env) printResults(out []provision.Result) error {
+	switch e.format {
+	case "json":
+		if out == nil {
+			out = []provision.Result{}
+		}
+		return writeJSON(e.stdout, out)
+	case "csv":
+		cw := csv.NewWriter(e.stdout)
+		cw.Write(resultColumns)
+		for _, r := range out {
+			cw.Write(resultRow(r))
+		}
+		cw.Flush()
+		return cw.Error()
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.ToUpper(strings.Join(resultColumns, "\t")))
+	ok := 0
+	for _, r := range out {
+		fmt.Fprintln(tw, strings.Join(resultRow(r), "\t"))
+		if r.OK() {
+			ok++
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%d ok, %d failed\n", ok, len(out)-ok)
+	return nil
+}
