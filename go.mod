@@ -91,6 +91,6 @@ require (
 	github.com/u-root/u-root v0.15.0 // indirect
 	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/tools v0.51.0 // indirect
-	gopkg.in/yaml.v3 v3.0.1 // indirect
+	gopkg.in/yaml.v3 v3.0.1
 	mvdan.cc/sh/v3 v3.11.0 // indirect
 )

@@ -81,9 +81,12 @@ type Manifest struct {
 	KernelPackage string `json:"kernel_package,omitempty"`
 	// Kernel, Initrd and Root name the version's files by role; a role
 	// the image does not have is empty (the discovery image has no root).
-	Kernel  string   `json:"kernel,omitempty"`
-	Initrd  string   `json:"initrd,omitempty"`
-	Root    string   `json:"root,omitempty"`
+	Kernel string `json:"kernel,omitempty"`
+	Initrd string `json:"initrd,omitempty"`
+	Root   string `json:"root,omitempty"`
+	// Cmdline is the kernel command line of an image that boots a
+	// network kernel with its root on the local disk (the cmdline file).
+	Cmdline string   `json:"cmdline,omitempty"`
 	Modules []string `json:"modules,omitempty"`
 	// ModulesMissing are the modules asked for that the kernel package
 	// does not have (scripts/boot-artifacts skipped them).

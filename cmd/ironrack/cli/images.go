@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/ironrack/ironrack/images"
+	"github.com/ironrack/ironrack/internal/consuldev"
 )
 
 // imagesCommand is `ironrack images`: building what machines boot.
@@ -42,13 +46,13 @@ func imagesCommand(e *env) *cli.Command {
 					enc.SetIndent("", "  ")
 					return enc.Encode(ms)
 				}
-				fmt.Fprintf(e.stdout, "%-10s %-26s %-40s %s\n", "NAME", "VERSION", "KERNEL PACKAGE", "FILES")
+				fmt.Fprintf(e.stdout, "%-10s %-26s %-18s %-40s %s\n", "NAME", "VERSION", "ROLES", "KERNEL PACKAGE", "FILES")
 				for _, m := range ms {
 					var files []string
 					for _, f := range m.Files {
 						files = append(files, fmt.Sprintf("%s(%d)", f.Name, f.Size))
 					}
-					fmt.Fprintf(e.stdout, "%-10s %-26s %-40s %s\n", m.Name, m.Version, m.KernelPackage, strings.Join(files, " "))
+					fmt.Fprintf(e.stdout, "%-10s %-26s %-18s %-40s %s\n", m.Name, m.Version, roles(m), m.KernelPackage, strings.Join(files, " "))
 				}
 				return nil
 			},
@@ -71,9 +75,45 @@ func imagesCommand(e *env) *cli.Command {
 				return nil
 			},
 		}, {
+			Name:      "add",
+			Usage:     "register an externally built image: copy its files into DATA/images/NAME/VERSION/ and record it",
+			ArgsUsage: "NAME",
+			UsageText: "ironrack images add NAME --version V --root FILE [--kernel FILE [--initrd FILE] [--cmdline S]] [--data-dir DIR]",
+			Description: "--root is the disk image the agent streams onto the machine's disk. With --kernel, deployed machines\n" +
+				"boot that kernel from the network with their root on the local disk (as images build debian does);\n" +
+				"without it, --root carries its own boot loader and machines boot their local disk.",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "the boot server's data dir (as for serve)"},
+				&cli.StringFlag{Name: "version", Usage: "the image version (required)"},
+				&cli.StringFlag{Name: "root", Usage: "the disk image file (required)"},
+				&cli.StringFlag{Name: "kernel", Usage: "a kernel to boot from the network"},
+				&cli.StringFlag{Name: "initrd", Usage: "its initramfs (needs --kernel)"},
+				&cli.StringFlag{Name: "cmdline", Usage: "its command line (needs --kernel; default root=LABEL=ironrack-root ro ...)"},
+			},
+			Action: func(c *cli.Context) error {
+				// NAME may come first (images add NAME --version V ...): the
+				// flags after it are parsed here.
+				v, args, err := flagsAfterArgs(c, "data-dir", "version", "root", "kernel", "initrd", "cmdline")
+				if err != nil {
+					return fmt.Errorf("images add: %w", err)
+				}
+				if len(args) != 1 {
+					return fmt.Errorf("images add: want exactly one NAME, got %d arguments %q (the flags give the rest)", len(args), args)
+				}
+				if v["version"] == "" {
+					return errors.New("images add: --version is required")
+				}
+				m, err := images.External{DataDir: v["data-dir"], Name: args[0], Version: v["version"],
+					Root: v["root"], Kernel: v["kernel"], Initrd: v["initrd"], Cmdline: v["cmdline"]}.Add(c.Context)
+				if err != nil {
+					return err
+				}
+				return registerAndPrint(c, e, m, filepath.Join(v["data-dir"], "images", m.Name, m.Version), "added")
+			},
+		}, {
 			Name:  "build",
 			Usage: "build an image into the boot server's data dir",
-			Subcommands: []*cli.Command{{
+			Subcommands: []*cli.Command{debianCommand(e), {
 				Name:      "discovery",
 				Usage:     "build the agent's kernel and initramfs into DATA/images/agent/<version>/, point current at it, and register it",
 				UsageText: "ironrack images build discovery [--data-dir DIR] [--kernel-dir DIR] [--agent FILE] [--source DIR]",
@@ -173,4 +213,144 @@ func sourceTree() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// roles names the manifest's files by role, e.g. "kernel,initrd,root".
+func roles(m images.Manifest) string {
+	var r []string
+	for _, x := range []struct{ role, file string }{{"kernel", m.Kernel}, {"initrd", m.Initrd}, {"root", m.Root}} {
+		if x.file != "" {
+			r = append(r, x.role)
+		}
+	}
+	if len(r) == 0 {
+		return "-"
+	}
+	return strings.Join(r, ",")
+}
+
+// registerAndPrint records m in the catalog and prints it (json: the
+// manifest; table: a line per file).
+func registerAndPrint(c *cli.Context, e *env, m images.Manifest, dir, verb string) error {
+	cat, err := catalog(c)
+	if err == nil {
+		err = cat.Register(c.Context, m)
+	}
+	if err != nil {
+		return fmt.Errorf("images: %s %s/%s into %s, but did not register it (rerun once Consul answers): %w", verb, m.Name, m.Version, dir, err)
+	}
+	if e.format == "json" {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(m)
+	}
+	fmt.Fprintf(e.stdout, "%s %s/%s in %s\n", verb, m.Name, m.Version, dir)
+	for _, f := range m.Files {
+		fmt.Fprintf(e.stdout, "  %-11s %10d bytes  sha256 %s\n", f.Name, f.Size, f.SHA256)
+	}
+	return nil
+}
+
+// debianCommand is `ironrack images build debian`.
+func debianCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "debian",
+		Usage:     "build the Debian OS image (debootstrap) into DATA/images/debian/<version>/ and register it",
+		UsageText: "ironrack images build debian [--data-dir DIR] [--suite S] [--mirror URL] [--cache-dir DIR] [--kernel-dir DIR] [--consul FILE]",
+		Description: "debootstrap --variant=minbase plus openssh-server, cloud-init, udev, dbus and ifupdown, cached in --cache-dir\n" +
+			"by suite and package list; the pinned consul binary; packed with mkfs.ext4 -d into root.img (label\n" +
+			"ironrack-root). Deployed machines boot Debian's kernel (vmlinuz) and a busybox initrd.img from the network\n" +
+			"with the command line in cmdline, their root on the local disk. See docs/images.md.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "the boot server's data dir (as for serve)"},
+			&cli.StringFlag{Name: "suite", Value: "bookworm", Usage: "the Debian release"},
+			&cli.StringFlag{Name: "mirror", Usage: "the Debian mirror (default: the one this machine's apt uses)"},
+			&cli.StringFlag{Name: "cache-dir", Usage: "where debootstrap trees are cached (default ~/.cache/ironrack/images)"},
+			&cli.StringFlag{Name: "kernel-dir", Usage: "a scripts/boot-artifacts cache entry (default: run --source's scripts/boot-artifacts)"},
+			&cli.StringFlag{Name: "consul", Usage: "the consul binary to carry (default: the pinned one scripts/setup built)"},
+			&cli.StringFlag{Name: "source", Usage: "the ironrack source tree (default: the one containing the working directory)"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("images build debian: unexpected argument %q (all settings are flags)", c.Args().First())
+			}
+			mirror := c.String("mirror")
+			if mirror == "" {
+				var err error
+				if mirror, err = images.AptMirror("/"); err != nil {
+					return fmt.Errorf("images build debian: %w", err)
+				}
+			}
+			cache := c.String("cache-dir")
+			if cache == "" {
+				var err error
+				if cache, err = images.DefaultCacheDir(); err != nil {
+					return fmt.Errorf("images build debian: %w", err)
+				}
+			}
+			kdir := c.String("kernel-dir")
+			if kdir == "" {
+				src := c.String("source")
+				if src == "" {
+					var err error
+					if src, err = sourceTree(); err != nil {
+						return fmt.Errorf("images build debian: %w; run it inside the ironrack source tree, or give --source or --kernel-dir", err)
+					}
+				}
+				var err error
+				e.log.Info("images: fetching or reusing the kernel", "script", filepath.Join(src, "scripts", "boot-artifacts"))
+				if kdir, err = images.KernelCache(c.Context, filepath.Join(src, "scripts", "boot-artifacts")); err != nil {
+					return fmt.Errorf("images build debian: %w", err)
+				}
+			}
+			consul := c.String("consul")
+			if consul == "" {
+				var err error
+				if consul, err = consuldev.Binary(); err != nil {
+					return fmt.Errorf("images build debian: %w; or give --consul", err)
+				}
+			}
+			start := time.Now()
+			b, err := images.Debian{DataDir: c.String("data-dir"), CacheDir: cache, Suite: c.String("suite"), Mirror: mirror,
+				KernelDir: kdir, Consul: consul, Logger: e.log}.Build(c.Context)
+			if err != nil {
+				return err
+			}
+			e.log.Info("images: debian built", "version", b.Manifest.Version, "tree_cached", b.TreeCached, "reused", b.Reused,
+				"took", time.Since(start).Round(100*time.Millisecond))
+			return registerAndPrint(c, e, b.Manifest, b.Dir, "built")
+		},
+	}
+}
+
+// flagsAfterArgs returns the named string flags' values and the positional
+// arguments, also parsing flags that follow a positional argument (urfave
+// stops at the first one): `images add NAME --version V` reads like the
+// other commands' examples.
+func flagsAfterArgs(c *cli.Context, names ...string) (map[string]string, []string, error) {
+	vals := map[string]string{}
+	fs := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	ptrs := map[string]*string{}
+	for _, n := range names {
+		vals[n] = c.String(n)
+		ptrs[n] = fs.String(n, vals[n], "")
+	}
+	var pos []string
+	rest := c.Args().Slice()
+	for len(rest) > 0 {
+		if !strings.HasPrefix(rest[0], "-") {
+			pos = append(pos, rest[0])
+			rest = rest[1:]
+			continue
+		}
+		if err := fs.Parse(rest); err != nil {
+			return nil, nil, err
+		}
+		rest = fs.Args()
+	}
+	for n, p := range ptrs {
+		vals[n] = *p
+	}
+	return vals, pos, nil
 }

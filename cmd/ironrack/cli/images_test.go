@@ -88,3 +88,51 @@ func TestImagesBuildDiscovery(t *testing.T) {
 		t.Errorf("rm twice: %v, want not found", err)
 	}
 }
+
+// TestImagesAdd registers an external image with `images add` in a real
+// Consul, lists it with its roles, and checks the flag errors.
+func TestImagesAdd(t *testing.T) {
+	c := newCLI(t)
+	src := t.TempDir()
+	root := filepath.Join(src, "disk.raw")
+	kernel := filepath.Join(src, "bzImage")
+	bz := make([]byte, 4096)
+	copy(bz[0x202:], "HdrS")
+	for p, b := range map[string][]byte{root: []byte(strings.Repeat("r", 5000)), kernel: bz} {
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := t.TempDir()
+	out, _, err := c.run("", "-o", "json", "images", "add", "custom", "--data-dir", data, "--version", "7", "--root", root,
+		"--kernel", kernel, "--cmdline", "root=LABEL=ironrack-root ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m images.Manifest
+	if err := json.Unmarshal([]byte(out), &m); err != nil || m.Name != "custom" || m.Version != "7" || m.Root != "root.img" || m.Kernel != "vmlinuz" {
+		t.Fatalf("add output: %v\n%s", err, out)
+	}
+	for _, f := range []string{"root.img", "vmlinuz", "cmdline", "SHA256SUMS", "manifest.json"} {
+		if _, err := os.Stat(filepath.Join(data, "images", "custom", "7", f)); err != nil {
+			t.Error(err)
+		}
+	}
+	out, _, err = c.run("", "images", "list")
+	if err != nil || !strings.Contains(out, "ROLES") || !strings.Contains(out, "kernel,root") {
+		t.Errorf("images list: %v\n%s", err, out)
+	}
+	for args, want := range map[string]string{
+		"images add custom --version 7 --root " + root:                  "custom/7 already exists",
+		"images add custom --root " + root:                              "--version is required",
+		"images add custom --version 8":                                 "--root FILE is required",
+		"images add custom --version 8 --root " + src + "/nope":         "--root: stat " + src + "/nope",
+		"images add --version 8 --root " + root:                         "want exactly one NAME",
+		"images add custom --version 8 --root " + root + " --cmdline x": "--cmdline needs --kernel",
+	} {
+		_, _, err := c.run("", strings.Fields(args+" --data-dir "+data)...)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q", args, err, want)
+		}
+	}
+}

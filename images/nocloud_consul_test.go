@@ -1,0 +1,197 @@
+package images_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/consul/api"
+
+	"github.com/ironrack/ironrack/images"
+	"github.com/ironrack/ironrack/internal/consuldev"
+	"github.com/ironrack/ironrack/inventory"
+)
+
+// TestNoCloudConsulAgent tests the Consul node decision against real
+// Consul: a machine enlisted in the inventory (an external node named by
+// its ID) and a client agent run from the config files NoCloud renders for
+// that machine (only the loopback addresses, ports and data dir
+// overridden), joined to the same dev server. After the agent has synced
+// its node, service and check (the check passing), the inventory node's
+// meta and address are unchanged, and the agent's own node carries the
+// machine ID and role.
+func TestNoCloudConsulAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs a real consul agent; skipped under -short")
+	}
+	ctx := context.Background()
+	server, err := consuldev.Start(ctx, consuldev.Options{Bind: "127.0.30.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Stop() })
+	client, err := api.NewClient(&api.Config{Address: server.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := inventory.New(client, inventory.Config{Who: "test"})
+	m, _, err := store.Enlist(ctx, inventory.Sighting{Serial: "IM-NODE-1", MACs: []string{"52:54:00:30:00:10"}, Source: "test"}, inventory.Change{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _, err := client.Catalog().Node(m.ID, nil)
+	if err != nil || before == nil {
+		t.Fatalf("inventory node %s: %v", m.ID, err)
+	}
+	self, err := client.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := self["Member"]
+	serfAddr := net.JoinHostPort(fmt.Sprint(member["Addr"]), fmt.Sprint(member["Port"]))
+
+	// The service the machine runs, and its check's target.
+	svc, err := net.Listen("tcp", "127.0.30.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	go func() {
+		for {
+			c, err := svc.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := svc.Addr().(*net.TCPAddr).Port
+
+	const hostname = "im-web-1"
+	seed := images.Seed{InstanceID: m.ID + "-1", Hostname: hostname + ".rack1.example", MachineID: m.ID, Role: "web",
+		SSHAuthorizedKeys: []string{testKey}, ConsulJoin: []string{serfAddr}, ConsulBind: "127.0.30.2",
+		Services: []images.Service{{Name: "web", Port: port, Tags: []string{"v1"},
+			Check: &images.Check{TCP: svc.Addr().String(), Interval: time.Second}}}}
+	files, err := seed.ConsulFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	confDir := filepath.Join(dir, "consul.d")
+	os.Mkdir(confDir, 0o755)
+	for p, b := range files {
+		if err := os.WriteFile(filepath.Join(confDir, filepath.Base(p)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What differs between the machine and this test: the data dir, and
+	// ports that do not collide on a shared loopback.
+	ports := freePorts(t, "127.0.30.2", 2)
+	override, _ := json.Marshal(map[string]any{
+		"data_dir": filepath.Join(dir, "data"), "client_addr": "127.0.30.2",
+		"ports":     map[string]int{"http": ports[0], "serf_lan": ports[1], "dns": -1, "grpc": -1, "grpc_tls": -1},
+		"log_level": "warn",
+	})
+	if err := os.WriteFile(filepath.Join(confDir, "zz-test.json"), override, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := consuldev.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, _ := os.Create(filepath.Join(dir, "agent.log"))
+	defer logf.Close()
+	agent := exec.Command(bin, "agent", "-config-dir", confDir)
+	agent.Stdout, agent.Stderr = logf, logf
+	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		agent.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { agent.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			agent.Process.Kill()
+			<-done
+		}
+	})
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		checks, _, err := client.Health().Checks("web", nil)
+		if err == nil && len(checks) == 1 && checks[0].Status == api.HealthPassing && checks[0].Node == hostname {
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
+			t.Fatalf("service web not passing on node %s within 60 s: %+v %v\nagent log:\n%s", hostname, checks, err, log)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Anti-entropy has synced the agent's node (service and check sync
+	// after it); one more sync round must not touch the inventory node.
+	time.Sleep(2 * time.Second)
+	after, _, err := client.Catalog().Node(m.ID, nil)
+	if err != nil || after == nil {
+		t.Fatalf("inventory node %s after the agent joined: %v", m.ID, err)
+	}
+	if diff := cmp.Diff(before.Node.Meta, after.Node.Meta); diff != "" {
+		t.Errorf("inventory node meta changed (-before +after):\n%s", diff)
+	}
+	if before.Node.Address != after.Node.Address || len(after.Services) != len(before.Services) {
+		t.Errorf("inventory node changed: address %s -> %s, services %d -> %d", before.Node.Address, after.Node.Address, len(before.Services), len(after.Services))
+	}
+	own, _, err := client.Catalog().Node(hostname, nil)
+	if err != nil || own == nil {
+		t.Fatalf("agent node %s: %v", hostname, err)
+	}
+	if own.Node.Meta[images.MetaMachine] != m.ID || own.Node.Meta[images.MetaRole] != "web" {
+		t.Errorf("agent node meta %v, want %s=%s %s=web", own.Node.Meta, images.MetaMachine, m.ID, images.MetaRole)
+	}
+	if own.Node.Address != "127.0.30.2" {
+		t.Errorf("agent node address %s, want its bind 127.0.30.2", own.Node.Address)
+	}
+	if s := own.Services["web"]; s == nil || s.Port != port || !cmp.Equal(s.Tags, []string{"v1"}) {
+		t.Errorf("agent node's web service %+v, want port %d tags [v1]", s, port)
+	}
+	// The machine's services are found from its inventory ID.
+	nodes, _, err := client.Catalog().Nodes(&api.QueryOptions{NodeMeta: map[string]string{images.MetaMachine: m.ID}})
+	if err != nil || len(nodes) != 1 || nodes[0].Node != hostname {
+		t.Errorf("nodes with %s=%s: %+v %v", images.MetaMachine, m.ID, nodes, err)
+	}
+}
+
+func freePorts(t *testing.T, host string, n int) []int {
+	t.Helper()
+	var out []int
+	for range n {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		port := l.Addr().(*net.TCPAddr).Port
+		// serf also wants the UDP port.
+		u, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Close()
+		out = append(out, port)
+	}
+	return out
+}
+
+const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHtu6m3w5Ig3cNn3cWd2s0HT0IGx8e2ejmLY+ieG3RyD test@ironrack"
