@@ -28,6 +28,8 @@ const (
 	nicWait    = 20 * time.Second // for the NIC to appear after its module loads
 	dhcpWait   = 90 * time.Second // for a lease, DISCOVERs retried within
 	reportWait = 3 * time.Minute  // for the facts report, retries within
+	// factsFirstWait bounds the facts report before a deploy or wipe.
+	factsFirstWait = 30 * time.Second
 )
 
 // Next is what the machine does when Run returns.
@@ -97,6 +99,17 @@ func run(ctx context.Context, log io.Writer, next *Next) error {
 	rctx, cancel := context.WithTimeout(ctx, reportWait)
 	defer cancel()
 	p := &Poster{URL: cl.URL, Token: cl.Token, Log: log}
+	if cl.Mode == "deploy" || cl.Mode == "wipe" {
+		// Facts first: the boot server compares them with the record
+		// (drift). Best effort, and bounded: the work goes on without.
+		fctx, fcancel := context.WithTimeout(ctx, factsFirstWait)
+		if err := p.Post(fctx, facts.Report()); err != nil {
+			say("facts NOT reported (going on with %s): %v", cl.Mode, err)
+		} else {
+			say("facts reported")
+		}
+		fcancel()
+	}
 	switch cl.Mode {
 	case "commission":
 		return commission(rctx, p, facts, say)

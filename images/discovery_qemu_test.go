@@ -23,8 +23,10 @@ import (
 // test's own), two machines the inventory has never seen, one by BIOS and
 // one by UEFI (QEMU's iPXE ROM), and one known machine set to
 // commissioning, under TCG. Each must land in Consul as ready with the -smp,
-// -m, -smbios serial and -drive size QEMU was given, memory taken from the
-// SMBIOS memory devices.
+// -m, -smbios serial and uuid, -drive size QEMU was given, memory taken
+// from the SMBIOS memory devices, and its CPU model, firmware, disk models
+// and NIC drivers. Then the first one boots again, ready, with changed
+// hardware, and the boot server flags the drift (driftAfterReady).
 func TestDiscoveryQEMU(t *testing.T) {
 	l := lab.New(t, lab.Config{})
 	if _, err := os.Stat(lab.OVMFCode); err != nil {
@@ -72,9 +74,11 @@ func TestDiscoveryQEMU(t *testing.T) {
 		}
 	}
 	consoles := make([]string, len(vms))
+	started := make([]*lab.VM, len(vms))
 	for i, v := range vms {
-		consoles[i] = l.Start(lab.VMSpec{MAC: v.MAC, Serial: v.Serial, UEFI: v.UEFI, MemMiB: v.MemMiB, CPUs: v.CPUs, DiskGB: v.DiskGB,
-			UUID: v.UUID, SATAModel: v.SATAModel, SATARPM: v.SATARPM, ExtraNIC: v.ExtraNIC, ExtraMAC: v.ExtraMAC}).SerialLog
+		started[i] = l.Start(lab.VMSpec{MAC: v.MAC, Serial: v.Serial, UEFI: v.UEFI, MemMiB: v.MemMiB, CPUs: v.CPUs, DiskGB: v.DiskGB,
+			UUID: v.UUID, SATAModel: v.SATAModel, SATARPM: v.SATARPM, ExtraNIC: v.ExtraNIC, ExtraMAC: v.ExtraMAC})
+		consoles[i] = started[i].SerialLog
 	}
 	deadline := time.Now().Add(300 * time.Second)
 	for i, v := range vms {
@@ -110,6 +114,52 @@ func TestDiscoveryQEMU(t *testing.T) {
 				t.Errorf("%s: console lacks %q:\n%s", v.MAC, want, lab.Tail(string(console), 30))
 			}
 		}
+	}
+	if !t.Failed() {
+		driftAfterReady(t, l, started[0], vms[0])
+	}
+}
+
+// driftAfterReady boots the first machine again, now ready, with more
+// memory and without its e1000e NIC: the agent in standby mode reports its
+// facts, and the boot server flags both differences as drift without
+// changing the machine's facts or state.
+func driftAfterReady(t *testing.T, l *lab.Lab, old *lab.VM, v vmSpec) {
+	t.Helper()
+	if !old.WaitOff(time.Now().Add(60 * time.Second)) {
+		t.Fatalf("%s: still running after its report", v.MAC)
+	}
+	spec := old.Spec
+	spec.MemMiB += 1024
+	spec.ExtraNIC, spec.ExtraMAC = "", ""
+	vm := l.Start(spec)
+	deadline := time.Now().Add(300 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		m, err := l.Store.Find(ctx, v.MAC)
+		cancel()
+		if err == nil && len(m.Drift) > 0 {
+			var got []string
+			for _, d := range m.Drift {
+				got = append(got, d.Field+": "+d.Recorded+" > "+d.Reported)
+			}
+			t.Logf("%s drift after a standby boot:\n%s", v.MAC, strings.Join(got, "\n"))
+			want := []string{fmt.Sprintf("mem_gb: %d > %d", v.MemMiB/1024, spec.MemMiB/1024), "nics/" + v.ExtraMAC + ": " + v.ExtraMAC + " > "}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("%s: drift\n%s\nwant\n%s", v.MAC, strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if m.State != inventory.StateReady || m.MemGB != v.MemMiB/1024 || len(m.NICs) != 2 {
+				t.Errorf("%s: drift changed the record: state %s, mem_gb %d, nics %+v", v.MAC, m.State, m.MemGB, m.NICs)
+			}
+			if !l.HistoryHas(m.ID, "drift") {
+				t.Errorf("%s: no drift entry in the history:\n%s", v.MAC, strings.Join(l.History(m.ID), "\n"))
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no drift after a standby boot with changed hardware (%v); console:\n%s", v.MAC, err, lab.Tail(vm.Console(), 30))
+		}
+		time.Sleep(time.Second)
 	}
 }
 
