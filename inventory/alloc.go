@@ -26,6 +26,10 @@ type AllocateRequest struct {
 	// Tier is recorded on every claimed machine; may be empty.
 	Tier   string
 	Change Change
+	// DryRun picks the machines Allocate would claim and returns them as
+	// they are (ready), writing nothing: the plan a preview shows. The same
+	// request against an unchanged pool then claims exactly those.
+	DryRun bool
 }
 
 // ErrInsufficient means the pool has fewer matching ready machines than asked.
@@ -57,8 +61,10 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 	if req.Change.Why == "" {
 		req.Change.Why = "claimed by " + req.Owner
 	}
-	if err := s.recoverIfStale(ctx); err != nil {
-		return nil, err
+	if !req.DryRun {
+		if err := s.recoverIfStale(ctx); err != nil {
+			return nil, err
+		}
 	}
 	q := Query{Where: req.Where, State: StateReady}
 	backoff := 20 * time.Millisecond
@@ -84,6 +90,14 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 		}
 		if len(picked) != req.Count {
 			err = fmt.Errorf("%d picked machines changed since the pool read: %w", req.Count-len(picked), ErrConflict)
+		}
+		if req.DryRun && err == nil {
+			out := make([]*Machine, len(picked))
+			for i, p := range picked {
+				out[i] = p.rec.Machine.Clone()
+			}
+			SortMachines(out)
+			return out, nil
 		}
 		ws := make([]*write, len(picked))
 		for i, p := range picked {

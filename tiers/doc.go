@@ -1,0 +1,26 @@
+// Package tiers owns the Tier: a named set of machines claimed from the
+// inventory for one owner (a Pulumi resource), deployed, and serving Consul
+// services whose health checks pass. It holds the reconcile logic the Pulumi
+// provider (cmd/pulumi-resource-ironrack, package tiers/provider) and
+// `ironrack scale` share:
+//
+//   - Plan says, changing nothing, which machines a step adds (the ready
+//     machines inventory.Allocate would claim for this owner) and which it
+//     removes (the members ranked lowest by rendezvous hash of owner and
+//     machine ID, spread kept even across racks): the preview an operator
+//     signs off.
+//   - Apply converges: it adopts every machine the owner already holds
+//     (an interrupted run leaves no orphans), finishes half-done releases,
+//     drains and releases what it removes, claims and deploys what it adds,
+//     and waits for the services' health checks.
+//   - Destroy drains and releases every machine of the owner.
+//
+// Deploying goes through the Deployer seam. StateDeployer moves machines
+// through the lifecycle and registers their services in the Consul catalog
+// without touching a machine (for tests and measurements); the provision
+// adapter deploys real machines.
+//
+// The package reaches Consul only through *inventory.Store and, for services
+// and their health, the Consul catalog and health APIs; it reads no ironrack
+// keys itself.
+package tiers

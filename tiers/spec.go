@@ -1,0 +1,156 @@
+package tiers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/ironrack/ironrack/inventory"
+)
+
+// Spec is what a tier should be.
+type Spec struct {
+	// Name is the tier recorded on its machines (ingestion, storage,
+	// query, or any other).
+	Name string
+	// Size is how many machines the tier has.
+	Size int
+	// Selector is a where-expression that machines claimed for the tier
+	// must match; empty: any ready machine.
+	Selector string
+	// Spread "rack" spreads the machines evenly over racks; "" does not.
+	Spread string
+	// Image is the OS image the deployer writes.
+	Image string
+	// UserData is handed to the deployed OS.
+	UserData string
+	// Services are the Consul services each machine serves; Apply waits
+	// until their health checks pass on every machine.
+	Services []Service
+	// Drain is how long a removed machine is left to finish in-flight work
+	// after it leaves its services, before it is released.
+	Drain time.Duration
+}
+
+// Service is a Consul service registration on each of a tier's machines.
+type Service struct {
+	Name string
+	Port int
+	// Check is the health check: "tcp" (connect to the port), "http:PATH"
+	// (GET PATH on the port, 2xx passes), or "ttl". If empty, "tcp".
+	Check string
+}
+
+// FieldError is one bad input, named as the Pulumi input is.
+type FieldError struct {
+	Field, Problem string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
+
+var (
+	tierNameRE    = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+	serviceNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$`)
+)
+
+// MaxSize bounds a tier's size (a typo guard: 10,000 is the inventory's
+// design scale).
+const MaxSize = 10000
+
+// Validate names every bad input. The where-expression is compiled, so an
+// unknown field or a syntax error is reported here, before anything runs.
+func (s Spec) Validate() []*FieldError {
+	var errs []*FieldError
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)})
+	}
+	if !tierNameRE.MatchString(s.Name) {
+		bad("name", "%q is not a tier name (lower-case letters, digits and -, starting with a letter, at most 63)", s.Name)
+	}
+	if s.Size < 0 || s.Size > MaxSize {
+		bad("size", "%d is out of range (0 to %d)", s.Size, MaxSize)
+	}
+	if _, err := inventory.ParseWhere(s.Selector); err != nil {
+		bad("selector", "%v", err)
+	}
+	if s.Spread != "" && s.Spread != "rack" {
+		bad("spread", "%q is not a spread (want \"rack\" or nothing)", s.Spread)
+	}
+	if s.Drain < 0 {
+		bad("drainSeconds", "%v is negative", s.Drain)
+	}
+	seen := map[string]bool{}
+	for i, svc := range s.Services {
+		f := fmt.Sprintf("services[%d]", i)
+		if !serviceNameRE.MatchString(svc.Name) {
+			bad(f+".name", "%q is not a Consul service name (letters, digits and -)", svc.Name)
+		} else if seen[svc.Name] {
+			bad(f+".name", "service %q is listed twice", svc.Name)
+		}
+		seen[svc.Name] = true
+		if svc.Port < 1 || svc.Port > 65535 {
+			bad(f+".port", "%d is not a TCP port (1-65535)", svc.Port)
+		}
+		if _, _, err := parseCheck(svc.Check); err != nil {
+			bad(f+".check", "%v", err)
+		}
+	}
+	return errs
+}
+
+// parseCheck splits a check into its kind and HTTP path.
+func parseCheck(c string) (kind, path string, err error) {
+	switch {
+	case c == "" || c == "tcp":
+		return "tcp", "", nil
+	case c == "ttl":
+		return "ttl", "", nil
+	case strings.HasPrefix(c, "http:"):
+		path = strings.TrimPrefix(c, "http:")
+		if !strings.HasPrefix(path, "/") {
+			return "", "", fmt.Errorf("%q: the HTTP path must start with / (e.g. http:/health)", c)
+		}
+		return "http", path, nil
+	}
+	return "", "", fmt.Errorf("%q is not a check (want tcp, http:/PATH or ttl)", c)
+}
+
+// where compiles the selector (already validated).
+func (s Spec) where() (*inventory.Where, error) {
+	w, err := inventory.ParseWhere(s.Selector)
+	if err != nil {
+		return nil, fmt.Errorf("tier %s: selector: %w", s.Name, err)
+	}
+	return w, nil
+}
+
+// Owner is the inventory owner that tags a tier's claims: the resource's
+// URN (it names the stack, the project and the resource), or, when the URN
+// does not fit an owner (too long, or characters owners do not allow), its
+// tier name and a hash of it.
+func Owner(urn string) string {
+	if ownerRE.MatchString(urn) {
+		return urn
+	}
+	sum := sha256.Sum256([]byte(urn))
+	name := urn
+	if i := strings.LastIndex(urn, "::"); i >= 0 {
+		name = urn[i+2:]
+	}
+	name = strings.Map(func(r rune) rune {
+		if r < 128 && (r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return r
+		}
+		return '-'
+	}, name)
+	if len(name) > 80 {
+		name = name[:80]
+	}
+	return "tier:" + name + "@" + hex.EncodeToString(sum[:12])
+}
+
+// ownerRE mirrors the inventory's owner syntax.
+var ownerRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$`)
