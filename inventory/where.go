@@ -3,7 +3,7 @@ package inventory
 import (
 	"fmt"
 	"regexp"
-
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +26,13 @@ import (
 // whose memory is unknown, and `tier != "query"` does not select one with no
 // tier. Only an explicit `tier == nil` / `tier != nil` tests for presence.
 // A machine is selected only when the whole expression is true.
+//
+// disks and nics are lists of objects; LIST.FIELD projects one field of
+// every element (disks.rotational, nics.driver), and a list of booleans is
+// true when any element is: `disks.rotational` selects machines with a
+// rotational disk, `"mlx5_core" in nics.driver` those with such a NIC.
+// expr-lang's any/all/none/filter take predicates over the elements:
+// `all(disks, not .rotational)`, `any(nics, .speed_mbps >= 25000)`.
 type Where struct {
 	src  string
 	prog *vm.Program
@@ -76,6 +83,7 @@ func ParseWhere(src string) (*Where, error) {
 		expr.Function("__and", andFn),
 		expr.Function("__or", orFn),
 		expr.Function("__not", notFn),
+		expr.Function("__project", projectFn),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("where-expression %q: %w", src, err)
@@ -111,6 +119,18 @@ func (p *patcher) Visit(node *ast.Node) {
 			p.err = fmt.Errorf("unknown field %q (fields: %s; tags.KEY)", n.Value, strings.Join(Fields, ", "))
 		}
 		p.w.idents[n.Value] = true
+	case *ast.MemberNode:
+		// disks.rotational, nics.driver: the field of every element, a list.
+		id, ok := n.Node.(*ast.IdentifierNode)
+		prop, isStr := n.Property.(*ast.StringNode)
+		if !ok || !isStr || listFields[id.Value] == nil {
+			return
+		}
+		if !slices.Contains(listFields[id.Value], prop.Value) && p.err == nil {
+			p.err = fmt.Errorf("%s has no field %q (fields: %s)", id.Value, prop.Value, strings.Join(listFields[id.Value], ", "))
+		}
+		ast.Patch(node, &ast.CallNode{Callee: &ast.IdentifierNode{Value: "__project"},
+			Arguments: []ast.Node{n.Node, &ast.StringNode{Value: prop.Value}}})
 	case *ast.BinaryNode:
 		switch {
 		case cmpOps[n.Operator]:
@@ -132,6 +152,26 @@ func (p *patcher) Visit(node *ast.Node) {
 			ast.Patch(node, &ast.CallNode{Callee: &ast.IdentifierNode{Value: "__not"}, Arguments: []ast.Node{n.Node}})
 		}
 	}
+}
+
+// listFields are the fields of the elements of the list fields, which
+// LIST.FIELD projects: disks.rotational is every disk's rotational flag.
+var listFields = map[string][]string{
+	"disks": {"name", "size_bytes", "model", "serial", "rotational"},
+	"nics":  {"mac", "name", "primary", "speed_mbps", "driver"},
+}
+
+// projectFn is LIST.FIELD: the field of every element, in order.
+func projectFn(params ...any) (any, error) {
+	l, ok := params[0].([]any)
+	if !ok {
+		return unknown, nil
+	}
+	out := make([]any, len(l))
+	for i, e := range l {
+		out[i] = e.(map[string]any)[params[1].(string)]
+	}
+	return out, nil
 }
 
 var arithOps = map[string]bool{"+": true, "-": true, "*": true, "/": true, "%": true, "**": true, "^": true}
@@ -218,13 +258,24 @@ func cmpFn(regexCache *sync.Map, params ...any) (out any, err error) {
 	return nil, fmt.Errorf("unknown operator %s", op)
 }
 
-// truth maps a value to true, false or unknown.
+// truth maps a value to true, false or unknown. A list of booleans (a
+// projection such as disks.rotational) is true when any element is.
 func truth(v any) (any, error) {
 	switch v := v.(type) {
 	case bool:
 		return v, nil
 	case unknownT, nil:
 		return unknown, nil
+	case []any:
+		anyTrue := false
+		for _, e := range v {
+			b, ok := e.(bool)
+			if !ok {
+				return nil, fmt.Errorf("expected a boolean or a list of booleans, got a list holding %T %v", e, e)
+			}
+			anyTrue = anyTrue || b
+		}
+		return anyTrue, nil
 	}
 	return nil, fmt.Errorf("expected a boolean, got %T %v", v, v)
 }
@@ -323,13 +374,11 @@ func (w *Where) run(env map[string]any) (bool, error) {
 		}
 		return false, fmt.Errorf("where-expression %q: %w", w.src, err)
 	}
-	switch out := out.(type) {
-	case bool:
-		return out, nil
-	case unknownT, nil:
-		return false, nil
+	t, err := truth(out)
+	if err != nil {
+		return false, fmt.Errorf("where-expression %q: %w", w.src, err)
 	}
-	return false, fmt.Errorf("where-expression %q gives %T, not a boolean", w.src, out)
+	return t == true, nil
 }
 
 // onlyMeta reports whether every field the expression reads is in NodeMeta,

@@ -69,6 +69,11 @@ var whereCases = map[string]struct {
 	"disk model":              {`any(disks, .model matches "SAMSUNG")`, "a"},
 	"nic speed":               {`any(nics, .speed_mbps >= 25000)`, "a"},
 	"nic driver":              {`any(nics, .driver == "mlx5_core")`, "a"},
+	"disks.rotational":        {`disks.rotational`, "c"},
+	"not disks.rotational":    {`not disks.rotational`, "ab"},
+	"in nics.driver":          {`"mlx5_core" in nics.driver`, "a"},
+	"projection of numbers":   {`any(disks.size_bytes, # > 2000000000000)`, "c"},
+	"disks[\"rotational\"]":   {`disks["rotational"] and rack == "r2"`, "c"},
 	"double negation":         {`not not (rack == "r1")`, "a"},
 	"&& || !":                 {`!(rack == "r1") && (cpu_cores > 10 || tier == "x")`, "c"},
 }
@@ -104,6 +109,8 @@ func TestWhereErrors(t *testing.T) {
 		"unknown field": `memgb > 1`,
 		"syntax":        `rack ==`,
 		"bad regex":     `serial matches "("`,
+		"no such field": `disks.rotation`,
+		"not booleans":  `nics.driver`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			w, err := ParseWhere(src)
@@ -117,6 +124,9 @@ func TestWhereErrors(t *testing.T) {
 				t.Errorf("error does not say where: %v", err)
 			}
 		})
+	}
+	if _, err := ParseWhere(`disks.rotation`); err == nil || !strings.Contains(err.Error(), `disks has no field "rotation" (fields: name, size_bytes, model, serial, rotational)`) {
+		t.Errorf("disks.rotation: %v", err)
 	}
 	// A type mismatch on a present field is an error, not a silent miss.
 	w, _ := ParseWhere(`rack > 5`)
