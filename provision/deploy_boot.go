@@ -112,9 +112,12 @@ func (a *Inventory) deployedImage(ctx context.Context, m *inventory.Machine) ipx
 }
 
 // NoCloudCmdline is the kernel command line fragment that points cloud-init
-// at a deploy's NoCloud seed on the boot server.
+// at a deploy's NoCloud seed on the boot server, in the form
+// images.NoCloudCmdline gives and images' QEMU boot test verified:
+// bookworm's cloud-init (22.4) needs ds=nocloud-net for an http seed (with
+// ds=nocloud it skips every init module in the network stage).
 func NoCloudCmdline(baseURL, token string) string {
-	return "ds=nocloud;s=" + strings.TrimRight(baseURL, "/") + "/nocloud/" + token + "/"
+	return "ds=nocloud-net;s=" + strings.TrimRight(baseURL, "/") + "/nocloud/" + token + "/"
 }
 
 // recordEvent applies an agent event: deploy and wipe results end their

@@ -243,7 +243,7 @@ func TestDeployEndpoints(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(f.inv.DataDir, "images", "debian", "1", "vmlinuz"), []byte("kernel"), 0o644)
 	_, script := get(t, f.base+"/boot.ipxe?mac=52:54:00:31:00:01")
-	if !strings.Contains(script, "/images/debian/1/vmlinuz") || !strings.Contains(script, "ds=nocloud;s="+f.base+"/nocloud/"+spec.NoCloudToken+"/") {
+	if !strings.Contains(script, "/images/debian/1/vmlinuz") || !strings.Contains(script, "ds=nocloud-net;s="+f.base+"/nocloud/"+spec.NoCloudToken+"/") {
 		t.Errorf("deployed script lacks the image kernel or the NoCloud seed:\n%s", script)
 	}
 

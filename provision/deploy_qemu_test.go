@@ -189,7 +189,7 @@ func TestDeployQEMU(t *testing.T) {
 		t.Errorf("the agent's done event does not say it resumed once:\n%s", h)
 	}
 	// The next boot is the image's kernel, with the NoCloud seed.
-	if !v.WaitConsole("ds=nocloud;s=http://192.0.2.1:8080/nocloud/"+m.ID+".", time.Now().Add(3*time.Minute)) {
+	if !v.WaitConsole("ds=nocloud-net;s=http://192.0.2.1:8080/nocloud/"+m.ID+".", time.Now().Add(3*time.Minute)) {
 		t.Errorf("deployed machine did not boot the image's kernel with the NoCloud seed:\n%s", lab.Tail(v.Console(), 30))
 	}
 	if got := readDisk(t, v.Disk, 0, int64(len(img))); !bytes.Equal(got, img) {

@@ -112,7 +112,7 @@ func (s *Server) serveDeploy(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveNoCloud is GET /nocloud/<token>/<file>, cloud-init's NoCloud seed
-// (ds=nocloud;s=<base>/nocloud/<token>/). An unknown token is 404, the
+// (ds=nocloud-net;s=<base>/nocloud/<token>/). An unknown token is 404, the
 // same as an unknown file, so the endpoint says nothing about tokens.
 func (s *Server) serveNoCloud(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Deploys == nil {
