@@ -201,7 +201,12 @@ func (d *Deployer) Deploy(ctx context.Context, ids []string, req DeployRequest) 
 		case j.m.State != inventory.StateReady && j.m.State != inventory.StateAllocated:
 			j.res.fail("select", fmt.Errorf("machine %s is %s: only ready machines (or allocated to %s) are deployed", j.m.ID, j.m.State, req.Owner))
 		default:
-			if err := j.spec.Validate(); err != nil {
+			err := j.spec.Validate()
+			if err == nil {
+				// What cloud-init will get must render, before anything changes.
+				err = NoCloudSeed(j.m.ID, &j.spec).Validate()
+			}
+			if err != nil {
 				j.res.fail("select", fmt.Errorf("machine %s: %w", j.m.ID, err))
 			}
 		}

@@ -116,5 +116,5 @@ func rounded(ds []time.Duration) []time.Duration {
 // benchImage is the image the timings deploy: the test image (512 MiB).
 func benchImage(t *testing.T, l *lab.Lab) (name, version string, keys []string) {
 	testImage(t, l, "bench", 512)
-	return "tiny", "bench", []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchKey bench@lab"}
+	return "tiny", "bench", []string{testKey(t).authorized}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
@@ -86,6 +85,7 @@ func (a *Inventory) NoCloud(ctx context.Context, token, file string) ([]byte, bo
 	}
 	b, err := RenderNoCloud(id, spec, file)
 	if err != nil {
+		a.log().Warn("provision: nocloud", "machine", id, "file", file, "err", err)
 		return nil, false, nil
 	}
 	return b, true, nil
@@ -106,18 +106,11 @@ func (a *Inventory) deployedImage(ctx context.Context, m *inventory.Machine) ipx
 	tagged.Tags[TagImage], tagged.Tags[TagImageVersion] = spec.Image, spec.ImageVersion
 	img := a.image(tagged)
 	if img.Kernel != "" && a.BaseURL != "" {
-		img.Cmdline += " " + NoCloudCmdline(a.BaseURL, spec.NoCloudToken)
+		if frag := NoCloudCmdline(a.BaseURL, spec.NoCloudToken); frag != "" {
+			img.Cmdline += " " + frag
+		}
 	}
 	return img
-}
-
-// NoCloudCmdline is the kernel command line fragment that points cloud-init
-// at a deploy's NoCloud seed on the boot server, in the form
-// images.NoCloudCmdline gives and images' QEMU boot test verified:
-// bookworm's cloud-init (22.4) needs ds=nocloud-net for an http seed (with
-// ds=nocloud it skips every init module in the network stage).
-func NoCloudCmdline(baseURL, token string) string {
-	return "ds=nocloud-net;s=" + strings.TrimRight(baseURL, "/") + "/nocloud/" + token + "/"
 }
 
 // recordEvent applies an agent event: deploy and wipe results end their

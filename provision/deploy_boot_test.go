@@ -2,6 +2,8 @@ package provision_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -14,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/internal/servetest"
@@ -114,7 +118,7 @@ func deployingMachine(t *testing.T, st *inventory.Store, mac, serial string) (st
 		t.Fatal(err)
 	}
 	_, spec, err := st.StartDeploy(ctx, m.ID, inventory.DeploySpec{Image: "debian", ImageVersion: "1", Hostname: "web-7",
-		SSHKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey alice@lab"}, Role: "web", UserData: "#cloud-config\nruncmd: [touch /x]\n"}, inventory.Change{})
+		SSHKeys: []string{testKey(t).authorized}, Role: "web", UserData: "#cloud-config\nruncmd: [touch /x]\n"}, inventory.Change{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,14 +182,23 @@ func TestDeployEndpoints(t *testing.T) {
 
 	// NoCloud.
 	resp, body = get(t, f.base+"/nocloud/"+spec.NoCloudToken+"/meta-data")
-	if resp.StatusCode != 200 || !strings.Contains(body, "local-hostname: web-7") || !strings.Contains(body, "instance-id: "+id) {
+	if resp.StatusCode != 200 || !strings.Contains(body, `local-hostname: "web-7"`) || !strings.Contains(body, `instance-id: "`+id) {
 		t.Errorf("meta-data: %d %q", resp.StatusCode, body)
 	}
 	resp, body = get(t, f.base+"/nocloud/"+spec.NoCloudToken+"/user-data")
-	for _, w := range []string{"multipart/mixed", "hostname: \"web-7\"", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey alice@lab", "runcmd: [touch /x]", "/etc/ironrack/role"} {
-		if !strings.Contains(body, w) {
-			t.Errorf("user-data lacks %q:\n%s", w, body)
-		}
+	stored, err := f.store.Deploy(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, wantUser, err := images.NoCloud(provision.NoCloudSeed(id, stored))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || body != string(wantUser) || !strings.Contains(body, "multipart/mixed") {
+		t.Errorf("user-data: %d\n%s\nwant images.NoCloud's:\n%s", resp.StatusCode, body, wantUser)
+	}
+	if resp, body := get(t, f.base+"/nocloud/"+spec.NoCloudToken+"/vendor-data"); resp.StatusCode != 200 || body != "" {
+		t.Errorf("vendor-data: %d %q", resp.StatusCode, body)
 	}
 	for _, p := range []string{
 		"/nocloud/" + id + "." + strings.Repeat("1", 48) + "/meta-data",
@@ -260,6 +273,29 @@ func TestDeployEndpoints(t *testing.T) {
 	if resp, _ := get(t, f.base+"/nocloud/"+spec.NoCloudToken+"/meta-data"); resp.StatusCode != 404 {
 		t.Errorf("seed after release: %d, want 404", resp.StatusCode)
 	}
+}
+
+type sshKey struct {
+	authorized string
+	signer     ssh.Signer
+}
+
+// testKey is a fresh ed25519 key: its authorized_keys line and a signer.
+func testKey(t *testing.T) sshKey {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sshKey{authorized: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " test@lab", signer: signer}
 }
 
 func historyLines(t *testing.T, st *inventory.Store, id string) []string {
