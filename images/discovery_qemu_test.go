@@ -260,3 +260,40 @@ func checkFacts(t *testing.T, v vmSpec, m *inventory.Machine) {
 		t.Errorf("%s: uuid %q, want %q (-smbios type=1,uuid=; none given reads as unset)", v.MAC, m.UUID, v.UUID)
 	}
 }
+
+// TestCommissionFailsQEMU: a machine set to commissioning whose second disk
+// fails every read (QEMU blkdebug) boots the agent in commission mode; the
+// disk check fails, the agent reports only the failure, and the boot server
+// moves the machine to failed_commissioning with the agent's reason in its
+// history. Its facts are not applied.
+func TestCommissionFailsQEMU(t *testing.T) {
+	l := lab.New(t, lab.Config{})
+	ctx := context.Background()
+	const mac, serial = "52:54:00:50:00:21", "AGENT-FAIL-21"
+	m, _, err := l.Store.Enlist(ctx, inventory.Sighting{Serial: serial, MACs: []string{mac}, Source: "pxe"}, inventory.Change{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Store.SetState(ctx, m.ID, inventory.StateCommissioning, inventory.Operator, inventory.Change{What: "state", Why: "test: commission"}); err != nil {
+		t.Fatal(err)
+	}
+	vm := l.Start(lab.VMSpec{MAC: mac, Serial: serial, MemMiB: 1024, CPUs: 1, DiskGB: 1, FailingDisk: true})
+	got, err := l.WaitState(vm, inventory.StateFailedCommissioning, time.Now().Add(300*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist := strings.Join(l.History(got.ID), "\n")
+	t.Logf("history:\n%s", hist)
+	if !strings.Contains(hist, "agent commission: failed: disk vdb readable: ") {
+		t.Errorf("history lacks the failed disk check:\n%s", hist)
+	}
+	if strings.Contains(hist, "disk vda readable") {
+		t.Errorf("history blames the good disk:\n%s", hist)
+	}
+	if got.CPUCores != 0 || len(got.Disks) != 0 {
+		t.Errorf("the failed machine's facts were applied: %d cores, disks %+v", got.CPUCores, got.Disks)
+	}
+	if !vm.WaitConsole("commissioning failed: reported", time.Now().Add(30*time.Second)) {
+		t.Errorf("console lacks the agent's report:\n%s", lab.Tail(vm.Console(), 30))
+	}
+}

@@ -240,3 +240,35 @@ func TestRecordDrift(t *testing.T) {
 		t.Errorf("bad report: %v", err)
 	}
 }
+
+func TestFactsValidate(t *testing.T) {
+	tests := map[string]struct {
+		change func(f *Facts)
+		want   string
+	}{
+		"good":             {change: func(*Facts) {}},
+		"uuid":             {change: func(f *Facts) { f.UUID = "not-a-uuid" }, want: `uuid: malformed UUID "not-a-uuid"`},
+		"firmware":         {change: func(f *Facts) { f.Firmware = "efi" }, want: `firmware: unknown firmware "efi" (want bios or uefi)`},
+		"cpu_model ctl":    {change: func(f *Facts) { f.CPUModel = "EPYC\x1b[2J" }, want: `cpu_model: "EPYC\x1b[2J" contains control characters`},
+		"cpu_model long":   {change: func(f *Facts) { f.CPUModel = strings.Repeat("x", 257) }, want: `cpu_model: longer than 256 bytes`},
+		"disk model utf8":  {change: func(f *Facts) { f.Disks[0].Model = "\xff" }, want: `disks[0].model: is not valid UTF-8`},
+		"disk twice":       {change: func(f *Facts) { f.Disks[1].Name = "sda" }, want: `disks[1].name: disk sda listed twice`},
+		"nic speed":        {change: func(f *Facts) { f.NICs[0].SpeedMbps = -1 }, want: `nics[0].speed_mbps: out of range: -1`},
+		"nic twice":        {change: func(f *Facts) { f.NICs[1].MAC = "52:54:00:00:00:01" }, want: `nics[1].mac: MAC 52:54:00:00:00:01 listed twice`},
+		"nic driver ctl":   {change: func(f *Facts) { f.NICs[1].Driver = "e1000e\n" }, want: `nics[1].driver: "e1000e\n" contains control characters`},
+		"printable vendor": {change: func(f *Facts) { f.CPUModel = "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz" }},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			f := driftReport()
+			tc.change(&f)
+			err := f.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}

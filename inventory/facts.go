@@ -40,6 +40,13 @@ func (f *Facts) Validate() error {
 	for _, fe := range validateHardware(strings.ToLower(f.UUID), f.Firmware, f.CPUModel, f.Disks, f.NICs) {
 		errs = append(errs, fe)
 	}
+	disks := map[string]bool{}
+	for i, d := range f.Disks {
+		if disks[d.Name] {
+			errs = append(errs, fmt.Errorf("disks[%d].name: disk %s listed twice", i, d.Name))
+		}
+		disks[d.Name] = true
+	}
 	seen := map[string]bool{}
 	for i, n := range f.NICs {
 		mac, err := NormalizeMAC(n.MAC)

@@ -41,6 +41,9 @@ type VMSpec struct {
 	// ExtraNIC, if set, adds a NIC of this QEMU model (e.g. "e1000e") with
 	// MAC ExtraMAC, on no network and without a boot ROM.
 	ExtraNIC, ExtraMAC string
+	// FailingDisk adds a 64 MiB virtio disk (vdb) every read of which
+	// fails with EIO (QEMU's blkdebug error injection).
+	FailingDisk bool
 }
 
 // VM is one QEMU (TCG) machine on its own tap on the bridge. Its disk is a
@@ -78,11 +81,23 @@ func (l *Lab) NewVM(spec VMSpec) *VM {
 	if err := os.Truncate(v.Disk, int64(spec.DiskGB)<<30); err != nil {
 		l.T.Fatal(err)
 	}
-	if spec.SATAModel != "" {
-		if err := os.WriteFile(v.Disk+".sata", nil, 0o644); err != nil {
+	for _, extra := range []struct {
+		on   bool
+		name string
+	}{{spec.SATAModel != "", ".sata"}, {spec.FailingDisk, ".failing"}} {
+		if !extra.on {
+			continue
+		}
+		if err := os.WriteFile(v.Disk+extra.name, nil, 0o644); err != nil {
 			l.T.Fatal(err)
 		}
-		if err := os.Truncate(v.Disk+".sata", 64<<20); err != nil {
+		if err := os.Truncate(v.Disk+extra.name, 64<<20); err != nil {
+			l.T.Fatal(err)
+		}
+	}
+	if spec.FailingDisk {
+		conf := "[inject-error]\nevent = \"read_aio\"\nerrno = \"5\"\n"
+		if err := os.WriteFile(v.Disk+".blkdebug", []byte(conf), 0o644); err != nil {
 			l.T.Fatal(err)
 		}
 	}
@@ -115,6 +130,9 @@ func (v *VM) argv() []string {
 		argv = append(argv, "-device", "ahci,id=ahci0",
 			"-drive", "file="+v.Disk+".sata,format=raw,if=none,id=sata0",
 			"-device", fmt.Sprintf("ide-hd,drive=sata0,bus=ahci0.0,model=%s,rotation_rate=%d", s.SATAModel, s.SATARPM))
+	}
+	if s.FailingDisk {
+		argv = append(argv, "-drive", "file=blkdebug:"+v.Disk+".blkdebug:"+v.Disk+".failing,format=raw,if=virtio")
 	}
 	if s.ExtraNIC != "" {
 		argv = append(argv, "-device", s.ExtraNIC+",mac="+s.ExtraMAC+",romfile=")

@@ -139,14 +139,19 @@ func (f *Facts) validate() error {
 	if len(f.Disks) > maxDisks {
 		return fmt.Errorf("facts: %d disks, at most %d", len(f.Disks), maxDisks)
 	}
+	names := make(map[string]bool, len(f.Disks))
 	for i, d := range f.Disks {
 		if d.Name == "" {
 			return fmt.Errorf("facts: disk %d has no name", i)
 		}
-		if err := text("disk name", d.Name, maxStringLen); err != nil {
+		if err := text(fmt.Sprintf("disk %d name", i), d.Name, maxStringLen); err != nil {
 			return err
 		}
-		if err := text("disk serial", d.Serial, maxStringLen); err != nil {
+		if names[d.Name] {
+			return fmt.Errorf("facts: disk %s listed twice", d.Name)
+		}
+		names[d.Name] = true
+		if err := text("disk "+d.Name+" serial", d.Serial, maxStringLen); err != nil {
 			return err
 		}
 		if err := text("disk "+d.Name+" model", d.Model, maxStringLen); err != nil {
