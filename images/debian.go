@@ -348,6 +348,11 @@ func (d Debian) Build(ctx context.Context) (Built, error) {
 		return Built{}, fmt.Errorf("debian build: %w", err)
 	}
 	if err := installVersion(stage, out.Dir, m); err != nil {
+		if done, rerr := readManifest(out.Dir); rerr == nil && done.Version == version {
+			// Another build of the same inputs finished first.
+			out.Manifest, out.Reused = done, true
+			return out, nil
+		}
 		return Built{}, fmt.Errorf("debian build: %w", err)
 	}
 	out.Manifest = m

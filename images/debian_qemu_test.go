@@ -399,6 +399,18 @@ opt lease 3600
 		t.Errorf("agent node meta %v, want %s=m-0001 %s=web", n.Node.Meta, images.MetaMachine, images.MetaRole)
 	}
 	t.Logf("boot to a passing Consul check: %s", time.Since(start).Round(100*time.Millisecond))
+	// Where the boot spent its time, from the guest's own clock.
+	if b, err := os.ReadFile(serial); err == nil {
+		var marks []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "ironrack-initrd: root") || strings.Contains(line, "running 'init") ||
+				strings.Contains(line, "Finished networking.service") || strings.Contains(line, "Started ssh.service") ||
+				strings.Contains(line, "Started consul.service") || strings.Contains(line, "finished at") {
+				marks = append(marks, strings.TrimSpace(line))
+			}
+		}
+		t.Logf("console marks:\n%s", strings.Join(marks, "\n"))
+	}
 	mu.Lock()
 	t.Logf("seed requests: %v", fetched)
 	mu.Unlock()

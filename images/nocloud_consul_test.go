@@ -85,48 +85,7 @@ func TestNoCloudConsulAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	confDir := filepath.Join(dir, "consul.d")
-	os.Mkdir(confDir, 0o755)
-	for p, b := range files {
-		if err := os.WriteFile(filepath.Join(confDir, filepath.Base(p)), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// What differs between the machine and this test: the data dir, and
-	// ports that do not collide on a shared loopback.
-	ports := freePorts(t, "127.0.30.2", 2)
-	override, _ := json.Marshal(map[string]any{
-		"data_dir": filepath.Join(dir, "data"), "client_addr": "127.0.30.2",
-		"ports":     map[string]int{"http": ports[0], "serf_lan": ports[1], "dns": -1, "grpc": -1, "grpc_tls": -1},
-		"log_level": "warn",
-	})
-	if err := os.WriteFile(filepath.Join(confDir, "zz-test.json"), override, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bin, err := consuldev.Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logf, _ := os.Create(filepath.Join(dir, "agent.log"))
-	defer logf.Close()
-	agent := exec.Command(bin, "agent", "-config-dir", confDir)
-	agent.Stdout, agent.Stderr = logf, logf
-	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		agent.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { agent.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			agent.Process.Kill()
-			<-done
-		}
-	})
+	dir := startAgent(t, files, "127.0.30.2")
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -171,6 +130,84 @@ func TestNoCloudConsulAgent(t *testing.T) {
 	if err != nil || len(nodes) != 1 || nodes[0].Node != hostname {
 		t.Errorf("nodes with %s=%s: %+v %v", images.MetaMachine, m.ID, nodes, err)
 	}
+	// The other choice, for the record (last: it damages the inventory
+	// node): an agent whose node is the inventory node (node_name =
+	// machine ID) has anti-entropy overwrite the inventory's meta.
+	t.Run("shared node is overwritten", func(t *testing.T) {
+		shared := seed
+		shared.Hostname, shared.Services = m.ID, nil
+		files, err := shared.ConsulFiles()
+		if err != nil {
+			t.Fatal(err)
+		}
+		startAgent(t, files, "127.0.30.3")
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			n, _, err := client.Catalog().Node(m.ID, nil)
+			if err == nil && n != nil && n.Node.Meta[images.MetaMachine] == m.ID {
+				if n.Node.Meta["state"] != "" || n.Node.Meta["ironrack"] != "" {
+					t.Errorf("inventory meta survived a shared node: %v", n.Node.Meta)
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the shared agent never synced node %s: %+v %v", m.ID, n, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+}
+
+// startAgent runs a Consul client agent (the pinned binary) from the
+// rendered config files plus an override of what differs from a machine
+// (data dir, client address, free ports on bind) and stops it by PID when
+// the test ends. It returns the dir holding agent.log.
+func startAgent(t *testing.T, files map[string][]byte, bind string) string {
+	t.Helper()
+	dir := t.TempDir()
+	confDir := filepath.Join(dir, "consul.d")
+	os.Mkdir(confDir, 0o755)
+	for p, b := range files {
+		if err := os.WriteFile(filepath.Join(confDir, filepath.Base(p)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ports := freePorts(t, bind, 2)
+	override, _ := json.Marshal(map[string]any{
+		"data_dir": filepath.Join(dir, "data"), "client_addr": bind,
+		"ports":     map[string]int{"http": ports[0], "serf_lan": ports[1], "dns": -1, "grpc": -1, "grpc_tls": -1},
+		"log_level": "warn",
+	})
+	if err := os.WriteFile(filepath.Join(confDir, "zz-test.json"), override, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := consuldev.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "agent.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := exec.Command(bin, "agent", "-config-dir", confDir)
+	agent.Stdout, agent.Stderr = logf, logf
+	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		agent.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { agent.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			agent.Process.Kill()
+			<-done
+		}
+		logf.Close()
+	})
+	return dir
 }
 
 func freePorts(t *testing.T, host string, n int) []int {

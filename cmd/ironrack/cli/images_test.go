@@ -136,3 +136,30 @@ func TestImagesAdd(t *testing.T) {
 		}
 	}
 }
+
+// TestImagesBuildDebianErrors checks that build debian's bad input is
+// refused before any work, naming the flag or file (the real build is
+// images.TestDebianBuild).
+func TestImagesBuildDebianErrors(t *testing.T) {
+	c := newCLI(t)
+	kdir := t.TempDir()
+	notELF := filepath.Join(t.TempDir(), "consul")
+	os.WriteFile(notELF, []byte("#!/bin/sh\n"), 0o755)
+	base := []string{"images", "build", "debian", "--data-dir", t.TempDir(), "--cache-dir", t.TempDir(), "--kernel-dir", kdir, "--mirror", "http://mirror.invalid/debian"}
+	for name, tc := range map[string]struct {
+		args []string
+		want string
+	}{
+		"argument":  {[]string{"images", "build", "debian", "extra"}, `unexpected argument "extra"`},
+		"bad suite": {append(base, "--consul", notELF, "--suite", "Book Worm"), `suite "Book Worm"`},
+		"no consul": {append(base, "--consul", filepath.Join(kdir, "nope")), "consul binary: open " + filepath.Join(kdir, "nope")},
+		"not ELF":   {append(base, "--consul", notELF), "consul " + notELF + " is not an ELF binary"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := c.run("", tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
