@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -167,6 +168,7 @@ type Tier struct{}
 
 // Annotate describes the resource.
 func (t *Tier) Annotate(a infer.Annotator) {
+	a.SetToken("index", "Tier")
 	a.Describe(&t, "A tier: `size` machines claimed from the ironrack inventory (matching `selector`, spread over racks), deployed with `image`, serving `services` with passing Consul health checks. Steps up claim and deploy only the new machines; steps down drain, release and wipe the ones rendezvous hashing on the URN and machine ID ranks lowest.")
 }
 
@@ -277,6 +279,8 @@ func reconciler(ctx context.Context) (*tiers.Reconciler, error) {
 func state(args TierArgs, owner string, machines, added, removed []*inventory.Machine) TierState {
 	s := TierState{TierArgs: args, Owner: owner, MachineIds: []string{}, Addresses: []string{}, Racks: []string{},
 		Added: tiers.IDs(added), Removed: tiers.IDs(removed)}
+	sort.Strings(s.Added)
+	sort.Strings(s.Removed)
 	for _, m := range machines {
 		s.MachineIds = append(s.MachineIds, m.ID)
 		s.Addresses = append(s.Addresses, m.IP)
@@ -339,4 +343,15 @@ func (*Tier) Delete(ctx context.Context, req infer.DeleteRequest[TierState]) (in
 		return infer.DeleteResponse{}, err
 	}
 	return infer.DeleteResponse{}, rec.Destroy(ctx, owner, req.State.TierArgs.spec())
+}
+
+// WireDependencies marks the plan's outputs known under a preview: the
+// machine IDs, racks and the added and removed machines are what a preview
+// is for. (Addresses stay unknown until machines are deployed.)
+func (*Tier) WireDependencies(f infer.FieldSelector, args *TierArgs, state *TierState) {
+	f.OutputField(&state.MachineIds).AlwaysKnown()
+	f.OutputField(&state.Racks).AlwaysKnown()
+	f.OutputField(&state.Added).AlwaysKnown()
+	f.OutputField(&state.Removed).AlwaysKnown()
+	f.OutputField(&state.Owner).AlwaysKnown()
 }

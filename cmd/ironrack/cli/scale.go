@@ -20,6 +20,8 @@ func scaleCommand(e *env) *cli.Command {
 		Usage: "size the tiers from a workload and step them",
 		Subcommands: []*cli.Command{
 			scalePlanCommand(e),
+			scalePreviewCommand(e),
+			scaleApplyCommand(e),
 		},
 	}
 }

@@ -1,0 +1,232 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/ironrack/ironrack/tiers"
+	"github.com/ironrack/ironrack/tiers/stack"
+	"github.com/urfave/cli/v2"
+)
+
+// engineFlags are the flags of `scale preview|apply`: which stack, which
+// backend, where the engine and the provider are, and the provider's
+// deployer.
+func engineFlags() []cli.Flag {
+	return append(stackFlags(),
+		&cli.StringFlag{Name: "backend", EnvVars: []string{"IRONRACK_PULUMI_BACKEND"},
+			Usage: "Pulumi state backend URL (default file://~/.ironrack/pulumi; never Pulumi Cloud unless you name it)"},
+		&cli.StringFlag{Name: "passphrase-env", Value: "PULUMI_CONFIG_PASSPHRASE",
+			Usage: "name of the environment variable holding the stack's secrets passphrase"},
+		&cli.StringFlag{Name: "pulumi-dir", EnvVars: []string{"IRONRACK_PULUMI_DIR"}, Value: defaultPulumiDir(),
+			Usage: "directory with bin/pulumi (scripts/setup builds it there)"},
+		&cli.StringFlag{Name: "provider-dir", EnvVars: []string{"IRONRACK_PROVIDER_DIR"},
+			Usage: "directory with pulumi-resource-ironrack (default: beside this program, else PATH)"},
+		&cli.StringFlag{Name: "deployer", EnvVars: []string{"IRONRACK_DEPLOYER"},
+			Usage: "how the provider deploys machines: state (lifecycle and service registration only; no machine is touched)"},
+		&cli.IntFlag{Name: "drain-seconds", Value: -1, Usage: "seconds a removed machine gets to finish in-flight work (default: the provider's, 30)"},
+		&cli.IntFlag{Name: "health-timeout", Usage: "seconds to wait for health checks after a deploy (default 600)"},
+	)
+}
+
+func defaultPulumiDir() string {
+	h, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(h, ".cache", "ironrack", "tools", "pulumi-"+stack.EngineVersion)
+}
+
+// scalePreviewCommand is `ironrack scale preview`.
+func scalePreviewCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "preview",
+		Usage: "show the step the stack config asks for: per tier, the machines added and removed (changes nothing)",
+		Flags: engineFlags(),
+		Action: func(c *cli.Context) error {
+			o, err := e.stackOptions(c)
+			if err != nil {
+				return err
+			}
+			steps, err := stack.Preview(c.Context, o)
+			if err != nil {
+				return err
+			}
+			return e.printSteps(steps, "preview")
+		},
+	}
+}
+
+// scaleApplyCommand is `ironrack scale apply`.
+func scaleApplyCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name: "apply",
+		Usage: "step the tiers to the stack config: preview, check the ready pool can meet every tier at once, " +
+			"then claim, deploy, drain and release",
+		Flags: engineFlags(),
+		Action: func(c *cli.Context) error {
+			o, err := e.stackOptions(c)
+			if err != nil {
+				return err
+			}
+			steps, err := stack.Preview(c.Context, o)
+			if err != nil {
+				return err
+			}
+			var demands []tiers.Demand
+			for _, s := range steps {
+				demands = append(demands, tiers.Demand{Tier: s.Tier, Selector: o.Config[selectorKey(s.Tier)], Count: len(s.Add)})
+			}
+			st, err := e.store(c, false)
+			if err != nil {
+				return err
+			}
+			if err := tiers.CheckPool(c.Context, st, demands); err != nil {
+				return fmt.Errorf("refused, nothing claimed: %w", err)
+			}
+			steps, err = stack.Apply(c.Context, o)
+			if perr := e.printSteps(steps, "apply"); perr != nil && err == nil {
+				err = perr
+			}
+			return err
+		},
+	}
+}
+
+// stackOptions gathers the engine's options from the flags, the
+// environment and the stack config file.
+func (e *env) stackOptions(c *cli.Context) (stack.Options, error) {
+	if err := flagsFirst(c); err != nil {
+		return stack.Options{}, err
+	}
+	if c.NArg() > 0 {
+		return stack.Options{}, fmt.Errorf("%s: unexpected argument %q", c.Command.FullName(), c.Args().First())
+	}
+	path, err := stackFileFrom(c)
+	if err != nil {
+		return stack.Options{}, err
+	}
+	cfg, err := readTierConfig(path)
+	if err != nil {
+		return stack.Options{}, err
+	}
+	passEnv := c.String("passphrase-env")
+	pass := os.Getenv(passEnv)
+	if pass == "" {
+		return stack.Options{}, fmt.Errorf("--passphrase-env %s: the variable is empty or unset; the stack's secrets need a passphrase", passEnv)
+	}
+	backend := c.String("backend")
+	if backend != "" && !strings.Contains(backend, "://") {
+		return stack.Options{}, fmt.Errorf("--backend %q: want a URL (file:///path, s3://bucket, ...)", backend)
+	}
+	provDir := c.String("provider-dir")
+	if provDir == "" {
+		if exe, err := os.Executable(); err == nil {
+			if _, err := os.Stat(filepath.Join(filepath.Dir(exe), "pulumi-resource-ironrack")); err == nil {
+				provDir = filepath.Dir(exe)
+			}
+		}
+	}
+	if provDir == "" {
+		return stack.Options{}, errors.New("--provider-dir: pulumi-resource-ironrack is not beside this program; build it (go build ./cmd/pulumi-resource-ironrack) and name its directory")
+	}
+	dep := c.String("deployer")
+	if dep == "" {
+		return stack.Options{}, errors.New("--deployer: required (state: lifecycle and service registration only, no machine touched)")
+	}
+	pc := stack.ProviderConfig{Prefix: c.String("prefix"), Deployer: dep, ConsulToken: c.String("consul-token"),
+		HealthTimeoutSeconds: c.Int("health-timeout")}
+	if c.IsSet("consul") || os.Getenv("CONSUL_HTTP_ADDR") == "" {
+		pc.Consul = c.String("consul")
+	} else {
+		pc.Consul = api.DefaultConfig().Address
+	}
+	if d := c.Int("drain-seconds"); d >= 0 {
+		pc.DrainSeconds = &d
+	}
+	return stack.Options{
+		Stack: c.String("stack"), Backend: backend, Passphrase: pass, PulumiDir: c.String("pulumi-dir"),
+		ProviderDir: provDir, Config: cfg, Provider: pc, Progress: e.stderrIfDebug(), Logger: e.log,
+	}, nil
+}
+
+// readTierConfig reads the tier program's keys (ironrack-tiers:*) from the
+// stack config file `scale plan` writes; every tier's size must be set.
+func readTierConfig(path string) (map[string]string, error) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("stack config %s does not exist: write it with `ironrack scale plan`", path)
+	}
+	sf, err := readStackFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, t := range stack.Tiers {
+		if _, err := sf.Int(sizeKey(t.Name)); err != nil {
+			return nil, err
+		}
+		for _, k := range []string{sizeKey(t.Name), selectorKey(t.Name)} {
+			v, ok, err := sf.String(k)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				out[k] = v
+			} else if k == sizeKey(t.Name) {
+				return nil, fmt.Errorf("stack config %s: %s is not set (ironrack scale plan writes it)", path, k)
+			}
+		}
+	}
+	if v, ok, err := sf.String(tiersProject + ":image"); err != nil {
+		return nil, err
+	} else if ok {
+		out[tiersProject+":image"] = v
+	}
+	return out, nil
+}
+
+// stderrIfDebug is where the engine's own output goes: stderr at
+// --log-level debug, else nowhere.
+func (e *env) stderrIfDebug() io.Writer {
+	if e.log != nil && e.log.Enabled(context.Background(), slog.LevelDebug) {
+		return e.stderr
+	}
+	return io.Discard
+}
+
+// printSteps writes the per-tier step.
+func (e *env) printSteps(steps []stack.Step, what string) error {
+	if e.format == "json" {
+		if steps == nil {
+			steps = []stack.Step{}
+		}
+		return writeJSON(e.stdout, steps)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIER\tSTEP\tADD\tREMOVE")
+	for _, s := range steps {
+		fmt.Fprintf(tw, "%s\t%d → %d\t%d\t%d\n", s.Tier, s.From, s.To, len(s.Add), len(s.Remove))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	verb := map[string][2]string{"preview": {"will add", "will remove"}, "apply": {"added", "removed"}}[what]
+	for _, s := range steps {
+		for _, id := range s.Add {
+			fmt.Fprintf(e.stdout, "+ %s %s %s\n", s.Tier, id, verb[0])
+		}
+		for _, id := range s.Remove {
+			fmt.Fprintf(e.stdout, "- %s %s %s\n", s.Tier, id, verb[1])
+		}
+	}
+	return nil
+}
