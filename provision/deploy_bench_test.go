@@ -44,6 +44,7 @@ var rateRE = regexp.MustCompile(`\(([0-9.]+) MiB/s\)`)
 
 func deployTimings(t *testing.T, n int) {
 	l := lab.New(t, lab.Config{Tools: []string{"mkfs.ext4", "ipmi_sim"}})
+	t.Logf("load average at start: %s", loadavg())
 	ctx := context.Background()
 	image, version, keys := benchImage(t, l)
 	vms := make([]*lab.VM, n)
@@ -101,6 +102,7 @@ func deployTimings(t *testing.T, n int) {
 	}
 	sort.Slice(ready, func(i, j int) bool { return ready[i] < ready[j] })
 	sort.Slice(deployed, func(i, j int) bool { return deployed[i] < deployed[j] })
+	t.Logf("load average at end: %s", loadavg())
 	t.Logf("BENCH vms=%d image=%s/%s: power-on → ready: each %v, all %v; power-on → deployed (workflow call to result): each %v; agent stream MiB/s: %s",
 		n, image, version, rounded(ready), allReady.Round(100*time.Millisecond), rounded(deployed), strings.Join(rates, ", "))
 }
@@ -113,8 +115,23 @@ func rounded(ds []time.Duration) []time.Duration {
 	return out
 }
 
-// benchImage is the image the timings deploy: the test image (512 MiB).
+// benchImage is the image the timings deploy: the Debian image with
+// IRONRACK_BENCH_IMAGE=debian, otherwise the 512 MiB test image.
 func benchImage(t *testing.T, l *lab.Lab) (name, version string, keys []string) {
+	keys = []string{testKey(t).authorized}
+	if os.Getenv("IRONRACK_BENCH_IMAGE") == "debian" {
+		m := debianImage(t, l)
+		return m.Name, m.Version, keys
+	}
 	testImage(t, l, "bench", 512)
-	return "tiny", "bench", []string{testKey(t).authorized}
+	return "tiny", "bench", keys
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }

@@ -44,10 +44,10 @@ func deployCommand(e *env) *cli.Command {
 		Flags: append(workflowFlags(30*time.Minute),
 			&cli.StringFlag{Name: "image", Required: true, Usage: "image as NAME or NAME:VERSION (ironrack images list)"},
 			&cli.StringFlag{Name: "user-data", Usage: "cloud-init user-data file (#cloud-config or a script), applied after ironrack's own"},
-			&cli.StringSliceFlag{Name: "ssh-key", Usage: "authorized_keys file for the deployed OS (repeatable)"},
+			&cli.StringSliceFlag{Name: "ssh-key", Usage: "authorized_keys file for root on the deployed OS (repeatable; at least one: the image has no password login)"},
 			&cli.StringFlag{Name: "hostname-prefix", Usage: "host names PREFIX-1, PREFIX-2, … in machine ID order (default: the machine ID)"},
 			&cli.StringFlag{Name: "owner", Usage: "who claims the machines (default: $USER@host)"},
-			&cli.StringFlag{Name: "role", Usage: "tier role passed to cloud-init (/etc/ironrack/role)"},
+			&cli.StringFlag{Name: "role", Usage: "tier role: the deployed Consul agent's ironrack_role node meta"},
 			&cli.StringFlag{Name: "consul-join", Usage: "Consul address the deployed OS's agent joins (HOST[:PORT])"},
 		),
 		Action: func(c *cli.Context) error {

@@ -1,0 +1,191 @@
+package provision_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/ironrack/ironrack/images"
+	"github.com/ironrack/ironrack/internal/consuldev"
+	"github.com/ironrack/ironrack/internal/lab"
+	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/provision"
+)
+
+// debianImage builds the Debian OS image (images.Debian: the debootstrap
+// tree from its cache, the boot-artifacts kernel, the pinned consul) into
+// the lab's data dir and registers it in the lab's catalog.
+func debianImage(t *testing.T, l *lab.Lab) images.Manifest {
+	t.Helper()
+	ctx := context.Background()
+	mirror, err := images.AptMirror("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := images.DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := lab.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kdir, err := images.KernelCache(ctx, filepath.Join(root, "scripts", "boot-artifacts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	consul, err := consuldev.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b, err := images.Debian{DataDir: l.Data, CacheDir: cache, Mirror: mirror, KernelDir: kdir, Consul: consul}.Build(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("debian/%s built in %v (tree cached: %v)", b.Manifest.Version, time.Since(start).Round(100*time.Millisecond), b.TreeCached)
+	if err := (&images.Catalog{KV: l.Consul.KV()}).Register(ctx, b.Manifest); err != nil {
+		t.Fatal(err)
+	}
+	return b.Manifest
+}
+
+// sshRun runs cmd on addr as root with key, dialing from inside the lab's
+// namespace, retrying the dial until deadline (the machine is booting).
+func sshRun(t *testing.T, l *lab.Lab, addr string, key sshKey, deadline time.Time, cmds ...string) ([]string, error) {
+	t.Helper()
+	cfg := &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(key.signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second}
+	var client *ssh.Client
+	var last error
+	for {
+		var conn net.Conn
+		last = l.NS.Do(func() error {
+			var err error
+			conn, err = net.DialTimeout("tcp", net.JoinHostPort(addr, "22"), 5*time.Second)
+			return err
+		})
+		if last == nil {
+			c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+			if err == nil {
+				client = ssh.NewClient(c, chans, reqs)
+				break
+			}
+			conn.Close()
+			last = err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("ssh root@%s: %w", addr, last)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	defer client.Close()
+	var out []string
+	for _, cmd := range cmds {
+		s, err := client.NewSession()
+		if err != nil {
+			return out, err
+		}
+		b, err := s.CombinedOutput(cmd)
+		s.Close()
+		if err != nil {
+			return out, fmt.Errorf("ssh %q: %w: %s", cmd, err, b)
+		}
+		out = append(out, strings.TrimSpace(string(b)))
+	}
+	return out, nil
+}
+
+// TestDeployDebianQEMU deploys the real Debian image end to end through
+// the workflow `ironrack deploy` runs: an unknown TCG machine is
+// discovered and commissioned (ready), gets an ipmi_sim BMC, is deployed
+// (BMC power-on, the agent streams and verifies root.img, reboots); it boots
+// Debian with its root on the local disk, cloud-init takes the host name and
+// root's SSH key from the boot server's NoCloud seed, and sshd accepts that
+// key (golang.org/x/crypto/ssh from inside the namespace). From the
+// deployed OS a plain HTTP download of the same root.img is timed against
+// the agent's streaming rate. Release (allow-reboot: it runs) wipes it: the
+// disk image file read from the host has zero first and last MiB, and the
+// machine is ready.
+func TestDeployDebianQEMU(t *testing.T) {
+	l := lab.New(t, lab.Config{Tools: []string{"debootstrap", "mkfs.ext4", "ipmi_sim"}})
+	ctx := context.Background()
+	man := debianImage(t, l)
+	key := testKey(t)
+
+	v := l.Start(lab.VMSpec{MAC: "52:54:00:31:00:20", Serial: "DEBIAN-1", MemMiB: 1024, CPUs: 1, DiskGB: 2, Reboot: true})
+	m, err := l.WaitState(v, inventory.StateReady, time.Now().Add(4*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.WaitOff(time.Now().Add(time.Minute)) {
+		t.Fatalf("discovered VM did not power off")
+	}
+	l.AttachBMC(v, netip.MustParseAddr("127.0.31.42"), m.ID)
+
+	d := deployer(l)
+	var evs events
+	res := d.Deploy(ctx, []string{m.ID}, provision.DeployRequest{Owner: "test", Image: "debian", // the only version: resolved
+		Hostnames: map[string]string{m.ID: "deb-1"}, SSHKeys: []string{key.authorized}, Role: "web", Timeout: 10 * time.Minute, Progress: evs.add})
+	t.Logf("deploy events:\n%s", evs.String())
+	if !res[0].OK() || res[0].State != inventory.StateDeployed {
+		t.Fatalf("deploy: %+v\nconsole:\n%s", res, lab.Tail(v.Console(), 40))
+	}
+	m, _ = l.Store.Get(ctx, m.ID)
+	rate := ""
+	for _, h := range l.History(m.ID) {
+		if r := rateRE.FindStringSubmatch(h); r != nil {
+			rate = r[1]
+		}
+	}
+
+	dl := fmt.Sprintf(`s=$(date +%%s%%N); exec 3<>/dev/tcp/%s/8080; printf 'GET /images/debian/%s/root.img HTTP/1.0\r\nHost: %s\r\n\r\n' >&3; n=$(cat <&3 | wc -c); e=$(date +%%s%%N); echo $n $(( (e-s)/1000000 ))`,
+		lab.ServerIP, man.Version, lab.ServerIP)
+	out, err := sshRun(t, l, m.IP, key, time.Now().Add(5*time.Minute),
+		"hostname", "cat /root/.ssh/authorized_keys", "cloud-init status --wait || true", "findmnt -n -o SOURCE /", "bash -c '"+strings.ReplaceAll(dl, "'", `'\''`)+"'")
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, lab.Tail(v.Console(), 40))
+	}
+	if out[0] != "deb-1" {
+		t.Errorf("hostname %q, want deb-1 (from cloud-init)", out[0])
+	}
+	if !strings.Contains(out[1], strings.Fields(key.authorized)[1]) {
+		t.Errorf("root's authorized_keys lacks the deploy's key:\n%s", out[1])
+	}
+	if !strings.Contains(out[2], "done") {
+		t.Errorf("cloud-init status: %q", out[2])
+	}
+	if out[3] != "/dev/vda" {
+		t.Errorf("root is %q, want the local disk /dev/vda", out[3])
+	}
+	var n, ms int64
+	fmt.Sscan(out[4], &n, &ms)
+	if n > 0 && ms > 0 {
+		t.Logf("BENCH streaming: agent wrote root.img (%d bytes) at %s MiB/s (sha256 while writing, to disk); a plain HTTP download of it in the deployed OS (bash /dev/tcp | wc -c) took %d ms: %.1f MiB/s",
+			n, rate, ms, float64(n)/(1<<20)/(float64(ms)/1000))
+	}
+
+	res = d.Release(ctx, []string{m.ID}, provision.ReleaseRequest{AllowReboot: true, Timeout: 6 * time.Minute})
+	if !res[0].OK() || res[0].State != inventory.StateReady {
+		t.Fatalf("release: %+v\nconsole:\n%s", res, lab.Tail(v.Console(), 30))
+	}
+	if !v.WaitOff(time.Now().Add(time.Minute)) {
+		t.Fatalf("wiped machine did not power off")
+	}
+	zero := make([]byte, 1<<20)
+	size := int64(v.Spec.DiskGB) << 30
+	if !bytes.Equal(readDisk(t, v.Disk, 0, 1<<20), zero) || !bytes.Equal(readDisk(t, v.Disk, size-1<<20, 1<<20), zero) {
+		t.Fatal("after release, the disk's first or last MiB is not zero")
+	}
+	if _, err := l.Store.Deploy(ctx, m.ID); err == nil {
+		t.Error("the deploy spec outlived the release")
+	}
+}
