@@ -95,7 +95,7 @@ type Debian struct {
 	// DebianModules().
 	Modules []string
 	// MarginMiB is free space left in the root file system beyond its
-	// content. If 0, 256.
+	// content (cloud-init's resize_rootfs grows it to the disk). If 0, 128.
 	MarginMiB int
 	// Logger receives progress. If nil, logs are discarded.
 	Logger *slog.Logger
@@ -234,7 +234,7 @@ func (d Debian) defaults() Debian {
 		d.Modules = DebianModules()
 	}
 	if d.MarginMiB == 0 {
-		d.MarginMiB = 256
+		d.MarginMiB = 128
 	}
 	if d.Busybox == "" {
 		d.Busybox = "/bin/busybox"
@@ -577,9 +577,11 @@ func (d Debian) pack(ctx context.Context, tree string, consul []byte, out string
 	if err != nil {
 		return err
 	}
-	// ext4 needs room for its metadata (inode tables, journal): a tenth of
-	// the content on top of the margin keeps mkfs -d from running out.
-	size := used + used/10 + int64(d.MarginMiB)<<20
+	// ext4 needs room for its metadata: inode tables (about 1.6% at one
+	// 256-byte inode per 16 KiB), the 1% reserve, the journal (16 MiB
+	// below 1 GiB) and directory blocks; a twentieth plus 64 MiB covers
+	// them, and MarginMiB is the free space left.
+	size := used + used/20 + 64<<20 + int64(d.MarginMiB)<<20
 	size = (size + 1<<20 - 1) &^ (1<<20 - 1)
 	f, err := os.Create(out)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -402,7 +403,8 @@ opt lease 3600
 	// Where the boot spent its time, from the guest's own clock.
 	if b, err := os.ReadFile(serial); err == nil {
 		var marks []string
-		for _, line := range strings.Split(string(b), "\n") {
+		ansi := regexp.MustCompile("\x1b\\[[0-9;]*[A-Za-z]")
+		for _, line := range strings.Split(ansi.ReplaceAllString(string(b), ""), "\n") {
 			if strings.Contains(line, "ironrack-initrd: root") || strings.Contains(line, "running 'init") ||
 				strings.Contains(line, "Finished networking.service") || strings.Contains(line, "Started ssh.service") ||
 				strings.Contains(line, "Started consul.service") || strings.Contains(line, "finished at") {
