@@ -30,10 +30,10 @@ func (h *ConsulHealth) poll() time.Duration {
 }
 
 // instances maps machine ID → the service's entry on it.
-func (h *ConsulHealth) instances(ctx context.Context, ms []*inventory.Machine, svc string) (map[string]*api.ServiceEntry, error) {
+func (h *ConsulHealth) instances(ctx context.Context, ms []*inventory.Machine, svc string, passingOnly bool) (map[string]*api.ServiceEntry, error) {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	entries, _, err := h.Client.Health().Service(svc, "", false, (&api.QueryOptions{}).WithContext(rctx))
+	entries, _, err := h.Client.Health().Service(svc, "", passingOnly, (&api.QueryOptions{}).WithContext(rctx))
 	if err != nil {
 		return nil, fmt.Errorf("read health of service %s: %w", svc, err)
 	}
@@ -63,7 +63,7 @@ func (h *ConsulHealth) WaitHealthy(ctx context.Context, ms []*inventory.Machine,
 	for {
 		var failing []string
 		for _, svc := range services {
-			got, err := h.instances(ctx, ms, svc.Name)
+			got, err := h.instances(ctx, ms, svc.Name, false)
 			if err != nil {
 				return err
 			}
@@ -94,12 +94,13 @@ func (h *ConsulHealth) WaitHealthy(ctx context.Context, ms []*inventory.Machine,
 	}
 }
 
-// WaitGone returns once no machine of ms is listed for any of the services.
+// WaitGone returns once no machine of ms serves any of the services with
+// passing checks (deregistered, or in maintenance).
 func (h *ConsulHealth) WaitGone(ctx context.Context, ms []*inventory.Machine, services []Service) error {
 	for {
 		var still []string
 		for _, svc := range services {
-			got, err := h.instances(ctx, ms, svc.Name)
+			got, err := h.instances(ctx, ms, svc.Name, true)
 			if err != nil {
 				return err
 			}

@@ -38,7 +38,8 @@ type Deployer interface {
 // and an error naming the pairs still failing when ctx ends.
 type HealthWaiter interface {
 	WaitHealthy(ctx context.Context, ms []*inventory.Machine, services []Service) error
-	// WaitGone returns once no machine of ms is listed for the services.
+	// WaitGone returns once no machine of ms serves the services with
+	// passing checks.
 	WaitGone(ctx context.Context, ms []*inventory.Machine, services []Service) error
 }
 

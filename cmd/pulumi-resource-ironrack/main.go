@@ -8,8 +8,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/hashicorp/consul/api"
-	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/images"
+	"github.com/ironrack/ironrack/ipmi"
+	"github.com/ironrack/ironrack/provision"
 	"github.com/ironrack/ironrack/tiers"
 	"github.com/ironrack/ironrack/tiers/provider"
 )
@@ -21,12 +22,33 @@ func main() {
 	}
 }
 
-func run(ctx context.Context) error {
-	prov, err := provider.New(provider.Deployers{
-		"state": func(s *inventory.Store, c *api.Client, who string) (tiers.Deployer, error) {
-			return &tiers.StateDeployer{Store: s, Client: c, Who: who}, nil
+// deployers is the provider's registry of deployers (config
+// ironrack:deployer).
+func deployers() provider.Deployers {
+	return provider.Deployers{
+		// state: the lifecycle and the services' registration only; no machine
+		// is touched (tests and measurements).
+		"state": func(e provider.DeployerEnv) (tiers.Deployer, error) {
+			return &tiers.StateDeployer{Store: e.Store, Client: e.Client, Who: e.Who}, nil
 		},
-	})
+		// provision: the deploy and release workflows `ironrack deploy` runs.
+		"provision": func(e provider.DeployerEnv) (tiers.Deployer, error) {
+			return &tiers.ProvisionDeployer{
+				Workflows: &provision.Deployer{
+					Store:  e.Store,
+					Images: &images.Catalog{KV: e.Client.KV(), Prefix: e.Prefix},
+					Who:    e.Who,
+					Logger: e.Logger,
+					Fleet:  &provision.Fleet{Inventory: e.Store, Controller: &ipmi.Controller{Logger: e.Logger}, Who: e.Who, Logger: e.Logger},
+				},
+				ConsulJoin: e.ConsulJoin, AllowReboot: e.AllowReboot,
+			}, nil
+		},
+	}
+}
+
+func run(ctx context.Context) error {
+	prov, err := provider.New(deployers())
 	if err != nil {
 		return err
 	}

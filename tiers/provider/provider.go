@@ -38,7 +38,21 @@ const (
 // Deployers maps a deployer name (the provider config `deployer`) to its
 // constructor. cmd/pulumi-resource-ironrack builds the map (an explicit
 // registry, no init()).
-type Deployers map[string]func(store *inventory.Store, client *api.Client, who string) (tiers.Deployer, error)
+type Deployers map[string]func(DeployerEnv) (tiers.Deployer, error)
+
+// DeployerEnv is what a deployer is built from: the configured inventory
+// and the provider config's deploy settings.
+type DeployerEnv struct {
+	Store  *inventory.Store
+	Client *api.Client
+	Prefix string
+	Who    string
+	// ConsulJoin is the address deployed machines' Consul agents join.
+	ConsulJoin string
+	// AllowReboot lets a deploy power-cycle a machine that is on.
+	AllowReboot bool
+	Logger      *slog.Logger
+}
 
 // New returns the provider with the given deployers.
 func New(deployers Deployers) (p.Provider, error) {
@@ -92,6 +106,10 @@ type Config struct {
 	HealthTimeoutSeconds int `pulumi:"healthTimeoutSeconds,optional"`
 	// Who is recorded in the machines' history; "": "pulumi".
 	Who string `pulumi:"who,optional"`
+	// ConsulJoin is what deployed machines' Consul agents join; "": the
+	// consul address's host.
+	ConsulJoin  string `pulumi:"consulJoin,optional"`
+	AllowReboot bool   `pulumi:"allowReboot,optional"`
 
 	deployers Deployers
 	rec       *tiers.Reconciler
@@ -106,6 +124,8 @@ func (c *Config) Annotate(a infer.Annotator) {
 	a.Describe(&c.Deployer, "How machines are deployed: \"state\" (lifecycle and service registration only, no machine touched: tests and measurements) or another registered deployer.")
 	a.Describe(&c.HealthTimeoutSeconds, "How long to wait for the services' health checks after a deploy (default 600).")
 	a.Describe(&c.Who, "Who the machines' history names for the provider's changes (default: pulumi).")
+	a.Describe(&c.ConsulJoin, "Address the deployed machines' Consul agents join (provision deployer; default: the consul address's host).")
+	a.Describe(&c.AllowReboot, "Let the provision deployer power-cycle a claimed machine that is on.")
 }
 
 // Configure connects to Consul and builds the reconciler.
@@ -151,7 +171,12 @@ func (c *Config) Configure(ctx context.Context) error {
 		}
 		return fmt.Errorf("ironrack:deployer %q is not a deployer (want one of %v)", c.Deployer, names)
 	}
-	d, err := mk(store, client, who)
+	join := c.ConsulJoin
+	if join == "" {
+		join, _, _ = strings.Cut(cfg.Address, ":")
+	}
+	d, err := mk(DeployerEnv{Store: store, Client: client, Prefix: c.Prefix, Who: who, ConsulJoin: join,
+		AllowReboot: c.AllowReboot, Logger: scfg.Logger})
 	if err != nil {
 		return fmt.Errorf("ironrack:deployer %s: %w", c.Deployer, err)
 	}

@@ -32,7 +32,7 @@ func engineFlags() []cli.Flag {
 		&cli.StringFlag{Name: "provider-dir", EnvVars: []string{"IRONRACK_PROVIDER_DIR"},
 			Usage: "directory with pulumi-resource-ironrack (default: beside this program, else PATH)"},
 		&cli.StringFlag{Name: "deployer", EnvVars: []string{"IRONRACK_DEPLOYER"},
-			Usage: "how the provider deploys machines: state (lifecycle and service registration only; no machine is touched)"},
+			Usage: "how the provider deploys machines: provision (PXE, image, the agent; as `ironrack deploy`) or state (lifecycle and service registration only; no machine is touched)"},
 		&cli.IntFlag{Name: "drain-seconds", Value: -1, Usage: "seconds a removed machine gets to finish in-flight work (default: the provider's, 30)"},
 		&cli.IntFlag{Name: "health-timeout", Usage: "seconds to wait for health checks after a deploy (default 600)"},
 	)
@@ -141,7 +141,7 @@ func (e *env) stackOptions(c *cli.Context) (stack.Options, error) {
 	}
 	dep := c.String("deployer")
 	if dep == "" {
-		return stack.Options{}, errors.New("--deployer: required (state: lifecycle and service registration only, no machine touched)")
+		return stack.Options{}, errors.New("--deployer: required: provision (deploys the machines) or state (lifecycle and service registration only, no machine touched)")
 	}
 	pc := stack.ProviderConfig{Prefix: c.String("prefix"), Deployer: dep, ConsulToken: c.String("consul-token"),
 		HealthTimeoutSeconds: c.Int("health-timeout")}
@@ -149,6 +149,11 @@ func (e *env) stackOptions(c *cli.Context) (stack.Options, error) {
 		pc.Consul = c.String("consul")
 	} else {
 		pc.Consul = api.DefaultConfig().Address
+	}
+	if kf := c.String("key-file"); kf != "" {
+		if _, err := os.Stat(kf); err == nil {
+			pc.KeyFile = kf // the provision deployer powers machines with the sealed BMC passwords
+		}
 	}
 	if d := c.Int("drain-seconds"); d >= 0 {
 		pc.DrainSeconds = &d

@@ -1,0 +1,173 @@
+package tiers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/provision"
+)
+
+// ProvisionDeployer deploys real machines through the provision workflows
+// (PXE, the agent writes the image, the boot server records the result),
+// the same ones `ironrack deploy` and `ironrack release` run. The deployed
+// OS runs a Consul agent (joined to ConsulJoin) named by the machine ID
+// that registers the tier's services and runs their checks; the image's
+// role or the tier's user data configures them.
+type ProvisionDeployer struct {
+	Workflows *provision.Deployer
+	// ConsulJoin is the address the deployed machines' Consul agents join.
+	ConsulJoin string
+	// AllowReboot lets the workflows power-cycle a machine that is on.
+	AllowReboot bool
+	// AgentPort is the HTTP port of the machines' Consul agents (drain puts
+	// their services in maintenance there). If 0, 8500.
+	AgentPort int
+	// Poll is the pause while waiting on a machine another run started to
+	// deploy. If 0, 2s.
+	Poll time.Duration
+	// Timeout bounds each deploy or release. If 0, the workflows' defaults.
+	Timeout time.Duration
+}
+
+func failures(rs []provision.Result) error {
+	var errs []error
+	for _, r := range rs {
+		if !r.OK() {
+			errs = append(errs, fmt.Errorf("machine %s: %s: %w", r.Machine, r.Step, r.Err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Deploy deploys the allocated machines and waits for the ones an earlier,
+// interrupted run left deploying.
+func (d *ProvisionDeployer) Deploy(ctx context.Context, ms []*inventory.Machine, spec Spec) ([]*inventory.Machine, error) {
+	var fresh, started []string
+	owner := ""
+	for _, m := range ms {
+		switch m.State {
+		case inventory.StateAllocated:
+			fresh = append(fresh, m.ID)
+			owner = m.Owner
+		case inventory.StateDeploying:
+			started = append(started, m.ID)
+		default:
+			return nil, fmt.Errorf("machine %s is %s, not allocated or deploying", m.ID, m.State)
+		}
+	}
+	if len(fresh) > 0 {
+		rs := d.Workflows.Deploy(ctx, fresh, provision.DeployRequest{
+			Owner: owner, Tier: spec.Name, Image: spec.Image, UserData: spec.UserData, Role: spec.Name,
+			ConsulJoin: d.ConsulJoin, AllowReboot: d.AllowReboot, Timeout: d.Timeout,
+			Reason: "tier " + spec.Name,
+		})
+		if err := failures(rs); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]*inventory.Machine, 0, len(ms))
+	poll := d.Poll
+	if poll == 0 {
+		poll = 2 * time.Second
+	}
+	for _, m := range ms {
+		for {
+			got, err := d.Workflows.Store.Get(ctx, m.ID)
+			if err != nil {
+				return nil, err
+			}
+			if got.State == inventory.StateDeployed {
+				out = append(out, got)
+				break
+			}
+			if got.State != inventory.StateDeploying {
+				return nil, fmt.Errorf("machine %s is %s after its deploy (see its history)", m.ID, got.State)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("machine %s still deploying: %w", m.ID, ctx.Err())
+			case <-time.After(poll):
+			}
+		}
+	}
+	return out, nil
+}
+
+// Drain puts the machines' services in maintenance on their own Consul
+// agents: the checks turn critical, so no new work is routed to them.
+func (d *ProvisionDeployer) Drain(ctx context.Context, ms []*inventory.Machine, spec Spec) error {
+	port := d.AgentPort
+	if port == 0 {
+		port = 8500
+	}
+	for _, m := range ms {
+		if m.IP == "" {
+			return fmt.Errorf("machine %s has no address to reach its Consul agent", m.ID)
+		}
+		cfg := api.DefaultNonPooledConfig()
+		cfg.Address = net.JoinHostPort(m.IP, fmt.Sprint(port))
+		// The agent's maintenance call takes no context: bound it here.
+		cfg.HttpClient = &http.Client{Timeout: 10 * time.Second}
+		c, err := api.NewClient(cfg)
+		if err != nil {
+			return err
+		}
+		for _, svc := range spec.Services {
+			if err := c.Agent().EnableServiceMaintenance(svc.Name, "drained by tier "+spec.Name); err != nil {
+				return fmt.Errorf("machine %s: drain service %s: %w", m.ID, svc.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Release wipes the machines through the release workflow (power-cycling
+// them into the wipe: they were drained first), and waits for the ones an
+// interrupted run left releasing.
+func (d *ProvisionDeployer) Release(ctx context.Context, ms []*inventory.Machine, spec Spec) error {
+	var ids, started []string
+	for _, m := range ms {
+		if m.State == inventory.StateReleasing {
+			started = append(started, m.ID)
+		} else {
+			ids = append(ids, m.ID)
+		}
+	}
+	if len(ids) > 0 {
+		rs := d.Workflows.Release(ctx, ids, provision.ReleaseRequest{AllowReboot: true, Timeout: d.Timeout,
+			Reason: "tier " + spec.Name})
+		if err := failures(rs); err != nil {
+			return err
+		}
+	}
+	poll := d.Poll
+	if poll == 0 {
+		poll = 2 * time.Second
+	}
+	for _, id := range started {
+		for {
+			got, err := d.Workflows.Store.Get(ctx, id)
+			if err != nil {
+				return err
+			}
+			if got.State == inventory.StateReady {
+				break
+			}
+			if got.State != inventory.StateReleasing {
+				return fmt.Errorf("machine %s is %s after its release (see its history)", id, got.State)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("machine %s still releasing: %w", id, ctx.Err())
+			case <-time.After(poll):
+			}
+		}
+	}
+	return nil
+}
