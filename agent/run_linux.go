@@ -61,9 +61,12 @@ func run(ctx context.Context, log io.Writer, next *Next) error {
 	if err := mountAll(); err != nil {
 		return err
 	}
-	for _, err := range loadModules(ModuleOrder) {
+	loadStart := time.Now()
+	modErrs := loadModules(ModuleOrder)
+	for _, err := range modErrs {
 		say("%v", err)
 	}
+	say("modules loaded in %.1fs, %d failed", time.Since(loadStart).Seconds(), len(modErrs))
 	raw, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		return fmt.Errorf("read the kernel command line: %w", err)

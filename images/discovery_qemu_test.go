@@ -109,6 +109,11 @@ func TestDiscoveryQEMU(t *testing.T) {
 				}
 			}
 		}
+		for _, line := range strings.Split(string(console), "\n") {
+			if strings.Contains(line, "ironrack-agent: modules loaded") || strings.Contains(line, "ironrack-agent: load module") {
+				t.Logf("%s: %s", v.MAC, strings.TrimSpace(line))
+			}
+		}
 		for _, want := range []string{"ironrack-agent: facts reported", `"memory_source":"smbios"`} {
 			if !bytes.Contains(console, []byte(want)) {
 				t.Errorf("%s: console lacks %q:\n%s", v.MAC, want, lab.Tail(string(console), 30))
