@@ -172,3 +172,30 @@ func writeTemp(t *testing.T, b []byte) string {
 	}
 	return p
 }
+
+func TestTreeConfigured(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "var/lib/dpkg"), 0o755)
+	status := filepath.Join(root, "var/lib/dpkg/status")
+	os.WriteFile(status, []byte("Package: a\nStatus: install ok installed\n\nPackage: cloud-init\nStatus: install ok unpacked\n\nPackage: b\nStatus: install ok installed\n"), 0o644)
+	if err := treeConfigured(root); err == nil || !strings.Contains(err.Error(), "cloud-init (install ok unpacked)") {
+		t.Errorf("an unconfigured package: %v", err)
+	}
+	os.WriteFile(status, []byte("Package: a\nStatus: install ok installed\n"), 0o644)
+	if err := treeConfigured(root); err != nil {
+		t.Error(err)
+	}
+	if err := treeConfigured(t.TempDir()); err == nil {
+		t.Error("no dpkg status: no error")
+	}
+}
+
+func TestTreeKey(t *testing.T) {
+	a := TreeKey("bookworm", []string{"b", "a"})
+	if a != TreeKey("bookworm", []string{"a", "b"}) || !strings.HasPrefix(a, "debian-bookworm-") {
+		t.Errorf("key %s depends on the list's order or lacks the suite", a)
+	}
+	if a == TreeKey("bookworm", []string{"a", "b", "c"}) || a == TreeKey("trixie", []string{"a", "b"}) {
+		t.Error("different packages or suites share a key")
+	}
+}

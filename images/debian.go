@@ -107,7 +107,7 @@ type Built struct {
 	// Dir is DATA/images/<name>/<version>.
 	Dir string
 	// Tree is the debootstrap tree in the cache; TreeCached says it was
-	// there already (no debootstrap ran).
+	// there already (no debootstrap ran; a reused version needs no tree).
 	Tree       string
 	TreeCached bool
 	// Reused says the version dir was already complete (nothing was packed).
@@ -263,7 +263,7 @@ func TreeKey(suite string, packages []string) string {
 // cmdline, SHA256SUMS and manifest.json. The version is the suite and a
 // hash of every input (tree key, kernel, initramfs, consul binary, the
 // image's configuration), so building the same inputs again finds the
-// version complete and packs nothing. The files appear all at once (a
+// version complete and packs nothing (nor needs the tree). The files appear all at once (a
 // temporary dir renamed into place).
 func (d Debian) Build(ctx context.Context) (Built, error) {
 	d = d.defaults()
@@ -302,10 +302,6 @@ func (d Debian) Build(ctx context.Context) (Built, error) {
 
 	out := Built{}
 	key := TreeKey(d.Suite, d.Packages)
-	out.Tree, out.TreeCached, err = d.tree(ctx, key)
-	if err != nil {
-		return Built{}, fmt.Errorf("debian build: %w", err)
-	}
 
 	// The version hashes every input of the packed image.
 	h := sha256.New()
@@ -322,8 +318,14 @@ func (d Debian) Build(ctx context.Context) (Built, error) {
 	out.Dir = filepath.Join(base, version)
 	if m, err := readManifest(out.Dir); err == nil && m.Version == version {
 		out.Manifest, out.Reused = m, true
+		out.Tree = filepath.Join(d.CacheDir, key)
+		out.TreeCached = treeComplete(out.Tree)
 		d.log().Info("debian build: version already complete", "version", version)
 		return out, nil
+	}
+	out.Tree, out.TreeCached, err = d.tree(ctx, key)
+	if err != nil {
+		return Built{}, fmt.Errorf("debian build: %w", err)
 	}
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return Built{}, fmt.Errorf("debian build: %w", err)
