@@ -156,6 +156,8 @@ type wjob struct {
 	start   time.Time
 	seq     int64
 	pending bool
+	// end is when the machine's workflow ended (zero: at results).
+	end time.Time
 }
 
 // Deploy deploys req's image to the machines ids, all at once, and waits
@@ -503,13 +505,15 @@ func (d *Deployer) wait(ctx context.Context, j *wjob, ok, bad inventory.State, d
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
+			// The result may have landed since the last watch returned.
+			if m, err := d.Store.Get(context.WithoutCancel(ctx), id); err == nil && (m.State == ok || m.State == bad) {
+				j.m = m
+				break
+			}
 			if err := timeout(j); err != nil && !errors.Is(err, inventory.ErrConflict) {
 				d.log().Warn("wait: could not end the workflow at its deadline", "machine", id, "err", err)
 			}
-			if m, err := d.Store.Get(context.WithoutCancel(ctx), id); err == nil && (m.State == ok || m.State == bad) && m.State != j.m.State {
-				j.m = m // the result landed just in time
-				break
-			}
+			j.end = time.Now()
 			j.res.fail("timeout", fmt.Errorf("machine %s: no result by the deadline (last: %s)", id, orNone(last)))
 			return
 		}
@@ -556,6 +560,7 @@ func (d *Deployer) wait(ctx context.Context, j *wjob, ok, bad inventory.State, d
 			break
 		}
 	}
+	j.end = time.Now()
 	if j.m.State == bad {
 		j.res.fail("agent", fmt.Errorf("machine %s is %s: %s", id, bad, orNone(last)))
 	}
@@ -578,7 +583,10 @@ func (d *Deployer) results(ctx context.Context, jobs []*wjob) []Result {
 			}
 			j.res.State = j.m.State
 		}
-		j.res.Elapsed = time.Since(j.start)
+		if j.end.IsZero() {
+			j.end = time.Now()
+		}
+		j.res.Elapsed = j.end.Sub(j.start)
 		out[i] = j.res
 	}
 	return out
