@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/ironrack/ironrack/inventory"
+	"golang.org/x/sync/errgroup"
 )
 
 // StateDeployer deploys nothing: it moves machines through the lifecycle
@@ -25,32 +26,42 @@ type StateDeployer struct {
 
 const stateNote = "state-level deployer: lifecycle only, no machine touched"
 
-// Deploy registers the services and marks the machines deployed.
+// Deploy registers the services and marks the machines deployed, 8 at a
+// time.
 func (d *StateDeployer) Deploy(ctx context.Context, ms []*inventory.Machine, spec Spec) ([]*inventory.Machine, error) {
-	out := make([]*inventory.Machine, 0, len(ms))
-	for _, m := range ms {
+	out := make([]*inventory.Machine, len(ms))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, m := range ms {
+		g.Go(func() error {
+			m, err := d.deploy(ctx, m, spec)
+			out[i] = m
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (d *StateDeployer) deploy(ctx context.Context, m *inventory.Machine, spec Spec) (*inventory.Machine, error) {
+	if m.State == inventory.StateAllocated {
 		var err error
-		if m.State == inventory.StateAllocated {
-			m, err = d.Store.SetState(ctx, m.ID, inventory.StateDeploying, inventory.System,
-				inventory.Change{What: "deploy", Why: fmt.Sprintf("image %q for tier %s (%s)", spec.Image, spec.Name, stateNote), Who: d.Who})
-			if err != nil {
-				return nil, err
-			}
-		}
-		if m.State != inventory.StateDeploying {
-			return nil, fmt.Errorf("machine %s is %s, not allocated or deploying", m.ID, m.State)
-		}
-		if err := d.register(ctx, m, spec); err != nil {
-			return nil, err
-		}
-		m, err = d.Store.SetState(ctx, m.ID, inventory.StateDeployed, inventory.System,
-			inventory.Change{What: "deployed", Why: stateNote, Who: d.Who})
+		m, err = d.Store.SetState(ctx, m.ID, inventory.StateDeploying, inventory.System,
+			inventory.Change{What: "deploy", Why: fmt.Sprintf("image %q for tier %s (%s)", spec.Image, spec.Name, stateNote), Who: d.Who})
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, m)
 	}
-	return out, nil
+	if m.State != inventory.StateDeploying {
+		return nil, fmt.Errorf("machine %s is %s, not allocated or deploying", m.ID, m.State)
+	}
+	if err := d.register(ctx, m, spec); err != nil {
+		return nil, err
+	}
+	return d.Store.SetState(ctx, m.ID, inventory.StateDeployed, inventory.System,
+		inventory.Change{What: "deployed", Why: stateNote, Who: d.Who})
 }
 
 func (d *StateDeployer) register(ctx context.Context, m *inventory.Machine, spec Spec) error {

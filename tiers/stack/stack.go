@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ironrack/ironrack/tiers"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/events"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optpreview"
@@ -234,9 +235,21 @@ func open(ctx context.Context, o *Options) (auto.Stack, error) {
 		Backend: &workspace.ProjectBackend{URL: o.Backend},
 		Plugins: &workspace.Plugins{Providers: []workspace.PluginOptions{{Name: "ironrack", Path: o.ProviderDir}}},
 	}
-	st, err := auto.UpsertStackInlineSource(ctx, o.Stack, Project, Program(Tiers, o.Provider.DrainSeconds),
+	ws0, err := auto.NewLocalWorkspace(ctx, auto.Program(Program(Tiers, o.Provider.DrainSeconds)),
 		auto.Pulumi(cmd), auto.WorkDir(o.WorkDir), auto.PulumiHome(o.Home), auto.EnvVars(env),
 		auto.Project(proj), auto.SecretsProvider("passphrase"))
+	if err != nil {
+		return auto.Stack{}, fmt.Errorf("stack %s: %w", o.Stack, err)
+	}
+	// A stack the file backend already holds is selected (one engine
+	// process); only a new one is created. (UpsertStack tries to create
+	// first: one process more on every run.)
+	var st auto.Stack
+	if exists(o) {
+		st, err = auto.SelectStack(ctx, o.Stack, ws0)
+	} else {
+		st, err = auto.UpsertStack(ctx, o.Stack, ws0)
+	}
 	if err != nil {
 		return auto.Stack{}, fmt.Errorf("stack %s: %w", o.Stack, err)
 	}
@@ -289,6 +302,16 @@ func open(ctx context.Context, o *Options) (auto.Stack, error) {
 		return auto.Stack{}, err
 	}
 	return st, nil
+}
+
+// exists reports whether the file backend holds the stack already.
+func exists(o *Options) bool {
+	root, ok := strings.CutPrefix(o.Backend, "file://")
+	if !ok {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(root, ".pulumi", "stacks", Project, o.Stack+".json"))
+	return err == nil
 }
 
 // clearDeadLocks removes the file backend's locks on this stack that a
@@ -424,43 +447,95 @@ func engineError(err error, diags []string) error {
 	return err
 }
 
-// Preview plans the step and changes nothing: the provider is asked under
-// a preview (DryRun), which claims nothing.
-func Preview(ctx context.Context, o Options) ([]Step, error) {
+// Runner runs the engine on one opened stack (`scale apply` previews and
+// updates through the same one: the engine's version check and the stack
+// selection run once).
+type Runner struct {
+	st auto.Stack
+	o  Options
+}
+
+// Open opens (or creates) the stack and writes its config.
+func Open(ctx context.Context, o Options) (*Runner, error) {
 	st, err := open(ctx, &o)
 	if err != nil {
 		return nil, err
 	}
+	return &Runner{st: st, o: o}, nil
+}
+
+// Preview plans the step and changes nothing: the provider is asked under
+// a preview (DryRun), which claims nothing.
+func (r *Runner) Preview(ctx context.Context) ([]Step, error) {
 	ch := make(chan events.EngineEvent)
 	done := make(chan map[string]Step, 1)
 	var diags []string
 	go collect(ch, done, &diags)
-	_, err = st.Preview(ctx, optpreview.EventStreams(ch), optpreview.ProgressStreams(o.Progress),
-		optpreview.ErrorProgressStreams(o.Progress), optpreview.SuppressProgress())
+	_, err := r.st.Preview(ctx, optpreview.EventStreams(ch), optpreview.ProgressStreams(r.o.Progress),
+		optpreview.ErrorProgressStreams(r.o.Progress), optpreview.SuppressProgress())
 	steps := wait(done)
 	if err != nil {
-		return nil, fmt.Errorf("preview of stack %s: %w", o.Stack, engineError(err, diags))
+		return nil, fmt.Errorf("preview of stack %s: %w", r.o.Stack, engineError(err, diags))
 	}
 	return ordered(steps), nil
 }
 
-// Apply runs `up` and returns the steps taken.
-func Apply(ctx context.Context, o Options) ([]Step, error) {
-	st, err := open(ctx, &o)
-	if err != nil {
-		return nil, err
-	}
+// Up runs the update and returns the steps taken.
+func (r *Runner) Up(ctx context.Context) ([]Step, error) {
 	ch := make(chan events.EngineEvent)
 	done := make(chan map[string]Step, 1)
 	var diags []string
 	go collect(ch, done, &diags)
-	_, err = st.Up(ctx, optup.EventStreams(ch), optup.ProgressStreams(o.Progress),
-		optup.ErrorProgressStreams(o.Progress), optup.SuppressProgress())
+	_, err := r.st.Up(ctx, optup.EventStreams(ch), optup.ProgressStreams(r.o.Progress),
+		optup.ErrorProgressStreams(r.o.Progress), optup.SuppressProgress())
 	steps := wait(done)
 	if err != nil {
-		return ordered(steps), fmt.Errorf("up of stack %s: %w", o.Stack, engineError(err, diags))
+		return ordered(steps), fmt.Errorf("up of stack %s: %w", r.o.Stack, engineError(err, diags))
 	}
 	return ordered(steps), nil
+}
+
+// Preview opens the stack and previews it.
+func Preview(ctx context.Context, o Options) ([]Step, error) {
+	r, err := Open(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return r.Preview(ctx)
+}
+
+// Apply opens the stack and updates it.
+func Apply(ctx context.Context, o Options) ([]Step, error) {
+	r, err := Open(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return r.Up(ctx)
+}
+
+// Owner is the inventory owner of a tier's claims in a stack: the owner
+// the provider derives from the resource's URN.
+func Owner(stackName, tier string) string {
+	return tiers.Owner("urn:pulumi:" + stackName + "::" + Project + "::ironrack:index:Tier::" + tier)
+}
+
+// Specs are the program's tiers as tiers.Specs from the config (size,
+// selector, spread; what sizing and claiming depend on).
+func Specs(cfg map[string]string) ([]tiers.Spec, error) {
+	var out []tiers.Spec
+	for _, t := range Tiers {
+		raw := cfg[Project+":"+t.Name+"Size"]
+		size, err := strconv.Atoi(strings.TrimSpace(raw))
+		if err != nil || size < 0 {
+			return nil, fmt.Errorf("%s:%sSize is %q, not a size (a whole number >= 0)", Project, t.Name, raw)
+		}
+		sp := tiers.Spec{Name: t.Name, Size: size, Selector: cfg[Project+":"+t.Name+"Selector"], Spread: t.Spread}
+		for _, svc := range t.Services {
+			sp.Services = append(sp.Services, tiers.Service{Name: svc.Name, Port: svc.Port, Check: svc.Check})
+		}
+		out = append(out, sp)
+	}
+	return out, nil
 }
 
 // EngineVersion is the Pulumi engine scripts/setup builds and the tools

@@ -78,22 +78,29 @@ func scaleApplyCommand(e *env) *cli.Command {
 			if err != nil {
 				return err
 			}
-			steps, err := stack.Preview(c.Context, o)
+			// Plan every tier in-process (no engine run) and check the
+			// ready pool meets them all at once, before anything is claimed.
+			specs, err := stack.Specs(o.Config)
 			if err != nil {
 				return err
-			}
-			var demands []tiers.Demand
-			for _, s := range steps {
-				demands = append(demands, tiers.Demand{Tier: s.Tier, Selector: o.Config[selectorKey(s.Tier)], Count: len(s.Add)})
 			}
 			st, err := e.store(c, false)
 			if err != nil {
 				return err
 			}
+			rec := &tiers.Reconciler{Store: st}
+			var demands []tiers.Demand
+			for _, sp := range specs {
+				p, err := rec.Plan(c.Context, stack.Owner(o.Stack, sp.Name), sp)
+				if err != nil {
+					return fmt.Errorf("refused, nothing claimed: %w", err)
+				}
+				demands = append(demands, tiers.Demand{Tier: sp.Name, Selector: sp.Selector, Count: len(p.Add)})
+			}
 			if err := tiers.CheckPool(c.Context, st, demands); err != nil {
 				return fmt.Errorf("refused, nothing claimed: %w", err)
 			}
-			steps, err = stack.Apply(c.Context, o)
+			steps, err := stack.Apply(c.Context, o)
 			if perr := e.printSteps(steps, "apply"); perr != nil && err == nil {
 				err = perr
 			}
