@@ -15,12 +15,14 @@
 //     and waits for the services' health checks.
 //   - Destroy drains and releases every machine of the owner.
 //
-// Deploying goes through the Deployer seam. StateDeployer moves machines
-// through the lifecycle and registers their services in the Consul catalog
-// without touching a machine (for tests and measurements); the provision
-// adapter deploys real machines.
+// Deploying goes through the Deployer seam. ProvisionDeployer runs the
+// provision workflows (the deploy and release `ironrack deploy` runs);
+// StateDeployer moves machines through the lifecycle and registers their
+// services in the Consul catalog without touching a machine (for tests and
+// measurements). CheckPool checks that the ready pool meets several tiers'
+// steps at once.
 //
-// The package reaches Consul only through *inventory.Store and, for services
-// and their health, the Consul catalog and health APIs; it reads no ironrack
-// keys itself.
+// The package reaches Consul only through *inventory.Store, the provision
+// workflows and, for services and their health, Consul's catalog, agent
+// and health APIs; it reads no ironrack keys itself.
 package tiers
