@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -56,11 +57,12 @@ func DebianPackages() []string {
 }
 
 // DebianModules are the kernel modules (with their dependencies) the OS
-// image's initramfs loads before it mounts the root: virtio disks and NIC,
-// common SATA/NVMe/SCSI disk controllers, and ext4. Modules loaded there
+// image's initramfs loads before it mounts the root: the discovery
+// environment's NIC and storage drivers (DiscoveryModules), so a machine
+// that was discovered can also run its OS, and ext4. Modules loaded there
 // stay loaded in the OS, which carries no modules of its own.
 func DebianModules() []string {
-	return []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "ahci", "nvme", "sd_mod", "ext4"}
+	return append(append([]string(nil), DiscoveryModules...), "ext4")
 }
 
 // Debian builds the OS image: a debootstrap tree (cached outside the data
@@ -261,10 +263,11 @@ func TreeKey(suite string, packages []string) string {
 // Build builds (or reuses) the debootstrap tree, then writes
 // DATA/images/debian/<version>/ with vmlinuz, initrd.img, root.img,
 // cmdline, SHA256SUMS and manifest.json. The version is the suite and a
-// hash of every input (tree key, kernel, initramfs, consul binary, the
-// image's configuration), so building the same inputs again finds the
-// version complete and packs nothing (nor needs the tree). The files appear all at once (a
-// temporary dir renamed into place).
+// hash of every input (tree key, kernel, the initramfs's busybox, init and
+// modules, consul binary, the image's configuration), so building the
+// same inputs again finds the version complete and packs nothing (nor
+// needs the tree). The files appear all at once (a temporary dir renamed
+// into place).
 func (d Debian) Build(ctx context.Context) (Built, error) {
 	d = d.defaults()
 	if d.DataDir == "" || d.CacheDir == "" || d.Mirror == "" || d.KernelDir == "" || d.Consul == "" {
@@ -295,7 +298,7 @@ func (d Debian) Build(ctx context.Context) (Built, error) {
 		return Built{}, fmt.Errorf("debian build: kernel: %w", err)
 	}
 	pkg, _ := os.ReadFile(filepath.Join(d.KernelDir, "VERSION"))
-	initrd, order, err := d.initramfs(ctx)
+	rd, err := d.initramfs(ctx)
 	if err != nil {
 		return Built{}, fmt.Errorf("debian build: initramfs: %w", err)
 	}
@@ -306,9 +309,13 @@ func (d Debian) Build(ctx context.Context) (Built, error) {
 	// The version hashes every input of the packed image.
 	h := sha256.New()
 	fmt.Fprintf(h, "recipe %s\ntree %s\nmargin %d\n", debianRecipe, key, d.MarginMiB)
-	for _, b := range [][]byte{kernel, initrd, consul, []byte(DebianCmdline)} {
+	for _, b := range [][]byte{kernel, rd.busybox, consul, []byte(DebianCmdline), []byte(rootInit)} {
 		s := sha256.Sum256(b)
 		h.Write(s[:])
+	}
+	for _, m := range rd.order { // the initramfs's inputs: packing it is the slow part
+		s := sha256.Sum256(rd.mods[m])
+		fmt.Fprintf(h, "%s %x\n", m, s)
 	}
 	for _, f := range osFiles() {
 		fmt.Fprintf(h, "%s %o %q\n", f.path, f.mode, f.body)
@@ -339,13 +346,17 @@ func (d Debian) Build(ctx context.Context) (Built, error) {
 	if err := d.pack(ctx, out.Tree, consul, filepath.Join(stage, RootFile)); err != nil {
 		return Built{}, fmt.Errorf("debian build: %w", err)
 	}
+	initrd, err := RootInitramfs(rd.busybox, rd.mods, rd.order)
+	if err != nil {
+		return Built{}, fmt.Errorf("debian build: initramfs: %w", err)
+	}
 	for name, b := range map[string][]byte{KernelFile: kernel, InitrdFile: initrd, CmdlineFile: []byte(DebianCmdline + "\n")} {
 		if err := os.WriteFile(filepath.Join(stage, name), b, 0o644); err != nil {
 			return Built{}, fmt.Errorf("debian build: %w", err)
 		}
 	}
 	m := Manifest{Name: DebianImage, Version: version, KernelPackage: strings.TrimSpace(string(pkg)),
-		Kernel: KernelFile, Initrd: InitrdFile, Root: RootFile, Cmdline: DebianCmdline, Modules: order}
+		Kernel: KernelFile, Initrd: InitrdFile, Root: RootFile, Cmdline: DebianCmdline, Modules: rd.order}
 	if m.Files, err = hashFiles(stage, []string{KernelFile, InitrdFile, RootFile, CmdlineFile}); err != nil {
 		return Built{}, fmt.Errorf("debian build: %w", err)
 	}
@@ -623,24 +634,37 @@ func treeSize(dir string) (int64, error) {
 	return total, err
 }
 
-// initramfs builds the OS image's initramfs: a static busybox, the kernel
-// modules for Modules in modprobe's dependency order, and an /init that
-// loads them, waits for the root disk by label, mounts it and
-// switch_roots into it.
-func (d Debian) initramfs(ctx context.Context) ([]byte, []string, error) {
+// initrdInputs are what the OS image's initramfs is made of.
+type initrdInputs struct {
+	busybox []byte
+	mods    map[string][]byte
+	order   []string
+}
+
+// initramfs gathers the OS image's initramfs inputs (RootInitramfs packs
+// them): a static busybox and the kernel modules for Modules in
+// modprobe's dependency order.
+func (d Debian) initramfs(ctx context.Context) (initrdInputs, error) {
 	bb, err := os.ReadFile(d.Busybox)
 	if err != nil {
-		return nil, nil, fmt.Errorf("busybox: %w (scripts/setup installs busybox-static)", err)
+		return initrdInputs{}, fmt.Errorf("busybox: %w (scripts/setup installs busybox-static)", err)
 	}
 	if err := staticELF(d.Busybox); err != nil {
-		return nil, nil, err
+		return initrdInputs{}, err
 	}
-	mods, order, err := moduleTree(ctx, filepath.Join(d.KernelDir, "modules"), d.Modules)
+	mods, order, missing, err := moduleTree(ctx, filepath.Join(d.KernelDir, "modules"), d.Modules)
 	if err != nil {
-		return nil, nil, err
+		return initrdInputs{}, err
 	}
-	b, err := RootInitramfs(bb, mods, order)
-	return b, order, err
+	if len(missing) > 0 {
+		d.log().Warn("debian build: modules not in the kernel package, skipped", "modules", missing)
+	}
+	for _, need := range []string{"ext4.ko", "virtio_blk.ko"} {
+		if _, ok := mods[need]; !ok && slices.Contains(d.Modules, strings.TrimSuffix(need, ".ko")) {
+			return initrdInputs{}, fmt.Errorf("the kernel package has no %s (or builds it in): the initramfs cannot mount the root", need)
+		}
+	}
+	return initrdInputs{busybox: bb, mods: mods, order: order}, nil
 }
 
 func staticELF(p string) error {
@@ -659,22 +683,27 @@ func staticELF(p string) error {
 
 // moduleTree resolves names with modprobe -d root --show-depends against
 // the single kernel version under root/lib/modules and returns the
-// modules (base name → contents) in load order, each once.
-func moduleTree(ctx context.Context, root string, names []string) (map[string][]byte, []string, error) {
+// modules (base name → contents) in load order, each once, and the names
+// the kernel package does not have.
+func moduleTree(ctx context.Context, root string, names []string) (map[string][]byte, []string, []string, error) {
 	vers, err := os.ReadDir(filepath.Join(root, "lib", "modules"))
 	if err != nil || len(vers) != 1 {
-		return nil, nil, fmt.Errorf("%s should hold one kernel's lib/modules (scripts/boot-artifacts keeps it): %v", root, err)
+		return nil, nil, nil, fmt.Errorf("%s should hold one kernel's lib/modules (scripts/boot-artifacts keeps it): %v", root, err)
 	}
 	kver := vers[0].Name()
 	mods := map[string][]byte{}
-	var order []string
+	var order, missing []string
 	for _, name := range names {
 		cmd := exec.CommandContext(ctx, "modprobe", "-d", root, "-S", kver, "--show-depends", name)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
+		if err != nil && strings.Contains(stderr.String(), "not found") {
+			missing = append(missing, name)
+			continue
+		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("modprobe --show-depends %s for %s: %w: %s", name, kver, err, strings.TrimSpace(stderr.String()))
+			return nil, nil, nil, fmt.Errorf("modprobe --show-depends %s for %s: %w: %s", name, kver, err, strings.TrimSpace(stderr.String()))
 		}
 		for _, line := range strings.Split(string(out), "\n") {
 			f := strings.Fields(line)
@@ -686,17 +715,17 @@ func moduleTree(ctx context.Context, root string, names []string) (map[string][]
 				continue
 			}
 			if !strings.HasSuffix(base, ".ko") {
-				return nil, nil, fmt.Errorf("module %s is compressed (%s): busybox insmod needs plain .ko files", name, base)
+				return nil, nil, nil, fmt.Errorf("module %s is compressed (%s): busybox insmod needs plain .ko files", name, base)
 			}
 			b, err := os.ReadFile(f[1])
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			mods[base] = b
 			order = append(order, base)
 		}
 	}
-	return mods, order, nil
+	return mods, order, missing, nil
 }
 
 func tail(s string, n int) string {
