@@ -144,6 +144,12 @@ func (r *Reconciler) held(ctx context.Context, owner string) (members, leaving [
 // larger than the ready pool can meet is an error wrapping
 // inventory.ErrInsufficient that names the shortfall.
 func (r *Reconciler) Plan(ctx context.Context, owner string, spec Spec) (*Plan, error) {
+	return r.plan(ctx, owner, spec, true)
+}
+
+// plan is Plan; pick says whether to pick the machines a step up adds
+// (Apply claims them instead: the same choice, one pool read fewer).
+func (r *Reconciler) plan(ctx context.Context, owner string, spec Spec, pick bool) (*Plan, error) {
 	if errs := spec.Validate(); len(errs) > 0 {
 		return nil, fmt.Errorf("tier %s: %w", spec.Name, joinFieldErrors(errs))
 	}
@@ -155,7 +161,7 @@ func (r *Reconciler) Plan(ctx context.Context, owner string, spec Spec) (*Plan, 
 	switch {
 	case len(members) > spec.Size:
 		p.Remove = chooseRemovals(owner, members, len(members)-spec.Size, spec.Spread == "rack")
-	case len(members) < spec.Size:
+	case len(members) < spec.Size && pick:
 		w, err := spec.where()
 		if err != nil {
 			return nil, err
@@ -175,12 +181,12 @@ func (r *Reconciler) Plan(ctx context.Context, owner string, spec Spec) (*Plan, 
 // process, a failed deploy), it adopts what the owner already holds and
 // finishes the step; it never claims a machine twice.
 func (r *Reconciler) Apply(ctx context.Context, owner string, spec Spec) (*Plan, []*inventory.Machine, error) {
-	p, err := r.Plan(ctx, owner, spec)
+	p, err := r.plan(ctx, owner, spec, false)
 	if err != nil {
 		return nil, nil, err
 	}
 	log := r.log().With("tier", spec.Name, "owner", owner)
-	log.Info("step", "members", len(p.Members), "size", spec.Size, "add", len(p.Add), "remove", len(p.Remove), "leaving", len(p.Leaving))
+	log.Info("step", "members", len(p.Members), "size", spec.Size, "remove", len(p.Remove), "leaving", len(p.Leaving))
 	if err := r.release(ctx, p.Leaving, spec, "finish the release of a machine the tier left"); err != nil {
 		return p, nil, err
 	}
@@ -205,10 +211,6 @@ func (r *Reconciler) Apply(ctx context.Context, owner string, spec Spec) (*Plan,
 		})
 		if err != nil {
 			return p, nil, fmt.Errorf("tier %s: step %d → %d: %w", spec.Name, len(keep), spec.Size, err)
-		}
-		if !sameIDs(got, p.Add) {
-			log.Warn("the pool changed between plan and claim; claimed other machines than planned",
-				"planned", idList(p.Add), "claimed", idList(got))
 		}
 		p.Add = got
 		keep = append(keep, got...)
@@ -406,21 +408,6 @@ func idList(ms []*inventory.Machine) []string {
 
 // IDs lists machines' IDs in order.
 func IDs(ms []*inventory.Machine) []string { return idList(ms) }
-
-func sameIDs(a, b []*inventory.Machine) bool {
-	x, y := idList(a), idList(b)
-	sort.Strings(x)
-	sort.Strings(y)
-	if len(x) != len(y) {
-		return false
-	}
-	for i := range x {
-		if x[i] != y[i] {
-			return false
-		}
-	}
-	return true
-}
 
 func sortByID(ms []*inventory.Machine) {
 	sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
