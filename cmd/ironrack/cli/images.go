@@ -256,7 +256,7 @@ func debianCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:      "debian",
 		Usage:     "build the Debian OS image (debootstrap) into DATA/images/debian/<version>/ and register it",
-		UsageText: "ironrack images build debian [--data-dir DIR] [--suite S] [--mirror URL] [--cache-dir DIR] [--kernel-dir DIR] [--consul FILE]",
+		UsageText: "ironrack images build debian [--data-dir DIR] [--suite S] [--mirror URL] [--cache-dir DIR] [--kernel-dir DIR] [--consul-binary FILE]",
 		Description: "debootstrap --variant=minbase plus openssh-server, cloud-init, udev, dbus and ifupdown, cached in --cache-dir\n" +
 			"by suite and package list; the pinned consul binary; packed with mkfs.ext4 -d into root.img (label\n" +
 			"ironrack-root). Deployed machines boot Debian's kernel (vmlinuz) and a busybox initrd.img from the network\n" +
@@ -267,7 +267,7 @@ func debianCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "mirror", Usage: "the Debian mirror (default: the one this machine's apt uses)"},
 			&cli.StringFlag{Name: "cache-dir", Usage: "where debootstrap trees are cached (default ~/.cache/ironrack/images)"},
 			&cli.StringFlag{Name: "kernel-dir", Usage: "a scripts/boot-artifacts cache entry (default: run --source's scripts/boot-artifacts)"},
-			&cli.StringFlag{Name: "consul", Usage: "the consul binary to carry (default: the pinned one scripts/setup built)"},
+			&cli.StringFlag{Name: "consul-binary", Usage: "the consul binary to carry (default: the pinned one scripts/setup built)"},
 			&cli.StringFlag{Name: "source", Usage: "the ironrack source tree (default: the one containing the working directory)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -303,7 +303,7 @@ func debianCommand(e *env) *cli.Command {
 					return fmt.Errorf("images build debian: %w", err)
 				}
 			}
-			consul := c.String("consul")
+			consul := c.String("consul-binary")
 			if consul == "" {
 				var err error
 				if consul, err = consuldev.Binary(); err != nil {

@@ -151,9 +151,9 @@ func TestImagesBuildDebianErrors(t *testing.T) {
 		want string
 	}{
 		"argument":  {[]string{"images", "build", "debian", "extra"}, `unexpected argument "extra"`},
-		"bad suite": {append(base, "--consul", notELF, "--suite", "Book Worm"), `suite "Book Worm"`},
-		"no consul": {append(base, "--consul", filepath.Join(kdir, "nope")), "consul binary: open " + filepath.Join(kdir, "nope")},
-		"not ELF":   {append(base, "--consul", notELF), "consul " + notELF + " is not an ELF binary"},
+		"bad suite": {append(base, "--consul-binary", notELF, "--suite", "Book Worm"), `suite "Book Worm"`},
+		"no consul": {append(base, "--consul-binary", filepath.Join(kdir, "nope")), "consul binary: open " + filepath.Join(kdir, "nope")},
+		"not ELF":   {append(base, "--consul-binary", notELF), "consul " + notELF + " is not an ELF binary"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, _, err := c.run("", tc.args...)
