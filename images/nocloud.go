@@ -37,9 +37,12 @@ const (
 )
 
 // DefaultConsulBind is the agent's bind_addr when Seed.ConsulBind is
-// empty: a go-sockaddr template Consul expands to the IPv4 address of the
-// interface holding the default route.
-const DefaultConsulBind = `{{ GetDefaultInterfaces | exclude "type" "IPv6" | limit 1 | attr "address" }}`
+// empty: a go-sockaddr template Consul expands to the first IPv4 address
+// of an interface that is up and not loopback. It does not ask for the
+// default route's interface: a boot LAN without a router (the DHCP server
+// offers none unless --router is given) has no default route, and Consul
+// then refuses to start (seen in scripts/virtual-rack).
+const DefaultConsulBind = `{{ GetAllInterfaces | include "flags" "up" | exclude "flags" "loopback" | include "type" "IPv4" | limit 1 | attr "address" }}`
 
 // Seed is one machine's cloud-init NoCloud data.
 //
