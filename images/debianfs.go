@@ -2,11 +2,9 @@ package images
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -300,29 +298,7 @@ func RootInitramfs(busybox []byte, modules map[string][]byte, order []string) ([
 		cpio.StaticRecord(busybox, cpio.Info{Name: "bin/busybox", Mode: cpio.S_IFREG | 0o755}),
 		cpio.StaticFile("init", rootInit, 0o755),
 	}
-	for _, name := range order {
-		b, ok := modules[name]
-		if !ok {
-			return nil, fmt.Errorf("module %s is in the order but not given", name)
-		}
-		recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: path.Join(moduleDir, name), Mode: cpio.S_IFREG | 0o644}))
-	}
-	recs = append(recs, cpio.StaticFile(moduleOrder, strings.Join(order, "\n")+"\n", 0o644))
-	cpio.MakeAllReproducible(recs)
-
-	var buf bytes.Buffer
-	gz, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-	w := cpio.Newc.Writer(gz)
-	if err := cpio.WriteRecordsAndDirs(w, recs); err != nil {
-		return nil, err
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		return nil, err
-	}
-	if err := gz.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return packInitramfs(recs, modules, order)
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

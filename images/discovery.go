@@ -229,6 +229,12 @@ func Initramfs(agent []byte, modules map[string][]byte, order []string) ([]byte,
 		cpio.Directory(moduleDir, 0o755),
 		cpio.StaticRecord(agent, cpio.Info{Name: "init", Mode: cpio.S_IFREG | 0o755}),
 	}
+	return packInitramfs(recs, modules, order)
+}
+
+// packInitramfs adds the modules (in order) and their order file to recs
+// and writes them as a reproducible gzip'd newc cpio archive.
+func packInitramfs(recs []cpio.Record, modules map[string][]byte, order []string) ([]byte, error) {
 	for _, name := range order {
 		b, ok := modules[name]
 		if !ok {
