@@ -62,11 +62,11 @@ func run(ctx context.Context, log io.Writer, next *Next) error {
 		return err
 	}
 	loadStart := time.Now()
-	modErrs := loadModules(ModuleOrder)
+	loaded, all, modErrs := loadModules(ModuleOrder, say)
 	for _, err := range modErrs {
 		say("%v", err)
 	}
-	say("modules loaded in %.1fs, %d failed", time.Since(loadStart).Seconds(), len(modErrs))
+	say("modules loaded in %.1fs: %d of %d for this machine's devices, %d failed", time.Since(loadStart).Seconds(), loaded, all, len(modErrs))
 	raw, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		return fmt.Errorf("read the kernel command line: %w", err)
@@ -343,23 +343,35 @@ func mountAll() error {
 }
 
 // loadModules loads the modules that order lists, in its order (which
-// images derived with depmod/modprobe --show-depends). A module that fails
-// is reported and skipped: the next may still give the agent a NIC.
-func loadModules(order string) []error {
+// images derived with depmod/modprobe --show-depends): those this machine
+// needs (SelectModules, from the index beside the order), or every one
+// when there is no index or it cannot be read. A module that fails is
+// reported and skipped: the next may still give the agent a NIC. It
+// returns how many it tried of how many there are.
+func loadModules(order string, say func(string, ...any)) (int, int, []error) {
 	b, err := os.ReadFile(order)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil // everything built in
+		return 0, 0, nil // everything built in
 	}
 	if err != nil {
-		return []error{fmt.Errorf("modules: %w", err)}
+		return 0, 0, []error{fmt.Errorf("modules: %w", err)}
+	}
+	files := strings.Fields(string(b))
+	load := files
+	if idx, err := os.ReadFile(filepath.Join(filepath.Dir(order), "index.json")); err == nil {
+		if sel, err := SelectModules(os.DirFS("/"), files, idx); err != nil {
+			say("%v: loading every module", err)
+		} else {
+			load = sel
+		}
 	}
 	var errs []error
-	for _, name := range strings.Fields(string(b)) {
+	for _, name := range load {
 		if err := loadModule(filepath.Join(filepath.Dir(order), filepath.Base(name))); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	return errs
+	return len(load), len(files), errs
 }
 
 func loadModule(path string) error {

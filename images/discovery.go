@@ -215,8 +215,9 @@ func pointCurrent(base, version string) error {
 
 // Initramfs is the discovery initramfs, a gzip'd newc cpio: agent as
 // /init, the modules (base name → contents) in lib/modules with their load
-// order in lib/modules/order, /dev/console, and the mount points. It is
-// reproducible: the same inputs give the same bytes.
+// order in lib/modules/order and, when every module has a .modinfo, their
+// ModuleIndex in lib/modules/index.json, /dev/console, and the mount
+// points. It is reproducible: the same inputs give the same bytes.
 func Initramfs(agent []byte, modules map[string][]byte, order []string) ([]byte, error) {
 	recs := []cpio.Record{
 		cpio.Directory("dev", 0o755),
@@ -243,6 +244,9 @@ func packInitramfs(recs []cpio.Record, modules map[string][]byte, order []string
 		recs = append(recs, cpio.StaticRecord(b, cpio.Info{Name: path.Join(moduleDir, name), Mode: cpio.S_IFREG | 0o644}))
 	}
 	recs = append(recs, cpio.StaticFile(moduleOrder, strings.Join(order, "\n")+"\n", 0o644))
+	if idx, err := BuildModuleIndex(modules, order); err == nil && len(order) > 0 {
+		recs = append(recs, cpio.StaticRecord(idx.marshal(), cpio.Info{Name: moduleIndex, Mode: cpio.S_IFREG | 0o644}))
+	}
 	cpio.MakeAllReproducible(recs)
 
 	var buf bytes.Buffer

@@ -109,10 +109,19 @@ func TestDiscoveryQEMU(t *testing.T) {
 				}
 			}
 		}
+		// Only the drivers for the VM's devices load, not all 46.
+		var loaded, all int
 		for _, line := range strings.Split(string(console), "\n") {
 			if strings.Contains(line, "ironrack-agent: modules loaded") || strings.Contains(line, "ironrack-agent: load module") {
 				t.Logf("%s: %s", v.MAC, strings.TrimSpace(line))
 			}
+			if _, rest, ok := strings.Cut(line, "ironrack-agent: modules loaded in "); ok {
+				_, rest, _ = strings.Cut(rest, ": ")
+				fmt.Sscanf(rest, "%d of %d", &loaded, &all)
+			}
+		}
+		if loaded == 0 || loaded >= all {
+			t.Errorf("%s: loaded %d of %d modules; want only those for the VM's devices", v.MAC, loaded, all)
 		}
 		for _, want := range []string{"ironrack-agent: facts reported", `"memory_source":"smbios"`} {
 			if !bytes.Contains(console, []byte(want)) {

@@ -91,6 +91,31 @@ func TestKernelCacheModules(t *testing.T) {
 		}
 	}
 
+	// The index the agent selects by: PCI drivers with their aliases, the
+	// bus-level modules marked, dependencies by file.
+	idx, err := BuildModuleIndex(mods, order)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e1000e := idx.Modules["e1000e.ko"]
+	if !slices.Contains(e1000e.PCI, "pci:v00008086d000010D3sv*sd*bc*sc*i*") || e1000e.OtherAliases != 0 {
+		t.Errorf("e1000e.ko index %+v: want QEMU's e1000e (8086:10d3) among its pci aliases", e1000e)
+	}
+	if ahci := idx.Modules["ahci.ko"]; !slices.Contains(ahci.PCI, "pci:v*d*sv*sd*bc01sc06i01*") || !slices.Contains(ahci.Depends, "libahci.ko") {
+		t.Errorf("ahci.ko index %+v", ahci)
+	}
+	for _, file := range []string{"sd_mod.ko", "virtio_net.ko", "virtio_blk.ko"} {
+		if m := idx.Modules[file]; m.OtherAliases == 0 || len(m.PCI) != 0 {
+			t.Errorf("%s index %+v: want aliases on other buses only", file, m)
+		}
+	}
+	if m := idx.Modules["libata.ko"]; m.OtherAliases != 0 || len(m.PCI) != 0 {
+		t.Errorf("libata.ko index %+v: a library has no aliases", m)
+	}
+	if m := idx.Modules["mlx5_core.ko"]; !slices.Contains(m.Depends, "mlxfw.ko") {
+		t.Errorf("mlx5_core.ko index %+v: want mlxfw.ko among its dependencies", m)
+	}
+
 	// Another list: its own entry, with only its modules.
 	cmd := exec.CommandContext(ctx, "../scripts/boot-artifacts")
 	cmd.Env = append(os.Environ(), "IRONRACK_MODULES=virtio_net no_such_module_xyz")
