@@ -233,12 +233,25 @@ func (e *env) printSteps(steps []stack.Step, what string) error {
 	}
 	verb := map[string][2]string{"preview": {"will add", "will remove"}, "apply": {"added", "removed"}}[what]
 	for _, s := range steps {
+		rack := map[string]string{}
+		for i, id := range s.MachineIDs {
+			if i < len(s.Racks) {
+				rack[id] = s.Racks[i]
+			}
+		}
 		for _, id := range s.Add {
-			fmt.Fprintf(e.stdout, "+ %s %s %s\n", s.Tier, id, verb[0])
+			fmt.Fprintf(e.stdout, "+ %s %s %s (rack %s)\n", s.Tier, id, verb[0], orDash(rack[id]))
 		}
 		for _, id := range s.Remove {
 			fmt.Fprintf(e.stdout, "- %s %s %s\n", s.Tier, id, verb[1])
 		}
 	}
 	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -68,7 +68,7 @@ func TestScaleEngineStateDeployerPreviewApply(t *testing.T) {
 			adds = append(adds, strings.Fields(l)[2])
 		}
 	}
-	if len(adds) != 3 || !strings.Contains(out, "ingestion  2 → 5") {
+	if len(adds) != 3 || !strings.Contains(out, "ingestion  2 → 5") || strings.Count(out, "will add (rack r") != 3 {
 		t.Fatalf("preview 2→5 lists %v:\n%s", adds, out)
 	}
 	out = c.ok(append([]string{"-o", "json", "scale", "apply"}, flags...)...)
