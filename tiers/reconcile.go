@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/tiers/placement"
 )
 
 // Deployer puts an OS on claimed machines and takes it off again. It is the
@@ -54,6 +55,10 @@ type Reconciler struct {
 	HealthTimeout time.Duration
 	// Who is recorded in the machines' history. If empty, the store's.
 	Who string
+	// Shards keeps sharded tiers' shard maps (Spec.Shards); required for
+	// them only. Apply stores the map after new machines are deployed and
+	// before removed ones are drained; Destroy deletes it.
+	Shards ShardStore
 	// Logger receives progress. If nil, logs are discarded.
 	Logger *slog.Logger
 }
@@ -74,6 +79,9 @@ type Plan struct {
 	// release or deploy that failed or was interrupted); the step
 	// releases them and they do not count.
 	Leaving []*inventory.Machine
+	// Shards is a sharded tier's map step over Final (nil if unsharded):
+	// in Plan the preview, after Apply what was stored.
+	Shards *placement.Step
 }
 
 // Final is the tier after the step: members minus removals plus additions,
@@ -173,6 +181,13 @@ func (r *Reconciler) plan(ctx context.Context, owner string, spec Spec, pick boo
 			return nil, fmt.Errorf("tier %s: step %d → %d: %w", spec.Name, len(members), spec.Size, err)
 		}
 	}
+	if pick {
+		// A sharded tier's map is checked (replicas on distinct racks)
+		// before anything is claimed or released.
+		if p.Shards, err = r.shardStep(ctx, spec, p.Final(), false); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -181,7 +196,7 @@ func (r *Reconciler) plan(ctx context.Context, owner string, spec Spec, pick boo
 // process, a failed deploy), it adopts what the owner already holds and
 // finishes the step; it never claims a machine twice.
 func (r *Reconciler) Apply(ctx context.Context, owner string, spec Spec) (*Plan, []*inventory.Machine, error) {
-	p, err := r.plan(ctx, owner, spec, false)
+	p, err := r.plan(ctx, owner, spec, spec.Shards != nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -190,15 +205,21 @@ func (r *Reconciler) Apply(ctx context.Context, owner string, spec Spec) (*Plan,
 	if err := r.release(ctx, p.Leaving, spec, "finish the release of a machine the tier left"); err != nil {
 		return p, nil, err
 	}
-	if err := r.drainAndRelease(ctx, p.Remove, spec, fmt.Sprintf("tier %s steps down to %d", spec.Name, spec.Size)); err != nil {
-		return p, nil, err
-	}
 	var keep []*inventory.Machine
 	gone := ids(p.Remove)
 	for _, m := range p.Members {
 		if !gone[m.ID] {
 			keep = append(keep, m)
 		}
+	}
+	if len(p.Remove) > 0 {
+		// Shards move off the removed machines before they are wiped.
+		if p.Shards, err = r.shardStep(ctx, spec, keep, true); err != nil {
+			return p, nil, err
+		}
+	}
+	if err := r.drainAndRelease(ctx, p.Remove, spec, fmt.Sprintf("tier %s steps down to %d", spec.Name, spec.Size)); err != nil {
+		return p, nil, err
 	}
 	if n := spec.Size - len(keep); n > 0 {
 		w, err := spec.where()
@@ -244,6 +265,14 @@ func (r *Reconciler) Apply(ctx context.Context, owner string, spec Spec) (*Plan,
 			return p, done, fmt.Errorf("tier %s: health checks: %w", spec.Name, err)
 		}
 	}
+	// Shards move onto new machines once they are deployed and serving.
+	st, err := r.shardStep(ctx, spec, done, true)
+	if err != nil {
+		return p, done, err
+	}
+	if st != nil && (len(p.Remove) == 0 || st.Moves > 0) {
+		p.Shards = st
+	}
 	return p, done, nil
 }
 
@@ -252,6 +281,12 @@ func (r *Reconciler) Destroy(ctx context.Context, owner string, spec Spec) error
 	members, leaving, err := r.held(ctx, owner)
 	if err != nil {
 		return err
+	}
+	if spec.Shards != nil && r.Shards != nil {
+		// No map points at machines about to be wiped.
+		if err := r.Shards.Delete(ctx, spec.Name); err != nil {
+			return fmt.Errorf("tier %s: %w", spec.Name, err)
+		}
 	}
 	if err := r.release(ctx, leaving, spec, "finish the release of a machine the tier left"); err != nil {
 		return err

@@ -33,6 +33,9 @@ type Spec struct {
 	// Drain is how long a removed machine is left to finish in-flight work
 	// after it leaves its services, before it is released.
 	Drain time.Duration
+	// Shards, if set, makes the tier sharded: every step keeps its
+	// rack-aware shard → machine map in Consul (see Reconciler.Shards).
+	Shards *Shards
 }
 
 // Service is a Consul service registration on each of a tier's machines.
@@ -82,6 +85,7 @@ func (s Spec) Validate() []*FieldError {
 	if s.Drain < 0 {
 		bad("drainSeconds", "%v is negative", s.Drain)
 	}
+	errs = append(errs, s.validateShards()...)
 	seen := map[string]bool{}
 	for i, svc := range s.Services {
 		f := fmt.Sprintf("services[%d]", i)

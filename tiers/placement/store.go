@@ -197,3 +197,18 @@ func equal(a, b Map) bool {
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
 }
+
+// Delete removes a tier's map (a deleted tier). A missing map is not an
+// error.
+func (s *Store) Delete(ctx context.Context, tier string) error {
+	if err := checkTier(tier); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
+	defer cancel()
+	key := s.Key(tier)
+	if _, err := s.c.KV().Delete(key, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}

@@ -8,6 +8,12 @@
 // `removed`, and the tier after the step as `machineIds`. Delete drains and
 // releases every machine. Claims carry the resource's URN as their owner,
 // so a re-run after an interruption adopts what an earlier run claimed.
+//
+// A tier with the input `shards` keeps its rack-aware shard map in Consul
+// KV through tiers/placement (the reconciler stores it after new machines
+// are deployed and before removed ones are released; Delete removes it);
+// the outputs `shardMoves` and `shardLoad` report the step, in a preview
+// without writing.
 package provider
 
 import (
@@ -27,6 +33,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/tiers"
+	"github.com/ironrack/ironrack/tiers/placement"
 )
 
 // Name is the provider's package name; Version its version.
@@ -183,6 +190,7 @@ func (c *Config) Configure(ctx context.Context) error {
 	c.rec = &tiers.Reconciler{
 		Store: store, Deployer: d, Health: &tiers.ConsulHealth{Client: client},
 		HealthTimeout: time.Duration(c.HealthTimeoutSeconds) * time.Second, Who: who,
+		Shards: placement.NewStore(client, placement.StoreConfig{Prefix: c.Prefix}),
 		Logger: scfg.Logger,
 	}
 	return nil
@@ -211,6 +219,18 @@ func (s *ServiceArgs) Annotate(a infer.Annotator) {
 	a.Describe(&s.Check, "Health check: tcp (default), http:/PATH, or ttl.")
 }
 
+// ShardsArgs make a tier sharded.
+type ShardsArgs struct {
+	Count    int `pulumi:"count"`
+	Replicas int `pulumi:"replicas"`
+}
+
+// Annotate describes the shard layout.
+func (s *ShardsArgs) Annotate(a infer.Annotator) {
+	a.Describe(&s.Count, "Number of shards (1-4096).")
+	a.Describe(&s.Replicas, "Replicas of each shard, each on a machine in a different rack; the tier's machines must span this many racks.")
+}
+
 // TierArgs are the inputs.
 type TierArgs struct {
 	Name         string        `pulumi:"name"`
@@ -221,6 +241,7 @@ type TierArgs struct {
 	UserData     string        `pulumi:"userData,optional"`
 	Services     []ServiceArgs `pulumi:"services,optional"`
 	DrainSeconds *int          `pulumi:"drainSeconds,optional"`
+	Shards       *ShardsArgs   `pulumi:"shards,optional"`
 }
 
 // Annotate describes the inputs.
@@ -233,6 +254,7 @@ func (t *TierArgs) Annotate(a infer.Annotator) {
 	a.Describe(&t.UserData, "User data handed to the deployed OS.")
 	a.Describe(&t.Services, "Consul services each machine serves; deploys wait until their health checks pass.")
 	a.Describe(&t.DrainSeconds, "Seconds a removed machine gets to finish in-flight work after leaving its services (default 30).")
+	a.Describe(&t.Shards, "Makes the tier sharded: every step keeps a rack-aware shard → machine map in Consul KV (<prefix>/shards/<name>), moving as few replicas as possible.")
 }
 
 // TierState is the outputs (with the inputs).
@@ -248,6 +270,11 @@ type TierState struct {
 	Removed []string `pulumi:"removed"`
 	// Owner is the inventory owner of the claims.
 	Owner string `pulumi:"owner"`
+	// ShardMoves and ShardLoad (sharded tiers only): the replicas the last
+	// step moved (in a preview: will move), and each machine's replica
+	// count after it.
+	ShardMoves *int           `pulumi:"shardMoves,optional"`
+	ShardLoad  map[string]int `pulumi:"shardLoad,optional"`
 }
 
 // Annotate describes the outputs.
@@ -258,6 +285,8 @@ func (t *TierState) Annotate(a infer.Annotator) {
 	a.Describe(&t.Added, "Machines the last step added (in a preview: will add).")
 	a.Describe(&t.Removed, "Machines the last step removed (in a preview: will remove).")
 	a.Describe(&t.Owner, "Inventory owner of the tier's claims (from the resource URN).")
+	a.Describe(&t.ShardMoves, "Sharded tiers: shard replicas the last step moved to another machine (in a preview: will move).")
+	a.Describe(&t.ShardLoad, "Sharded tiers: shard replicas each machine holds after the last step.")
 }
 
 // DefaultDrainSeconds is the drain when drainSeconds is not set.
@@ -272,6 +301,9 @@ func (a TierArgs) spec() tiers.Spec {
 		UserData: a.UserData, Drain: time.Duration(drain) * time.Second}
 	for _, svc := range a.Services {
 		s.Services = append(s.Services, tiers.Service{Name: svc.Name, Port: svc.Port, Check: svc.Check})
+	}
+	if a.Shards != nil {
+		s.Shards = &tiers.Shards{Count: a.Shards.Count, Replicas: a.Shards.Replicas}
 	}
 	return s
 }
@@ -301,9 +333,14 @@ func reconciler(ctx context.Context) (*tiers.Reconciler, error) {
 	return c.rec, nil
 }
 
-func state(args TierArgs, owner string, machines, added, removed []*inventory.Machine) TierState {
+func state(args TierArgs, owner string, machines []*inventory.Machine, plan *tiers.Plan) TierState {
 	s := TierState{TierArgs: args, Owner: owner, MachineIds: []string{}, Addresses: []string{}, Racks: []string{},
-		Added: tiers.IDs(added), Removed: tiers.IDs(removed)}
+		Added: tiers.IDs(plan.Add), Removed: tiers.IDs(plan.Remove)}
+	if st := plan.Shards; st != nil {
+		moves := st.Moves
+		s.ShardMoves = &moves
+		s.ShardLoad = st.New.Load()
+	}
 	sort.Strings(s.Added)
 	sort.Strings(s.Removed)
 	for _, m := range machines {
@@ -330,13 +367,13 @@ func converge(ctx context.Context, args TierArgs, dryRun bool) (TierState, error
 		if err != nil {
 			return TierState{}, err
 		}
-		return state(args, owner, plan.Final(), plan.Add, plan.Remove), nil
+		return state(args, owner, plan.Final(), plan), nil
 	}
 	plan, ms, err := rec.Apply(ctx, owner, spec)
 	if err != nil {
 		return TierState{}, err
 	}
-	return state(args, owner, ms, plan.Add, plan.Remove), nil
+	return state(args, owner, ms, plan), nil
 }
 
 // Create claims, deploys and waits for health (under a preview: plans).
@@ -379,4 +416,6 @@ func (*Tier) WireDependencies(f infer.FieldSelector, args *TierArgs, state *Tier
 	f.OutputField(&state.Added).AlwaysKnown()
 	f.OutputField(&state.Removed).AlwaysKnown()
 	f.OutputField(&state.Owner).AlwaysKnown()
+	f.OutputField(&state.ShardMoves).AlwaysKnown()
+	f.OutputField(&state.ShardLoad).AlwaysKnown()
 }

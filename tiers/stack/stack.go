@@ -57,12 +57,22 @@ type TierDef struct {
 	Name     string
 	Spread   string
 	Services []Service
+	// Sharded tiers keep a shard map: Project:<tier>Shards shards (default
+	// DefaultShards; 0: unsharded) with Project:<tier>Replicas replicas
+	// (default DefaultReplicas, or the tier's size when smaller).
+	Sharded bool
 }
+
+// The shard layout of a sharded tier whose stack config does not set it.
+const (
+	DefaultShards   = 256
+	DefaultReplicas = 3
+)
 
 // Tiers are the program's tiers, in the order they are listed.
 var Tiers = []TierDef{
 	{Name: "ingestion", Spread: "rack", Services: []Service{{Name: "ingestion", Port: 9000}}},
-	{Name: "storage", Spread: "rack", Services: []Service{{Name: "storage", Port: 9100}}},
+	{Name: "storage", Spread: "rack", Services: []Service{{Name: "storage", Port: 9100}}, Sharded: true},
 	{Name: "query", Spread: "rack", Services: []Service{{Name: "query", Port: 9200}}},
 }
 
@@ -111,6 +121,8 @@ type Step struct {
 	Remove     []string `json:"remove"`
 	MachineIDs []string `json:"machine_ids"`
 	Racks      []string `json:"racks"`
+	// ShardMoves (sharded tiers): shard replicas the step moves.
+	ShardMoves *int `json:"shard_moves,omitempty"`
 }
 
 func home() string {
@@ -166,6 +178,7 @@ type tierResource struct {
 	Racks      pulumi.StringArrayOutput `pulumi:"racks"`
 	Added      pulumi.StringArrayOutput `pulumi:"added"`
 	Removed    pulumi.StringArrayOutput `pulumi:"removed"`
+	ShardMoves pulumi.IntPtrOutput      `pulumi:"shardMoves"`
 }
 
 // Program is the tier program.
@@ -201,6 +214,15 @@ func Program(defs []TierDef, drain *int) pulumi.RunFunc {
 			if drain != nil {
 				in["drainSeconds"] = pulumi.Int(*drain)
 			}
+			if t.Sharded {
+				sh, err := shardsConfig(cfg, t.Name, size)
+				if err != nil {
+					return err
+				}
+				if sh != nil {
+					in["shards"] = pulumi.Map{"count": pulumi.Int(sh.Count), "replicas": pulumi.Int(sh.Replicas)}
+				}
+			}
 			var res tierResource
 			if err := ctx.RegisterResource("ironrack:index:Tier", t.Name, in, &res); err != nil {
 				return err
@@ -209,6 +231,37 @@ func Program(defs []TierDef, drain *int) pulumi.RunFunc {
 		}
 		return nil
 	}
+}
+
+// shardsConfig reads a sharded tier's layout from the stack config: nil
+// when <tier>Shards is 0 or the tier has no machines.
+func shardsConfig(cfg *pconfig.Config, tier string, size int) (*tiers.Shards, error) {
+	num := func(key string, def int) (int, bool, error) {
+		raw, err := cfg.Try(key)
+		if err != nil {
+			return def, false, nil
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(raw))
+		if err != nil || n < 0 {
+			return 0, true, fmt.Errorf("%s:%s is %q, not a whole number >= 0", Project, key, raw)
+		}
+		return n, true, nil
+	}
+	count, _, err := num(tier+"Shards", DefaultShards)
+	if err != nil {
+		return nil, err
+	}
+	replicas, set, err := num(tier+"Replicas", DefaultReplicas)
+	if err != nil {
+		return nil, err
+	}
+	if count == 0 || size == 0 {
+		return nil, nil
+	}
+	if !set && replicas > size {
+		replicas = size // a small (test) tier without the key keeps working
+	}
+	return &tiers.Shards{Count: count, Replicas: replicas}, nil
 }
 
 // open upserts the stack with its config.
@@ -379,12 +432,20 @@ func collect(ch <-chan events.EngineEvent, done chan<- map[string]Step, diags *[
 			s.Remove = strs(out["removed"])
 			s.To = len(s.MachineIDs)
 			s.From = s.To - len(s.Add) + len(s.Remove)
+			if v, ok := out["shardMoves"].(float64); ok {
+				n := int(v)
+				s.ShardMoves = &n
+			}
 		}
 		if md.Op == apitype.OpSame && md.Old != nil {
 			s.MachineIDs = strs(md.Old.Outputs["machineIds"])
 			s.Racks = strs(md.Old.Outputs["racks"])
 			s.From, s.To = len(s.MachineIDs), len(s.MachineIDs)
 			s.Add, s.Remove = nil, nil
+			if _, ok := md.Old.Outputs["shardMoves"]; ok {
+				zero := 0
+				s.ShardMoves = &zero
+			}
 		}
 		steps[s.Tier] = s
 	}

@@ -245,6 +245,9 @@ func (e *env) printSteps(steps []stack.Step, what string) error {
 		for _, id := range s.Remove {
 			fmt.Fprintf(e.stdout, "- %s %s %s\n", s.Tier, id, verb[1])
 		}
+		if s.ShardMoves != nil {
+			fmt.Fprintf(e.stdout, "~ %s shard replicas %s: %d\n", s.Tier, map[string]string{"preview": "that will move", "apply": "moved"}[what], *s.ShardMoves)
+		}
 	}
 	return nil
 }
