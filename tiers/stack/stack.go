@@ -31,6 +31,7 @@ import (
 	"github.com/ironrack/ironrack/tiers"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/events"
+	"github.com/pulumi/pulumi/sdk/v3/go/auto/optdestroy"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optpreview"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optup"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/apitype"
@@ -554,6 +555,15 @@ func (r *Runner) Up(ctx context.Context) ([]Step, error) {
 		return ordered(steps), fmt.Errorf("up of stack %s: %w", r.o.Stack, engineError(err, diags))
 	}
 	return ordered(steps), nil
+}
+
+// Destroy deletes every tier of the stack (drained and released; a
+// sharded tier's map removed).
+func (r *Runner) Destroy(ctx context.Context) error {
+	if _, err := r.st.Destroy(ctx, optdestroy.ProgressStreams(r.o.Progress), optdestroy.SuppressProgress()); err != nil {
+		return fmt.Errorf("destroy of stack %s: %w", r.o.Stack, err)
+	}
+	return nil
 }
 
 // Preview opens the stack and previews it.
