@@ -374,6 +374,17 @@ func NoCloud(s Seed) (metaData, userData []byte, err error) {
 	return md.Bytes(), out.Bytes(), nil
 }
 
+// ConsulClientAddr is the agent's client_addr for a bind_addr: loopback and
+// the bind address, so the inventory side can reach the agent's HTTP API on
+// the machine's LAN address — a tier's drain puts the machine's services in
+// maintenance there, which only the agent that registered them can do.
+func ConsulClientAddr(bind string) string {
+	if bind == "127.0.0.1" {
+		return bind
+	}
+	return "127.0.0.1 " + bind
+}
+
 // ConsulFiles returns the Consul agent's config files by path
 // (ConsulConfigFile, and ConsulServicesFile when there are services), as
 // NoCloud writes them; none when ConsulJoin is empty. They are JSON, which
@@ -402,7 +413,7 @@ func (s Seed) ConsulFiles() (map[string][]byte, error) {
 		RetryJoin          []string          `json:"retry_join"`
 		LeaveOnTerminate   bool              `json:"leave_on_terminate"`
 		DisableUpdateCheck bool              `json:"disable_update_check"`
-	}{s.ConsulDatacenter, label, meta, "/var/lib/consul", false, bind, "127.0.0.1", s.ConsulJoin, true, true}
+	}{s.ConsulDatacenter, label, meta, "/var/lib/consul", false, bind, ConsulClientAddr(bind), s.ConsulJoin, true, true}
 	out := map[string][]byte{}
 	b, err := json.MarshalIndent(agent, "", "  ")
 	if err != nil {

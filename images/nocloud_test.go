@@ -93,7 +93,7 @@ func TestNoCloud(t *testing.T) {
 	}
 	want := map[string]any{
 		"datacenter": "lab", "node_name": "web-7", "node_meta": map[string]any{MetaMachine: "m-0007", MetaRole: "web"},
-		"data_dir": "/var/lib/consul", "server": false, "bind_addr": DefaultConsulBind, "client_addr": "127.0.0.1",
+		"data_dir": "/var/lib/consul", "server": false, "bind_addr": DefaultConsulBind, "client_addr": "127.0.0.1 " + DefaultConsulBind,
 		"retry_join": []any{"10.0.0.1", "10.0.0.2:8301"}, "leave_on_terminate": true, "disable_update_check": true,
 	}
 	if diff := cmp.Diff(want, agent); diff != "" {

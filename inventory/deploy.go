@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,9 @@ type DeploySpec struct {
 	// ConsulJoin is the address the deployed OS's Consul agent joins; may
 	// be empty.
 	ConsulJoin string `json:"consul_join,omitempty"`
+	// Services are registered with the deployed OS's Consul agent, which
+	// runs their health checks; they need ConsulJoin.
+	Services []DeployService `json:"services,omitempty"`
 	// NoCloudToken authenticates the machine's NoCloud requests:
 	// "<id>.<48 hex>". Set by StartDeploy.
 	NoCloudToken string `json:"nocloud_token"`
@@ -52,12 +56,68 @@ type DeploySpec struct {
 	RequestedAt time.Time `json:"requested_at"`
 }
 
+// DeployService is one Consul service of a deployed machine, with the
+// health check its own Consul agent runs against it.
+type DeployService struct {
+	// Name is the Consul service name.
+	Name string `json:"name"`
+	// Port is the service's TCP port on the machine.
+	Port int `json:"port"`
+	// Check is "tcp" (connect to the port) or "http:PATH" (GET PATH on the
+	// port; 2xx passes). Empty means "tcp".
+	Check string `json:"check,omitempty"`
+	// Interval is how often the check runs. If 0, 10s.
+	Interval time.Duration `json:"interval,omitempty"`
+}
+
+// CheckKind splits Check into "tcp" or "http" and the HTTP path; an
+// unknown check is an error naming it.
+func (s DeployService) CheckKind() (kind, path string, err error) {
+	switch {
+	case s.Check == "" || s.Check == "tcp":
+		return "tcp", "", nil
+	case strings.HasPrefix(s.Check, "http:"):
+		path = strings.TrimPrefix(s.Check, "http:")
+		if !strings.HasPrefix(path, "/") || len(path) > 1024 || strings.ContainsAny(path, " \t\r\n\x00#") {
+			return "", "", fmt.Errorf("check %q: want http:/PATH (a URL path, no spaces)", s.Check)
+		}
+		return "http", path, nil
+	}
+	return "", "", fmt.Errorf("check %q: want tcp or http:/PATH", s.Check)
+}
+
+// ParseDeployService parses a service as the CLI takes it:
+// NAME:PORT[/tcp|/http:PATH], e.g. ssh:22 or api:8080/http:/healthz, and
+// validates it. Errors name the text.
+func ParseDeployService(text string) (DeployService, error) {
+	name, rest, ok := strings.Cut(text, ":")
+	if !ok {
+		return DeployService{}, fmt.Errorf("service %q: want NAME:PORT[/tcp|/http:PATH]", text)
+	}
+	port, check, _ := strings.Cut(rest, "/")
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return DeployService{}, fmt.Errorf("service %q: port %q is not a number", text, port)
+	}
+	svc := DeployService{Name: name, Port: p, Check: check}
+	d := DeploySpec{Image: "x", ImageVersion: "x", Hostname: "x", ConsulJoin: "x", Services: []DeployService{svc}}
+	if err := d.Validate(); err != nil {
+		return DeployService{}, fmt.Errorf("service %q: %w", text, err)
+	}
+	return svc, nil
+}
+
 // Limits of a deploy spec (Consul values are at most 512 KiB).
 const (
 	maxUserData = 64 << 10
 	maxSSHKeys  = 64
 	maxSSHKey   = 8 << 10
+	maxServices = 64
+	minInterval = time.Second
+	maxInterval = time.Hour
 )
+
+var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
 
 // Validate checks a spec's operator-given fields; each error names the field.
 func (d *DeploySpec) Validate() error {
@@ -109,6 +169,31 @@ func (d *DeploySpec) Validate() error {
 			if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
 				errs = append(errs, fmt.Errorf("deploy spec: consul join address %q: bad port", d.ConsulJoin))
 			}
+		}
+	}
+	if len(d.Services) > maxServices {
+		errs = append(errs, fmt.Errorf("deploy spec: %d services, at most %d", len(d.Services), maxServices))
+	}
+	if len(d.Services) > 0 && d.ConsulJoin == "" {
+		errs = append(errs, errors.New("deploy spec: services need a Consul agent on the machine: give consul_join"))
+	}
+	seen := map[string]bool{}
+	for i, svc := range d.Services {
+		f := fmt.Sprintf("deploy spec: services[%d]", i)
+		if !serviceNameRE.MatchString(svc.Name) {
+			errs = append(errs, fmt.Errorf("%s.name %q: want a Consul service name (letters, digits, _ and -; at most 63)", f, svc.Name))
+		} else if seen[svc.Name] {
+			errs = append(errs, fmt.Errorf("%s.name %q: listed twice", f, svc.Name))
+		}
+		seen[svc.Name] = true
+		if svc.Port < 1 || svc.Port > 65535 {
+			errs = append(errs, fmt.Errorf("%s.port %d: want a TCP port (1-65535)", f, svc.Port))
+		}
+		if _, _, err := svc.CheckKind(); err != nil {
+			errs = append(errs, fmt.Errorf("%s.check: %w", f, err))
+		}
+		if svc.Interval != 0 && (svc.Interval < minInterval || svc.Interval > maxInterval) {
+			errs = append(errs, fmt.Errorf("%s.interval %v: want %v to %v", f, svc.Interval, minInterval, maxInterval))
 		}
 	}
 	return errors.Join(errs...)

@@ -23,7 +23,8 @@ func deployableMachine(t *testing.T, s *Store, serial string) string {
 
 func goodSpec() DeploySpec {
 	return DeploySpec{Image: "debian", ImageVersion: "12-abc", Hostname: "web-1",
-		SSHKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoo test@lab"}, Role: "web", ConsulJoin: "192.0.2.1:8301"}
+		SSHKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoo test@lab"}, Role: "web", ConsulJoin: "192.0.2.1:8301",
+		Services: []DeployService{{Name: "ssh", Port: 22}, {Name: "api", Port: 8080, Check: "http:/healthz", Interval: 5 * time.Second}}}
 }
 
 // TestDeployLifecycle walks one machine through claim → deploying (spec
@@ -63,6 +64,9 @@ func TestDeployLifecycle(t *testing.T) {
 	got, err := s.Deploy(ctx, id)
 	if err != nil || got.Hostname != "web-1" || got.NoCloudToken != spec.NoCloudToken {
 		t.Fatalf("stored spec %+v, %v", got, err)
+	}
+	if want := goodSpec().Services; len(got.Services) != 2 || got.Services[0] != want[0] || got.Services[1] != want[1] {
+		t.Fatalf("stored services %+v, want %+v", got.Services, want)
 	}
 	if gid, _, err := s.DeployByToken(ctx, spec.NoCloudToken); err != nil || gid != id {
 		t.Fatalf("by token: %s %v", gid, err)
@@ -171,6 +175,16 @@ func TestDeploySpecValidate(t *testing.T) {
 		"user-data too big":  {func(d *DeploySpec) { d.UserData = strings.Repeat("x", 65<<10) }, "user-data is"},
 		"user-data not utf8": {func(d *DeploySpec) { d.UserData = "\xff\xfe" }, "not UTF-8"},
 		"consul join port":   {func(d *DeploySpec) { d.ConsulJoin = "192.0.2.1:99999" }, "bad port"},
+		"services no consul": {func(d *DeploySpec) { d.ConsulJoin = "" }, "services need a Consul agent"},
+		"service name":       {func(d *DeploySpec) { d.Services[1].Name = "a b" }, "services[1].name"},
+		"service twice":      {func(d *DeploySpec) { d.Services[1].Name = "ssh" }, `services[1].name "ssh": listed twice`},
+		"service port":       {func(d *DeploySpec) { d.Services[0].Port = 0 }, "services[0].port 0"},
+		"service port big":   {func(d *DeploySpec) { d.Services[0].Port = 70000 }, "services[0].port 70000"},
+		"service check":      {func(d *DeploySpec) { d.Services[0].Check = "udp" }, `services[0].check: check "udp"`},
+		"service ttl":        {func(d *DeploySpec) { d.Services[0].Check = "ttl" }, "services[0].check"},
+		"service http path":  {func(d *DeploySpec) { d.Services[1].Check = "http:health" }, "services[1].check"},
+		"service http space": {func(d *DeploySpec) { d.Services[1].Check = "http:/a b" }, "services[1].check"},
+		"service interval":   {func(d *DeploySpec) { d.Services[1].Interval = time.Millisecond }, "services[1].interval 1ms"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -184,6 +198,33 @@ func TestDeploySpecValidate(t *testing.T) {
 	}
 	if err := (&DeploySpec{Image: "debian", ImageVersion: "1", Hostname: "h"}).Validate(); err != nil {
 		t.Fatalf("minimal spec: %v", err)
+	}
+}
+
+// TestParseDeployService: the CLI's NAME:PORT[/tcp|/http:PATH].
+func TestParseDeployService(t *testing.T) {
+	for text, want := range map[string]DeployService{
+		"ssh:22":                 {Name: "ssh", Port: 22},
+		"ssh:22/tcp":             {Name: "ssh", Port: 22, Check: "tcp"},
+		"api:8080/http:/healthz": {Name: "api", Port: 8080, Check: "http:/healthz"},
+		"api:8080/http:/a/b?x=1": {Name: "api", Port: 8080, Check: "http:/a/b?x=1"},
+	} {
+		got, err := ParseDeployService(text)
+		if err != nil || got != want {
+			t.Errorf("%q: %+v %v, want %+v", text, got, err, want)
+		}
+	}
+	for text, want := range map[string]string{
+		"ssh":                "want NAME:PORT",
+		"ssh:x":              `port "x" is not a number`,
+		"ssh:0":              "services[0].port 0",
+		"a b:22":             "services[0].name",
+		"api:8080/http:heal": "services[0].check",
+		"api:8080/udp":       `check "udp"`,
+	} {
+		if _, err := ParseDeployService(text); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), text) {
+			t.Errorf("%q: %v, want an error naming it and %q", text, err, want)
+		}
 	}
 }
 

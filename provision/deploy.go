@@ -81,6 +81,9 @@ type DeployRequest struct {
 	UserData       string
 	Role           string
 	ConsulJoin     string
+	// Services are registered with each machine's own Consul agent (which
+	// needs ConsulJoin), with their health checks.
+	Services []inventory.DeployService
 	// AllowReboot lets the workflow power-cycle a machine that is on;
 	// without it such a machine fails before anything changes.
 	AllowReboot bool
@@ -194,7 +197,7 @@ func (d *Deployer) Deploy(ctx context.Context, ids []string, req DeployRequest) 
 		}
 		j.res.Hostname = names[j.m.ID]
 		j.spec = inventory.DeploySpec{Image: req.Image, ImageVersion: version, Hostname: names[j.m.ID], SSHKeys: req.SSHKeys,
-			Role: req.Role, UserData: req.UserData, ConsulJoin: req.ConsulJoin}
+			Role: req.Role, UserData: req.UserData, ConsulJoin: req.ConsulJoin, Services: req.Services}
 		switch {
 		case verr != nil:
 			j.res.fail("image", verr)

@@ -118,7 +118,8 @@ func deployingMachine(t *testing.T, st *inventory.Store, mac, serial string) (st
 		t.Fatal(err)
 	}
 	_, spec, err := st.StartDeploy(ctx, m.ID, inventory.DeploySpec{Image: "debian", ImageVersion: "1", Hostname: "web-7",
-		SSHKeys: []string{testKey(t).authorized}, Role: "web", UserData: "#cloud-config\nruncmd: [touch /x]\n"}, inventory.Change{})
+		SSHKeys: []string{testKey(t).authorized}, Role: "web", UserData: "#cloud-config\nruncmd: [touch /x]\n",
+		ConsulJoin: "192.0.2.1", Services: []inventory.DeployService{{Name: "ssh", Port: 22}, {Name: "api", Port: 8080, Check: "http:/healthz"}}}, inventory.Change{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +197,18 @@ func TestDeployEndpoints(t *testing.T) {
 	}
 	if resp.StatusCode != 200 || body != string(wantUser) || !strings.Contains(body, "multipart/mixed") {
 		t.Errorf("user-data: %d\n%s\nwant images.NoCloud's:\n%s", resp.StatusCode, body, wantUser)
+	}
+	// The spec's services reach the OS's Consul agent config (in that
+	// user-data), with checks run on the machine itself.
+	files, err := provision.NoCloudSeed(id, stored).ConsulFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcs := string(files[images.ConsulServicesFile])
+	for _, want := range []string{`"name": "ssh"`, `"tcp": "127.0.0.1:22"`, `"http": "http://127.0.0.1:8080/healthz"`, `"interval": "10s"`} {
+		if !strings.Contains(svcs, want) {
+			t.Errorf("%s lacks %s:\n%s", images.ConsulServicesFile, want, svcs)
+		}
 	}
 	if resp, body := get(t, f.base+"/nocloud/"+spec.NoCloudToken+"/vendor-data"); resp.StatusCode != 200 || body != "" {
 		t.Errorf("vendor-data: %d %q", resp.StatusCode, body)

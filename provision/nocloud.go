@@ -2,6 +2,8 @@ package provision
 
 import (
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 
 	"github.com/ironrack/ironrack/images"
@@ -10,8 +12,9 @@ import (
 
 // NoCloudSeed is the cloud-init seed of machine id's deploy: instance-id
 // (the machine ID and the deploy's start, so a redeploy is a new instance),
-// the host name, root's SSH keys, the role, the Consul join address and the
-// operator's user-data, rendered by images.NoCloud.
+// the host name, root's SSH keys, the role, the Consul join address, the
+// services (SeedService) and the operator's user-data, rendered by
+// images.NoCloud.
 func NoCloudSeed(id string, spec *inventory.DeploySpec) images.Seed {
 	s := images.Seed{
 		InstanceID:        fmt.Sprintf("%s-%d", id, spec.RequestedAt.Unix()),
@@ -23,10 +26,31 @@ func NoCloudSeed(id string, spec *inventory.DeploySpec) images.Seed {
 	if spec.ConsulJoin != "" {
 		s.ConsulJoin = []string{spec.ConsulJoin}
 	}
+	for _, svc := range spec.Services {
+		s.Services = append(s.Services, SeedService(svc))
+	}
 	if spec.UserData != "" {
 		s.ExtraUserData, s.ExtraUserDataName = []byte(spec.UserData), "user-data"
 	}
 	return s
+}
+
+// SeedService is a deploy spec's service as the deployed OS's Consul agent
+// registers it: its check runs on the machine itself, against the port on
+// 127.0.0.1 (a TCP connect, or GET http://127.0.0.1:PORT/PATH). An invalid
+// check (the spec was validated) is left without one, which the tiers'
+// health wait reports as "no health check".
+func SeedService(svc inventory.DeployService) images.Service {
+	out := images.Service{Name: svc.Name, Port: svc.Port}
+	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(svc.Port))
+	switch kind, path, err := svc.CheckKind(); {
+	case err != nil:
+	case kind == "http":
+		out.Check = &images.Check{HTTP: "http://" + target + path, Interval: svc.Interval}
+	default:
+		out.Check = &images.Check{TCP: target, Interval: svc.Interval}
+	}
+	return out
 }
 
 // RenderNoCloud renders one NoCloud file ("meta-data", "user-data",

@@ -16,15 +16,21 @@ import (
 // ProvisionDeployer deploys real machines through the provision workflows
 // (PXE, the agent writes the image, the boot server records the result),
 // the same ones `ironrack deploy` and `ironrack release` run. The deployed
-// OS runs a Consul agent (joined to ConsulJoin) named by the machine ID
-// that registers the tier's services and runs their checks; the image's
-// role or the tier's user data configures them.
+// OS runs a Consul client agent (joined to ConsulJoin, its node named by
+// the host name, which is the machine ID) that registers the tier's services
+// from the deploy spec (provision.SeedService) and runs their checks: "tcp"
+// and "http:PATH" checks against the port on the machine itself. A "ttl"
+// check has nobody to feed it on a deployed machine and is refused.
 type ProvisionDeployer struct {
 	Workflows *provision.Deployer
 	// ConsulJoin is the address the deployed machines' Consul agents join.
 	ConsulJoin string
 	// AllowReboot lets the workflows power-cycle a machine that is on.
 	AllowReboot bool
+	// AgentClient, if set, is the HTTP client that reaches the machines'
+	// Consul agents (a test dials into its namespace with it). Its Timeout
+	// should be set. If nil, a plain client with a 10s timeout.
+	AgentClient *http.Client
 	// AgentPort is the HTTP port of the machines' Consul agents (drain puts
 	// their services in maintenance there). If 0, 8500.
 	AgentPort int
@@ -62,9 +68,13 @@ func (d *ProvisionDeployer) Deploy(ctx context.Context, ms []*inventory.Machine,
 		}
 	}
 	if len(fresh) > 0 {
+		svcs, err := deployServices(spec)
+		if err != nil {
+			return nil, err
+		}
 		rs := d.Workflows.Deploy(ctx, fresh, provision.DeployRequest{
 			Owner: owner, Tier: spec.Name, Image: spec.Image, UserData: spec.UserData, Role: spec.Name,
-			ConsulJoin: d.ConsulJoin, AllowReboot: d.AllowReboot, Timeout: d.Timeout,
+			ConsulJoin: d.ConsulJoin, Services: svcs, AllowReboot: d.AllowReboot, Timeout: d.Timeout,
 			Reason: "tier " + spec.Name,
 		})
 		if err := failures(rs); err != nil {
@@ -99,6 +109,22 @@ func (d *ProvisionDeployer) Deploy(ctx context.Context, ms []*inventory.Machine,
 	return out, nil
 }
 
+// deployServices are the tier's services as the deploy spec carries them.
+func deployServices(spec Spec) ([]inventory.DeployService, error) {
+	var out []inventory.DeployService
+	for i, svc := range spec.Services {
+		kind, _, err := parseCheck(svc.Check)
+		if err != nil {
+			return nil, fmt.Errorf("tier %s: services[%d].check: %w", spec.Name, i, err)
+		}
+		if kind == "ttl" {
+			return nil, fmt.Errorf("tier %s: services[%d].check: a ttl check has nothing to feed it on a deployed machine: use tcp or http:/PATH", spec.Name, i)
+		}
+		out = append(out, inventory.DeployService{Name: svc.Name, Port: svc.Port, Check: svc.Check})
+	}
+	return out, nil
+}
+
 // Drain puts the machines' services in maintenance on their own Consul
 // agents: the checks turn critical, so no new work is routed to them.
 func (d *ProvisionDeployer) Drain(ctx context.Context, ms []*inventory.Machine, spec Spec) error {
@@ -114,6 +140,9 @@ func (d *ProvisionDeployer) Drain(ctx context.Context, ms []*inventory.Machine, 
 		cfg.Address = net.JoinHostPort(m.IP, fmt.Sprint(port))
 		// The agent's maintenance call takes no context: bound it here.
 		cfg.HttpClient = &http.Client{Timeout: 10 * time.Second}
+		if d.AgentClient != nil {
+			cfg.HttpClient = d.AgentClient
+		}
 		c, err := api.NewClient(cfg)
 		if err != nil {
 			return err

@@ -14,6 +14,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 
+	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/ipmi"
 	"github.com/ironrack/ironrack/provision"
 )
@@ -49,6 +50,7 @@ func deployCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "owner", Usage: "who claims the machines (default: $USER@host)"},
 			&cli.StringFlag{Name: "role", Usage: "tier role: the deployed Consul agent's ironrack_role node meta"},
 			&cli.StringFlag{Name: "consul-join", Usage: "Consul address the deployed OS's agent joins (HOST[:PORT])"},
+			&cli.StringSliceFlag{Name: "service", Usage: "Consul service the deployed OS's agent registers, with a check it runs on the machine: NAME:PORT[/tcp|/http:PATH] (repeatable; needs --consul-join)"},
 		),
 		Action: func(c *cli.Context) error {
 			name, version, _ := strings.Cut(c.String("image"), ":")
@@ -62,6 +64,16 @@ func deployCommand(e *env) *cli.Command {
 			}
 			if req.Owner == "" {
 				req.Owner = defaultOwner()
+			}
+			for _, text := range c.StringSlice("service") {
+				svc, err := inventory.ParseDeployService(text)
+				if err != nil {
+					return fmt.Errorf("--service: %w", err)
+				}
+				req.Services = append(req.Services, svc)
+			}
+			if len(req.Services) > 0 && req.ConsulJoin == "" {
+				return fmt.Errorf("--service needs --consul-join: the services are registered by the deployed OS's Consul agent")
 			}
 			if f := c.String("user-data"); f != "" {
 				b, err := os.ReadFile(f)
