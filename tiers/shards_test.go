@@ -25,7 +25,9 @@ func TestSpecValidateShards(t *testing.T) {
 		"ok":                 {size: 3, shards: &tiers.Shards{Count: 256, Replicas: 3}},
 		"no shards":          {size: 3, shards: &tiers.Shards{Count: 0, Replicas: 1}, want: []string{"shards.count: 0 is out of range (1 to 4096)"}},
 		"too many shards":    {size: 3, shards: &tiers.Shards{Count: 5000, Replicas: 1}, want: []string{"shards.count: 5000 is out of range (1 to 4096)"}},
-		"no replicas":        {size: 3, shards: &tiers.Shards{Count: 8, Replicas: 0}, want: []string{"shards.replicas: 0 is out of range (1 to 16)"}},
+		"no replicas":        {size: 3, shards: &tiers.Shards{Count: 8, Replicas: -1}, want: []string{"shards.replicas: -1 is out of range (0 for the default, 1 to 16)"}},
+		"default replicas":   {size: 1, shards: &tiers.Shards{Count: 8}},
+		"size 0":             {size: 0, shards: &tiers.Shards{Count: 8, Replicas: 3}},
 		"replicas over size": {size: 2, shards: &tiers.Shards{Count: 8, Replicas: 3}, want: []string{"shards.replicas: 3 replicas need 3 machines in 3 racks, the tier's size is 2"}},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -235,5 +237,54 @@ func TestTierShardsRackShortfallRefusedNothingClaimed(t *testing.T) {
 	}
 	if got := tiertest.Owned(t, env.Store, owner); len(got) != 0 {
 		t.Errorf("claimed %v", ids(got))
+	}
+}
+
+func TestTierStateDeployerShardsStepToZeroDeletesMap(t *testing.T) {
+	env := tiertest.Start(t)
+	tiertest.SeedReady(t, env.Store, 6, 3)
+	ctx := context.Background()
+	r := reconciler(env)
+	store := placement.NewStore(env.Client, placement.StoreConfig{})
+	r.Shards = store
+	owner := "urn:pulumi:t::ironrack-tiers::ironrack:index:Tier::storage"
+	spec := tiers.Spec{Name: "storage", Size: 3, Spread: "rack", Shards: &tiers.Shards{Count: 32, Replicas: 3}}
+	if _, _, err := r.Apply(ctx, owner, spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Get(ctx, "storage"); err != nil {
+		t.Fatal(err)
+	}
+	spec.Size = 0
+	if _, _, err := r.Apply(ctx, owner, spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Get(ctx, "storage"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("map of a tier stepped to 0: %v", err)
+	}
+}
+
+func TestTierStateDeployerShardsDefaultReplicasKept(t *testing.T) {
+	env := tiertest.Start(t)
+	tiertest.SeedReady(t, env.Store, 12, 3)
+	ctx := context.Background()
+	r := reconciler(env)
+	store := placement.NewStore(env.Client, placement.StoreConfig{})
+	r.Shards = store
+	owner := "urn:pulumi:t::ironrack-tiers::ironrack:index:Tier::storage"
+	// Two machines span two racks: the first map gets R = 2, and keeps it
+	// when a third rack joins.
+	spec := tiers.Spec{Name: "storage", Size: 2, Spread: "rack", Shards: &tiers.Shards{Count: 32}}
+	for _, size := range []int{2, 3, 6} {
+		spec.Size = size
+		_, ms, err := r.Apply(ctx, owner, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := store.Get(ctx, "storage")
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkMap(t, m, ms, 32, 2)
 	}
 }

@@ -222,13 +222,14 @@ func (s *ServiceArgs) Annotate(a infer.Annotator) {
 // ShardsArgs make a tier sharded.
 type ShardsArgs struct {
 	Count    int `pulumi:"count"`
-	Replicas int `pulumi:"replicas"`
+	Replicas int `pulumi:"replicas,optional"`
 }
+
 
 // Annotate describes the shard layout.
 func (s *ShardsArgs) Annotate(a infer.Annotator) {
-	a.Describe(&s.Count, "Number of shards (1-4096).")
-	a.Describe(&s.Replicas, "Replicas of each shard, each on a machine in a different rack; the tier's machines must span this many racks.")
+	a.Describe(&s.Count, "Number of shards (1-4096); 0 leaves the tier unsharded.")
+	a.Describe(&s.Replicas, "Replicas of each shard, each on a machine in a different rack; the tier's machines must span this many racks. 0 or unset: the stored map's, or for a first map 3 (fewer if the tier's machines span fewer racks).")
 }
 
 // TierArgs are the inputs.
@@ -302,7 +303,7 @@ func (a TierArgs) spec() tiers.Spec {
 	for _, svc := range a.Services {
 		s.Services = append(s.Services, tiers.Service{Name: svc.Name, Port: svc.Port, Check: svc.Check})
 	}
-	if a.Shards != nil {
+	if a.Shards != nil && a.Shards.Count != 0 {
 		s.Shards = &tiers.Shards{Count: a.Shards.Count, Replicas: a.Shards.Replicas}
 	}
 	return s

@@ -60,15 +60,14 @@ type TierDef struct {
 	Services []Service
 	// Sharded tiers keep a shard map: Project:<tier>Shards shards (default
 	// DefaultShards; 0: unsharded) with Project:<tier>Replicas replicas
-	// (default DefaultReplicas, or the tier's size when smaller).
+	// (default 0: the stored map's, or for a first map 3, fewer if the
+	// tier's machines span fewer racks; see tiers.Shards).
 	Sharded bool
 }
 
-// The shard layout of a sharded tier whose stack config does not set it.
-const (
-	DefaultShards   = 256
-	DefaultReplicas = 3
-)
+// DefaultShards is a sharded tier's shard count when the stack config
+// does not set it.
+const DefaultShards = 256
 
 // Tiers are the program's tiers, in the order they are listed.
 var Tiers = []TierDef{
@@ -216,13 +215,11 @@ func Program(defs []TierDef, drain *int) pulumi.RunFunc {
 				in["drainSeconds"] = pulumi.Int(*drain)
 			}
 			if t.Sharded {
-				sh, err := shardsConfig(cfg, t.Name, size)
+				count, replicas, err := shardsConfig(cfg, t.Name)
 				if err != nil {
 					return err
 				}
-				if sh != nil {
-					in["shards"] = pulumi.Map{"count": pulumi.Int(sh.Count), "replicas": pulumi.Int(sh.Replicas)}
-				}
+				in["shards"] = pulumi.Map{"count": pulumi.Int(count), "replicas": pulumi.Int(replicas)}
 			}
 			var res tierResource
 			if err := ctx.RegisterResource("ironrack:index:Tier", t.Name, in, &res); err != nil {
@@ -234,35 +231,27 @@ func Program(defs []TierDef, drain *int) pulumi.RunFunc {
 	}
 }
 
-// shardsConfig reads a sharded tier's layout from the stack config: nil
-// when <tier>Shards is 0 or the tier has no machines.
-func shardsConfig(cfg *pconfig.Config, tier string, size int) (*tiers.Shards, error) {
-	num := func(key string, def int) (int, bool, error) {
+// shardsConfig reads a sharded tier's layout from the stack config:
+// <tier>Shards (default DefaultShards) and <tier>Replicas (default 0).
+func shardsConfig(cfg *pconfig.Config, tier string) (count, replicas int, err error) {
+	num := func(key string, def int) (int, error) {
 		raw, err := cfg.Try(key)
 		if err != nil {
-			return def, false, nil
+			return def, nil
 		}
 		n, err := strconv.Atoi(strings.TrimSpace(raw))
 		if err != nil || n < 0 {
-			return 0, true, fmt.Errorf("%s:%s is %q, not a whole number >= 0", Project, key, raw)
+			return 0, fmt.Errorf("%s:%s is %q, not a whole number >= 0", Project, key, raw)
 		}
-		return n, true, nil
+		return n, nil
 	}
-	count, _, err := num(tier+"Shards", DefaultShards)
-	if err != nil {
-		return nil, err
+	if count, err = num(tier+"Shards", DefaultShards); err != nil {
+		return 0, 0, err
 	}
-	replicas, set, err := num(tier+"Replicas", DefaultReplicas)
-	if err != nil {
-		return nil, err
+	if replicas, err = num(tier+"Replicas", 0); err != nil {
+		return 0, 0, err
 	}
-	if count == 0 || size == 0 {
-		return nil, nil
-	}
-	if !set && replicas > size {
-		replicas = size // a small (test) tier without the key keeps working
-	}
-	return &tiers.Shards{Count: count, Replicas: replicas}, nil
+	return count, replicas, nil
 }
 
 // open upserts the stack with its config.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ironrack/ironrack/internal/tiertest"
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/tiers/placement"
 )
 
 // TestYAMLProjectStateDeployer runs the shipped YAML project
@@ -72,6 +73,12 @@ func TestYAMLProjectStateDeployer(t *testing.T) {
 	if len(first) != 2 {
 		t.Fatalf("ingestion holds %v, want 2", first)
 	}
+	// The storage tier is sharded by default: 256 shards, one replica on
+	// its one machine (3 replicas capped at the racks it spans).
+	shards := placement.NewStore(env.Client, placement.StoreConfig{})
+	if m, _, err := shards.Get(context.Background(), "storage"); err != nil || len(m.Shards) != 256 || m.Replicas != 1 {
+		t.Fatalf("storage shard map: %d shards × %d (%v)", len(m.Shards), m.Replicas, err)
+	}
 	stackFile("4")
 	out := pulumi("preview", "--diff", "-s", "t")
 	if got := len(owned(t, env, "ingestion")); got != 2 {
@@ -101,5 +108,8 @@ func TestYAMLProjectStateDeployer(t *testing.T) {
 	}
 	if len(ready) != 12 {
 		t.Errorf("after destroy %d of 12 machines are ready", len(ready))
+	}
+	if _, _, err := shards.Get(context.Background(), "storage"); err == nil {
+		t.Error("the storage shard map outlived the destroy")
 	}
 }

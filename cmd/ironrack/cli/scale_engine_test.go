@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -60,15 +62,21 @@ func TestScaleEngineStateDeployerPreviewApply(t *testing.T) {
 	writeSizes(t, dir, 2, 2, 2)
 	c.ok(append([]string{"scale", "apply"}, flags...)...)
 
-	writeSizes(t, dir, 5, 2, 2)
+	// ingestion 2 → 5, and storage (sharded: 256 shards, 2 replicas on the
+	// example's 2 racks) 2 → 3.
+	writeSizes(t, dir, 5, 3, 2)
 	out := c.ok(append([]string{"scale", "preview"}, flags...)...)
+	moves := regexp.MustCompile(`(?m)^~ storage shard replicas that will move: (\d+)$`).FindStringSubmatch(out)
+	if moves == nil || moves[1] == "0" {
+		t.Fatalf("preview does not show the storage tier's shard moves:\n%s", out)
+	}
 	var adds []string
 	for _, l := range strings.Split(out, "\n") {
 		if strings.HasPrefix(l, "+ ingestion ") {
 			adds = append(adds, strings.Fields(l)[2])
 		}
 	}
-	if len(adds) != 3 || !strings.Contains(out, "ingestion  2 → 5") || strings.Count(out, "will add (rack r") != 3 {
+	if len(adds) != 3 || !strings.Contains(out, "ingestion  2 → 5") || strings.Count(out, "will add (rack r") != 4 {
 		t.Fatalf("preview 2→5 lists %v:\n%s", adds, out)
 	}
 	out = c.ok(append([]string{"-o", "json", "scale", "apply"}, flags...)...)
@@ -79,6 +87,9 @@ func TestScaleEngineStateDeployerPreviewApply(t *testing.T) {
 	for _, s := range steps {
 		if s.Tier == "ingestion" && strings.Join(s.Add, " ") != strings.Join(sorted(adds), " ") {
 			t.Errorf("apply added %v, preview listed %v", s.Add, adds)
+		}
+		if s.Tier == "storage" && (s.ShardMoves == nil || strconv.Itoa(*s.ShardMoves) != moves[1]) {
+			t.Errorf("apply moved %v shard replicas, preview said %s", s.ShardMoves, moves[1])
 		}
 	}
 	for _, id := range adds {
