@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,48 +14,16 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/ironrack/ironrack/images"
-	"github.com/ironrack/ironrack/internal/consuldev"
 	"github.com/ironrack/ironrack/internal/lab"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision"
 )
 
-// debianImage builds the Debian OS image (images.Debian: the debootstrap
-// tree from its cache, the boot-artifacts kernel, the pinned consul) into
-// the lab's data dir and registers it in the lab's catalog.
+// debianImage builds the Debian OS image into the lab and registers it
+// (lab.DebianImage).
 func debianImage(t *testing.T, l *lab.Lab) images.Manifest {
 	t.Helper()
-	ctx := context.Background()
-	mirror, err := images.AptMirror("/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache, err := images.DefaultCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := lab.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kdir, err := images.KernelCache(ctx, filepath.Join(root, "scripts", "boot-artifacts"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	consul, err := consuldev.Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	b, err := images.Debian{DataDir: l.Data, CacheDir: cache, Mirror: mirror, KernelDir: kdir, Consul: consul}.Build(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("debian/%s built in %v (tree cached: %v)", b.Manifest.Version, time.Since(start).Round(100*time.Millisecond), b.TreeCached)
-	if err := (&images.Catalog{KV: l.Consul.KV()}).Register(ctx, b.Manifest); err != nil {
-		t.Fatal(err)
-	}
-	return b.Manifest
+	return l.DebianImage()
 }
 
 // sshRun runs cmd on addr as root with key, dialing from inside the lab's

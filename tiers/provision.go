@@ -25,6 +25,9 @@ type ProvisionDeployer struct {
 	Workflows *provision.Deployer
 	// ConsulJoin is the address the deployed machines' Consul agents join.
 	ConsulJoin string
+	// SSHKeys are root's authorized_keys lines on the deployed machines.
+	// The deploy needs at least one: the images have no password login.
+	SSHKeys []string
 	// AllowReboot lets the workflows power-cycle a machine that is on.
 	AllowReboot bool
 	// AgentClient, if set, is the HTTP client that reaches the machines'
@@ -74,7 +77,7 @@ func (d *ProvisionDeployer) Deploy(ctx context.Context, ms []*inventory.Machine,
 		}
 		rs := d.Workflows.Deploy(ctx, fresh, provision.DeployRequest{
 			Owner: owner, Tier: spec.Name, Image: spec.Image, UserData: spec.UserData, Role: spec.Name,
-			ConsulJoin: d.ConsulJoin, Services: svcs, AllowReboot: d.AllowReboot, Timeout: d.Timeout,
+			ConsulJoin: d.ConsulJoin, SSHKeys: d.SSHKeys, Services: svcs, AllowReboot: d.AllowReboot, Timeout: d.Timeout,
 			Reason: "tier " + spec.Name,
 		})
 		if err := failures(rs); err != nil {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ironrack/ironrack/images"
+	"github.com/ironrack/ironrack/internal/consuldev"
 )
 
 var discovery struct {
@@ -97,4 +98,44 @@ func ModuleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// DebianImage builds the Debian OS image (images.Debian: the debootstrap
+// tree from its cache, the boot-artifacts kernel, the pinned consul) into
+// the lab's data dir and registers it in the lab's catalog. The tree is
+// cached outside the clone, so only the first build is slow.
+func (l *Lab) DebianImage() images.Manifest {
+	t := l.T
+	t.Helper()
+	ctx := context.Background()
+	mirror, err := images.AptMirror("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := images.DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kdir, err := images.KernelCache(ctx, filepath.Join(root, "scripts", "boot-artifacts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	consul, err := consuldev.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b, err := images.Debian{DataDir: l.Data, CacheDir: cache, Mirror: mirror, KernelDir: kdir, Consul: consul}.Build(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("debian/%s built in %v (tree cached: %v)", b.Manifest.Version, time.Since(start).Round(100*time.Millisecond), b.TreeCached)
+	if err := (&images.Catalog{KV: l.Consul.KV()}).Register(ctx, b.Manifest); err != nil {
+		t.Fatal(err)
+	}
+	return b.Manifest
 }

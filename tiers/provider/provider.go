@@ -58,7 +58,9 @@ type DeployerEnv struct {
 	ConsulJoin string
 	// AllowReboot lets a deploy power-cycle a machine that is on.
 	AllowReboot bool
-	Logger      *slog.Logger
+	// SSHKeys are root's authorized_keys lines on deployed machines.
+	SSHKeys []string
+	Logger  *slog.Logger
 }
 
 // New returns the provider with the given deployers.
@@ -117,6 +119,8 @@ type Config struct {
 	// consul address's host.
 	ConsulJoin  string `pulumi:"consulJoin,optional"`
 	AllowReboot bool   `pulumi:"allowReboot,optional"`
+	// SSHKeys are root's authorized_keys lines on the deployed OS.
+	SSHKeys []string `pulumi:"sshKeys,optional"`
 
 	deployers Deployers
 	rec       *tiers.Reconciler
@@ -133,6 +137,7 @@ func (c *Config) Annotate(a infer.Annotator) {
 	a.Describe(&c.Who, "Who the machines' history names for the provider's changes (default: pulumi).")
 	a.Describe(&c.ConsulJoin, "Address the deployed machines' Consul agents join (provision deployer; default: the consul address's host).")
 	a.Describe(&c.AllowReboot, "Let the provision deployer power-cycle a claimed machine that is on.")
+	a.Describe(&c.SSHKeys, "authorized_keys lines for root on machines the provision deployer deploys (at least one: the images have no password login).")
 }
 
 // Configure connects to Consul and builds the reconciler.
@@ -183,7 +188,7 @@ func (c *Config) Configure(ctx context.Context) error {
 		join, _, _ = strings.Cut(cfg.Address, ":")
 	}
 	d, err := mk(DeployerEnv{Store: store, Client: client, Prefix: c.Prefix, Who: who, ConsulJoin: join,
-		AllowReboot: c.AllowReboot, Logger: scfg.Logger})
+		AllowReboot: c.AllowReboot, SSHKeys: c.SSHKeys, Logger: scfg.Logger})
 	if err != nil {
 		return fmt.Errorf("ironrack:deployer %s: %w", c.Deployer, err)
 	}
