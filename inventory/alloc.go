@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math/rand/v2"
 	"net/url"
 	"sort"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/ironrack/ironrack/internal/hrw"
 )
 
 // AllocateRequest asks for Count ready machines.
@@ -187,20 +188,7 @@ func (s *Store) spreadPick(ctx context.Context, q Query, req AllocateRequest) ([
 	return picked, len(pool), err
 }
 
-func score(owner, key string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(owner))
-	h.Write([]byte{0})
-	h.Write([]byte(key))
-	// fnv's low bits mix poorly for similar keys; finish with a
-	// splitmix64 step.
-	x := h.Sum64()
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	return x ^ (x >> 31)
-}
+func score(owner, key string) uint64 { return hrw.Score(owner, key) }
 
 // cand is a machine in the pool.
 type cand struct{ id, rack string }

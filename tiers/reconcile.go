@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"sort"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/tiers/placement"
+
+	"github.com/ironrack/ironrack/internal/hrw"
 )
 
 // Deployer puts an OS on claimed machines and takes it off again. It is the
@@ -357,18 +358,7 @@ func (r *Reconciler) release(ctx context.Context, ms []*inventory.Machine, spec 
 
 // Score is the rendezvous score of a machine for an owner: higher stays
 // longer. Deterministic, independent of the other machines.
-func Score(owner, id string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(owner))
-	h.Write([]byte{0})
-	h.Write([]byte(id))
-	x := h.Sum64()
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	return x ^ (x >> 31)
-}
+func Score(owner, id string) uint64 { return hrw.Score(owner, id) }
 
 // chooseRemovals picks n of the members to remove: machines not yet
 // deployed first (cheapest to give back), then the lowest rendezvous

@@ -28,10 +28,11 @@ package placement
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/ironrack/ironrack/internal/hrw"
 )
 
 // Node is one machine that can hold shard replicas.
@@ -57,21 +58,8 @@ const (
 	MaxReplicas = 16
 )
 
-// score is the rendezvous weight of a node for a shard: FNV-1a of the
-// shard number and the node ID, finished with a splitmix64 step because
-// FNV's bits mix poorly for similar keys.
-func score(shard int, id string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(strconv.Itoa(shard)))
-	h.Write([]byte{0})
-	h.Write([]byte(id))
-	x := h.Sum64()
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	return x ^ (x >> 31)
-}
+// score is the rendezvous weight of a node for a shard (internal/hrw).
+func score(shard int, id string) uint64 { return hrw.Score(strconv.Itoa(shard), id) }
 
 // Place places shards shards with replicas replicas each over nodes,
 // starting from nothing. It fails, naming the shortfall, when the nodes span
