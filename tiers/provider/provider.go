@@ -183,6 +183,13 @@ func (c *Config) Configure(ctx context.Context) error {
 		}
 		return fmt.Errorf("ironrack:deployer %q is not a deployer (want one of %v)", c.Deployer, names)
 	}
+	if len(c.SSHKeys) > 0 {
+		// Checked here so a bad key fails the configuration, not each deploy.
+		d := inventory.DeploySpec{Image: "x", ImageVersion: "x", Hostname: "x", SSHKeys: c.SSHKeys}
+		if err := d.Validate(); err != nil {
+			return fmt.Errorf("ironrack:sshKeys: %w", err)
+		}
+	}
 	join := c.ConsulJoin
 	if join == "" {
 		join, _, _ = strings.Cut(cfg.Address, ":")

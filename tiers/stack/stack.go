@@ -81,6 +81,11 @@ var Tiers = []TierDef{
 type ProviderConfig struct {
 	Consul, ConsulToken, Prefix, KeyFile, Deployer string
 	HealthTimeoutSeconds                           int
+	// ConsulJoin, SSHKeys and AllowReboot are the provision deployer's
+	// (ironrack:consulJoin, ironrack:sshKeys, ironrack:allowReboot).
+	ConsulJoin  string
+	SSHKeys     []string
+	AllowReboot bool
 	// DrainSeconds, if set, overrides every tier's drain.
 	DrainSeconds *int
 }
@@ -324,7 +329,7 @@ func open(ctx context.Context, o *Options) (auto.Stack, error) {
 		}
 	}
 	pc := o.Provider
-	for k, v := range map[string]string{"consul": pc.Consul, "prefix": pc.Prefix, "keyFile": pc.KeyFile, "deployer": pc.Deployer} {
+	for k, v := range map[string]string{"consul": pc.Consul, "prefix": pc.Prefix, "keyFile": pc.KeyFile, "deployer": pc.Deployer, "consulJoin": pc.ConsulJoin} {
 		if v != "" {
 			if err := set("ironrack:"+k, v, false); err != nil {
 				return auto.Stack{}, err
@@ -333,6 +338,16 @@ func open(ctx context.Context, o *Options) (auto.Stack, error) {
 	}
 	if pc.HealthTimeoutSeconds > 0 {
 		set("ironrack:healthTimeoutSeconds", strconv.Itoa(pc.HealthTimeoutSeconds), false)
+	}
+	if pc.AllowReboot {
+		set("ironrack:allowReboot", "true", false)
+	}
+	if len(pc.SSHKeys) > 0 {
+		b, err := json.Marshal(pc.SSHKeys)
+		if err != nil {
+			return auto.Stack{}, err
+		}
+		cm[config.MustMakeKey("ironrack", "sshKeys")] = config.NewObjectValue(string(b))
 	}
 	settings.Config = cm
 	if err := ws.SaveStackSettings(ctx, o.Stack, settings); err != nil {

@@ -33,6 +33,9 @@ func engineFlags() []cli.Flag {
 			Usage: "directory with pulumi-resource-ironrack (default: beside this program, else PATH)"},
 		&cli.StringFlag{Name: "deployer", EnvVars: []string{"IRONRACK_DEPLOYER"},
 			Usage: "how the provider deploys machines: provision (PXE, image, the agent; as `ironrack deploy`) or state (lifecycle and service registration only; no machine is touched)"},
+		&cli.StringSliceFlag{Name: "ssh-key", Usage: "authorized_keys file for root on machines the provision deployer deploys (repeatable; at least one for provision)"},
+		&cli.StringFlag{Name: "consul-join", Usage: "Consul address the deployed machines' agents join (provision; default: the --consul host)"},
+		&cli.BoolFlag{Name: "allow-reboot", Usage: "let the provision deployer power-cycle a claimed machine that is on"},
 		&cli.IntFlag{Name: "drain-seconds", Value: -1, Usage: "seconds a removed machine gets to finish in-flight work (default: the provider's, 30)"},
 		&cli.IntFlag{Name: "health-timeout", Usage: "seconds to wait for health checks after a deploy (default 600)"},
 	)
@@ -151,7 +154,14 @@ func (e *env) stackOptions(c *cli.Context) (stack.Options, error) {
 		return stack.Options{}, errors.New("--deployer: required: provision (deploys the machines) or state (lifecycle and service registration only, no machine touched)")
 	}
 	pc := stack.ProviderConfig{Prefix: c.String("prefix"), Deployer: dep, ConsulToken: c.String("consul-token"),
-		HealthTimeoutSeconds: c.Int("health-timeout")}
+		HealthTimeoutSeconds: c.Int("health-timeout"), ConsulJoin: c.String("consul-join"), AllowReboot: c.Bool("allow-reboot")}
+	for _, f := range c.StringSlice("ssh-key") {
+		keys, err := readKeys(f)
+		if err != nil {
+			return stack.Options{}, fmt.Errorf("--ssh-key: %w", err)
+		}
+		pc.SSHKeys = append(pc.SSHKeys, keys...)
+	}
 	if c.IsSet("consul") || os.Getenv("CONSUL_HTTP_ADDR") == "" {
 		pc.Consul = c.String("consul")
 	} else {
