@@ -36,6 +36,10 @@ const (
 	MetaRole    = "ironrack_role"
 )
 
+// OSNodeSuffix is added to the deployed OS agent's node name when its host
+// name is the machine ID (the deploy default), so the two nodes stay apart.
+const OSNodeSuffix = "-os"
+
 // DefaultConsulBind is the agent's bind_addr when Seed.ConsulBind is
 // empty: a go-sockaddr template Consul expands to the first IPv4 address
 // of an interface that is up and not loopback. It does not ask for the
@@ -394,6 +398,11 @@ func (s Seed) ConsulFiles() (map[string][]byte, error) {
 		return nil, nil
 	}
 	label, _, _ := strings.Cut(s.Hostname, ".")
+	if label == s.MachineID {
+		// The inventory's node is named by the machine ID; an agent of the
+		// same name would have anti-entropy rewrite its meta and address.
+		label += OSNodeSuffix
+	}
 	meta := map[string]string{MetaMachine: s.MachineID}
 	if s.Role != "" {
 		meta[MetaRole] = s.Role

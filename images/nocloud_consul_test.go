@@ -140,6 +140,19 @@ func TestNoCloudConsulAgent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// ConsulFiles itself never names the agent by the machine ID (it
+		// adds images.OSNodeSuffix); force it, to show why.
+		var cfg map[string]any
+		if err := json.Unmarshal(files[images.ConsulConfigFile], &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if cfg["node_name"] != m.ID+images.OSNodeSuffix {
+			t.Fatalf("host name = machine ID rendered node_name %v, want %s", cfg["node_name"], m.ID+images.OSNodeSuffix)
+		}
+		cfg["node_name"] = m.ID
+		if files[images.ConsulConfigFile], err = json.Marshal(cfg); err != nil {
+			t.Fatal(err)
+		}
 		startAgent(t, files, "127.0.30.3")
 		deadline := time.Now().Add(60 * time.Second)
 		for {

@@ -266,3 +266,24 @@ func TestNoCloudCmdline(t *testing.T) {
 		}
 	}
 }
+
+// TestConsulNodeNameNotMachineID: a host name equal to the machine ID (the
+// deploy default) must not make the OS agent's node the inventory's node.
+func TestConsulNodeNameNotMachineID(t *testing.T) {
+	s := seed()
+	s.Hostname = s.MachineID
+	files, err := s.ConsulFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agent struct {
+		NodeName string            `json:"node_name"`
+		NodeMeta map[string]string `json:"node_meta"`
+	}
+	if err := json.Unmarshal(files[ConsulConfigFile], &agent); err != nil {
+		t.Fatal(err)
+	}
+	if agent.NodeName != s.MachineID+OSNodeSuffix || agent.NodeMeta[MetaMachine] != s.MachineID {
+		t.Fatalf("node_name %q meta %v, want %q with %s=%s", agent.NodeName, agent.NodeMeta, s.MachineID+OSNodeSuffix, MetaMachine, s.MachineID)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
 )
 
@@ -41,6 +42,11 @@ func (h *ConsulHealth) instances(ctx context.Context, ms []*inventory.Machine, s
 	byAddr := map[string]*api.ServiceEntry{}
 	for _, e := range entries {
 		byNode[e.Node.Node] = e
+		// The deployed OS's agent is a node of its own that names its
+		// machine in meta (images.MetaMachine); that match wins.
+		if id := e.Node.Meta[images.MetaMachine]; id != "" {
+			byNode[id] = e
+		}
 		if e.Service.Address != "" {
 			byAddr[e.Service.Address] = e
 		}

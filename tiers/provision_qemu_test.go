@@ -107,15 +107,16 @@ func TestTierProvisionDeployerQEMU(t *testing.T) {
 		t.Fatalf("tier machines %+v, want %s deployed for %s in query", got, m.ID, owner)
 	}
 	// What Apply waited on, read back: the ssh service on the machine's own
-	// agent node (named by its hostname, the machine ID, with its meta), and
-	// a passing TCP check that the agent in the VM ran.
+	// agent node (its hostname is the machine ID, so the node is ID+"-os",
+	// apart from the inventory's node, with its meta), and a passing TCP
+	// check that the agent in the VM ran.
 	entries, _, err := services.Health().Service("ssh", "", true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 || entries[0].Node.Node != m.ID || entries[0].Node.Meta[images.MetaMachine] != m.ID ||
+	if len(entries) != 1 || entries[0].Node.Node != m.ID+images.OSNodeSuffix || entries[0].Node.Meta[images.MetaMachine] != m.ID ||
 		entries[0].Node.Meta[images.MetaRole] != "query" || entries[0].Node.Address != got[0].IP {
-		t.Fatalf("passing ssh instances %s, want one on node %s at %s with its meta", describe(entries), m.ID, got[0].IP)
+		t.Fatalf("passing ssh instances %s, want one on node %s at %s with its meta", describe(entries), m.ID+images.OSNodeSuffix, got[0].IP)
 	}
 	var check *api.HealthCheck
 	for _, c := range entries[0].Checks {
@@ -152,7 +153,7 @@ func TestTierProvisionDeployerQEMU(t *testing.T) {
 	}
 	// The drain was the service's maintenance on the machine's own agent:
 	// its catalog node still carries the maintenance check.
-	checks, _, err := services.Health().Node(m.ID, nil)
+	checks, _, err := services.Health().Node(m.ID+images.OSNodeSuffix, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

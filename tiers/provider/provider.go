@@ -237,7 +237,6 @@ type ShardsArgs struct {
 	Replicas int `pulumi:"replicas,optional"`
 }
 
-
 // Annotate describes the shard layout.
 func (s *ShardsArgs) Annotate(a infer.Annotator) {
 	a.Describe(&s.Count, "Number of shards (1-4096); 0 leaves the tier unsharded.")
