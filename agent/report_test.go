@@ -123,11 +123,13 @@ func TestWireTypesMatch(t *testing.T) {
 		return out
 	}
 	for name, pair := range map[string][2]any{
-		"Report": {Report{}, httpboot.Report{}},
-		"Facts":  {ReportFacts{}, httpboot.Facts{}},
-		"Disk":   {ReportDisk{}, httpboot.Disk{}},
-		"NIC":    {ReportNIC{}, httpboot.NIC{}},
-		"Event":  {Event{}, httpboot.Event{}},
+		"Report":       {Report{}, httpboot.Report{}},
+		"Facts":        {ReportFacts{}, httpboot.Facts{}},
+		"Disk":         {ReportDisk{}, httpboot.Disk{}},
+		"NIC":          {ReportNIC{}, httpboot.NIC{}},
+		"Event":        {Event{}, httpboot.Event{}},
+		"Instructions": {Instructions{}, httpboot.Instructions{}},
+		"DiskRule":     {DiskRule{}, httpboot.DiskRule{}},
 	} {
 		if diff := cmp.Diff(tags(pair[1]), tags(pair[0])); diff != "" {
 			t.Errorf("%s: JSON fields differ (-httpboot +agent):\n%s", name, diff)
