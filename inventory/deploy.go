@@ -330,23 +330,7 @@ func (s *Store) DeployByToken(ctx context.Context, token string) (string, *Deplo
 // failed_deployment with err in the history otherwise. A machine no longer
 // deploying is an error (ErrConflict): a late report changes nothing.
 func (s *Store) FinishDeploy(ctx context.Context, id string, failure error, change Change) (*Machine, error) {
-	to := StateDeployed
-	if change.What == "" {
-		change.What = "deploy"
-	}
-	if failure != nil {
-		to = StateFailedDeployment
-		change.Why = failure.Error()
-	} else if change.Why == "" {
-		change.Why = "image written and verified"
-	}
-	return s.Update(ctx, id, System, change, func(m *Machine) error {
-		if m.State != StateDeploying {
-			return fmt.Errorf("is %s, not deploying: %w", m.State, ErrConflict)
-		}
-		m.State = to
-		return nil
-	})
+	return s.finish(ctx, id, StateDeploying, StateDeployed, StateFailedDeployment, "deploy", "image written and verified", failure, change)
 }
 
 // StartRelease moves a deployed machine (or one whose deploy or wipe
@@ -370,19 +354,27 @@ func (s *Store) StartRelease(ctx context.Context, id string, change Change) (*Ma
 // the deploy spec deleted in the same transaction) when failure is nil, →
 // failed_releasing otherwise. A machine no longer releasing is ErrConflict.
 func (s *Store) FinishRelease(ctx context.Context, id string, failure error, change Change) (*Machine, error) {
-	to := StateReady
+	return s.finish(ctx, id, StateReleasing, StateReady, StateFailedReleasing, "release", "disks wiped", failure, change)
+}
+
+// finish ends the agent's step on a machine in state from: → ok when
+// failure is nil (a machine back to ready loses its owner and tier), →
+// failed with failure in the history otherwise. A machine no longer in
+// from is ErrConflict: a late report changes nothing.
+func (s *Store) finish(ctx context.Context, id string, from, ok, failed State, what, okWhy string, failure error, change Change) (*Machine, error) {
+	to := ok
 	if change.What == "" {
-		change.What = "release"
+		change.What = what
 	}
 	if failure != nil {
-		to = StateFailedReleasing
+		to = failed
 		change.Why = failure.Error()
 	} else if change.Why == "" {
-		change.Why = "disks wiped"
+		change.Why = okWhy
 	}
 	return s.Update(ctx, id, System, change, func(m *Machine) error {
-		if m.State != StateReleasing {
-			return fmt.Errorf("is %s, not releasing: %w", m.State, ErrConflict)
+		if m.State != from {
+			return fmt.Errorf("is %s, not %s: %w", m.State, from, ErrConflict)
 		}
 		m.State = to
 		if to == StateReady {
