@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -243,4 +244,78 @@ func TestAllocateRace16Processes(t *testing.T) {
 		t.Errorf("round 2: %d claimers won; want 1..13", w)
 	}
 	t.Logf("round 2 (16×500 of 6,800): %d won in %v", w, time.Since(start))
+}
+
+// TestAllocateRingOrder: without a spread, a claim takes the first machines
+// on the pool ring from the owner's bucket — by bucket, then by rendezvous
+// rank — with or without an expression, across bucket groups and around the
+// ring's end; and the count it reports when the pool is short is exact.
+func TestAllocateRingOrder(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	seedReady(t, s, 90, 3)
+	all, err := s.List(ctx, Query{State: StateReady})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(owner string, n int, keep func(*Machine) bool) []string {
+		start := int(score(owner, "ring") % poolBuckets)
+		var ms []*Machine
+		for _, m := range all {
+			if keep == nil || keep(m) {
+				ms = append(ms, m)
+			}
+		}
+		dist := func(m *Machine) int { return (poolBucket(m.ID) - start + poolBuckets) % poolBuckets }
+		sort.Slice(ms, func(i, j int) bool {
+			if di, dj := dist(ms[i]), dist(ms[j]); di != dj {
+				return di < dj
+			}
+			si, sj := score(owner, ms[i].ID), score(owner, ms[j].ID)
+			if si != sj {
+				return si > sj
+			}
+			return ms[i].ID < ms[j].ID
+		})
+		out := ids(ms[:n])
+		return out
+	}
+	big, _ := ParseWhere(`mem_gb >= 128 and source == "import"`)
+	for _, owner := range []string{"ring-a", "ring-b", "ring-c", "ring-d"} {
+		for _, tc := range []struct {
+			where *Where
+			keep  func(*Machine) bool
+		}{{nil, nil}, {big, func(m *Machine) bool { return m.MemGB >= 128 }}} {
+			dry, err := s.Allocate(ctx, AllocateRequest{Count: 25, Where: tc.where, Owner: owner, DryRun: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want(owner, 25, tc.keep), ids(dry)); diff != "" {
+				t.Errorf("%s where=%v: not the ring order:\n%s", owner, tc.where, diff)
+			}
+		}
+	}
+	// A real claim takes exactly what the dry run showed.
+	dry, _ := s.Allocate(ctx, AllocateRequest{Count: 40, Owner: "ring-e", DryRun: true})
+	got, err := s.Allocate(ctx, AllocateRequest{Count: 40, Owner: "ring-e"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(ids(dry), ids(got)); diff != "" {
+		t.Errorf("claim differs from its dry run:\n%s", diff)
+	}
+	// 50 ready are left, some with mem_gb >= 128: the counts
+	// in the refusals are exact.
+	left := 0
+	for _, m := range all {
+		if m.MemGB >= 128 && !slices.Contains(ids(got), m.ID) {
+			left++
+		}
+	}
+	if _, err := s.Allocate(ctx, AllocateRequest{Count: 51, Owner: "ring-f"}); err == nil || !strings.Contains(err.Error(), "only 50 machines are ready") {
+		t.Errorf("over-ask: %v", err)
+	}
+	if _, err := s.Allocate(ctx, AllocateRequest{Count: left + 1, Where: big, Owner: "ring-f"}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("only %d machines are ready and", left)) {
+		t.Errorf("over-ask with where: %v", err)
+	}
 }

@@ -189,7 +189,7 @@ var stringMetaKeys = map[string]bool{"rack": true, "slot": true, "serial": true,
 // nodeMeta is the NodeMeta of m's catalog node. Empty fields are left out, so
 // a missing field stays missing in queries.
 func (m *Machine) nodeMeta() map[string]string {
-	meta := map[string]string{"ironrack": "machine", "external-node": "true"}
+	meta := map[string]string{"ironrack": "machine"}
 	put := func(k, v string) {
 		if v != "" {
 			meta[k] = v

@@ -3,28 +3,29 @@ package inventory
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"path"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/hashicorp/consul/api"
-	"golang.org/x/sync/errgroup"
 )
 
 // The ready pool is kept as KV entries beside the records, written in the
 // same transaction as every change of a ready machine:
 //
-//	PREFIX/pool/BB/RACK/ID = a copy of the machine's record
+//	PREFIX/pool/BB/RACK/ID   (empty value)
 //
-// present exactly while the machine is ready. Because entry and record are
-// written by the same transactions, the entry's ModifyIndex is the record's:
-// a claim reads only pool entries and CASes the records at those indexes.
-// BB is one of 256 buckets, from the ID's hash, so an allocation reads a
-// bucket or two (about 1/256 of the pool each) instead of the whole catalog:
-// the pool is a ring, and each owner starts at its own bucket. That is what
-// lets many claimers allocate at once.
+// present exactly while the machine is ready. BB is one of 256 buckets, from
+// the ID's hash, so an allocation lists the keys of a bucket or two (about
+// 1/256 of the pool each) instead of the whole catalog, ranks them, and reads
+// only the records it takes, CASing them at the indexes read: the pool is a
+// ring, and each owner starts at its own bucket. That is what lets many
+// claimers allocate at once. The entries hold no value: a copy of the record
+// there would make every claim read (and Consul encode) the whole bucket's
+// records, and every return to ready write the record twice.
 
 const poolBuckets = 256
 
@@ -56,132 +57,158 @@ func (s *Store) poolOps(w *write) api.TxnOps {
 	if old != "" && old != nk {
 		ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: old}})
 	}
-	if nk != "" {
-		val, _ := json.Marshal(w.next)
-		ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: nk, Value: val}})
+	if nk != "" && nk != old {
+		ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: nk}})
 	}
 	return ops
 }
 
-// poolEntry is one pool entry, not yet decoded: a claim decodes only the
-// entries it takes (an expression needs them all).
-type poolEntry struct {
-	id string
-	kv *api.KVPair
-}
-
-// readPool reads the pool entries under a key prefix.
-func (s *Store) readPool(ctx context.Context, prefix string) ([]poolEntry, error) {
+// listBuckets lists the machine IDs of the pool buckets under a key prefix
+// ("pool/3c/": one bucket; "pool/3": the 16 buckets 30-3f), by bucket.
+func (s *Store) listBuckets(ctx context.Context, prefix string) (map[int][]string, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	kvs, _, err := s.c.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
+	keys, _, err := s.c.KV().Keys(prefix, "", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("read pool: %w", err)
 	}
-	out := make([]poolEntry, len(kvs))
-	for i, kv := range kvs {
-		out[i] = poolEntry{id: path.Base(kv.Key), kv: kv}
+	out := map[int][]string{}
+	root := s.key("pool") + "/"
+	for _, k := range keys {
+		rest := strings.TrimPrefix(k, root)
+		if len(rest) < 3 || rest[2] != '/' {
+			continue
+		}
+		b, err := strconv.ParseUint(rest[:2], 16, 8)
+		if err != nil {
+			continue
+		}
+		out[int(b)] = append(out[int(b)], path.Base(k))
 	}
 	return out, nil
 }
 
-// decode is the entry's record with its ModifyIndex (the record's), or
-// ok false for an entry that is not a ready machine's.
-func (e poolEntry) decode() (stored, bool, error) {
-	r, err := decodeRecord(e.kv.Value)
-	if err != nil {
-		return stored{}, false, fmt.Errorf("pool entry %s: %w", e.kv.Key, err)
+// ranked orders ids for owner by rendezvous score (ties by ID), each score
+// computed once.
+func ranked(owner string, ids []string) []string {
+	type scored struct {
+		id    string
+		score uint64
 	}
-	return stored{r, e.kv.ModifyIndex}, r.State == StateReady && r.ID == e.id, nil
+	ss := make([]scored, len(ids))
+	for i, id := range ids {
+		ss[i] = scored{id, score(owner, id)}
+	}
+	sort.Slice(ss, func(a, b int) bool {
+		if ss[a].score != ss[b].score {
+			return ss[a].score > ss[b].score
+		}
+		return ss[a].id < ss[b].id
+	})
+	out := make([]string, len(ss))
+	for i, x := range ss {
+		out[i] = x.id
+	}
+	return out
 }
 
-// pickBucket ranks one bucket's entries for owner by rendezvous score and
-// returns up to n ready machines the expression selects, and how many it
-// selects in all. Without an expression every entry counts and only the
-// entries taken are decoded.
-func pickBucket(es []poolEntry, n int, owner string, w *Where) ([]stored, int, error) {
-	sort.Slice(es, func(a, b int) bool { return rank(owner, es[a].id, es[b].id) })
-	var out []stored
-	total := 0
-	for _, e := range es {
-		if w == nil && len(out) >= n {
-			total++ // counted, not decoded
-			continue
-		}
-		st, ok, err := e.decode()
-		if err != nil {
-			return nil, 0, err
-		}
-		if !ok {
-			continue
-		}
-		if w != nil {
-			ok, err := w.Match(&st.rec.Machine)
-			if err != nil {
-				return nil, 0, fmt.Errorf("machine %s: %w", st.rec.ID, err)
-			}
-			if !ok {
-				continue
-			}
-		}
-		total++
-		if len(out) < n {
+// readyRecords reads the records of ids and returns, in the order of ids,
+// those still ready: a machine claimed since its pool key was listed is
+// left out.
+func (s *Store) readyRecords(ctx context.Context, ids []string) ([]stored, error) {
+	recs, err := s.records(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]stored, len(recs))
+	for _, r := range recs {
+		byID[r.rec.ID] = r
+	}
+	out := make([]stored, 0, len(ids))
+	for _, id := range ids {
+		if st, ok := byID[id]; ok && st.rec.State == StateReady {
 			out = append(out, st)
 		}
 	}
-	return out, total, nil
+	return out, nil
 }
 
 // ringPick walks the pool ring from the owner's bucket and takes the first
 // n machines the expression selects, in bucket order and, within a bucket,
 // by rendezvous score. Deterministic for a given owner and pool. It returns
-// fewer than n only when the whole pool has fewer.
+// fewer than n only when the whole pool has fewer, or when a machine was
+// claimed between the key list and the record read (Allocate retries).
+//
+// It lists the owner's bucket alone first (1/256 of the pool), which
+// usually suffices; after that it lists 16 buckets per request (the rest of
+// a bucket group, pool/X), so a nearly drained pool costs 16 requests, not
+// 256. Without an expression only keys are listed and only the n records
+// taken are read; with one, the listed buckets' records are read and
+// matched.
 func (s *Store) ringPick(ctx context.Context, n int, owner string, w *Where) ([]stored, int, error) {
 	start := int(score(owner, "ring") % poolBuckets)
 	var out []stored
+	var ids []string // w == nil: the IDs taken, in ring order
 	total := 0
-	// The first bucket alone usually suffices; after it, read 8 at once.
-	for i := 0; i < poolBuckets && len(out) < n; {
-		width := 1
+	have := func() int {
+		if w == nil {
+			return len(ids)
+		}
+		return len(out)
+	}
+	listed := map[int][]string{}
+	for i := 0; i < poolBuckets && have() < n; {
+		// The chunk: the start bucket alone, then the rest of each group.
+		b := (start + i) % poolBuckets
+		prefix := s.key("pool", fmt.Sprintf("%02x", b)) + "/"
+		chunk := []int{b}
 		if i > 0 {
-			width = min(8, poolBuckets-i)
+			prefix = s.key("pool", fmt.Sprintf("%x", b>>4))
+			for j := i + 1; j < poolBuckets && (start+j)%poolBuckets>>4 == b>>4; j++ {
+				chunk = append(chunk, (start+j)%poolBuckets)
+			}
 		}
-		got := make([][]stored, width)
-		counts := make([]int, width)
-		want := n - len(out)
-		g, gctx := errgroup.WithContext(ctx)
-		for j := range width {
-			b := (start + i + j) % poolBuckets
-			g.Go(func() error {
-				es, err := s.readPool(gctx, s.key("pool", fmt.Sprintf("%02x", b))+"/")
-				if err != nil {
-					return err
-				}
-				got[j], counts[j], err = pickBucket(es, want, owner, w)
-				return err
-			})
-		}
-		if err := g.Wait(); err != nil {
+		got, err := s.listBuckets(ctx, prefix)
+		if err != nil {
 			return nil, 0, err
 		}
-		for j, cs := range got {
-			total += counts[j]
-			for _, c := range cs {
+		for k, v := range got {
+			listed[k] = v
+		}
+		var cand []string // w != nil: the chunk's IDs, ranked per bucket
+		for _, cb := range chunk {
+			r := ranked(owner, listed[cb])
+			if w == nil {
+				total += len(r)
+				ids = append(ids, r[:min(len(r), n-len(ids))]...)
+			} else {
+				cand = append(cand, r...)
+			}
+		}
+		if w != nil && len(cand) > 0 {
+			recs, err := s.readyRecords(ctx, cand)
+			if err != nil {
+				return nil, 0, err
+			}
+			for _, st := range recs {
+				ok, err := w.Match(&st.rec.Machine)
+				if err != nil {
+					return nil, 0, fmt.Errorf("machine %s: %w", st.rec.ID, err)
+				}
+				if !ok {
+					continue
+				}
+				total++
 				if len(out) < n {
-					out = append(out, c)
+					out = append(out, st)
 				}
 			}
 		}
-		i += width
+		i += len(chunk)
 	}
-	return out, total, nil
-}
-
-// rank orders two IDs by rendezvous score for an owner (ties by ID).
-func rank(owner, a, b string) bool {
-	sa, sb := score(owner, a), score(owner, b)
-	if sa != sb {
-		return sa > sb
+	if w != nil {
+		return out, total, nil
 	}
-	return a < b
+	out, err := s.readyRecords(ctx, ids)
+	return out, total, err
 }

@@ -58,8 +58,8 @@ func (s *Store) candidateIDs(ctx context.Context, q Query) ([]string, error) {
 	var sets [][]string
 	for _, attr := range attrKeyFields {
 		v, ok := eq[attr]
-		if !ok {
-			continue
+		if !ok || attr == "state" && v != string(StateReady) && !stateKeyed(State(v)) {
+			continue // no key index: the catalog (or another set) narrows it
 		}
 		ids, err := s.attrIDs(ctx, attr, v)
 		if err != nil {

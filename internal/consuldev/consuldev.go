@@ -59,6 +59,12 @@ type Options struct {
 	Log io.Writer
 	// ExtraHCL is appended to the agent's config file.
 	ExtraHCL string
+	// Server runs a production-shaped single server instead of -dev: its
+	// Raft log and snapshots on disk under the agent's temporary dir
+	// (fsync'd), and compact JSON responses (a dev agent keeps everything
+	// in memory and pretty-prints every response). Benchmarks use it to
+	// measure what a real inventory server does.
+	Server bool
 }
 
 // Agent is a running dev agent.
@@ -112,7 +118,12 @@ log_level = "warn"
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	cmd := exec.Command(bin, "agent", "-dev", "-node", "dev-"+strings.ReplaceAll(bind, ".", "-"), "-config-file", cfg)
+	args := []string{"agent", "-dev"}
+	if opt.Server {
+		args = []string{"agent", "-server", "-bootstrap-expect", "1", "-data-dir", filepath.Join(dir, "data")}
+	}
+	args = append(args, "-node", "dev-"+strings.ReplaceAll(bind, ".", "-"), "-config-file", cfg)
+	cmd := exec.Command(bin, args...)
 	out := opt.Log
 	if out == nil {
 		out = io.Discard

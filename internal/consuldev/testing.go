@@ -11,6 +11,12 @@ import (
 // because CI always has the tools.
 func T(tb testing.TB) *Agent {
 	tb.Helper()
+	return TWith(tb, Options{})
+}
+
+// TWith is T with options (opt.Log is set from IRONRACK_CONSUL_LOG if nil).
+func TWith(tb testing.TB, opt Options) *Agent {
+	tb.Helper()
 	if testing.Short() {
 		tb.Skip("needs a real consul agent; skipped under -short")
 	}
@@ -18,8 +24,7 @@ func T(tb testing.TB) *Agent {
 	if os.Getenv("IRONRACK_CONSUL_LOG") != "" {
 		log = os.Stderr
 	}
-	opt := Options{}
-	if log != nil {
+	if log != nil && opt.Log == nil {
 		opt.Log = log
 	}
 	a, err := Start(context.Background(), opt)
