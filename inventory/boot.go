@@ -23,6 +23,11 @@ type Lease struct {
 	IP       string    `json:"ip"`
 	Expires  time.Time `json:"expires"`
 	Hostname string    `json:"hostname,omitempty"`
+	// NoMachine is a hint, never stored: the caller learnt moments ago
+	// (Reservations) that no machine has MAC, so StoreLeases need not read
+	// the MAC index again. A machine that gains the MAC in between has its
+	// ip recorded at the lease's next renewal.
+	NoMachine bool `json:"-"`
 }
 
 func (s *Store) leaseKey(mac string) string { return s.key("leases", mac) }

@@ -34,7 +34,7 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 	}
 	vals := make([][]byte, len(ls))
 	var reads api.TxnOps
-	var readIdx []int
+	var readIdx, asked []int // valid leases; those whose MAC index is read
 	for i := range ls {
 		mac, err := NormalizeMAC(ls[i].MAC)
 		if err != nil {
@@ -47,10 +47,13 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 			continue
 		}
 		vals[i], _ = json.Marshal(ls[i])
-		reads = append(reads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.key("index", "mac", mac)}})
 		readIdx = append(readIdx, i)
+		if !ls[i].NoMachine {
+			reads = append(reads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.key("index", "mac", mac)}})
+			asked = append(asked, i)
+		}
 	}
-	if len(reads) == 0 {
+	if len(readIdx) == 0 {
 		return errs
 	}
 	fail := func(idx []int, err error) {
@@ -58,16 +61,18 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 			errs[i] = err
 		}
 	}
-	// Read-only transactions are answered without a Raft round.
-	resp, err := s.txn(ctx, reads)
-	if err != nil {
-		fail(readIdx, fmt.Errorf("store leases: read MAC index: %w", err))
-		return errs
-	}
 	owner := map[int]string{}
-	for j, r := range resp.Results {
-		if j < len(readIdx) && r.KV != nil && len(r.KV.Value) > 0 {
-			owner[readIdx[j]] = string(r.KV.Value)
+	if len(reads) > 0 {
+		// Read-only transactions are answered without a Raft round.
+		resp, err := s.txn(ctx, reads)
+		if err != nil {
+			fail(readIdx, fmt.Errorf("store leases: read MAC index: %w", err))
+			return errs
+		}
+		for j, r := range resp.Results {
+			if j < len(asked) && r.KV != nil && len(r.KV.Value) > 0 {
+				owner[asked[j]] = string(r.KV.Value)
+			}
 		}
 	}
 	// The owners' records, in one batched read, to see whose ip changes.
@@ -107,14 +112,21 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 	return errs
 }
 
-// ReservedIPs returns the ip recorded on the machine of each MAC that
-// belongs to a machine with an ip; MACs without one are absent. It reads
-// in at most two read-only transactions (answered without a Raft round),
-// however many MACs are asked, up to MaxLeaseBatch. The boot server uses
-// it to look up the reservations of concurrent DHCP requests at once.
-func (s *Store) ReservedIPs(ctx context.Context, macs []string) (map[string]string, error) {
+// Reservation is what the inventory says of one MAC: the machine that has
+// it, and the ip recorded on that machine (may be empty).
+type Reservation struct {
+	Machine string
+	IP      string
+}
+
+// Reservations returns, for each MAC that belongs to a machine, the machine
+// and its recorded ip; MACs of no machine are absent. It reads in at most
+// two read-only transactions (answered without a Raft round), however many
+// MACs are asked, up to MaxLeaseBatch. The boot server uses it to look up
+// the reservations of concurrent DHCP requests at once.
+func (s *Store) Reservations(ctx context.Context, macs []string) (map[string]Reservation, error) {
 	if len(macs) > MaxLeaseBatch {
-		return nil, fmt.Errorf("reserved ips: %d MACs exceed %d", len(macs), MaxLeaseBatch)
+		return nil, fmt.Errorf("reservations: %d MACs exceed %d", len(macs), MaxLeaseBatch)
 	}
 	var reads api.TxnOps
 	var norm []string
@@ -126,13 +138,13 @@ func (s *Store) ReservedIPs(ctx context.Context, macs []string) (map[string]stri
 		norm = append(norm, mac)
 		reads = append(reads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.key("index", "mac", mac)}})
 	}
-	out := map[string]string{}
+	out := map[string]Reservation{}
 	if len(reads) == 0 {
 		return out, nil
 	}
 	resp, err := s.txn(ctx, reads)
 	if err != nil {
-		return nil, fmt.Errorf("reserved ips: read MAC index: %w", err)
+		return nil, fmt.Errorf("reservations: read MAC index: %w", err)
 	}
 	var gets api.TxnOps
 	var owners []string
@@ -140,6 +152,7 @@ func (s *Store) ReservedIPs(ctx context.Context, macs []string) (map[string]stri
 		if j < len(norm) && r.KV != nil && len(r.KV.Value) > 0 {
 			gets = append(gets, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.machineKey(string(r.KV.Value))}})
 			owners = append(owners, norm[j])
+			out[norm[j]] = Reservation{Machine: string(r.KV.Value)}
 		}
 	}
 	if len(gets) == 0 {
@@ -147,7 +160,7 @@ func (s *Store) ReservedIPs(ctx context.Context, macs []string) (map[string]stri
 	}
 	resp, err = s.txn(ctx, gets)
 	if err != nil {
-		return nil, fmt.Errorf("reserved ips: read machines: %w", err)
+		return nil, fmt.Errorf("reservations: read machines: %w", err)
 	}
 	for j, r := range resp.Results {
 		if j >= len(owners) || r.KV == nil || len(r.KV.Value) == 0 {
@@ -155,11 +168,9 @@ func (s *Store) ReservedIPs(ctx context.Context, macs []string) (map[string]stri
 		}
 		rec, err := decodeRecord(r.KV.Value)
 		if err != nil {
-			return nil, fmt.Errorf("reserved ips: %s: %w", r.KV.Key, err)
+			return nil, fmt.Errorf("reservations: %s: %w", r.KV.Key, err)
 		}
-		if rec.IP != "" {
-			out[owners[j]] = rec.IP
-		}
+		out[owners[j]] = Reservation{Machine: rec.ID, IP: rec.IP}
 	}
 	return out, nil
 }

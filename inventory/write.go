@@ -167,9 +167,13 @@ func (s *Store) writeTxn(ctx context.Context, ops api.TxnOps) error {
 	if len(ops) > maxTxnOps {
 		return fmt.Errorf("transaction of %d operations exceeds Consul's %d", len(ops), maxTxnOps)
 	}
+	body, err := encodeTxn(ops)
+	if err != nil {
+		return fmt.Errorf("encode transaction: %w", err)
+	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	_, err := s.c.Raw().Write("/v1/txn", ops, nil, (&api.WriteOptions{}).WithContext(ctx))
+	_, err = s.c.Raw().Write("/v1/txn", body, nil, (&api.WriteOptions{}).WithContext(ctx))
 	var se api.StatusError
 	if errors.As(err, &se) && se.Code == http.StatusConflict {
 		var resp api.TxnResponse
@@ -312,4 +316,70 @@ func (s *Store) SetState(ctx context.Context, id string, to State, by Actor, cha
 		}
 		return nil
 	})
+}
+
+// txnBody is a transaction's request body, encoded by encodeTxn.
+type txnBody []byte
+
+func (b txnBody) MarshalJSON() ([]byte, error) { return b, nil }
+
+// The wire forms of the operations ironrack writes, leaving out the fields
+// it never sets: Consul decodes a missing field as its zero value, so the
+// body means the same as the api package's encoding, at about half the
+// size, and without its reflection over every field.
+type (
+	kvWire struct {
+		Verb    api.KVOp
+		Key     string
+		Value   []byte `json:",omitempty"`
+		Flags   uint64 `json:",omitempty"`
+		Index   uint64 `json:",omitempty"`
+		Session string `json:",omitempty"`
+	}
+	nodeWire struct {
+		Verb api.NodeOp
+		Node struct {
+			ID      string            `json:",omitempty"`
+			Node    string            `json:",omitempty"`
+			Address string            `json:",omitempty"`
+			Meta    map[string]string `json:",omitempty"`
+		}
+	}
+	opWire struct {
+		KV   *kvWire   `json:",omitempty"`
+		Node *nodeWire `json:",omitempty"`
+	}
+)
+
+// encodeTxn encodes ops as Consul's /v1/txn body.
+func encodeTxn(ops api.TxnOps) (txnBody, error) {
+	buf := make([]byte, 0, 256*len(ops))
+	buf = append(buf, '[')
+	for i, op := range ops {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		var w any = op
+		switch {
+		case op.KV != nil && op.Node == nil && op.Service == nil && op.Check == nil && op.KV.Namespace == "" && op.KV.Partition == "":
+			kv := op.KV
+			w = opWire{KV: &kvWire{Verb: kv.Verb, Key: kv.Key, Value: kv.Value, Flags: kv.Flags, Index: kv.Index, Session: kv.Session}}
+		case op.Node != nil && op.KV == nil && op.Service == nil && op.Check == nil && slimNode(&op.Node.Node):
+			n := &nodeWire{Verb: op.Node.Verb}
+			n.Node.ID, n.Node.Node, n.Node.Address, n.Node.Meta = op.Node.Node.ID, op.Node.Node.Node, op.Node.Node.Address, op.Node.Node.Meta
+			w = opWire{Node: n}
+		}
+		b, err := json.Marshal(w)
+		if err != nil {
+			return nil, err
+		}
+		buf = append(buf, b...)
+	}
+	return append(buf, ']'), nil
+}
+
+// slimNode: n sets only what nodeWire carries.
+func slimNode(n *api.Node) bool {
+	return n.Datacenter == "" && n.TaggedAddresses == nil && n.CreateIndex == 0 && n.ModifyIndex == 0 &&
+		n.Partition == "" && n.PeerName == "" && n.Locality == nil
 }

@@ -66,8 +66,9 @@ type Inventory struct {
 }
 
 type reservationResult struct {
-	ip  netip.Addr
-	err error
+	ip    netip.Addr
+	owned bool
+	err   error
 }
 
 func (a *Inventory) init() {
@@ -112,8 +113,10 @@ func (a *Inventory) Leases(ctx context.Context) ([]dhcp.Lease, error) {
 // group-committed with the leases of concurrent requests.
 func (a *Inventory) StoreLease(ctx context.Context, l dhcp.Lease) error {
 	a.init()
+	mac := l.MAC.String()
 	err := a.leases.do(ctx, inventory.Lease{
-		MAC: l.MAC.String(), IP: l.IP.String(), Expires: l.Expires.UTC(), Hostname: l.Hostname,
+		MAC: mac, IP: l.IP.String(), Expires: l.Expires.UTC(), Hostname: l.Hostname,
+		NoMachine: a.recent.unowned(mac, time.Now()),
 	})
 	if err == nil {
 		a.recent.leased(l.MAC.String(), l.IP)
@@ -136,34 +139,36 @@ func (a *Inventory) find(ctx context.Context, mac net.HardwareAddr) (*inventory.
 // Reservation implements dhcp.Reservations: a machine that has the MAC and
 // an ip in the inventory keeps that ip. (The ip is set by the operator's
 // rack sheet, or by an earlier lease, which makes leases sticky.) The
-// lookups of concurrent requests share one read (inventory.ReservedIPs),
+// lookups of concurrent requests share one read (inventory.Reservations),
 // and a lookup is reused for reservationTTL (3 s), so a REQUEST does not
 // read the inventory again right after its DISCOVER.
 func (a *Inventory) Reservation(ctx context.Context, mac net.HardwareAddr) (netip.Addr, error) {
 	a.init()
 	key, now := mac.String(), time.Now()
-	if ip, ok := a.recent.get(key, now); ok {
-		return ip, nil
+	if r, ok := a.recent.get(key, now); ok {
+		return r.ip, nil
 	}
 	r := a.reserved.do(ctx, key)
 	if r.err == nil {
-		a.recent.put(key, r.ip, now)
+		a.recent.put(key, cachedReservation{ip: r.ip, owned: r.owned}, now)
 	}
 	return r.ip, r.err
 }
 
 func (a *Inventory) reservations(ctx context.Context, macs []string) []reservationResult {
 	out := make([]reservationResult, len(macs))
-	ips, err := a.Store.ReservedIPs(ctx, macs)
+	res, err := a.Store.Reservations(ctx, macs)
 	for i, mac := range macs {
 		if err != nil {
 			out[i].err = fmt.Errorf("reservation of %s: %w", mac, err)
 			continue
 		}
-		if s, ok := ips[mac]; ok {
-			ip, perr := netip.ParseAddr(s)
+		r, ok := res[mac]
+		out[i].owned = ok
+		if ok && r.IP != "" {
+			ip, perr := netip.ParseAddr(r.IP)
 			if perr != nil {
-				a.log().Warn("provision: machine has a malformed ip; no reservation", "mac", mac, "ip", s)
+				a.log().Warn("provision: machine has a malformed ip; no reservation", "mac", mac, "ip", r.IP)
 				continue
 			}
 			out[i].ip = ip.Unmap()
@@ -189,6 +194,7 @@ func (a *Inventory) enlist(ctx context.Context, mac net.HardwareAddr) (*inventor
 	if err != nil {
 		return nil, fmt.Errorf("enlist MAC %s: %w", mac, err)
 	}
+	a.recent.enlisted(mac.String())
 	if created {
 		a.log().Info("provision: enlisted a new machine", "machine", m.ID, "mac", mac.String())
 	}

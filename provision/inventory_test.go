@@ -151,3 +151,46 @@ func TestInventoryBootFlow(t *testing.T) {
 		t.Errorf("ready machine's script view %+v, %v", m, err)
 	}
 }
+
+// TestInventoryLeaseAfterEnlist: a DISCOVER's reservation lookup finds no
+// machine (and StoreLease may then skip the MAC index read), but a MAC
+// enlisted by this server in between is a machine's again: its lease is
+// recorded as the machine's ip. A MAC nobody has keeps a plain lease.
+func TestInventoryLeaseAfterEnlist(t *testing.T) {
+	inv, st := testInventory(t)
+	ctx := context.Background()
+	pxe, _ := net.ParseMAC("52:54:00:00:10:01")
+	plain, _ := net.ParseMAC("52:54:00:00:10:02")
+	for _, mac := range []net.HardwareAddr{pxe, plain} {
+		if ip, err := inv.Reservation(ctx, mac); err != nil || ip.IsValid() {
+			t.Fatalf("reservation of unknown %s: %v %v", mac, ip, err)
+		}
+	}
+	if err := inv.EnlistPXE(ctx, pxe); err != nil {
+		t.Fatal(err)
+	}
+	for i, mac := range []net.HardwareAddr{pxe, plain} {
+		ip := netip.AddrFrom4([4]byte{192, 0, 2, byte(50 + i)})
+		if err := inv.StoreLease(ctx, dhcp.Lease{MAC: mac, IP: ip, Expires: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := st.Find(ctx, pxe.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.IP != "192.0.2.50" {
+		t.Errorf("enlisted machine's ip %q, want its lease's 192.0.2.50", m.IP)
+	}
+	ls, err := inv.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, l := range ls {
+		got[l.MAC.String()] = l.IP.String()
+	}
+	if got[pxe.String()] != "192.0.2.50" || got[plain.String()] != "192.0.2.51" {
+		t.Errorf("leases %v", got)
+	}
+}

@@ -105,7 +105,9 @@ func (b *batcher[In, Out]) lead(ctx context.Context, own *pending[In, Out]) {
 const reservationTTL = 3 * time.Second
 
 type cachedReservation struct {
-	ip    netip.Addr
+	ip netip.Addr
+	// owned: a machine has the MAC (its ip may be unset).
+	owned bool
 	until time.Time
 }
 
@@ -115,23 +117,24 @@ type reservationCache struct {
 	m  map[string]cachedReservation
 }
 
-func (c *reservationCache) get(mac string, now time.Time) (netip.Addr, bool) {
+func (c *reservationCache) get(mac string, now time.Time) (cachedReservation, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r, ok := c.m[mac]
 	if !ok || now.After(r.until) {
-		return netip.Addr{}, false
+		return cachedReservation{}, false
 	}
-	return r.ip, true
+	return r, true
 }
 
-func (c *reservationCache) put(mac string, ip netip.Addr, now time.Time) {
+func (c *reservationCache) put(mac string, r cachedReservation, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= 1<<16 {
 		c.m = map[string]cachedReservation{}
 	}
-	c.m[mac] = cachedReservation{ip: ip, until: now.Add(reservationTTL)}
+	r.until = now.Add(reservationTTL)
+	c.m[mac] = r
 }
 
 // leased updates a cached reservation after mac's machine took a lease:
@@ -139,8 +142,26 @@ func (c *reservationCache) put(mac string, ip netip.Addr, now time.Time) {
 func (c *reservationCache) leased(mac string, ip netip.Addr) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if r, ok := c.m[mac]; ok && r.ip.IsValid() {
+	if r, ok := c.m[mac]; ok && r.owned {
 		r.ip = ip
 		c.m[mac] = r
 	}
+}
+
+// enlisted records that mac now belongs to a machine, so the next lease
+// of mac reads the inventory and records its ip on the machine.
+func (c *reservationCache) enlisted(mac string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.m[mac]; ok {
+		r.owned = true
+		c.m[mac] = r
+	}
+}
+
+// unowned reports whether mac was looked up moments ago and belonged to no
+// machine.
+func (c *reservationCache) unowned(mac string, now time.Time) bool {
+	r, ok := c.get(mac, now)
+	return ok && !r.owned
 }
