@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -173,4 +175,22 @@ func (s *Store) Reservations(ctx context.Context, macs []string) (map[string]Res
 		out[owners[j]] = Reservation{Machine: rec.ID, IP: rec.IP}
 	}
 	return out, nil
+}
+
+// MACs lists every MAC that belongs to a machine (the MAC index), as a
+// blocking query: with waitIndex > 0 it returns once the index has changed
+// past waitIndex, or after wait. It returns the index to wait on next. The
+// boot server keeps its replica of the index with it, so a DHCP request
+// from a MAC no machine has costs no read.
+func (s *Store) MACs(ctx context.Context, waitIndex uint64, wait time.Duration) ([]string, uint64, error) {
+	prefix := s.key("index", "mac") + "/"
+	keys, meta, err := s.c.KV().Keys(prefix, "", (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: wait}).WithContext(ctx))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read MAC index: %w", err)
+	}
+	macs := make([]string, 0, len(keys))
+	for _, k := range keys {
+		macs = append(macs, strings.TrimPrefix(k, prefix))
+	}
+	return macs, meta.LastIndex, nil
 }

@@ -63,6 +63,7 @@ type Inventory struct {
 	leases   *batcher[inventory.Lease, error]
 	reserved *batcher[string, reservationResult]
 	recent   reservationCache
+	macs     *macReplica
 }
 
 type reservationResult struct {
@@ -75,7 +76,25 @@ func (a *Inventory) init() {
 	a.once.Do(func() {
 		a.leases = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases, inFlight: 4}
 		a.reserved = &batcher[string, reservationResult]{call: a.reservations, inFlight: 2}
+		a.macs = &macReplica{store: a.Store, log: a.log()}
 	})
+}
+
+// MACReplica is the server that keeps this adapter's copy of the MAC index
+// (see macReplica); the boot server runs it in authoritative mode. Without
+// it running, every lookup reads Consul.
+func (a *Inventory) MACReplica() Server {
+	a.init()
+	return a.macs
+}
+
+// unowned reports whether mac is known to belong to no machine: from the
+// MAC index replica, or a lookup moments ago.
+func (a *Inventory) unowned(mac string, now time.Time) bool {
+	if owned, known := a.macs.owned(mac); known {
+		return !owned
+	}
+	return a.recent.unowned(mac, now)
 }
 
 func (a *Inventory) log() *slog.Logger {
@@ -116,7 +135,7 @@ func (a *Inventory) StoreLease(ctx context.Context, l dhcp.Lease) error {
 	mac := l.MAC.String()
 	err := a.leases.do(ctx, inventory.Lease{
 		MAC: mac, IP: l.IP.String(), Expires: l.Expires.UTC(), Hostname: l.Hostname,
-		NoMachine: a.recent.unowned(mac, time.Now()),
+		NoMachine: a.unowned(mac, time.Now()),
 	})
 	if err == nil {
 		a.recent.leased(l.MAC.String(), l.IP)
@@ -145,6 +164,9 @@ func (a *Inventory) find(ctx context.Context, mac net.HardwareAddr) (*inventory.
 func (a *Inventory) Reservation(ctx context.Context, mac net.HardwareAddr) (netip.Addr, error) {
 	a.init()
 	key, now := mac.String(), time.Now()
+	if owned, known := a.macs.owned(key); known && !owned {
+		return netip.Addr{}, nil // no machine has it: nothing to read
+	}
 	if r, ok := a.recent.get(key, now); ok {
 		return r.ip, nil
 	}
@@ -194,6 +216,8 @@ func (a *Inventory) enlist(ctx context.Context, mac net.HardwareAddr) (*inventor
 	if err != nil {
 		return nil, fmt.Errorf("enlist MAC %s: %w", mac, err)
 	}
+	a.init()
+	a.macs.add(mac.String())
 	a.recent.enlisted(mac.String())
 	if created {
 		a.log().Info("provision: enlisted a new machine", "machine", m.ID, "mac", mac.String())

@@ -182,6 +182,9 @@ func NewBootServer(cfg Config) (*BootServer, error) {
 	})
 	b := &BootServer{Inventory: inv, BaseURL: base, log: log}
 	b.servers = []Named{{"http", h}, {"tftp", t}, {"dhcp", d}}
+	if !cfg.Proxy {
+		b.servers = append(b.servers, Named{"macs", inv.MACReplica()})
+	}
 	if !cfg.NoRA {
 		b.servers = append(b.servers, Named{"ra", ra.New(ra.Config{Interface: cfg.Interface, Logger: log})})
 	}
