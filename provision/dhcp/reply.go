@@ -312,14 +312,39 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, why string) (*dhcpv4.DHCPv4, string, er
 
 // base starts a reply of type mt to req.
 func (s *Server) base(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) (*dhcpv4.DHCPv4, error) {
-	resp, err := dhcpv4.NewReplyFromRequest(req,
+	return newReply(req,
 		dhcpv4.WithMessageType(mt),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(s.server.AsSlice()))),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("build reply: %w", err)
+	), nil
+}
+
+// newReply is dhcpv4.NewReplyFromRequest without its random transaction
+// ID: that one reads crypto/rand under a fresh context timeout for every
+// reply (5% of the server's CPU under load), only to be overwritten by the
+// request's ID.
+func newReply(req *dhcpv4.DHCPv4, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	d := &dhcpv4.DHCPv4{
+		OpCode:        dhcpv4.OpcodeBootRequest,
+		HWType:        iana.HWTypeEthernet,
+		ClientHWAddr:  make(net.HardwareAddr, 6),
+		ClientIPAddr:  net.IPv4zero,
+		YourIPAddr:    net.IPv4zero,
+		ServerIPAddr:  net.IPv4zero,
+		GatewayIPAddr: net.IPv4zero,
+		Options:       make(dhcpv4.Options),
 	}
-	return resp, nil
+	for _, m := range []dhcpv4.Modifier{
+		dhcpv4.WithReply(req),
+		dhcpv4.WithGatewayIP(req.GatewayIPAddr),
+		dhcpv4.WithOptionCopied(req, dhcpv4.OptionRelayAgentInformation),
+		dhcpv4.WithOptionCopied(req, dhcpv4.OptionClientIdentifier), // RFC 6842
+	} {
+		m(d)
+	}
+	for _, m := range mods {
+		m(d)
+	}
+	return d
 }
 
 func (s *Server) addLeaseOptions(resp *dhcpv4.DHCPv4) {
