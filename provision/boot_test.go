@@ -260,3 +260,39 @@ func checkFacts(t *testing.T, v *lab.VM, m *inventory.Machine) {
 		t.Errorf("%s: ip %q, want the leased address in 192.0.2.0/24", s.MAC, m.IP)
 	}
 }
+
+// TestBootBIOSThroughTFTP: a BIOS VM takes real hardware's chain end to
+// end. QEMU's NIC ROM is iPXE already, so the server is told
+// (ChainFirstTFTP) to answer the ROM's first exchange as a plain PXE ROM's:
+// DHCP → undionly.kpxe over TFTP, which the ROM executes; undionly's own
+// iPXE then asks again (a new transaction, iPXE by its options), gets its
+// script over HTTP, and the agent commissions the machine.
+func TestBootBIOSThroughTFTP(t *testing.T) {
+	l := lab.New(t, lab.Config{BootConfig: func(c *provision.Config) { c.ChainFirstTFTP = true }})
+	v := l.Start(lab.VMSpec{MAC: "52:54:00:10:00:31", Serial: "BIOS-TFTP-31", MemMiB: 1024, CPUs: 1, DiskGB: 2})
+	m, err := l.WaitState(v, inventory.StateReady, time.Now().Add(bootWait))
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s\nserver log:\n%s", err, lab.Tail(v.Console(), 30), l.LogTail(40))
+	}
+	checkFacts(t, v, m)
+	log := l.LogTail(5000)
+	if !strings.Contains(log, `msg="tftp: sent" file=undionly.kpxe`) {
+		t.Errorf("the VM did not fetch undionly.kpxe over TFTP:\n%s", lab.Tail(log, 40))
+	}
+	// The ROM's ACK names undionly.kpxe, undionly's the script's URL (the
+	// agent's own DHCP client comes after, with no boot file).
+	var files []string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `msg="dhcp: replied" mac=52:54:00:10:00:31 type=ACK`) {
+			_, f, _ := strings.Cut(line, " file=")
+			f, _, _ = strings.Cut(f, " ")
+			files = append(files, strings.Trim(f, `"`))
+		}
+	}
+	if len(files) < 2 || files[0] != "undionly.kpxe" || !strings.HasPrefix(files[1], "http://") {
+		t.Errorf("ACKs carried boot files %q, want undionly.kpxe, then the script's URL", files)
+	}
+	if !strings.Contains(v.Console(), "ironrack-agent: facts reported") {
+		t.Errorf("console lacks the agent's report:\n%s", lab.Tail(v.Console(), 20))
+	}
+}

@@ -69,6 +69,8 @@ type Config struct {
 	// NoRA disables the IPv6 router advertisements (which keep iPXE from
 	// waiting about 16 s per stage for an IPv6 router).
 	NoRA bool
+	// ChainFirstTFTP: see dhcp.Config (tests only; no flag sets it).
+	ChainFirstTFTP bool
 }
 
 // Server is one protocol server of a BootServer.
@@ -153,6 +155,7 @@ func NewBootServer(cfg Config) (*BootServer, error) {
 		// leases share one group commit.
 		Workers: 512,
 		Logger:  log, Registerer: cfg.Registry,
+		ChainFirstTFTP: cfg.ChainFirstTFTP,
 	}
 	if !cfg.Proxy {
 		dcfg.RangeFirst, dcfg.RangeLast = cfg.RangeFirst, cfg.RangeLast

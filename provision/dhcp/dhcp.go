@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -106,6 +107,12 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock. If nil, time.Now.
 	Now func() time.Time
+	// ChainFirstTFTP (tests) answers the first DHCP exchange (transaction
+	// ID) of each MAC as if its firmware were a plain PXE ROM even when it
+	// is iPXE already: QEMU's NIC ROMs are all iPXE, so this is how a VM
+	// takes real hardware's path, BIOS to undionly.kpxe over TFTP (or UEFI
+	// to ipxe.efi), which then asks again as iPXE and gets its script.
+	ChainFirstTFTP bool
 }
 
 // Server is a DHCPv4 server for one interface. Make one with New.
@@ -118,6 +125,7 @@ type Server struct {
 	metrics *metrics
 	pool    *pool
 	enlist  *enlistCache
+	chained sync.Map // ChainFirstTFTP: MAC -> first transaction ID
 }
 
 // New checks cfg, fills its defaults and returns a Server. It does no I/O.

@@ -65,6 +65,11 @@ func (s *Server) reply(ctx context.Context, req *dhcpv4.DHCPv4, pxePort bool) (*
 	mt := req.MessageType()
 	fw := ClassifyFirmware(req)
 	mac := req.ClientHWAddr.String()
+	if s.cfg.ChainFirstTFTP && fw.IPXE && fw.PXE {
+		if first, _ := s.chained.LoadOrStore(mac, req.TransactionID); first == req.TransactionID {
+			fw.IPXE = false // this exchange goes the way a plain PXE ROM's would
+		}
+	}
 	boot, bootable := BootFor(fw, mac, s.cfg.Boot)
 
 	if pxePort {
