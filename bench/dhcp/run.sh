@@ -25,7 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-RATES=${RATES:-"1000 2000 3000 4000 6000 8000"}
+RATES=${RATES:-"4000 6000 7000 8000 9000"}
 PERIOD=${PERIOD:-10}
 CLIENTS=${CLIENTS:-50000}
 CONSUL=${CONSUL:-disk}
