@@ -197,24 +197,7 @@ type cand struct{ id, rack string }
 // racks (also ranked by hash) when spread is set, so no rack gets more than
 // one machine above any other that still has ready machines.
 func pick(pool []cand, n int, owner string, spread bool) []string {
-	type scored struct {
-		cand
-		score uint64
-	}
-	ss := make([]scored, len(pool))
-	for i, c := range pool {
-		ss[i] = scored{c, score(owner, c.id)}
-	}
-	sort.Slice(ss, func(i, j int) bool {
-		if ss[i].score != ss[j].score {
-			return ss[i].score > ss[j].score
-		}
-		return ss[i].id < ss[j].id
-	})
-	sorted := make([]cand, len(ss))
-	for i, x := range ss {
-		sorted[i] = x.cand
-	}
+	sorted := rankedBy(owner, pool, func(c cand) string { return c.id })
 	out := make([]string, 0, n)
 	if !spread {
 		for _, c := range sorted[:n] {

@@ -88,16 +88,22 @@ func (s *Store) listBuckets(ctx context.Context, prefix string) (map[int][]strin
 	return out, nil
 }
 
-// ranked orders ids for owner by rendezvous score (ties by ID), each score
-// computed once.
+// ranked orders ids for owner by rendezvous score (ties by ID).
 func ranked(owner string, ids []string) []string {
+	return rankedBy(owner, ids, func(id string) string { return id })
+}
+
+// rankedBy orders xs for owner by the rendezvous score of each one's ID
+// (ties by ID), computing each score once.
+func rankedBy[T any](owner string, xs []T, id func(T) string) []T {
 	type scored struct {
+		x     T
 		id    string
 		score uint64
 	}
-	ss := make([]scored, len(ids))
-	for i, id := range ids {
-		ss[i] = scored{id, score(owner, id)}
+	ss := make([]scored, len(xs))
+	for i, x := range xs {
+		ss[i] = scored{x, id(x), score(owner, id(x))}
 	}
 	sort.Slice(ss, func(a, b int) bool {
 		if ss[a].score != ss[b].score {
@@ -105,9 +111,9 @@ func ranked(owner string, ids []string) []string {
 		}
 		return ss[a].id < ss[b].id
 	})
-	out := make([]string, len(ss))
+	out := make([]T, len(ss))
 	for i, x := range ss {
-		out[i] = x.id
+		out[i] = x.x
 	}
 	return out
 }
