@@ -184,6 +184,10 @@ func (s *Store) Reservations(ctx context.Context, macs []string) (map[string]Res
 // from a MAC no machine has costs no read.
 func (s *Store) MACs(ctx context.Context, waitIndex uint64, wait time.Duration) ([]string, uint64, error) {
 	prefix := s.key("index", "mac") + "/"
+	// Consul answers a blocking query within wait plus up to wait/16 of
+	// jitter; past that (and the usual op timeout) the connection is dead.
+	ctx, cancel := context.WithTimeout(ctx, wait+wait/16+s.cfg.OpTimeout)
+	defer cancel()
 	keys, meta, err := s.c.KV().Keys(prefix, "", (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: wait}).WithContext(ctx))
 	if err != nil {
 		return nil, 0, fmt.Errorf("read MAC index: %w", err)
