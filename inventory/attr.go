@@ -25,20 +25,21 @@ var attrKeyFields = []string{"rack", "tier", "state"}
 func (s *Store) attrKeys(m *Machine) map[string]bool {
 	keys := map[string]bool{}
 	for f, v := range map[string]string{"rack": m.Rack, "tier": m.Tier, "state": string(m.State)} {
-		if v != "" && (f != "state" || stateKeyed(State(v))) {
+		// Ready machines are indexed by the pool, not by/state keys.
+		if v != "" && (f != "state" || stateIndexed(State(v)) && State(v) != StateReady) {
 			keys[s.key("by", f, url.PathEscape(v), m.ID)] = true
 		}
 	}
 	return keys
 }
 
-// stateKeyed reports whether machines in state st have by/state keys.
-// Ready machines are indexed by the pool already (pool.go). Allocated is
-// left to the catalog's state meta: it is the state every claim writes,
-// and one key fewer per claimed machine is a fifth of a claim's writes,
-// while a selection of allocated machines is rare enough for the catalog
-// scan (20-30 ms at 10,000 machines).
-func stateKeyed(st State) bool { return st != StateReady && st != StateAllocated }
+// stateIndexed reports whether a selection of machines in state st is
+// answered from keys: ready machines from the pool (pool.go), the others
+// from by/state keys. Allocated is left to the catalog's state meta: it is
+// the state every claim writes, and one key fewer per claimed machine is a
+// fifth of a claim's writes, while a selection of allocated machines is
+// rare enough for the catalog scan (20-30 ms at 10,000 machines).
+func stateIndexed(st State) bool { return st != StateAllocated }
 
 // attrOps keeps the by/ keys in step with a write.
 func (s *Store) attrOps(w *write) api.TxnOps {

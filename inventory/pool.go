@@ -162,7 +162,6 @@ func (s *Store) ringPick(ctx context.Context, n int, owner string, w *Where) ([]
 		}
 		return len(out)
 	}
-	listed := map[int][]string{}
 	for i := 0; i < poolBuckets && have() < n; {
 		// The chunk: the start bucket alone, then the rest of each group.
 		b := (start + i) % poolBuckets
@@ -178,12 +177,9 @@ func (s *Store) ringPick(ctx context.Context, n int, owner string, w *Where) ([]
 		if err != nil {
 			return nil, 0, err
 		}
-		for k, v := range got {
-			listed[k] = v
-		}
 		var cand []string // w != nil: the chunk's IDs, ranked per bucket
 		for _, cb := range chunk {
-			r := ranked(owner, listed[cb])
+			r := ranked(owner, got[cb])
 			if w == nil {
 				total += len(r)
 				ids = append(ids, r[:min(len(r), n-len(ids))]...)

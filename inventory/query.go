@@ -58,7 +58,7 @@ func (s *Store) candidateIDs(ctx context.Context, q Query) ([]string, error) {
 	var sets [][]string
 	for _, attr := range attrKeyFields {
 		v, ok := eq[attr]
-		if !ok || attr == "state" && v != string(StateReady) && !stateKeyed(State(v)) {
+		if !ok || attr == "state" && !stateIndexed(State(v)) {
 			continue // no key index: the catalog (or another set) narrows it
 		}
 		ids, err := s.attrIDs(ctx, attr, v)

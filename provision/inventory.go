@@ -138,7 +138,7 @@ func (a *Inventory) StoreLease(ctx context.Context, l dhcp.Lease) error {
 		NoMachine: a.unowned(mac, time.Now()),
 	})
 	if err == nil {
-		a.recent.leased(l.MAC.String(), l.IP)
+		a.recent.leased(mac, l.IP)
 	}
 	return err
 }
