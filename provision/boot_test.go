@@ -50,7 +50,7 @@ func TestBootUnknownMachines(t *testing.T) {
 				t.Errorf("%s: history lacks %q:\n%s", v.Spec.MAC, want, h)
 			}
 		}
-		if !strings.Contains(v.Console(), "ironrack-agent: facts reported") {
+		if !v.WaitConsole("ironrack-agent: facts reported", time.Now().Add(30*time.Second)) {
 			t.Errorf("%s: console lacks the agent's report:\n%s", v.Spec.MAC, lab.Tail(v.Console(), 20))
 		}
 	}
@@ -292,7 +292,7 @@ func TestBootBIOSThroughTFTP(t *testing.T) {
 	if len(files) < 2 || files[0] != "undionly.kpxe" || !strings.HasPrefix(files[1], "http://") {
 		t.Errorf("ACKs carried boot files %q, want undionly.kpxe, then the script's URL", files)
 	}
-	if !strings.Contains(v.Console(), "ironrack-agent: facts reported") {
+	if !v.WaitConsole("ironrack-agent: facts reported", time.Now().Add(30*time.Second)) {
 		t.Errorf("console lacks the agent's report:\n%s", lab.Tail(v.Console(), 20))
 	}
 }
