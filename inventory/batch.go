@@ -93,8 +93,7 @@ func (s *Store) writeBatch(ctx context.Context, op string, ws []*write, undoCred
 			item.PrevCreds = undoCreds(w)
 		}
 		if w.next != nil {
-			b, _ := json.Marshal(w.next)
-			sum := sha256.Sum256(b)
+			sum := sha256.Sum256(w.val)
 			item.NextSum = hex.EncodeToString(sum[:])
 		}
 		iv, _ := json.Marshal(item)

@@ -11,7 +11,10 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,7 +52,11 @@ func benchFixtureOf(b *testing.B, server bool) benchFixture {
 	if f, ok := fixtures[server]; ok {
 		return f
 	}
-	agent := consuldev.TWith(&keepAlive{b}, consuldev.Options{Server: server})
+	opts := consuldev.Options{Server: server}
+	if os.Getenv("IRONRACK_BENCH_PPROF") != "" {
+		opts.ExtraHCL = "enable_debug = true\n"
+	}
+	agent := consuldev.TWith(&keepAlive{b}, opts)
 	c, err := api.NewClient(&api.Config{Address: agent.Addr})
 	if err != nil {
 		b.Fatal(err)
@@ -246,6 +253,24 @@ func procCPU(b *testing.B, pid int) time.Duration {
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
 
+// consulProfile saves a 5 s CPU profile of the agent (enable_debug) to
+// file; set IRONRACK_BENCH_PPROF=DIR to take them.
+func consulProfile(b *testing.B, addr, file string) {
+	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=5")
+	if err != nil {
+		b.Log(err)
+		return
+	}
+	defer resp.Body.Close()
+	out, err := os.Create(file)
+	if err != nil {
+		b.Log(err)
+		return
+	}
+	defer out.Close()
+	io.Copy(out, resp.Body)
+}
+
 func benchAllocate(b *testing.B, server bool, per int) {
 	f := benchFixtureOf(b, server)
 	ctx := context.Background()
@@ -253,7 +278,7 @@ func benchAllocate(b *testing.B, server bool, per int) {
 	rounds := 3200 / (claimers * per) // each phase claims 3,200 of the 10,000, as in earlier sessions
 	pid := f.agent.PID()
 	var claimed, writes int64
-	var total, claimCPU, rawCPU time.Duration
+	var total, claimCPU, rawCPU, claimSelf, rawSelf time.Duration
 	var ratios []float64
 	for i := 0; i < b.N*phases; i++ {
 		// Release everything claimed so far, so each phase starts full.
@@ -269,7 +294,16 @@ func benchAllocate(b *testing.B, server bool, per int) {
 			stores[k], raws[k] = New(benchClient(b, f.agent.Addr), Config{}), benchClient(b, f.agent.Addr)
 		}
 		var got atomic.Int64
-		cpu0 := procCPU(b, pid)
+		if dir := os.Getenv("IRONRACK_BENCH_PPROF"); dir != "" && i < 2 {
+			// Consul's CPU profile of the first claim phase and of the
+			// first raw phase, each for the first 5 s.
+			go consulProfile(b, f.agent.Addr, fmt.Sprintf("%s/consul-%s-%d-claim.pb.gz", dir, map[bool]string{true: "server", false: "dev"}[server], per))
+			if pf, err := os.Create(fmt.Sprintf("%s/client-%s-%d-claim.pb.gz", dir, map[bool]string{true: "server", false: "dev"}[server], per)); err == nil {
+				pprof.StartCPUProfile(pf)
+				defer pf.Close()
+			}
+		}
+		cpu0, self0 := procCPU(b, pid), procCPU(b, os.Getpid())
 		start := time.Now()
 		var g errgroup.Group
 		for k := range claimers {
@@ -288,9 +322,13 @@ func benchAllocate(b *testing.B, server bool, per int) {
 			b.Fatal(err)
 		}
 		elapsed := time.Since(start)
-		cpu1 := procCPU(b, pid)
+		pprof.StopCPUProfile()
+		cpu1, self1 := procCPU(b, pid), procCPU(b, os.Getpid())
 
 		var n atomic.Int64
+		if dir := os.Getenv("IRONRACK_BENCH_PPROF"); dir != "" && i < 2 {
+			go consulProfile(b, f.agent.Addr, fmt.Sprintf("%s/consul-%s-%d-raw.pb.gz", dir, map[bool]string{true: "server", false: "dev"}[server], per))
+		}
 		deadline := time.Now().Add(elapsed)
 		var rg errgroup.Group
 		for k := range claimers {
@@ -310,12 +348,14 @@ func benchAllocate(b *testing.B, server bool, per int) {
 			b.Fatal(err)
 		}
 		rawElapsed := time.Since(deadline.Add(-elapsed))
-		cpu2 := procCPU(b, pid)
+		cpu2, self2 := procCPU(b, pid), procCPU(b, os.Getpid())
 		claimed += got.Load()
 		writes += n.Load()
 		total += elapsed
 		claimCPU += cpu1 - cpu0
 		rawCPU += cpu2 - cpu1
+		claimSelf += self1 - self0
+		rawSelf += self2 - self1
 		ratios = append(ratios, (float64(got.Load())/elapsed.Seconds())/(float64(n.Load())/rawElapsed.Seconds()))
 	}
 	sort.Float64s(ratios)
@@ -327,4 +367,6 @@ func benchAllocate(b *testing.B, server bool, per int) {
 	b.ReportMetric(ratios[len(ratios)/2], "median-phase-ratio")
 	b.ReportMetric(float64(claimCPU.Microseconds())/float64(claimed), "consul-µs/claim")
 	b.ReportMetric(float64(rawCPU.Microseconds())/float64(writes), "consul-µs/raw")
+	b.ReportMetric(float64(claimSelf.Microseconds())/float64(claimed), "client-µs/claim")
+	b.ReportMetric(float64(rawSelf.Microseconds())/float64(writes), "client-µs/raw")
 }

@@ -164,7 +164,7 @@ func (s *Store) get(ctx context.Context, id string) (*record, uint64, error) {
 
 func decodeRecord(b []byte) (*record, error) {
 	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := r.UnmarshalJSON(b); err != nil { // not json.Unmarshal, which scans b twice
 		return nil, fmt.Errorf("corrupt record: %w", err)
 	}
 	r.normalize()

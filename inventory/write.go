@@ -2,11 +2,13 @@ package inventory
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
@@ -24,6 +26,9 @@ type write struct {
 	change    Change
 	// extra ops ride in the same transaction (credentials, journal items).
 	extra api.TxnOps
+	// val is next's encoded record, set by ops: the bytes the transaction
+	// writes (a journal's undo item keeps their sum).
+	val []byte
 }
 
 func (w *write) id() string {
@@ -71,10 +76,11 @@ func (s *Store) ops(w *write) (api.TxnOps, error) {
 		ops = append(ops, s.deployOps(w)...)
 		return append(ops, w.extra...), nil
 	}
-	val, err := json.Marshal(w.next)
+	val, err := w.next.MarshalJSON() // not json.Marshal, which re-scans the output
 	if err != nil {
 		return nil, err
 	}
+	w.val = val
 	ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: s.machineKey(id), Value: val, Index: w.prevIndex}})
 	addr := w.next.IP
 	if addr == "" {
@@ -144,26 +150,24 @@ func (e *TxnError) Unwrap() error { return ErrConflict }
 
 // txn runs ops as one Consul transaction and returns its results (reads).
 func (s *Store) txn(ctx context.Context, ops api.TxnOps) (*api.TxnResponse, error) {
-	if len(ops) > maxTxnOps {
-		return nil, fmt.Errorf("transaction of %d operations exceeds Consul's %d", len(ops), maxTxnOps)
+	var resp api.TxnResponse
+	if err := s.doTxn(ctx, ops, &resp); err != nil {
+		return nil, err
 	}
-	ctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	ok, resp, _, err := s.c.Txn().Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("consul transaction: %w", err)
-	}
-	if !ok {
-		return resp, txnError(ops, resp)
-	}
-	return resp, nil
+	return &resp, nil
 }
 
 // writeTxn runs write ops as one Consul transaction without decoding its
 // results: Consul echoes every key and node written, and decoding them was
-// a fifth of an allocation's client CPU. A refused transaction still comes
-// back as a *TxnError naming its keys.
+// a fifth of an allocation's client CPU.
 func (s *Store) writeTxn(ctx context.Context, ops api.TxnOps) error {
+	return s.doTxn(ctx, ops, nil)
+}
+
+// doTxn sends ops, encoded by encodeTxn, as one transaction and decodes
+// the results into out unless it is nil. A refused transaction comes back
+// as a *TxnError naming its keys.
+func (s *Store) doTxn(ctx context.Context, ops api.TxnOps, out *api.TxnResponse) error {
 	if len(ops) > maxTxnOps {
 		return fmt.Errorf("transaction of %d operations exceeds Consul's %d", len(ops), maxTxnOps)
 	}
@@ -173,7 +177,11 @@ func (s *Store) writeTxn(ctx context.Context, ops api.TxnOps) error {
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	_, err = s.c.Raw().Write("/v1/txn", body, nil, (&api.WriteOptions{}).WithContext(ctx))
+	var dst any
+	if out != nil {
+		dst = out
+	}
+	_, err = s.c.Raw().Write("/v1/txn", body, dst, (&api.WriteOptions{}).WithContext(ctx))
 	var se api.StatusError
 	if errors.As(err, &se) && se.Code == http.StatusConflict {
 		var resp api.TxnResponse
@@ -323,35 +331,13 @@ type txnBody []byte
 
 func (b txnBody) MarshalJSON() ([]byte, error) { return b, nil }
 
-// The wire forms of the operations ironrack writes, leaving out the fields
-// it never sets: Consul decodes a missing field as its zero value, so the
-// body means the same as the api package's encoding, at about half the
-// size, and without its reflection over every field.
-type (
-	kvWire struct {
-		Verb    api.KVOp
-		Key     string
-		Value   []byte `json:",omitempty"`
-		Flags   uint64 `json:",omitempty"`
-		Index   uint64 `json:",omitempty"`
-		Session string `json:",omitempty"`
-	}
-	nodeWire struct {
-		Verb api.NodeOp
-		Node struct {
-			ID      string            `json:",omitempty"`
-			Node    string            `json:",omitempty"`
-			Address string            `json:",omitempty"`
-			Meta    map[string]string `json:",omitempty"`
-		}
-	}
-	opWire struct {
-		KV   *kvWire   `json:",omitempty"`
-		Node *nodeWire `json:",omitempty"`
-	}
-)
+// The wire forms of the operations ironrack writes leave out the fields it
+// never sets: Consul decodes a missing field as its zero value, so the body
+// means the same as the api package's encoding, at about half the size.
 
-// encodeTxn encodes ops as Consul's /v1/txn body.
+// encodeTxn encodes ops as Consul's /v1/txn body. The operations ironrack
+// writes are appended by hand, without reflection (a claim encodes some
+// forty per transaction); any other goes through encoding/json whole.
 func encodeTxn(ops api.TxnOps) (txnBody, error) {
 	buf := make([]byte, 0, 256*len(ops))
 	buf = append(buf, '[')
@@ -359,26 +345,105 @@ func encodeTxn(ops api.TxnOps) (txnBody, error) {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		var w any = op
 		switch {
 		case op.KV != nil && op.Node == nil && op.Service == nil && op.Check == nil && op.KV.Namespace == "" && op.KV.Partition == "":
-			kv := op.KV
-			w = opWire{KV: &kvWire{Verb: kv.Verb, Key: kv.Key, Value: kv.Value, Flags: kv.Flags, Index: kv.Index, Session: kv.Session}}
+			buf = appendKVOp(buf, op.KV)
 		case op.Node != nil && op.KV == nil && op.Service == nil && op.Check == nil && slimNode(&op.Node.Node):
-			n := &nodeWire{Verb: op.Node.Verb}
-			n.Node.ID, n.Node.Node, n.Node.Address, n.Node.Meta = op.Node.Node.ID, op.Node.Node.Node, op.Node.Node.Address, op.Node.Node.Meta
-			w = opWire{Node: n}
+			buf = appendNodeOp(buf, op.Node)
+		default:
+			b, err := json.Marshal(op)
+			if err != nil {
+				return nil, err
+			}
+			buf = append(buf, b...)
 		}
-		b, err := json.Marshal(w)
-		if err != nil {
-			return nil, err
-		}
-		buf = append(buf, b...)
 	}
 	return append(buf, ']'), nil
 }
 
-// slimNode: n sets only what nodeWire carries.
+// appendKVOp appends kv as {"KV":{...}}, leaving out zero fields.
+func appendKVOp(buf []byte, kv *api.KVTxnOp) []byte {
+	buf = append(buf, `{"KV":{"Verb":`...)
+	buf = appendJSONString(buf, string(kv.Verb))
+	buf = append(buf, `,"Key":`...)
+	buf = appendJSONString(buf, kv.Key)
+	if len(kv.Value) > 0 {
+		buf = append(buf, `,"Value":"`...)
+		buf = base64.StdEncoding.AppendEncode(buf, kv.Value)
+		buf = append(buf, '"')
+	}
+	if kv.Flags != 0 {
+		buf = append(buf, `,"Flags":`...)
+		buf = strconv.AppendUint(buf, kv.Flags, 10)
+	}
+	if kv.Index != 0 {
+		buf = append(buf, `,"Index":`...)
+		buf = strconv.AppendUint(buf, kv.Index, 10)
+	}
+	if kv.Session != "" {
+		buf = append(buf, `,"Session":`...)
+		buf = appendJSONString(buf, kv.Session)
+	}
+	return append(buf, "}}"...)
+}
+
+// appendNodeOp appends n as {"Node":{"Verb":..,"Node":{...}}}, leaving out
+// zero fields; meta keys in sorted order, as encoding/json writes them.
+func appendNodeOp(buf []byte, n *api.NodeTxnOp) []byte {
+	buf = append(buf, `{"Node":{"Verb":`...)
+	buf = appendJSONString(buf, string(n.Verb))
+	buf = append(buf, `,"Node":{`...)
+	sep := false
+	field := func(name, v string) {
+		if v == "" {
+			return
+		}
+		if sep {
+			buf = append(buf, ',')
+		}
+		sep = true
+		buf = append(buf, '"')
+		buf = append(buf, name...)
+		buf = append(buf, `":`...)
+		buf = appendJSONString(buf, v)
+	}
+	field("ID", n.Node.ID)
+	field("Node", n.Node.Node)
+	field("Address", n.Node.Address)
+	if len(n.Node.Meta) > 0 {
+		if sep {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `"Meta":{`...)
+		for i, k := range sortedKeys(n.Node.Meta) {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = appendJSONString(buf, k)
+			buf = append(buf, ':')
+			buf = appendJSONString(buf, n.Node.Meta[k])
+		}
+		buf = append(buf, '}')
+	}
+	return append(buf, "}}}"...)
+}
+
+// appendJSONString appends s as a JSON string. Printable ASCII other than
+// quote and backslash goes as is; a string with anything else is left to
+// encoding/json, so escaping is exactly its own.
+func appendJSONString(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s)
+			return append(buf, b...)
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"')
+}
+
+// slimNode: n sets only what appendNodeOp writes (ID, Node, Address, Meta).
 func slimNode(n *api.Node) bool {
 	return n.Datacenter == "" && n.TaggedAddresses == nil && n.CreateIndex == 0 && n.ModifyIndex == 0 &&
 		n.Partition == "" && n.PeerName == "" && n.Locality == nil

@@ -122,7 +122,8 @@ log_level = "warn"
 	if opt.Server {
 		args = []string{"agent", "-server", "-bootstrap-expect", "1", "-data-dir", filepath.Join(dir, "data")}
 	}
-	args = append(args, "-node", "dev-"+strings.ReplaceAll(bind, ".", "-"), "-config-file", cfg)
+	node := "dev-" + strings.ReplaceAll(bind, ".", "-")
+	args = append(args, "-node", node, "-config-file", cfg)
 	cmd := exec.Command(bin, args...)
 	out := opt.Log
 	if out == nil {
@@ -136,28 +137,39 @@ log_level = "warn"
 	}
 	a := &Agent{Addr: fmt.Sprintf("%s:%d", bind, ports[0]), cmd: cmd, dir: dir, done: make(chan struct{})}
 	go func() { cmd.Wait(); close(a.done) }()
-	if err := a.waitLeader(ctx, 30*time.Second); err != nil {
+	if err := a.waitLeader(ctx, node, 30*time.Second); err != nil {
 		a.Stop()
 		return nil, err
 	}
 	return a, nil
 }
 
+// answers: GET path gives 200 and a body other than "", "null" or "{}".
+func (a *Agent) answers(ctx context.Context, c *http.Client, path string) bool {
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+a.Addr+path, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	body := strings.Trim(string(b), `" `+"\n")
+	return resp.StatusCode == 200 && body != "" && body != "null" && body != "{}"
+}
+
 // PID is the agent's process ID.
 func (a *Agent) PID() int { return a.cmd.Process.Pid }
 
-func (a *Agent) waitLeader(ctx context.Context, max time.Duration) error {
+// waitLeader waits for a leader and then for the agent's own node in the
+// catalog: a session (ironrack's journals hold one) is refused with
+// "Missing node registration" until the agent has registered itself.
+func (a *Agent) waitLeader(ctx context.Context, node string, max time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, max)
 	defer cancel()
 	c := &http.Client{Timeout: time.Second}
 	for {
-		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+a.Addr+"/v1/status/leader", nil)
-		if resp, err := c.Do(req); err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 && len(strings.Trim(string(b), `" `+"\n")) > 0 {
-				return nil
-			}
+		if a.answers(ctx, c, "/v1/status/leader") && a.answers(ctx, c, "/v1/catalog/node/"+node) {
+			return nil
 		}
 		select {
 		case <-a.done:
