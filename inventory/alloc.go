@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"sort"
+	"strings"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/ironrack/ironrack/internal/hrw"
 )
@@ -131,20 +135,43 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 
 // spreadPick ranks every ready machine (a spread needs every rack's
 // candidates) and reads the records picked. Without an expression, or with
-// one that reads only node meta, the catalog's ready nodes are enough (rack
-// and ID from their meta); otherwise the records.
+// one decided by rack alone, the pool's key names are enough (rack and ID,
+// about 45 bytes a machine); otherwise the catalog's meta, or the records.
 func (s *Store) spreadPick(ctx context.Context, q Query, req AllocateRequest) ([]stored, int, error) {
 	var pool []cand
-	nodes, err := s.candidates(ctx, q)
-	if err != nil {
-		return nil, 0, err
-	}
-	if req.Where == nil || req.Where.prog == nil || req.Where.onlyMeta() {
+	switch {
+	case req.Where == nil || req.Where.prog == nil:
+		ctx, cancel := s.opCtx(ctx)
+		keys, _, err := s.c.KV().Keys(s.key("pool")+"/", "", (&api.QueryOptions{}).WithContext(ctx))
+		cancel()
+		if err != nil {
+			return nil, 0, fmt.Errorf("read pool: %w", err)
+		}
+		for _, k := range keys {
+			parts := strings.Split(strings.TrimPrefix(k, s.key("pool")+"/"), "/")
+			if len(parts) != 3 {
+				continue
+			}
+			rack, _ := url.PathUnescape(parts[1])
+			if rack == "-" {
+				rack = ""
+			}
+			pool = append(pool, cand{id: parts[2], rack: rack})
+		}
+	case req.Where.onlyMeta():
+		nodes, err := s.candidates(ctx, q)
+		if err != nil {
+			return nil, 0, err
+		}
 		pool = make([]cand, len(nodes))
 		for i, n := range nodes {
 			pool[i] = cand{id: n.Node, rack: n.Meta["rack"]}
 		}
-	} else {
+	default:
+		nodes, err := s.candidates(ctx, q)
+		if err != nil {
+			return nil, 0, err
+		}
 		recs, err := s.selectRecords(ctx, q, nodeIDs(nodes))
 		if err != nil {
 			return nil, 0, err

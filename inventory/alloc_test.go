@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -319,66 +317,5 @@ func TestAllocateRingOrder(t *testing.T) {
 	}
 	if _, err := s.Allocate(ctx, AllocateRequest{Count: left + 1, Where: big, Owner: "ring-f"}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("only %d machines are ready and", left)) {
 		t.Errorf("over-ask with where: %v", err)
-	}
-}
-
-// TestMigratePool: an inventory whose ready pool is kept the old way (KV
-// entries, nodes without pool meta) is moved into node meta by the next
-// Recover, and allocates from it; the old entries are gone, including one
-// whose machine no longer exists.
-func TestMigratePool(t *testing.T) {
-	s, c := testStore(t)
-	ctx := context.Background()
-	seedReady(t, s, 40, 2)
-	all, err := s.List(ctx, Query{State: StateReady})
-	if err != nil || len(all) != 40 {
-		t.Fatalf("seeded %d ready: %v", len(all), err)
-	}
-	// Rewrite it the old way.
-	var ops api.TxnOps
-	for _, m := range all[:30] {
-		meta := m.nodeMeta()
-		delete(meta, "pool")
-		ops = append(ops,
-			&api.TxnOp{Node: &api.NodeTxnOp{Verb: api.NodeSet, Node: api.Node{Node: m.ID, Address: "0.0.0.0", Meta: meta}}},
-			&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: fmt.Sprintf("ironrack/pool/%02x/%s/%s", poolBucket(m.ID), m.Rack, m.ID)}})
-	}
-	ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: "ironrack/pool/00/r9/m-000000000000"}})
-	if err := s.writeTxn(ctx, ops); err != nil {
-		t.Fatal(err)
-	}
-	ready := func() int {
-		nodes, _, err := c.Catalog().Nodes(&api.QueryOptions{NodeMeta: map[string]string{"state": "ready"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, nd := range nodes {
-			if nd.Meta["pool"] == poolMeta(poolBucket(nd.Node)) {
-				n++
-			}
-		}
-		return n
-	}
-	if got := ready(); got != 10 {
-		t.Fatalf("before: %d nodes carry pool meta, want 10", got)
-	}
-	if _, err := s.Recover(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := ready(); got != 40 {
-		t.Errorf("after: %d nodes carry pool meta, want 40", got)
-	}
-	if keys, _, _ := c.KV().Keys("ironrack/pool/", "", nil); len(keys) != 0 {
-		t.Errorf("old pool entries left: %v", keys)
-	}
-	got, err := s.Allocate(ctx, AllocateRequest{Count: 40, Owner: "after-move"})
-	if err != nil || len(got) != 40 {
-		t.Fatalf("allocate the whole moved pool: %d, %v", len(got), err)
-	}
-	// History is untouched by the move: seed, then the claim.
-	h, err := s.History(ctx, got[0].ID)
-	if err != nil || len(h) != 2 {
-		t.Errorf("history after the move: %+v, %v", h, err)
 	}
 }

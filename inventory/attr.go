@@ -25,7 +25,8 @@ var attrKeyFields = []string{"rack", "tier", "state"}
 func (s *Store) attrKeys(m *Machine) map[string]bool {
 	keys := map[string]bool{}
 	for f, v := range map[string]string{"rack": m.Rack, "tier": m.Tier, "state": string(m.State)} {
-		if v != "" && (f != "state" || stateIndexed(State(v))) {
+		// Ready machines are indexed by the pool, not by/state keys.
+		if v != "" && (f != "state" || stateIndexed(State(v)) && State(v) != StateReady) {
 			keys[s.key("by", f, url.PathEscape(v), m.ID)] = true
 		}
 	}
@@ -33,11 +34,12 @@ func (s *Store) attrKeys(m *Machine) map[string]bool {
 }
 
 // stateIndexed reports whether a selection of machines in state st is
-// answered from by/state keys. Ready and allocated are left to the
-// catalog's node-meta index on state: they are the states every claim
-// leaves and enters, and a key to delete or write there would be a fourth
-// write per claimed machine where three are needed (record, node, history).
-func stateIndexed(st State) bool { return st != StateAllocated && st != StateReady }
+// answered from keys: ready machines from the pool (pool.go), the others
+// from by/state keys. Allocated is left to the catalog's state meta: it is
+// the state every claim writes, and one key fewer per claimed machine is a
+// fifth of a claim's writes, while a selection of allocated machines is
+// rare enough for the catalog scan (20-30 ms at 10,000 machines).
+func stateIndexed(st State) bool { return st != StateAllocated }
 
 // attrOps keeps the by/ keys in step with a write.
 func (s *Store) attrOps(w *write) api.TxnOps {
@@ -66,6 +68,17 @@ func (s *Store) attrOps(w *write) api.TxnOps {
 func (s *Store) attrIDs(ctx context.Context, field, value string) ([]string, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
+	if field == "state" && value == string(StateReady) {
+		keys, _, err := s.c.KV().Keys(s.key("pool")+"/", "", (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("read pool: %w", err)
+		}
+		ids := make([]string, 0, len(keys))
+		for _, k := range keys {
+			ids = append(ids, k[strings.LastIndex(k, "/")+1:])
+		}
+		return ids, nil
+	}
 	prefix := s.key("by", field, url.PathEscape(value)) + "/"
 	keys, _, err := s.c.KV().Keys(prefix, "", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {

@@ -297,9 +297,8 @@ func (s *Store) undo(ctx context.Context, opid, id string, kv *api.KVPair) error
 // Recover rolls back every abandoned batch: one whose writer's session is
 // gone, or whose writer was a process on this host that no longer runs.
 // Commands that write batches call it first; it returns what it rolled back.
-// It also moves a ready pool kept the old way into node meta (migratePool).
-func (s *Store) Recover(parent context.Context) ([]string, error) {
-	ctx, cancel := s.opCtx(parent)
+func (s *Store) Recover(ctx context.Context) ([]string, error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	kvs, _, err := s.c.KV().List(s.key("journal")+"/", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
@@ -338,9 +337,6 @@ func (s *Store) Recover(parent context.Context) ([]string, error) {
 			return done, err
 		}
 		done = append(done, opid)
-	}
-	if err := s.migratePool(parent); err != nil { // each call has its own timeout
-		return done, err
 	}
 	return done, nil
 }

@@ -280,7 +280,6 @@ func benchAllocate(b *testing.B, server bool, per int) {
 	var claimed, writes int64
 	var total, claimCPU, rawCPU, claimSelf, rawSelf time.Duration
 	var ratios []float64
-	run := time.Now().UnixNano() // raw keys are new in every run (-count)
 	for i := 0; i < b.N*phases; i++ {
 		// Release everything claimed so far, so each phase starts full.
 		all, _ := f.s.List(ctx, Query{State: StateAllocated})
@@ -335,7 +334,7 @@ func benchAllocate(b *testing.B, server bool, per int) {
 		for k := range claimers {
 			rg.Go(func() error {
 				for j := 0; time.Now().Before(deadline) && j < 100000; j++ {
-					key := fmt.Sprintf("bench/raw/%d/%v/%d/%d/%d/%d", run, server, per, i, k, j)
+					key := fmt.Sprintf("bench/raw/%v/%d/%d/%d/%d", server, per, i, k, j)
 					ok, _, err := raws[k].KV().CAS(&api.KVPair{Key: key, Value: []byte("claimed"), ModifyIndex: 0}, nil)
 					if err != nil || !ok {
 						return fmt.Errorf("raw CAS %s: %v %v", key, ok, err)

@@ -199,9 +199,6 @@ func (m *Machine) nodeMeta() map[string]string {
 	put("slot", m.Slot)
 	put("serial", m.Serial)
 	put("state", string(m.State))
-	if m.State == StateReady {
-		meta["pool"] = poolMeta(poolBucket(m.ID)) // the ready pool (pool.go)
-	}
 	put("tier", m.Tier)
 	if m.CPUCores > 0 {
 		put("cpu_cores", strconv.Itoa(m.CPUCores))

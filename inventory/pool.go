@@ -4,32 +4,28 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"net/url"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
-	"golang.org/x/sync/errgroup"
 )
 
-// The ready pool lives in the catalog: a ready machine's node carries the
-// meta pair
+// The ready pool is kept as KV entries beside the records, written in the
+// same transaction as every change of a ready machine:
 //
-//	pool=BB
+//	PREFIX/pool/BB/RACK/ID   (empty value)
 //
-// written by the same transaction as every change of the machine (nodeMeta),
-// so it is there exactly while the machine is ready. BB is one of 256
-// buckets, from the ID's hash. An allocation looks up the nodes of a bucket
-// through Consul's node-meta index (about 1/256 of the pool), ranks them,
-// reads only the records it takes and CASes them at the indexes read: the
-// pool is a ring, and each owner starts at its own bucket. That is what lets
-// many claimers allocate at once.
-//
-// The pool costs a claim nothing beyond the node write every state change
-// makes anyway. (It used to be a KV entry per ready machine, which made a
-// delete, and its tombstone, a fourth write per claimed machine: a fifth
-// of what a claim cost Consul. Recover moves an inventory written that way,
-// see migratePool.)
+// present exactly while the machine is ready. BB is one of 256 buckets, from
+// the ID's hash, so an allocation lists the keys of a bucket or two (about
+// 1/256 of the pool each) instead of the whole catalog, ranks them, and reads
+// only the records it takes, CASing them at the indexes read: the pool is a
+// ring, and each owner starts at its own bucket. That is what lets many
+// claimers allocate at once. The entries hold no value: a copy of the record
+// there would make every claim read (and Consul encode) the whole bucket's
+// records, and every return to ready write the record twice.
 
 const poolBuckets = 256
 
@@ -38,35 +34,58 @@ func poolBucket(id string) int {
 	return int(sum[0])
 }
 
-// poolMeta is the node-meta value of bucket b.
-func poolMeta(b int) string { return fmt.Sprintf("%02x", b) }
+// poolKey is the pool entry of m, or "" if m is not ready.
+func (s *Store) poolKey(m *Machine) string {
+	if m.State != StateReady {
+		return ""
+	}
+	rack := m.Rack
+	if rack == "" {
+		rack = "-"
+	}
+	return s.key("pool", fmt.Sprintf("%02x", poolBucket(m.ID)), url.PathEscape(rack), m.ID)
+}
 
-// bucketNodes looks up the ready nodes of buckets (8 lookups at once) and
-// returns them by bucket.
-func (s *Store) bucketNodes(ctx context.Context, buckets []int) (map[int][]*api.Node, error) {
-	out := make([][]*api.Node, len(buckets))
-	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for i, b := range buckets {
-		g.Go(func() error {
-			ctx, cancel := s.opCtx(ctx)
-			defer cancel()
-			nodes, _, err := s.c.Catalog().Nodes((&api.QueryOptions{NodeMeta: map[string]string{"pool": poolMeta(b)}}).WithContext(ctx))
-			if err != nil {
-				return fmt.Errorf("read pool: %w", err)
-			}
-			out[i] = nodes
-			return nil
-		})
+// poolOps keeps the pool entry in step with a write.
+func (s *Store) poolOps(w *write) api.TxnOps {
+	var old string
+	if w.prev != nil {
+		old = s.poolKey(&w.prev.Machine)
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	nk := s.poolKey(&w.next.Machine)
+	var ops api.TxnOps
+	if old != "" && old != nk {
+		ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: old}})
 	}
-	m := make(map[int][]*api.Node, len(buckets))
-	for i, b := range buckets {
-		m[b] = out[i]
+	if nk != "" && nk != old {
+		ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: nk}})
 	}
-	return m, nil
+	return ops
+}
+
+// listBuckets lists the machine IDs of the pool buckets under a key prefix
+// ("pool/3c/": one bucket; "pool/3": the 16 buckets 30-3f), by bucket.
+func (s *Store) listBuckets(ctx context.Context, prefix string) (map[int][]string, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	keys, _, err := s.c.KV().Keys(prefix, "", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read pool: %w", err)
+	}
+	out := map[int][]string{}
+	root := s.key("pool") + "/"
+	for _, k := range keys {
+		rest := strings.TrimPrefix(k, root)
+		if len(rest) < 3 || rest[2] != '/' {
+			continue
+		}
+		b, err := strconv.ParseUint(rest[:2], 16, 8)
+		if err != nil {
+			continue
+		}
+		out[int(b)] = append(out[int(b)], path.Base(k))
+	}
+	return out, nil
 }
 
 // ranked orders ids for owner by rendezvous score (ties by ID).
@@ -100,9 +119,9 @@ func rankedBy[T any](owner string, xs []T, id func(T) string) []T {
 }
 
 // readyRecords reads the records of ids and returns, in the order of ids,
-// those still ready (and still selected by w, if not nil): a machine
-// claimed or changed since its node was read is left out.
-func (s *Store) readyRecords(ctx context.Context, ids []string, w *Where) ([]stored, error) {
+// those still ready: a machine claimed since its pool key was listed is
+// left out.
+func (s *Store) readyRecords(ctx context.Context, ids []string) ([]stored, error) {
 	recs, err := s.records(ctx, ids)
 	if err != nil {
 		return nil, err
@@ -113,153 +132,85 @@ func (s *Store) readyRecords(ctx context.Context, ids []string, w *Where) ([]sto
 	}
 	out := make([]stored, 0, len(ids))
 	for _, id := range ids {
-		st, ok := byID[id]
-		if !ok || st.rec.State != StateReady {
-			continue
+		if st, ok := byID[id]; ok && st.rec.State == StateReady {
+			out = append(out, st)
 		}
-		if w != nil {
-			ok, err := w.Match(&st.rec.Machine)
-			if err != nil {
-				return nil, fmt.Errorf("machine %s: %w", id, err)
-			}
-			if !ok {
-				continue
-			}
-		}
-		out = append(out, st)
 	}
 	return out, nil
 }
-
-// ringChunk is how many buckets ringPick looks up at once after the first.
-const ringChunk = 16
 
 // ringPick walks the pool ring from the owner's bucket and takes the first
 // n machines the expression selects, in bucket order and, within a bucket,
 // by rendezvous score. Deterministic for a given owner and pool. It returns
 // fewer than n only when the whole pool has fewer, or when a machine was
-// claimed or changed between the node lookup and the record read (Allocate
-// retries).
+// claimed between the key list and the record read (Allocate retries).
 //
-// It looks up the owner's bucket alone first (1/256 of the pool), which
-// usually suffices; after that 16 buckets at a time, so a nearly drained
-// pool costs 16 rounds, not 256. Without an expression, or with one that
-// reads only node meta, the nodes decide and only the n records taken are
-// read; otherwise every looked-up machine's record is read and matched.
+// It lists the owner's bucket alone first (1/256 of the pool), which
+// usually suffices; after that it lists 16 buckets per request (the rest of
+// a bucket group, pool/X), so a nearly drained pool costs 16 requests, not
+// 256. Without an expression only keys are listed and only the n records
+// taken are read; with one, the listed buckets' records are read and
+// matched.
 func (s *Store) ringPick(ctx context.Context, n int, owner string, w *Where) ([]stored, int, error) {
 	start := int(score(owner, "ring") % poolBuckets)
-	byMeta := w == nil || w.prog == nil || w.onlyMeta()
 	var out []stored
-	var ids []string // byMeta: the IDs taken, in ring order
+	var ids []string // w == nil: the IDs taken, in ring order
 	total := 0
 	have := func() int {
-		if byMeta {
+		if w == nil {
 			return len(ids)
 		}
 		return len(out)
 	}
 	for i := 0; i < poolBuckets && have() < n; {
-		size := 1
+		// The chunk: the start bucket alone, then the rest of each group.
+		b := (start + i) % poolBuckets
+		prefix := s.key("pool", fmt.Sprintf("%02x", b)) + "/"
+		chunk := []int{b}
 		if i > 0 {
-			size = min(ringChunk, poolBuckets-i)
+			prefix = s.key("pool", fmt.Sprintf("%x", b>>4))
+			for j := i + 1; j < poolBuckets && (start+j)%poolBuckets>>4 == b>>4; j++ {
+				chunk = append(chunk, (start+j)%poolBuckets)
+			}
 		}
-		chunk := make([]int, size)
-		for j := range chunk {
-			chunk[j] = (start + i + j) % poolBuckets
-		}
-		got, err := s.bucketNodes(ctx, chunk)
+		got, err := s.listBuckets(ctx, prefix)
 		if err != nil {
 			return nil, 0, err
 		}
-		var cand []string // !byMeta: the chunk's IDs, ranked per bucket
-		for _, b := range chunk {
-			bids := make([]string, 0, len(got[b]))
-			for _, nd := range got[b] {
-				if byMeta && w != nil {
-					ok, err := w.matchMeta(nd.Node, nd.Meta)
-					if err != nil {
-						return nil, 0, err
-					}
-					if !ok {
-						continue
-					}
-				}
-				bids = append(bids, nd.Node)
-			}
-			r := ranked(owner, bids)
-			if byMeta {
+		var cand []string // w != nil: the chunk's IDs, ranked per bucket
+		for _, cb := range chunk {
+			r := ranked(owner, got[cb])
+			if w == nil {
 				total += len(r)
 				ids = append(ids, r[:min(len(r), n-len(ids))]...)
 			} else {
 				cand = append(cand, r...)
 			}
 		}
-		if !byMeta && len(cand) > 0 {
-			recs, err := s.readyRecords(ctx, cand, w)
+		if w != nil && len(cand) > 0 {
+			recs, err := s.readyRecords(ctx, cand)
 			if err != nil {
 				return nil, 0, err
 			}
-			total += len(recs)
-			out = append(out, recs[:min(len(recs), n-len(out))]...)
+			for _, st := range recs {
+				ok, err := w.Match(&st.rec.Machine)
+				if err != nil {
+					return nil, 0, fmt.Errorf("machine %s: %w", st.rec.ID, err)
+				}
+				if !ok {
+					continue
+				}
+				total++
+				if len(out) < n {
+					out = append(out, st)
+				}
+			}
 		}
-		i += size
+		i += len(chunk)
 	}
-	if !byMeta {
+	if w != nil {
 		return out, total, nil
 	}
-	out, err := s.readyRecords(ctx, ids, w)
+	out, err := s.readyRecords(ctx, ids)
 	return out, total, err
-}
-
-// migratePool moves a pool kept the old way, as KV entries
-// PREFIX/pool/BB/RACK/ID, into node meta: each entry's machine, if ready,
-// has its node rewritten from its record (guarded by the record's index),
-// and the entry goes, 32 machines per transaction. With no old entries it
-// costs one key listing. A machine changed meanwhile is left for the next
-// run, which Recover makes before every batch.
-func (s *Store) migratePool(ctx context.Context) error {
-	qctx, cancel := s.opCtx(ctx)
-	keys, _, err := s.c.KV().Keys(s.key("pool")+"/", "", (&api.QueryOptions{}).WithContext(qctx))
-	cancel()
-	if err != nil {
-		return fmt.Errorf("read old pool entries: %w", err)
-	}
-	if len(keys) == 0 {
-		return nil
-	}
-	s.log.Info("moving the ready pool into node meta", "machines", len(keys))
-	const per = 32
-	for start := 0; start < len(keys); start += per {
-		batch := keys[start:min(start+per, len(keys))]
-		ids := make([]string, len(batch))
-		for i, k := range batch {
-			ids[i] = path.Base(k)
-		}
-		recs, err := s.records(ctx, ids)
-		if err != nil {
-			return err
-		}
-		var ops api.TxnOps
-		for _, r := range recs {
-			if r.rec.State != StateReady {
-				continue
-			}
-			addr := r.rec.IP
-			if addr == "" {
-				addr = "0.0.0.0"
-			}
-			ops = append(ops,
-				&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCheckIndex, Key: s.machineKey(r.rec.ID), Index: r.index}},
-				&api.TxnOp{Node: &api.NodeTxnOp{Verb: api.NodeSet, Node: api.Node{Node: r.rec.ID, Address: addr, Meta: r.rec.nodeMeta()}}})
-		}
-		for _, k := range batch {
-			if strings.HasPrefix(k, s.key("pool")+"/") {
-				ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: k}})
-			}
-		}
-		if err := s.writeTxn(ctx, ops); err != nil {
-			return fmt.Errorf("move the ready pool into node meta: %w", err)
-		}
-	}
-	return nil
 }

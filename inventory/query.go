@@ -96,13 +96,7 @@ func (s *Store) candidates(ctx context.Context, q Query) ([]*api.Node, error) {
 	if none {
 		return nil, nil
 	}
-	if len(eq) == 0 {
-		// Only the marker: with other pairs it would be redundant (the
-		// records are read anyway, or the meta matched), and Consul looks
-		// up by one pair picked at random, scanning every machine when it
-		// picks this one.
-		eq["ironrack"] = "machine"
-	}
+	eq["ironrack"] = "machine"
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	nodes, _, err := s.c.Catalog().Nodes((&api.QueryOptions{NodeMeta: eq}).WithContext(ctx))

@@ -69,6 +69,9 @@ func (s *Store) ops(w *write) (api.TxnOps, error) {
 		for k := range s.indexKeys(&w.prev.Machine) {
 			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: k}})
 		}
+		if k := s.poolKey(&w.prev.Machine); k != "" {
+			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: k}})
+		}
 		ops = append(ops, s.attrOps(w)...)
 		ops = append(ops, s.deployOps(w)...)
 		return append(ops, w.extra...), nil
@@ -101,6 +104,7 @@ func (s *Store) ops(w *write) (api.TxnOps, error) {
 			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: k}})
 		}
 	}
+	ops = append(ops, s.poolOps(w)...)
 	ops = append(ops, s.attrOps(w)...)
 	ops = append(ops, s.deployOps(w)...)
 	h := HistoryEntry{Seq: w.next.HistorySeq, At: w.next.UpdatedAt, Who: w.change.Who, What: w.change.What, Why: w.change.Why, To: w.next.State}
