@@ -215,7 +215,8 @@ func BenchmarkWhereQueryFullScan(b *testing.B) {
 // CAS writes per second, the ratio of the totals and the median of the
 // per-phase ratios; and Consul's CPU time per claimed machine and per raw
 // write (read from /proc), which a shared machine disturbs less than
-// rates. consul=server is a production-shaped single server (Raft log
+// rates, and this process's own (client-µs/...). IRONRACK_BENCH_PPROF=DIR
+// saves CPU profiles of Consul and of the claimers for every phase. consul=server is a production-shaped single server (Raft log
 // fsync'd on disk, compact responses); consul=dev is `consul agent -dev`
 // (in memory, every response pretty-printed).
 func BenchmarkAllocate(b *testing.B) {
@@ -253,10 +254,10 @@ func procCPU(b *testing.B, pid int) time.Duration {
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
 
-// consulProfile saves a 5 s CPU profile of the agent (enable_debug) to
-// file; set IRONRACK_BENCH_PPROF=DIR to take them.
+// consulProfile saves a 1 s CPU profile of the agent (enable_debug) to
+// file: about one claim phase. Set IRONRACK_BENCH_PPROF=DIR to take them.
 func consulProfile(b *testing.B, addr, file string) {
-	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=5")
+	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=1")
 	if err != nil {
 		b.Log(err)
 		return
@@ -294,11 +295,13 @@ func benchAllocate(b *testing.B, server bool, per int) {
 			stores[k], raws[k] = New(benchClient(b, f.agent.Addr), Config{}), benchClient(b, f.agent.Addr)
 		}
 		var got atomic.Int64
-		if dir := os.Getenv("IRONRACK_BENCH_PPROF"); dir != "" && i < 2 {
-			// Consul's CPU profile of the first claim phase and of the
-			// first raw phase, each for the first 5 s.
-			go consulProfile(b, f.agent.Addr, fmt.Sprintf("%s/consul-%s-%d-claim.pb.gz", dir, map[bool]string{true: "server", false: "dev"}[server], per))
-			if pf, err := os.Create(fmt.Sprintf("%s/client-%s-%d-claim.pb.gz", dir, map[bool]string{true: "server", false: "dev"}[server], per)); err == nil {
+		name := fmt.Sprintf("%s-%d-%d", map[bool]string{true: "server", false: "dev"}[server], per, i)
+		dir := os.Getenv("IRONRACK_BENCH_PPROF")
+		if dir != "" {
+			// Per phase: Consul's CPU profile of the claims' first second,
+			// and this process's of all the claims.
+			go consulProfile(b, f.agent.Addr, fmt.Sprintf("%s/consul-%s-claim.pb.gz", dir, name))
+			if pf, err := os.Create(fmt.Sprintf("%s/client-%s-claim.pb.gz", dir, name)); err == nil {
 				pprof.StartCPUProfile(pf)
 				defer pf.Close()
 			}
@@ -326,8 +329,8 @@ func benchAllocate(b *testing.B, server bool, per int) {
 		cpu1, self1 := procCPU(b, pid), procCPU(b, os.Getpid())
 
 		var n atomic.Int64
-		if dir := os.Getenv("IRONRACK_BENCH_PPROF"); dir != "" && i < 2 {
-			go consulProfile(b, f.agent.Addr, fmt.Sprintf("%s/consul-%s-%d-raw.pb.gz", dir, map[bool]string{true: "server", false: "dev"}[server], per))
+		if dir != "" {
+			go consulProfile(b, f.agent.Addr, fmt.Sprintf("%s/consul-%s-raw.pb.gz", dir, name))
 		}
 		deadline := time.Now().Add(elapsed)
 		var rg errgroup.Group
