@@ -81,7 +81,9 @@ type Plan struct {
 	// releases them and they do not count.
 	Leaving []*inventory.Machine
 	// Shards is a sharded tier's map step over Final (nil if unsharded):
-	// in Plan the preview, after Apply what was stored.
+	// in Plan the preview, after Apply what was stored. For a tier no
+	// longer sharded whose map remains, a step with Removed set: Apply
+	// deletes the map.
 	Shards *placement.Step
 }
 
@@ -283,8 +285,9 @@ func (r *Reconciler) Destroy(ctx context.Context, owner string, spec Spec) error
 	if err != nil {
 		return err
 	}
-	if spec.Shards != nil && r.Shards != nil {
-		// No map points at machines about to be wiped.
+	if r.Shards != nil {
+		// No map points at machines about to be wiped (nor lingers from
+		// when the tier was sharded).
 		if err := r.Shards.Delete(ctx, spec.Name); err != nil {
 			return fmt.Errorf("tier %s: %w", spec.Name, err)
 		}

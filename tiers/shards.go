@@ -62,10 +62,10 @@ func ShardNodes(ms []*inventory.Machine) []placement.Node {
 
 // shardStep previews (write false) or stores (write true) the tier's map
 // over machines. A sharded tier without machines has no map: storing
-// deletes it.
+// deletes it. So has a tier that is no longer sharded (see unshard).
 func (r *Reconciler) shardStep(ctx context.Context, spec Spec, ms []*inventory.Machine, write bool) (*placement.Step, error) {
 	if spec.Shards == nil {
-		return nil, nil
+		return r.unshard(ctx, spec, write)
 	}
 	if r.Shards == nil {
 		return nil, fmt.Errorf("tier %s is sharded but the reconciler has no shard store", spec.Name)
@@ -109,4 +109,28 @@ func (r *Reconciler) shardStep(ctx context.Context, spec Spec, ms []*inventory.M
 		return nil, fmt.Errorf("tier %s: %w", spec.Name, err)
 	}
 	return &st, nil
+}
+
+// unshard handles a tier without shards: a map left from when it had them
+// would still point consumers at machines for shards that no longer
+// exist, so storing (write true) deletes it. The step it returns (Removed,
+// Old the map) says so; nil when there is no map, or no shard store.
+func (r *Reconciler) unshard(ctx context.Context, spec Spec, write bool) (*placement.Step, error) {
+	if r.Shards == nil {
+		return nil, nil
+	}
+	old, _, err := r.Shards.Get(ctx, spec.Name)
+	if errors.Is(err, placement.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tier %s: %w", spec.Name, err)
+	}
+	if write {
+		if err := r.Shards.Delete(ctx, spec.Name); err != nil {
+			return nil, fmt.Errorf("tier %s: %w", spec.Name, err)
+		}
+		r.log().Info("shard map removed: the tier is no longer sharded", "tier", spec.Name, "shards", len(old.Shards), "replicas", old.Replicas)
+	}
+	return &placement.Step{Old: &old, Removed: true}, nil
 }

@@ -2,6 +2,7 @@ package tiers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -286,5 +287,54 @@ func TestTierStateDeployerShardsDefaultReplicasKept(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkMap(t, m, ms, 32, 2)
+	}
+}
+
+// TestTierUnshardRemovesMap: a tier whose shards are removed keeps its
+// machines and loses its map; the preview says so and writes nothing.
+func TestTierUnshardRemovesMap(t *testing.T) {
+	env := tiertest.Start(t)
+	tiertest.SeedReady(t, env.Store, 6, 3)
+	ctx := context.Background()
+	r := reconciler(env)
+	store := placement.NewStore(env.Client, placement.StoreConfig{})
+	r.Shards = store
+	owner := "urn:pulumi:t::ironrack-tiers::ironrack:index:Tier::storage"
+	spec := tiers.Spec{Name: "storage", Size: 3, Spread: "rack", Shards: &tiers.Shards{Count: 8, Replicas: 2}}
+	if _, _, err := r.Apply(ctx, owner, spec); err != nil {
+		t.Fatal(err)
+	}
+	old, idx, err := store.Get(ctx, "storage")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	spec.Shards = nil
+	plan, err := r.Plan(ctx, owner, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Shards == nil || !plan.Shards.Removed || plan.Shards.Old == nil || len(plan.Shards.Old.Shards) != 8 {
+		t.Fatalf("preview of unsharding: step %+v, want the old map removed", plan.Shards)
+	}
+	if _, idx2, err := store.Get(ctx, "storage"); err != nil || idx2 != idx {
+		t.Fatalf("preview touched the map: index %d → %d (%v)", idx, idx2, err)
+	}
+	step, ms, err := r.Apply(ctx, owner, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 3 || len(step.Add)+len(step.Remove) != 0 {
+		t.Errorf("unsharding changed the machines: %d kept, +%d -%d", len(ms), len(step.Add), len(step.Remove))
+	}
+	if step.Shards == nil || !step.Shards.Removed {
+		t.Errorf("apply's step %+v, want the map removed", step.Shards)
+	}
+	if _, _, err := store.Get(ctx, "storage"); !errors.Is(err, placement.ErrNotFound) {
+		t.Fatalf("map after unsharding: %v (old had %d shards), want none", err, len(old.Shards))
+	}
+	// Once gone, a plan of the unsharded tier has no shard step at all.
+	if plan, err := r.Plan(ctx, owner, spec); err != nil || plan.Shards != nil {
+		t.Errorf("plan after: %+v, %v", plan.Shards, err)
 	}
 }

@@ -132,6 +132,9 @@ type Step struct {
 	// Moves counts replicas that change node (see Moves); with no old map,
 	// every replica counts.
 	Moves int `json:"moves"`
+	// Removed: the tier is no longer sharded and its map (Old) goes; New
+	// is empty and Moves 0.
+	Removed bool `json:"removed,omitempty"`
 }
 
 // Preview computes the map for nodes from the stored one (Rebalance; Place

@@ -348,7 +348,7 @@ func reconciler(ctx context.Context) (*tiers.Reconciler, error) {
 func state(args TierArgs, owner string, machines []*inventory.Machine, plan *tiers.Plan) TierState {
 	s := TierState{TierArgs: args, Owner: owner, MachineIds: []string{}, Addresses: []string{}, Racks: []string{},
 		Added: tiers.IDs(plan.Add), Removed: tiers.IDs(plan.Remove)}
-	if st := plan.Shards; st != nil {
+	if st := plan.Shards; st != nil && !st.Removed {
 		moves := st.Moves
 		s.ShardMoves = &moves
 		s.ShardLoad = st.New.Load()
