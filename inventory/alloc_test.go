@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -317,5 +319,44 @@ func TestAllocateRingOrder(t *testing.T) {
 	}
 	if _, err := s.Allocate(ctx, AllocateRequest{Count: left + 1, Where: big, Owner: "ring-f"}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("only %d machines are ready and", left)) {
 		t.Errorf("over-ask with where: %v", err)
+	}
+}
+
+// TestForeignNodesAreNotMachines: catalog nodes that are not ironrack's
+// machines but carry the same meta (another tool's, an OS agent's) are
+// never candidates, though a query's filter no longer sends the
+// ironrack=machine marker to Consul alongside other pairs.
+func TestForeignNodesAreNotMachines(t *testing.T) {
+	s, c := testStore(t)
+	ctx := context.Background()
+	seedReady(t, s, 12, 3)
+	for i, rack := range []string{"rk00", "rk01", "rk02", "rk09"} {
+		_, err := c.Catalog().Register(&api.CatalogRegistration{Node: fmt.Sprintf("foreign-%d", i), Address: "127.0.0.2",
+			NodeMeta: map[string]string{"state": "ready", "rack": rack, "vendor": "Dell", "mem_gb": "512"}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A spread decided on node meta alone: foreign nodes would be picked
+	// and then missing, and the claim would retry until it gave up.
+	w, _ := ParseWhere(`vendor == "Dell" and mem_gb >= 64`)
+	ctx2, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	got, err := s.Allocate(ctx2, AllocateRequest{Count: 12, Where: w, Spread: "rack", Owner: "spread"})
+	if err != nil || len(got) != 12 {
+		t.Fatalf("spread over meta: %d, %v", len(got), err)
+	}
+	if _, err := s.Release(ctx, got, Change{}); err != nil {
+		t.Fatal(err)
+	}
+	// A query the catalog decides: only machines.
+	ms, err := s.List(ctx, Query{Where: w, State: StateReady})
+	if err != nil || len(ms) != 12 {
+		t.Fatalf("list: %d, %v", len(ms), err)
+	}
+	for _, m := range ms {
+		if !IsID(m.ID) {
+			t.Errorf("listed %s", m.ID)
+		}
 	}
 }

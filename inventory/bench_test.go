@@ -198,6 +198,15 @@ func BenchmarkWhereQuery(b *testing.B) {
 		func(ctx context.Context, c *api.Client) (int, error) { return rawIndexQuery(ctx, c, "rk07") })
 }
 
+// BenchmarkWhereQueryMeta: an equality on a meta field without a key
+// index (serial), decided in the catalog: one machine of 10,000. The raw
+// baseline reads the catalog filtered by that pair alone.
+func BenchmarkWhereQueryMeta(b *testing.B) {
+	benchQuery(b, `serial == "POOL04242" and mem_gb >= 64`,
+		map[string]string{"serial": "POOL04242"},
+		func(m map[string]string) bool { v, _ := strconv.Atoi(m["mem_gb"]); return v >= 64 }, nil)
+}
+
 // BenchmarkWhereQueryFullScan: an expression on a field that is not in
 // NodeMeta, so every one of the 10,000 records is read and evaluated.
 func BenchmarkWhereQueryFullScan(b *testing.B) {

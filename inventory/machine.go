@@ -186,10 +186,18 @@ var metaKeys = []string{"rack", "slot", "serial", "state", "tier", "cpu_cores", 
 // equality on them can be pushed down to Consul.
 var stringMetaKeys = map[string]bool{"rack": true, "slot": true, "serial": true, "state": true, "tier": true, "vendor": true, "model": true}
 
+// machineMetaKey=machineMetaValue marks the catalog nodes that are
+// ironrack's machines (operators select them with
+// -node-meta ironrack=machine).
+const (
+	machineMetaKey   = "ironrack"
+	machineMetaValue = "machine"
+)
+
 // nodeMeta is the NodeMeta of m's catalog node. Empty fields are left out, so
 // a missing field stays missing in queries.
 func (m *Machine) nodeMeta() map[string]string {
-	meta := map[string]string{"ironrack": "machine"}
+	meta := map[string]string{machineMetaKey: machineMetaValue}
 	put := func(k, v string) {
 		if v != "" {
 			meta[k] = v

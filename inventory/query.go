@@ -96,7 +96,13 @@ func (s *Store) candidates(ctx context.Context, q Query) ([]*api.Node, error) {
 	if none {
 		return nil, nil
 	}
-	eq["ironrack"] = "machine"
+	// Consul looks nodes up by one of the filter's pairs, picked at random,
+	// and checks the rest on each: with the ironrack=machine marker among
+	// several pairs, half the reads would walk every machine. So the marker
+	// goes to Consul only alone, and is checked here otherwise.
+	if len(eq) == 0 {
+		eq[machineMetaKey] = machineMetaValue
+	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	nodes, _, err := s.c.Catalog().Nodes((&api.QueryOptions{NodeMeta: eq}).WithContext(ctx))
@@ -106,6 +112,9 @@ func (s *Store) candidates(ctx context.Context, q Query) ([]*api.Node, error) {
 	out := nodes[:0]
 	metaOnly := q.Where != nil && q.Where.onlyMeta()
 	for _, n := range nodes {
+		if n.Meta[machineMetaKey] != machineMetaValue {
+			continue // another node that happens to carry the same meta
+		}
 		if metaOnly {
 			ok, err := q.Where.matchMeta(n.Node, n.Meta)
 			if err != nil {
