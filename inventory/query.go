@@ -48,8 +48,8 @@ func equalities(q Query) (eq map[string]string, none bool) {
 // candidateIDs are the machines whose records a query must read. A rack,
 // state or tier equality is answered from the by/ key indexes (a prefix walk
 // proportional to the answer); otherwise the catalog is read with Consul's
-// node-meta filter, which scans every node but lets an expression on meta
-// fields be decided there.
+// node-meta filter (a lookup by one pair; every machine when there is
+// none), which lets an expression on meta fields be decided there.
 func (s *Store) candidateIDs(ctx context.Context, q Query) ([]string, error) {
 	eq, none := equalities(q)
 	if none {
