@@ -241,18 +241,26 @@ func TestTierShardsRackShortfallRefusedNothingClaimed(t *testing.T) {
 	}
 }
 
-func TestTierStateDeployerShardsStepToZeroDeletesMap(t *testing.T) {
+// shardedStorage applies a 3-machine storage tier of `count` shards ×
+// `replicas` over 6 ready machines in 3 racks, with a real shard store.
+func shardedStorage(t *testing.T, count, replicas int) (*tiers.Reconciler, *placement.Store, string, tiers.Spec) {
+	t.Helper()
 	env := tiertest.Start(t)
 	tiertest.SeedReady(t, env.Store, 6, 3)
-	ctx := context.Background()
 	r := reconciler(env)
 	store := placement.NewStore(env.Client, placement.StoreConfig{})
 	r.Shards = store
 	owner := "urn:pulumi:t::ironrack-tiers::ironrack:index:Tier::storage"
-	spec := tiers.Spec{Name: "storage", Size: 3, Spread: "rack", Shards: &tiers.Shards{Count: 32, Replicas: 3}}
-	if _, _, err := r.Apply(ctx, owner, spec); err != nil {
+	spec := tiers.Spec{Name: "storage", Size: 3, Spread: "rack", Shards: &tiers.Shards{Count: count, Replicas: replicas}}
+	if _, _, err := r.Apply(context.Background(), owner, spec); err != nil {
 		t.Fatal(err)
 	}
+	return r, store, owner, spec
+}
+
+func TestTierStateDeployerShardsStepToZeroDeletesMap(t *testing.T) {
+	ctx := context.Background()
+	r, store, owner, spec := shardedStorage(t, 32, 3)
 	if _, _, err := store.Get(ctx, "storage"); err != nil {
 		t.Fatal(err)
 	}
@@ -293,17 +301,8 @@ func TestTierStateDeployerShardsDefaultReplicasKept(t *testing.T) {
 // TestTierUnshardRemovesMap: a tier whose shards are removed keeps its
 // machines and loses its map; the preview says so and writes nothing.
 func TestTierUnshardRemovesMap(t *testing.T) {
-	env := tiertest.Start(t)
-	tiertest.SeedReady(t, env.Store, 6, 3)
 	ctx := context.Background()
-	r := reconciler(env)
-	store := placement.NewStore(env.Client, placement.StoreConfig{})
-	r.Shards = store
-	owner := "urn:pulumi:t::ironrack-tiers::ironrack:index:Tier::storage"
-	spec := tiers.Spec{Name: "storage", Size: 3, Spread: "rack", Shards: &tiers.Shards{Count: 8, Replicas: 2}}
-	if _, _, err := r.Apply(ctx, owner, spec); err != nil {
-		t.Fatal(err)
-	}
+	r, store, owner, spec := shardedStorage(t, 8, 2)
 	old, idx, err := store.Get(ctx, "storage")
 	if err != nil {
 		t.Fatal(err)
