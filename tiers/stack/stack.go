@@ -220,7 +220,7 @@ func Program(defs []TierDef, drain *int) pulumi.RunFunc {
 				in["drainSeconds"] = pulumi.Int(*drain)
 			}
 			if t.Sharded {
-				count, replicas, err := shardsConfig(cfg, t.Name)
+				count, replicas, err := shardsConfig(func(k string) (string, bool) { v, err := cfg.Try(k); return v, err == nil }, t.Name)
 				if err != nil {
 					return err
 				}
@@ -236,12 +236,13 @@ func Program(defs []TierDef, drain *int) pulumi.RunFunc {
 	}
 }
 
-// shardsConfig reads a sharded tier's layout from the stack config:
-// <tier>Shards (default DefaultShards) and <tier>Replicas (default 0).
-func shardsConfig(cfg *pconfig.Config, tier string) (count, replicas int, err error) {
+// shardsConfig reads a sharded tier's layout from the stack config (get
+// looks a key up without the project prefix): <tier>Shards (default
+// DefaultShards) and <tier>Replicas (default 0).
+func shardsConfig(get func(key string) (string, bool), tier string) (count, replicas int, err error) {
 	num := func(key string, def int) (int, error) {
-		raw, err := cfg.Try(key)
-		if err != nil {
+		raw, ok := get(key)
+		if !ok {
 			return def, nil
 		}
 		n, err := strconv.Atoi(strings.TrimSpace(raw))
@@ -595,7 +596,8 @@ func Owner(stackName, tier string) string {
 }
 
 // Specs are the program's tiers as tiers.Specs from the config (size,
-// selector, spread; what sizing and claiming depend on).
+// selector, spread, shards; what sizing, claiming and the shard map's racks
+// depend on).
 func Specs(cfg map[string]string) ([]tiers.Spec, error) {
 	var out []tiers.Spec
 	for _, t := range Tiers {
@@ -607,6 +609,15 @@ func Specs(cfg map[string]string) ([]tiers.Spec, error) {
 		sp := tiers.Spec{Name: t.Name, Size: size, Selector: cfg[Project+":"+t.Name+"Selector"], Spread: t.Spread}
 		for _, svc := range t.Services {
 			sp.Services = append(sp.Services, tiers.Service{Name: svc.Name, Port: svc.Port, Check: svc.Check})
+		}
+		if t.Sharded {
+			count, replicas, err := shardsConfig(func(k string) (string, bool) { v, ok := cfg[Project+":"+k]; return v, ok }, t.Name)
+			if err != nil {
+				return nil, err
+			}
+			if count > 0 {
+				sp.Shards = &tiers.Shards{Count: count, Replicas: replicas}
+			}
 		}
 		out = append(out, sp)
 	}

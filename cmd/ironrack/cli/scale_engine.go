@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/ironrack/ironrack/tiers"
+	"github.com/ironrack/ironrack/tiers/placement"
 	"github.com/ironrack/ironrack/tiers/stack"
 	"github.com/urfave/cli/v2"
 )
@@ -91,7 +92,14 @@ func scaleApplyCommand(e *env) *cli.Command {
 			if err != nil {
 				return err
 			}
-			rec := &tiers.Reconciler{Store: st}
+			client, err := consulClient(c)
+			if err != nil {
+				return err
+			}
+			// With the shard store, a sharded tier's plan also checks its
+			// machines after the step span the racks its replicas need
+			// (reading the stored map, writing nothing).
+			rec := &tiers.Reconciler{Store: st, Shards: placement.NewStore(client, placement.StoreConfig{Prefix: c.String("prefix")})}
 			var demands []tiers.Demand
 			for _, sp := range specs {
 				p, err := rec.Plan(c.Context, stack.Owner(o.Stack, sp.Name), sp)
@@ -196,7 +204,13 @@ func readTierConfig(path string) (map[string]string, error) {
 		if _, err := sf.Int(sizeKey(t.Name)); err != nil {
 			return nil, err
 		}
-		for _, k := range []string{sizeKey(t.Name), selectorKey(t.Name)} {
+		keys := []string{sizeKey(t.Name), selectorKey(t.Name)}
+		if t.Sharded {
+			// The shard layout, when set (stack.Specs and the program
+			// check the values and apply the defaults).
+			keys = append(keys, tiersProject+":"+t.Name+"Shards", tiersProject+":"+t.Name+"Replicas")
+		}
+		for _, k := range keys {
 			v, ok, err := sf.String(k)
 			if err != nil {
 				return nil, err

@@ -131,3 +131,26 @@ func TestScaleEngineStateDeployerRefusesPlanLargerThanPool(t *testing.T) {
 		t.Errorf("a refused plan changed the pool:\nbefore\n%s\nafter\n%s", before, after)
 	}
 }
+
+// TestScaleEngineRefusesShardRackShortfall: a storage tier whose replicas
+// need more racks than its machines would span is refused by the joint
+// check, before the engine runs and before another tier claims anything
+// (the example rack has two racks).
+func TestScaleEngineRefusesShardRackShortfall(t *testing.T) {
+	c, flags := engineCLI(t)
+	dir := flags[3]
+	before := c.ok("inventory", "list", "--state", "ready")
+	cfg := "config:\n  ironrack-tiers:ingestionSize: 2\n  ironrack-tiers:storageSize: 3\n  ironrack-tiers:querySize: 0\n" +
+		"  ironrack-tiers:storageShards: 16\n  ironrack-tiers:storageReplicas: 3\n"
+	if err := os.WriteFile(filepath.Join(dir, "Pulumi.t.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	so, se, err := c.run("", append([]string{"scale", "apply"}, flags...)...)
+	if err == nil || !strings.Contains(err.Error(), "refused, nothing claimed") || !strings.Contains(err.Error(), "tier storage: shards.replicas") ||
+		!strings.Contains(err.Error(), "rack(s) short") {
+		t.Fatalf("3 replicas over 2 racks: %v\nstdout:\n%s\nstderr:\n%s", err, so, se)
+	}
+	if after := c.ok("inventory", "list", "--state", "ready"); after != before {
+		t.Errorf("a refused step changed the pool:\nbefore\n%s\nafter\n%s", before, after)
+	}
+}
