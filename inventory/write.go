@@ -331,13 +331,12 @@ type txnBody []byte
 
 func (b txnBody) MarshalJSON() ([]byte, error) { return b, nil }
 
-// The wire forms of the operations ironrack writes leave out the fields it
-// never sets: Consul decodes a missing field as its zero value, so the body
-// means the same as the api package's encoding, at about half the size.
-
 // encodeTxn encodes ops as Consul's /v1/txn body. The operations ironrack
 // writes are appended by hand, without reflection (a claim encodes some
-// forty per transaction); any other goes through encoding/json whole.
+// forty per transaction), leaving out the fields ironrack never sets:
+// Consul decodes a missing field as its zero value, so the body means the
+// same as the api package's encoding, at about half the size. Any other
+// operation goes through encoding/json whole.
 func encodeTxn(ops api.TxnOps) (txnBody, error) {
 	buf := make([]byte, 0, 256*len(ops))
 	buf = append(buf, '[')

@@ -236,6 +236,10 @@ func Program(defs []TierDef, drain *int) pulumi.RunFunc {
 	}
 }
 
+// ShardsKeys are a sharded tier's layout keys in the stack config, without
+// the project prefix: its shard count and replication factor.
+func ShardsKeys(tier string) (shards, replicas string) { return tier + "Shards", tier + "Replicas" }
+
 // shardsConfig reads a sharded tier's layout from the stack config (get
 // looks a key up without the project prefix): <tier>Shards (default
 // DefaultShards) and <tier>Replicas (default 0).
@@ -251,10 +255,11 @@ func shardsConfig(get func(key string) (string, bool), tier string) (count, repl
 		}
 		return n, nil
 	}
-	if count, err = num(tier+"Shards", DefaultShards); err != nil {
+	shardsKey, replicasKey := ShardsKeys(tier)
+	if count, err = num(shardsKey, DefaultShards); err != nil {
 		return 0, 0, err
 	}
-	if replicas, err = num(tier+"Replicas", 0); err != nil {
+	if replicas, err = num(replicasKey, 0); err != nil {
 		return 0, 0, err
 	}
 	return count, replicas, nil

@@ -208,7 +208,8 @@ func readTierConfig(path string) (map[string]string, error) {
 		if t.Sharded {
 			// The shard layout, when set (stack.Specs and the program
 			// check the values and apply the defaults).
-			keys = append(keys, tiersProject+":"+t.Name+"Shards", tiersProject+":"+t.Name+"Replicas")
+			shards, replicas := stack.ShardsKeys(t.Name)
+			keys = append(keys, tiersProject+":"+shards, tiersProject+":"+replicas)
 		}
 		for _, k := range keys {
 			v, ok, err := sf.String(k)
