@@ -80,6 +80,15 @@ type Seed struct {
 	ConsulDatacenter string
 	// ConsulBind is the agent's bind_addr. If empty, DefaultConsulBind.
 	ConsulBind string
+	// ConsulGossipKey is the cluster's gossip encryption key (base64, as
+	// consul keygen prints it). If empty, the agent gossips in the clear.
+	ConsulGossipKey string
+	// ConsulToken is the agent's ACL token, used for its node and for the
+	// services. If set, the agent enforces ACLs (default deny) like the
+	// servers it joins. Both secrets are validated where they are stored
+	// (inventory.AgentSecrets); the config files that carry them are
+	// written root:consul, mode 0640.
+	ConsulToken string
 	// Services are registered with the agent, with their checks.
 	Services []Service
 	// ExtraUserData is the operator's user-data (#cloud-config or a #!
@@ -323,7 +332,9 @@ func NoCloud(s Seed) (metaData, userData []byte, err error) {
 			if !ok {
 				continue
 			}
-			fmt.Fprintf(&cc, "  - path: %s\n    permissions: \"0644\"\n    content: |\n", q(path))
+			// The agent (user consul) reads them; nobody else may, since
+			// they may hold the gossip key and the ACL token.
+			fmt.Fprintf(&cc, "  - path: %s\n    owner: \"root:consul\"\n    permissions: \"0640\"\n    content: |\n", q(path))
 			for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
 				fmt.Fprintf(&cc, "      %s\n", line)
 			}
@@ -411,6 +422,14 @@ func (s Seed) ConsulFiles() (map[string][]byte, error) {
 	if bind == "" {
 		bind = DefaultConsulBind
 	}
+	type tokens struct {
+		Agent string `json:"agent"`
+	}
+	type acl struct {
+		Enabled       bool   `json:"enabled"`
+		DefaultPolicy string `json:"default_policy"`
+		Tokens        tokens `json:"tokens"`
+	}
 	agent := struct {
 		Datacenter         string            `json:"datacenter,omitempty"`
 		NodeName           string            `json:"node_name"`
@@ -422,7 +441,16 @@ func (s Seed) ConsulFiles() (map[string][]byte, error) {
 		RetryJoin          []string          `json:"retry_join"`
 		LeaveOnTerminate   bool              `json:"leave_on_terminate"`
 		DisableUpdateCheck bool              `json:"disable_update_check"`
-	}{s.ConsulDatacenter, label, meta, "/var/lib/consul", false, bind, ConsulClientAddr(bind), s.ConsulJoin, true, true}
+		Encrypt            string            `json:"encrypt,omitempty"`
+		ACL                *acl              `json:"acl,omitempty"`
+	}{s.ConsulDatacenter, label, meta, "/var/lib/consul", false, bind, ConsulClientAddr(bind), s.ConsulJoin, true, true,
+		s.ConsulGossipKey, nil}
+	if s.ConsulToken != "" {
+		// The agent token registers the node; each service carries the
+		// same token below. No default token: the agent's HTTP API, which
+		// listens on the LAN address too, grants nothing without a token.
+		agent.ACL = &acl{Enabled: true, DefaultPolicy: "deny", Tokens: tokens{Agent: s.ConsulToken}}
+	}
 	out := map[string][]byte{}
 	b, err := json.MarshalIndent(agent, "", "  ")
 	if err != nil {
@@ -443,10 +471,11 @@ func (s Seed) ConsulFiles() (map[string][]byte, error) {
 		Port   int      `json:"port,omitempty"`
 		Tags   []string `json:"tags,omitempty"`
 		Checks []check  `json:"checks,omitempty"`
+		Token  string   `json:"token,omitempty"`
 	}
 	var svcs []service
 	for _, svc := range s.Services {
-		o := service{Name: svc.Name, Port: svc.Port, Tags: svc.Tags}
+		o := service{Name: svc.Name, Port: svc.Port, Tags: svc.Tags, Token: s.ConsulToken}
 		if c := svc.Check; c != nil {
 			iv := c.Interval
 			if iv == 0 {

@@ -171,6 +171,121 @@ func TestNoCloudConsulAgent(t *testing.T) {
 	})
 }
 
+// TestNoCloudConsulAgentSecured: the inventory's cluster encrypts its gossip
+// and enforces ACLs with default deny, as a production cluster does. An
+// agent run from the files NoCloud renders with the cluster's gossip key
+// and a token scoped to node and service writes joins, registers its node
+// with the machine's meta and its service, and the check passes. The
+// server really enforces both: its serf pool is encrypted and an anonymous
+// client sees no nodes.
+func TestNoCloudConsulAgentSecured(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs a real consul agent; skipped under -short")
+	}
+	const gossipKey, mgmt = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", "8a0f5e2c-1b3d-4e6f-9a7b-c8d9e0f1a2b3"
+	ctx := context.Background()
+	server, err := consuldev.Start(ctx, consuldev.Options{Bind: "127.0.31.1", Token: mgmt, ExtraHCL: fmt.Sprintf(`
+encrypt = %q
+acl {
+  enabled = true
+  default_policy = "deny"
+  tokens {
+    initial_management = %q
+    agent = %q
+  }
+}
+`, gossipKey, mgmt, mgmt)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Stop() })
+	admin, err := api.NewClient(&api.Config{Address: server.Addr, Token: mgmt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, err := api.NewClient(&api.Config{Address: server.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nodes, _, err := anon.Catalog().Nodes(nil); err != nil || len(nodes) != 0 {
+		t.Fatalf("anonymous catalog read = %d nodes, %v: ACLs are not enforced", len(nodes), err)
+	}
+	self, err := admin.Agent().Self()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if enc := self["Stats"]["serf_lan"].(map[string]any)["encrypted"]; enc != "true" {
+		t.Fatalf("server serf_lan encrypted = %v", enc)
+	}
+	member := self["Member"]
+	serfAddr := net.JoinHostPort(fmt.Sprint(member["Addr"]), fmt.Sprint(member["Port"]))
+
+	// What an operator gives machines: writes to nodes and services, no more.
+	pol, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: "machine-agent",
+		Rules: `node_prefix "" { policy = "write" }
+service_prefix "" { policy = "write" }`}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := admin.ACL().TokenCreate(&api.ACLToken{Description: "deployed machines", Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	svc, err := net.Listen("tcp", "127.0.31.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	go func() {
+		for {
+			c, err := svc.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	const hostname = "im-db-1"
+	seed := images.Seed{InstanceID: "m-sec-1", Hostname: hostname, MachineID: "m-sec", Role: "db",
+		SSHAuthorizedKeys: []string{testKey}, ConsulJoin: []string{serfAddr}, ConsulBind: "127.0.31.2",
+		ConsulGossipKey: gossipKey, ConsulToken: tok.SecretID,
+		Services: []images.Service{{Name: "db", Port: svc.Addr().(*net.TCPAddr).Port,
+			Check: &images.Check{TCP: svc.Addr().String(), Interval: time.Second}}}}
+	files, err := seed.ConsulFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := startAgent(t, files, "127.0.31.2")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		checks, _, err := admin.Health().Checks("db", nil)
+		if err == nil && len(checks) == 1 && checks[0].Status == api.HealthPassing && checks[0].Node == hostname {
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
+			t.Fatalf("service db not passing on node %s within 60 s: %+v %v\nagent log:\n%s", hostname, checks, err, log)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	own, _, err := admin.Catalog().Node(hostname, nil)
+	if err != nil || own == nil || own.Node.Meta[images.MetaMachine] != "m-sec" {
+		t.Fatalf("agent node %s: %+v %v", hostname, own, err)
+	}
+	members, err := admin.Agent().Members(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := false
+	for _, m := range members {
+		joined = joined || (m.Name == hostname && m.Status == 1)
+	}
+	if !joined {
+		t.Errorf("%s is not an alive member of the encrypted pool: %+v", hostname, members)
+	}
+}
+
 // startAgent runs a Consul client agent (the pinned binary) from the
 // rendered config files plus an override of what differs from a machine
 // (data dir, client address, free ports on bind) and stops it by PID when

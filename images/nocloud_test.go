@@ -67,7 +67,7 @@ func TestNoCloud(t *testing.T) {
 		Users      []any    `yaml:"users"`
 		Keys       []string `yaml:"ssh_authorized_keys"`
 		WriteFiles []struct {
-			Path, Permissions, Content string
+			Path, Owner, Permissions, Content string
 		} `yaml:"write_files"`
 	}
 	if err := yaml.Unmarshal(ud, &cc); err != nil {
@@ -86,6 +86,13 @@ func TestNoCloud(t *testing.T) {
 	}
 	if len(cc.WriteFiles) != 2 || cc.WriteFiles[0].Path != ConsulConfigFile || cc.WriteFiles[1].Path != ConsulServicesFile {
 		t.Fatalf("write_files %+v", cc.WriteFiles)
+	}
+	for _, f := range cc.WriteFiles {
+		// They may hold the gossip key and the ACL token: the agent's
+		// group reads them, nobody else.
+		if f.Owner != "root:consul" || f.Permissions != "0640" {
+			t.Errorf("%s: owner %q permissions %q, want root:consul 0640", f.Path, f.Owner, f.Permissions)
+		}
 	}
 	var agent map[string]any
 	if err := json.Unmarshal([]byte(cc.WriteFiles[0].Content), &agent); err != nil {
@@ -120,6 +127,55 @@ func TestNoCloud(t *testing.T) {
 	}
 	if bytes.Contains(ud, []byte("write_files")) {
 		t.Errorf("user-data without Consul writes files:\n%s", ud)
+	}
+}
+
+// TestConsulFilesSecrets: with a gossip key and an ACL token, the agent
+// encrypts its gossip, enforces ACLs (default deny) with the token as its
+// agent token, and every service carries the token; there is no default
+// token, which would lend the token to anyone reaching the agent's API.
+func TestConsulFilesSecrets(t *testing.T) {
+	const key, token = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", "2f1c3e8a-6a7b-4c1d-9e2f-0a1b2c3d4e5f"
+	s := seed()
+	s.ConsulGossipKey, s.ConsulToken = key, token
+	files, err := s.ConsulFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agent map[string]any
+	if err := json.Unmarshal(files[ConsulConfigFile], &agent); err != nil {
+		t.Fatal(err)
+	}
+	if agent["encrypt"] != key {
+		t.Errorf("encrypt = %v, want the gossip key", agent["encrypt"])
+	}
+	wantACL := map[string]any{"enabled": true, "default_policy": "deny", "tokens": map[string]any{"agent": token}}
+	if diff := cmp.Diff(wantACL, agent["acl"]); diff != "" {
+		t.Errorf("acl (-want +got):\n%s", diff)
+	}
+	var svcs struct{ Services []map[string]any }
+	if err := json.Unmarshal(files[ConsulServicesFile], &svcs); err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range svcs.Services {
+		if svc["token"] != token {
+			t.Errorf("service %v: token %v, want the agent's", svc["name"], svc["token"])
+		}
+	}
+
+	// Only the gossip key: encryption without ACLs, and no token anywhere.
+	s.ConsulToken = ""
+	files, err = s.ConsulFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, b := range files {
+		if bytes.Contains(b, []byte(`"acl"`)) || bytes.Contains(b, []byte(`"token"`)) {
+			t.Errorf("%s without a token mentions ACLs:\n%s", path, b)
+		}
+	}
+	if !bytes.Contains(files[ConsulConfigFile], []byte(key)) {
+		t.Errorf("config without a token lost the gossip key:\n%s", files[ConsulConfigFile])
 	}
 }
 

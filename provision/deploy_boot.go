@@ -83,7 +83,16 @@ func (a *Inventory) NoCloud(ctx context.Context, token, file string) ([]byte, bo
 	case err != nil:
 		return nil, false, err
 	}
-	b, err := RenderNoCloud(id, spec, file)
+	var secrets inventory.AgentSecrets
+	if file == "user-data" && spec.ConsulJoin != "" {
+		// The cluster's gossip key and agent token, opened with this boot
+		// server's key file: a failure is the operator's to fix (503 and
+		// logged; cloud-init retries), not a seed without them.
+		if secrets, err = a.Store.AgentSecrets(ctx); err != nil {
+			return nil, false, fmt.Errorf("machine %s: %w", id, err)
+		}
+	}
+	b, err := RenderNoCloud(id, spec, secrets, file)
 	if err != nil {
 		a.log().Warn("provision: nocloud", "machine", id, "file", file, "err", err)
 		return nil, false, nil

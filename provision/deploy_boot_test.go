@@ -191,7 +191,7 @@ func TestDeployEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, wantUser, err := images.NoCloud(provision.NoCloudSeed(id, stored))
+	_, wantUser, err := images.NoCloud(provision.NoCloudSeed(id, stored, inventory.AgentSecrets{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestDeployEndpoints(t *testing.T) {
 	}
 	// The spec's services reach the OS's Consul agent config (in that
 	// user-data), with checks run on the machine itself.
-	files, err := provision.NoCloudSeed(id, stored).ConsulFiles()
+	files, err := provision.NoCloudSeed(id, stored, inventory.AgentSecrets{}).ConsulFiles()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,6 +209,26 @@ func TestDeployEndpoints(t *testing.T) {
 		if !strings.Contains(svcs, want) {
 			t.Errorf("%s lacks %s:\n%s", images.ConsulServicesFile, want, svcs)
 		}
+	}
+	// Once the operator has set the cluster's agent secrets, user-data
+	// carries them (the boot server opens them with its key file) and
+	// meta-data still does not.
+	secrets := inventory.AgentSecrets{GossipKey: "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", Token: "2f1c3e8a-6a7b-4c1d-9e2f-0a1b2c3d4e5f"}
+	if err := f.store.SetAgentSecrets(ctx, secrets); err != nil {
+		t.Fatal(err)
+	}
+	_, wantSecured, err := images.NoCloud(provision.NoCloudSeed(id, stored, secrets))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(wantSecured) == string(wantUser) {
+		t.Fatal("the secrets do not change the rendered user-data")
+	}
+	if resp, body := get(t, f.base+"/nocloud/"+spec.NoCloudToken+"/user-data"); resp.StatusCode != 200 || body != string(wantSecured) {
+		t.Errorf("user-data with agent secrets: %d\n%s\nwant:\n%s", resp.StatusCode, body, wantSecured)
+	}
+	if resp, body := get(t, f.base+"/nocloud/"+spec.NoCloudToken+"/meta-data"); resp.StatusCode != 200 || strings.Contains(body, secrets.Token) || strings.Contains(body, secrets.GossipKey) {
+		t.Errorf("meta-data: %d %q", resp.StatusCode, body)
 	}
 	if resp, body := get(t, f.base+"/nocloud/"+spec.NoCloudToken+"/vendor-data"); resp.StatusCode != 200 || body != "" {
 		t.Errorf("vendor-data: %d %q", resp.StatusCode, body)

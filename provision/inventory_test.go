@@ -26,7 +26,9 @@ func testInventory(t *testing.T) (*provision.Inventory, *inventory.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := inventory.New(c, inventory.Config{Who: "test"})
+	// The boot server's key file opens what the CLI sealed (the cluster's
+	// agent secrets).
+	st := inventory.New(c, inventory.Config{Who: "test", Sealer: inventory.NewSealer([32]byte{7})})
 	return &provision.Inventory{Store: st, DataDir: t.TempDir()}, st
 }
 

@@ -12,10 +12,10 @@ import (
 
 // NoCloudSeed is the cloud-init seed of machine id's deploy: instance-id
 // (the machine ID and the deploy's start, so a redeploy is a new instance),
-// the host name, root's SSH keys, the role, the Consul join address, the
-// services (SeedService) and the operator's user-data, rendered by
-// images.NoCloud.
-func NoCloudSeed(id string, spec *inventory.DeploySpec) images.Seed {
+// the host name, root's SSH keys, the role, the Consul join address with
+// the cluster's agent secrets, the services (SeedService) and the
+// operator's user-data, rendered by images.NoCloud.
+func NoCloudSeed(id string, spec *inventory.DeploySpec, secrets inventory.AgentSecrets) images.Seed {
 	s := images.Seed{
 		InstanceID:        fmt.Sprintf("%s-%d", id, spec.RequestedAt.Unix()),
 		Hostname:          spec.Hostname,
@@ -25,6 +25,7 @@ func NoCloudSeed(id string, spec *inventory.DeploySpec) images.Seed {
 	}
 	if spec.ConsulJoin != "" {
 		s.ConsulJoin = []string{spec.ConsulJoin}
+		s.ConsulGossipKey, s.ConsulToken = secrets.GossipKey, secrets.Token
 	}
 	for _, svc := range spec.Services {
 		s.Services = append(s.Services, SeedService(svc))
@@ -55,15 +56,15 @@ func SeedService(svc inventory.DeployService) images.Service {
 
 // RenderNoCloud renders one NoCloud file ("meta-data", "user-data",
 // "vendor-data") of machine id's deploy. vendor-data is empty; an unknown
-// file is an error.
-func RenderNoCloud(id string, spec *inventory.DeploySpec, file string) ([]byte, error) {
+// file is an error. Only user-data carries the secrets.
+func RenderNoCloud(id string, spec *inventory.DeploySpec, secrets inventory.AgentSecrets, file string) ([]byte, error) {
 	if file == "vendor-data" {
 		return []byte{}, nil
 	}
 	if file != "meta-data" && file != "user-data" {
 		return nil, fmt.Errorf("nocloud: no file %q", file)
 	}
-	meta, user, err := images.NoCloud(NoCloudSeed(id, spec))
+	meta, user, err := images.NoCloud(NoCloudSeed(id, spec, secrets))
 	if err != nil {
 		return nil, fmt.Errorf("machine %s: %w", id, err)
 	}

@@ -59,6 +59,9 @@ type Options struct {
 	Log io.Writer
 	// ExtraHCL is appended to the agent's config file.
 	ExtraHCL string
+	// Token is sent with the readiness checks: the management token, when
+	// ExtraHCL enables ACLs with a default policy of deny.
+	Token string
 	// Server runs a production-shaped single server instead of -dev: its
 	// Raft log and snapshots on disk under the agent's temporary dir
 	// (fsync'd), and compact JSON responses (a dev agent keeps everything
@@ -70,10 +73,11 @@ type Options struct {
 // Agent is a running dev agent.
 type Agent struct {
 	// Addr is the HTTP API address, host:port.
-	Addr string
-	cmd  *exec.Cmd
-	dir  string
-	done chan struct{}
+	Addr  string
+	cmd   *exec.Cmd
+	dir   string
+	done  chan struct{}
+	token string
 }
 
 // Start starts `consul agent -dev` with free ports on opt.Bind and waits until
@@ -135,7 +139,7 @@ log_level = "warn"
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start consul: %w", err)
 	}
-	a := &Agent{Addr: fmt.Sprintf("%s:%d", bind, ports[0]), cmd: cmd, dir: dir, done: make(chan struct{})}
+	a := &Agent{Addr: fmt.Sprintf("%s:%d", bind, ports[0]), cmd: cmd, dir: dir, done: make(chan struct{}), token: opt.Token}
 	go func() { cmd.Wait(); close(a.done) }()
 	if err := a.waitLeader(ctx, node, 30*time.Second); err != nil {
 		a.Stop()
@@ -147,6 +151,9 @@ log_level = "warn"
 // answers: GET path gives 200 and a body other than "", "null" or "{}".
 func (a *Agent) answers(ctx context.Context, c *http.Client, path string) bool {
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+a.Addr+path, nil)
+	if a.token != "" {
+		req.Header.Set("X-Consul-Token", a.token)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return false

@@ -65,6 +65,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		Commands: []*cli.Command{
 			inventoryCommand(e),
 			bmcCommand(e),
+			consulAgentCommand(e),
 			powerCommand(e),
 			bootCommand(e),
 			keyCommand(e),
@@ -119,17 +120,21 @@ func consulClient(c *cli.Context) (*api.Client, error) {
 // store opens the inventory. The key file is loaded (or created) only when
 // withKey is set, since most commands never touch a password.
 func (e *env) store(c *cli.Context, withKey bool) (*inventory.Store, error) {
+	var sl *inventory.Sealer
+	if withKey {
+		var err error
+		if sl, err = inventory.LoadKeyFile(c.String("key-file"), true); err != nil {
+			return nil, err
+		}
+	}
+	return e.sealedStore(c, sl)
+}
+
+// sealedStore opens the inventory with sl (nil: no key file).
+func (e *env) sealedStore(c *cli.Context, sl *inventory.Sealer) (*inventory.Store, error) {
 	client, err := consulClient(c)
 	if err != nil {
 		return nil, err
 	}
-	cfg := inventory.Config{Prefix: c.String("prefix"), Logger: e.log}
-	if withKey {
-		s, err := inventory.LoadKeyFile(c.String("key-file"), true)
-		if err != nil {
-			return nil, err
-		}
-		cfg.Sealer = s
-	}
-	return inventory.New(client, cfg), nil
+	return inventory.New(client, inventory.Config{Prefix: c.String("prefix"), Logger: e.log, Sealer: sl}), nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision"
 )
 
@@ -55,7 +56,16 @@ func serveCommand(e *env) *cli.Command {
 						"file", filepath.Join(agent, f), "fix", "scripts/boot-artifacts --install "+cfg.DataDir)
 				}
 			}
-			st, err := e.store(c, false)
+			// The key file opens the Consul agent secrets that deploy seeds
+			// carry (`ironrack consul-agent set`). Without one the boot
+			// server runs; a seed is then refused only if secrets are set.
+			var sl *inventory.Sealer
+			if kf := c.String("key-file"); missing(kf) {
+				e.log.Info("serve: no key file; deploys cannot be given Consul agent secrets", "key_file", kf)
+			} else if sl, err = inventory.LoadKeyFile(kf, false); err != nil {
+				return err
+			}
+			st, err := e.sealedStore(c, sl)
 			if err != nil {
 				return err
 			}
@@ -181,4 +191,10 @@ func serveConfig(c *cli.Context) (provision.Config, error) {
 	}
 	cfg.DataDir = dd
 	return cfg, nil
+}
+
+// missing: p does not exist (any other stat error is left to the reader).
+func missing(p string) bool {
+	_, err := os.Stat(p)
+	return errors.Is(err, os.ErrNotExist)
 }

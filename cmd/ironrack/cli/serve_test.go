@@ -3,6 +3,9 @@ package cli
 import (
 	"bytes"
 	"context"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -49,4 +52,17 @@ func TestServeFlags(t *testing.T) {
 			}
 		})
 	}
+	// A key file that exists is loaded, and a bad one refused at start
+	// (a missing one is not created: the boot server runs without).
+	t.Run("key file readable by others", func(t *testing.T) {
+		kf := filepath.Join(dir, "key")
+		if err := os.WriteFile(kf, []byte("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args := append([]string{"ironrack", "--consul", "127.0.0.1:1", "--key-file", kf, "serve"}, append(base, "--proxy-dhcp")...)
+		err := Run(context.Background(), args, strings.NewReader(""), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), kf) || !strings.Contains(err.Error(), "chmod 600") {
+			t.Fatalf("serve with a 0644 key file: %v", err)
+		}
+	})
 }
