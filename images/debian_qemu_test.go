@@ -370,6 +370,14 @@ opt lease 3600
 		t.Errorf("cloud-init schema --system: the rendered user-data is not valid:\n%s", out)
 	}
 
+	// cloud-init wrote the agent's files for the agent's group only (they
+	// may hold the gossip key and the ACL token).
+	for _, f := range []string{images.ConsulConfigFile, images.ConsulServicesFile} {
+		if got := run("stat -c '%U:%G %a' " + f); got != "root:consul 640" {
+			t.Errorf("%s: owner and mode %q, want root:consul 640", f, got)
+		}
+	}
+
 	// The machine's Consul agent joins and registers ssh with a passing
 	// check, on its own node with the machine's meta.
 	deadline = time.Now().Add(3 * time.Minute)
