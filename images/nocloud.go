@@ -25,6 +25,11 @@ import (
 // MaxUserData bounds an operator's --user-data file.
 const MaxUserData = 64 << 10
 
+// ConsulCAFile is where NoCloud writes the CA certificate the agent
+// verifies the Consul servers with (Seed.ConsulCACert): in a directory of
+// its own, since Consul reads every file of /etc/consul.d as config.
+const ConsulCAFile = "/etc/consul.d/tls/ca.pem"
+
 // ConsulServicesFile is where NoCloud writes the machine's service
 // definitions (when it has any).
 const ConsulServicesFile = "/etc/consul.d/services.json"
@@ -85,10 +90,15 @@ type Seed struct {
 	ConsulGossipKey string
 	// ConsulToken is the agent's ACL token, used for its node and for the
 	// services. If set, the agent enforces ACLs (default deny) like the
-	// servers it joins. Both secrets are validated where they are stored
-	// (inventory.AgentSecrets); the config files that carry them are
-	// written root:consul, mode 0640.
+	// servers it joins. These values are validated where they are stored
+	// (inventory.AgentSecrets); the files that carry them are written
+	// root:consul, mode 0640.
 	ConsulToken string
+	// ConsulCACert is the PEM of the CA that signed the servers' TLS
+	// certificates. If set, it is written to ConsulCAFile and the agent
+	// verifies the servers (verify_outgoing, verify_server_hostname) and
+	// gets its own certificate from them (auto_encrypt).
+	ConsulCACert string
 	// Services are registered with the agent, with their checks.
 	Services []Service
 	// ExtraUserData is the operator's user-data (#cloud-config or a #!
@@ -327,7 +337,7 @@ func NoCloud(s Seed) (metaData, userData []byte, err error) {
 	}
 	if len(files) > 0 {
 		cc.WriteString("write_files:\n")
-		for _, path := range []string{ConsulConfigFile, ConsulServicesFile} {
+		for _, path := range []string{ConsulConfigFile, ConsulServicesFile, ConsulCAFile} {
 			b, ok := files[path]
 			if !ok {
 				continue
@@ -401,9 +411,10 @@ func ConsulClientAddr(bind string) string {
 }
 
 // ConsulFiles returns the Consul agent's config files by path
-// (ConsulConfigFile, and ConsulServicesFile when there are services), as
-// NoCloud writes them; none when ConsulJoin is empty. They are JSON, which
-// Consul reads from its -config-dir like HCL.
+// (ConsulConfigFile, ConsulServicesFile when there are services, and
+// ConsulCAFile with a CA certificate), as NoCloud writes them; none when
+// ConsulJoin is empty. The config files are JSON, which Consul reads from
+// its -config-dir like HCL.
 func (s Seed) ConsulFiles() (map[string][]byte, error) {
 	if len(s.ConsulJoin) == 0 {
 		return nil, nil
@@ -443,8 +454,17 @@ func (s Seed) ConsulFiles() (map[string][]byte, error) {
 		DisableUpdateCheck bool              `json:"disable_update_check"`
 		Encrypt            string            `json:"encrypt,omitempty"`
 		ACL                *acl              `json:"acl,omitempty"`
+		TLS                map[string]any    `json:"tls,omitempty"`
+		AutoEncrypt        map[string]bool   `json:"auto_encrypt,omitempty"`
 	}{s.ConsulDatacenter, label, meta, "/var/lib/consul", false, bind, ConsulClientAddr(bind), s.ConsulJoin, true, true,
-		s.ConsulGossipKey, nil}
+		s.ConsulGossipKey, nil, nil, nil}
+	if s.ConsulCACert != "" {
+		agent.TLS = map[string]any{
+			"defaults":     map[string]any{"ca_file": ConsulCAFile, "verify_outgoing": true},
+			"internal_rpc": map[string]any{"verify_server_hostname": true},
+		}
+		agent.AutoEncrypt = map[string]bool{"tls": true}
+	}
 	if s.ConsulToken != "" {
 		// The agent token registers the node; each service carries the
 		// same token below. No default token: the agent's HTTP API, which
@@ -457,6 +477,9 @@ func (s Seed) ConsulFiles() (map[string][]byte, error) {
 		return nil, err
 	}
 	out[ConsulConfigFile] = append(b, '\n')
+	if s.ConsulCACert != "" {
+		out[ConsulCAFile] = []byte(strings.TrimRight(s.ConsulCACert, "\n") + "\n")
+	}
 	if len(s.Services) == 0 {
 		return out, nil
 	}

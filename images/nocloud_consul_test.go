@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -171,19 +172,38 @@ func TestNoCloudConsulAgent(t *testing.T) {
 	})
 }
 
-// TestNoCloudConsulAgentSecured: the inventory's cluster encrypts its gossip
-// and enforces ACLs with default deny, as a production cluster does. An
-// agent run from the files NoCloud renders with the cluster's gossip key
-// and a token scoped to node and service writes joins, registers its node
-// with the machine's meta and its service, and the check passes. The
-// server really enforces both: its serf pool is encrypted and an anonymous
-// client sees no nodes.
+// TestNoCloudConsulAgentSecured: the inventory's cluster encrypts its
+// gossip, enforces ACLs with default deny and verifies TLS on its RPC
+// (verify_incoming), as a production cluster does. An agent run from the
+// files NoCloud renders with the cluster's gossip key, a token scoped to
+// node and service writes and the CA joins, gets its certificate from the
+// server (auto_encrypt), registers its node with the machine's meta and its
+// service, and the check passes. The server really enforces gossip
+// encryption and ACLs: its serf pool is encrypted and an anonymous client
+// sees no nodes.
 func TestNoCloudConsulAgentSecured(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs a real consul agent; skipped under -short")
 	}
 	const gossipKey, mgmt = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", "8a0f5e2c-1b3d-4e6f-9a7b-c8d9e0f1a2b3"
 	ctx := context.Background()
+	// The cluster's CA and the server's certificate, made by consul itself.
+	bin, err := consuldev.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pki := t.TempDir()
+	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = pki
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("consul %v: %v\n%s", args, err, out)
+		}
+	}
+	ca, err := os.ReadFile(filepath.Join(pki, "consul-agent-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	server, err := consuldev.Start(ctx, consuldev.Options{Bind: "127.0.31.1", Token: mgmt, ExtraHCL: fmt.Sprintf(`
 encrypt = %q
 acl {
@@ -194,7 +214,18 @@ acl {
     agent = %q
   }
 }
-`, gossipKey, mgmt, mgmt)})
+tls {
+  defaults {
+    ca_file = %q
+    cert_file = %q
+    key_file = %q
+    verify_incoming = true
+    verify_outgoing = true
+  }
+  internal_rpc { verify_server_hostname = true }
+}
+auto_encrypt { allow_tls = true }
+`, gossipKey, mgmt, mgmt, filepath.Join(pki, "consul-agent-ca.pem"), filepath.Join(pki, "dc1-server-consul-0.pem"), filepath.Join(pki, "dc1-server-consul-0-key.pem"))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,13 +280,16 @@ service_prefix "" { policy = "write" }`}, nil)
 	const hostname = "im-db-1"
 	seed := images.Seed{InstanceID: "m-sec-1", Hostname: hostname, MachineID: "m-sec", Role: "db",
 		SSHAuthorizedKeys: []string{testKey}, ConsulJoin: []string{serfAddr}, ConsulBind: "127.0.31.2",
-		ConsulGossipKey: gossipKey, ConsulToken: tok.SecretID,
+		ConsulGossipKey: gossipKey, ConsulToken: tok.SecretID, ConsulCACert: string(ca),
 		Services: []images.Service{{Name: "db", Port: svc.Addr().(*net.TCPAddr).Port,
 			Check: &images.Check{TCP: svc.Addr().String(), Interval: time.Second}}}}
 	files, err := seed.ConsulFiles()
 	if err != nil {
 		t.Fatal(err)
 	}
+	// auto_encrypt asks the join addresses for a certificate on the
+	// agent's own ports.server (8300 on a machine); this server's differs.
+	files["/etc/consul.d/zz-server-port.json"] = fmt.Appendf(nil, `{"ports": {"server": %v}}`, self["DebugConfig"]["ServerPort"])
 	dir := startAgent(t, files, "127.0.31.2")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -284,6 +318,11 @@ service_prefix "" { policy = "write" }`}, nil)
 	if !joined {
 		t.Errorf("%s is not an alive member of the encrypted pool: %+v", hostname, members)
 	}
+	// The agent talks TLS to the servers with a certificate they issued.
+	log, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
+	if !strings.Contains(string(log), "Auto-Encrypt-TLS: true") {
+		t.Errorf("agent does not use auto_encrypt:\n%s", log)
+	}
 }
 
 // startAgent runs a Consul client agent (the pinned binary) from the
@@ -295,17 +334,23 @@ func startAgent(t *testing.T, files map[string][]byte, bind string) string {
 	dir := t.TempDir()
 	confDir := filepath.Join(dir, "consul.d")
 	os.Mkdir(confDir, 0o755)
-	for p, b := range files {
-		if err := os.WriteFile(filepath.Join(confDir, filepath.Base(p)), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	ports := freePorts(t, bind, 2)
-	override, _ := json.Marshal(map[string]any{
+	over := map[string]any{
 		"data_dir": filepath.Join(dir, "data"), "client_addr": bind,
 		"ports":     map[string]int{"http": ports[0], "serf_lan": ports[1], "dns": -1, "grpc": -1, "grpc_tls": -1},
 		"log_level": "warn",
-	})
+	}
+	for p, b := range files {
+		target := filepath.Join(confDir, filepath.Base(p))
+		if p == images.ConsulCAFile { // outside the config dir, as on a machine
+			target = filepath.Join(dir, "ca.pem")
+			over["tls"] = map[string]any{"defaults": map[string]any{"ca_file": target}}
+		}
+		if err := os.WriteFile(target, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	override, _ := json.Marshal(over)
 	if err := os.WriteFile(filepath.Join(confDir, "zz-test.json"), override, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -130,14 +130,16 @@ func TestNoCloud(t *testing.T) {
 	}
 }
 
-// TestConsulFilesSecrets: with a gossip key and an ACL token, the agent
-// encrypts its gossip, enforces ACLs (default deny) with the token as its
-// agent token, and every service carries the token; there is no default
-// token, which would lend the token to anyone reaching the agent's API.
+// TestConsulFilesSecrets: with a gossip key, an ACL token and a CA, the
+// agent encrypts its gossip, enforces ACLs (default deny) with the token as
+// its agent token, every service carries the token, and it verifies the
+// servers' TLS; there is no default token, which would lend the token to
+// anyone reaching the agent's API.
 func TestConsulFilesSecrets(t *testing.T) {
 	const key, token = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", "2f1c3e8a-6a7b-4c1d-9e2f-0a1b2c3d4e5f"
+	const ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
 	s := seed()
-	s.ConsulGossipKey, s.ConsulToken = key, token
+	s.ConsulGossipKey, s.ConsulToken, s.ConsulCACert = key, token, ca
 	files, err := s.ConsulFiles()
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +147,32 @@ func TestConsulFilesSecrets(t *testing.T) {
 	var agent map[string]any
 	if err := json.Unmarshal(files[ConsulConfigFile], &agent); err != nil {
 		t.Fatal(err)
+	}
+	// TLS: the agent verifies the servers against the CA and gets its own
+	// certificate from them.
+	if got := string(files[ConsulCAFile]); got != ca+"\n" {
+		t.Errorf("%s = %q, want the CA", ConsulCAFile, got)
+	}
+	wantTLS := map[string]any{"defaults": map[string]any{"ca_file": ConsulCAFile, "verify_outgoing": true},
+		"internal_rpc": map[string]any{"verify_server_hostname": true}}
+	if diff := cmp.Diff(wantTLS, agent["tls"]); diff != "" {
+		t.Errorf("tls (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]any{"tls": true}, agent["auto_encrypt"]); diff != "" {
+		t.Errorf("auto_encrypt (-want +got):\n%s", diff)
+	}
+	_, ud, err := NoCloud(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cc struct {
+		WriteFiles []struct{ Path, Owner, Permissions string } `yaml:"write_files"`
+	}
+	if err := yaml.Unmarshal(ud, &cc); err != nil {
+		t.Fatal(err)
+	}
+	if len(cc.WriteFiles) != 3 || cc.WriteFiles[2].Path != ConsulCAFile || cc.WriteFiles[2].Owner != "root:consul" || cc.WriteFiles[2].Permissions != "0640" {
+		t.Errorf("write_files %+v, want the CA third, root:consul 0640", cc.WriteFiles)
 	}
 	if agent["encrypt"] != key {
 		t.Errorf("encrypt = %v, want the gossip key", agent["encrypt"])
@@ -163,14 +191,17 @@ func TestConsulFilesSecrets(t *testing.T) {
 		}
 	}
 
-	// Only the gossip key: encryption without ACLs, and no token anywhere.
-	s.ConsulToken = ""
+	// Only the gossip key: encryption without ACLs or TLS, and no token anywhere.
+	s.ConsulToken, s.ConsulCACert = "", ""
 	files, err = s.ConsulFiles()
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, ok := files[ConsulCAFile]; ok {
+		t.Errorf("a CA file without a CA")
+	}
 	for path, b := range files {
-		if bytes.Contains(b, []byte(`"acl"`)) || bytes.Contains(b, []byte(`"token"`)) {
+		if bytes.Contains(b, []byte(`"acl"`)) || bytes.Contains(b, []byte(`"token"`)) || bytes.Contains(b, []byte(`"tls"`)) {
 			t.Errorf("%s without a token mentions ACLs:\n%s", path, b)
 		}
 	}

@@ -1,9 +1,12 @@
 package inventory
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"regexp"
@@ -12,16 +15,18 @@ import (
 )
 
 // A deployed machine's Consul client agent joins the inventory's cluster.
-// A production cluster encrypts its gossip and enforces ACLs, so the agent
-// needs the cluster's gossip key and an ACL token of its own. They are set
-// once per inventory, sealed like BMC passwords (the key file), at
+// A production cluster encrypts its gossip, enforces ACLs and verifies TLS
+// on its RPC, so the agent needs the cluster's gossip key, an ACL token of
+// its own and the CA that signed the servers' certificates (it then gets
+// its own certificate from the servers: auto_encrypt). They are set once
+// per inventory, sealed like BMC passwords (the key file), at
 //
 //	PREFIX/secrets/consul-agent   secretbox of AgentSecrets as JSON
 //
 // and the boot server opens them when it renders a deploy's NoCloud seed.
 
 // AgentSecrets are what every deployed machine's Consul agent is given.
-// Either may be empty. Its String method never prints them.
+// Any may be empty. Its String method never prints them.
 type AgentSecrets struct {
 	// GossipKey is the cluster's gossip encryption key (consul keygen):
 	// base64 of 16, 24 or 32 bytes.
@@ -29,7 +34,14 @@ type AgentSecrets struct {
 	// Token is the ACL token the agent uses for its node and for the
 	// machine's services: a UUID (its SecretID).
 	Token string `json:"token,omitempty"`
+	// CACert is the PEM of the CA certificate(s) the servers' TLS
+	// certificates chain to. Not secret; kept here so that one record says
+	// how agents join.
+	CACert string `json:"ca_cert,omitempty"`
 }
+
+// maxCACert bounds the CA bundle (a Consul value is at most 512 KiB).
+const maxCACert = 64 << 10
 
 var tokenRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
@@ -45,7 +57,47 @@ func (a AgentSecrets) Validate() error {
 	if a.Token != "" && !tokenRE.MatchString(a.Token) {
 		errs = append(errs, errors.New("ACL token: want a UUID (the token's SecretID)"))
 	}
+	if a.CACert != "" {
+		if err := validateCACert(a.CACert); err != nil {
+			errs = append(errs, fmt.Errorf("CA certificate: %w", err))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// validateCACert: PEM holding only CERTIFICATE blocks, at least one, each
+// an X.509 CA certificate.
+func validateCACert(text string) error {
+	if len(text) > maxCACert {
+		return fmt.Errorf("%d bytes, more than %d", len(text), maxCACert)
+	}
+	rest := []byte(text)
+	n := 0
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		n++
+		if b.Type != "CERTIFICATE" {
+			return fmt.Errorf("block %d is a %s, want CERTIFICATE", n, b.Type)
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return fmt.Errorf("block %d: %w", n, err)
+		}
+		if !c.IsCA {
+			return fmt.Errorf("block %d (%s) is not a CA certificate", n, c.Subject)
+		}
+	}
+	if n == 0 {
+		return errors.New("no PEM CERTIFICATE block")
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return errors.New("trailing data after the last PEM block")
+	}
+	return nil
 }
 
 // String says which secrets are set, never what they are.
@@ -56,7 +108,7 @@ func (a AgentSecrets) String() string {
 		}
 		return "set"
 	}
-	return fmt.Sprintf("gossip key %s, ACL token %s", set(a.GossipKey), set(a.Token))
+	return fmt.Sprintf("gossip key %s, ACL token %s, CA certificate %s", set(a.GossipKey), set(a.Token), set(a.CACert))
 }
 
 // GoString keeps %#v from printing the secrets too.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -18,7 +19,15 @@ func TestAgentSecrets(t *testing.T) {
 		t.Fatalf("unset: %v, %v", a, err)
 	}
 
-	want := AgentSecrets{GossipKey: "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", Token: "2f1c3e8a-6a7b-4c1d-9e2f-0a1b2c3d4e5f"}
+	ca, err := os.ReadFile("testdata/consul-ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := os.ReadFile("testdata/consul-leaf.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := AgentSecrets{GossipKey: "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", Token: "2f1c3e8a-6a7b-4c1d-9e2f-0a1b2c3d4e5f", CACert: string(ca)}
 	if err := s.SetAgentSecrets(ctx, want); err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +68,11 @@ func TestAgentSecrets(t *testing.T) {
 		"key of 20 bytes": {AgentSecrets{GossipKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAA="}, "gossip key"},
 		"token not uuid":  {AgentSecrets{Token: "root"}, "ACL token"},
 		"token with line": {AgentSecrets{Token: want.Token + "\n"}, "ACL token"},
+		"ca not pem":      {AgentSecrets{CACert: "hunter2"}, "CA certificate: no PEM CERTIFICATE block"},
+		"ca is a leaf":    {AgentSecrets{CACert: string(leaf)}, "is not a CA certificate"},
+		"ca and a key":    {AgentSecrets{CACert: string(ca) + "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}, "block 2 is a PRIVATE KEY"},
+		"ca then junk":    {AgentSecrets{CACert: string(ca) + "junk"}, "trailing data"},
+		"ca too big":      {AgentSecrets{CACert: strings.Repeat(string(ca), 200)}, "more than 65536"},
 	} {
 		err := s.SetAgentSecrets(ctx, bad.a)
 		if err == nil || !strings.Contains(err.Error(), bad.want) {

@@ -25,7 +25,7 @@ func NoCloudSeed(id string, spec *inventory.DeploySpec, secrets inventory.AgentS
 	}
 	if spec.ConsulJoin != "" {
 		s.ConsulJoin = []string{spec.ConsulJoin}
-		s.ConsulGossipKey, s.ConsulToken = secrets.GossipKey, secrets.Token
+		s.ConsulGossipKey, s.ConsulToken, s.ConsulCACert = secrets.GossipKey, secrets.Token, secrets.CACert
 	}
 	for _, svc := range spec.Services {
 		s.Services = append(s.Services, SeedService(svc))

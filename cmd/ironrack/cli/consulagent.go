@@ -19,25 +19,32 @@ import (
 func consulAgentCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "consul-agent",
-		Usage: "the gossip key and ACL token deployed machines' Consul agents join with",
+		Usage: "the gossip key, ACL token and CA certificate deployed machines' Consul agents join with",
 		Subcommands: []*cli.Command{{
 			Name: "set",
-			Usage: "seal and store the gossip key and/or the agent ACL token (each read from a file, - for stdin); " +
+			Usage: "seal and store the gossip key, the agent ACL token and/or the servers' CA (each read from a file, - for stdin); " +
 				"what is not given is kept. Machines deployed from then on get them",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "gossip-key-file", Usage: "file holding the cluster's gossip key (consul keygen)"},
 				&cli.StringFlag{Name: "token-file", Usage: "file holding the ACL token (SecretID) agents use for their node and services"},
+				&cli.StringFlag{Name: "ca-file", Usage: "PEM file of the CA the servers' TLS certificates chain to (agents then verify the servers and get their own certificate: auto_encrypt)"},
 			},
 			Action: func(c *cli.Context) error {
 				if c.NArg() > 0 {
 					return fmt.Errorf("consul-agent set: unexpected argument %q (secrets come from files)", c.Args().First())
 				}
-				kf, tf := c.String("gossip-key-file"), c.String("token-file")
-				if kf == "" && tf == "" {
-					return errors.New("consul-agent set: give --gossip-key-file, --token-file or both")
+				kf, tf, cf := c.String("gossip-key-file"), c.String("token-file"), c.String("ca-file")
+				if kf == "" && tf == "" && cf == "" {
+					return errors.New("consul-agent set: give --gossip-key-file, --token-file, --ca-file, or several")
 				}
-				if kf == "-" && tf == "-" {
-					return errors.New("consul-agent set: only one of the two can be read from stdin")
+				stdin := 0
+				for _, f := range []string{kf, tf, cf} {
+					if f == "-" {
+						stdin++
+					}
+				}
+				if stdin > 1 {
+					return errors.New("consul-agent set: only one file can be read from stdin (-)")
 				}
 				s, err := e.store(c, true)
 				if err != nil {
@@ -56,6 +63,13 @@ func consulAgentCommand(e *env) *cli.Command {
 					if cur.Token, err = e.readSecret("--token-file", tf); err != nil {
 						return err
 					}
+				}
+				if cf != "" {
+					b, err := e.readInput("--ca-file", cf, 64<<10+1)
+					if err != nil {
+						return err
+					}
+					cur.CACert = string(b)
 				}
 				if err := s.SetAgentSecrets(c.Context, cur); err != nil {
 					return fmt.Errorf("consul-agent set: %w", err)
@@ -76,14 +90,14 @@ func consulAgentCommand(e *env) *cli.Command {
 					return err
 				}
 				if e.format == "json" {
-					return writeJSON(e.stdout, map[string]bool{"gossip_key": cur.GossipKey != "", "token": cur.Token != ""})
+					return writeJSON(e.stdout, map[string]bool{"gossip_key": cur.GossipKey != "", "token": cur.Token != "", "ca_cert": cur.CACert != ""})
 				}
 				fmt.Fprintln(e.stdout, cur)
 				return nil
 			},
 		}, {
 			Name:  "clear",
-			Usage: "delete both secrets (machines deployed from then on get neither)",
+			Usage: "delete them all (machines deployed from then on get none)",
 			Action: func(c *cli.Context) error {
 				s, err := e.store(c, false)
 				if err != nil {
@@ -102,15 +116,9 @@ func consulAgentCommand(e *env) *cli.Command {
 // readSecret reads one secret from path ("-": stdin): the first line,
 // trimmed; empty is an error naming the flag. Errors never hold the value.
 func (e *env) readSecret(flag, path string) (string, error) {
-	var b []byte
-	var err error
-	if path == "-" {
-		b, err = io.ReadAll(io.LimitReader(e.stdin, 4096))
-	} else {
-		b, err = os.ReadFile(path)
-	}
+	b, err := e.readInput(flag, path, 4096)
 	if err != nil {
-		return "", fmt.Errorf("%s %s: %w", flag, path, err)
+		return "", err
 	}
 	line, _, _ := bytes.Cut(b, []byte("\n"))
 	line = bytes.TrimSpace(line)
@@ -118,4 +126,26 @@ func (e *env) readSecret(flag, path string) (string, error) {
 		return "", fmt.Errorf("%s %s: empty", flag, path)
 	}
 	return string(line), nil
+}
+
+// readInput reads at most max bytes of path ("-": stdin); empty is an
+// error naming the flag.
+func (e *env) readInput(flag, path string, max int64) ([]byte, error) {
+	r := e.stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", flag, err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, max))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", flag, path, err)
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, fmt.Errorf("%s %s: empty", flag, path)
+	}
+	return b, nil
 }

@@ -8,9 +8,10 @@ import (
 	"testing"
 )
 
-// TestConsulAgentSecrets: the gossip key and the agent token come from a
-// file or stdin (never arguments), are refused by name when malformed,
-// are kept when only the other is set, are never printed, and are cleared.
+// TestConsulAgentSecrets: the gossip key, the agent token and the CA come
+// from files or stdin (never arguments), are refused by name when
+// malformed, are kept when another is set, are never printed, and are
+// cleared.
 func TestConsulAgentSecrets(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs a real consul agent; skipped under -short")
@@ -52,9 +53,17 @@ func TestConsulAgentSecrets(t *testing.T) {
 	if err != nil || !strings.Contains(out, "gossip key set, ACL token set") {
 		t.Fatalf("set: %v %q", err, out)
 	}
-	// Setting one keeps the other.
-	if out, _, err := c.run("", "consul-agent", "set", "--gossip-key-file", kf); err != nil || !strings.Contains(out, "ACL token set") {
+	// Setting one keeps the others.
+	if out, _, err := c.run("", "consul-agent", "set", "--gossip-key-file", kf); err != nil || !strings.Contains(out, "ACL token set, CA certificate unset") {
 		t.Errorf("set the key alone: %v %q", err, out)
+	}
+	ca := filepath.Join("..", "..", "..", "inventory", "testdata", "consul-ca.pem")
+	if out, _, err := c.run("", "consul-agent", "set", "--ca-file", ca); err != nil || !strings.Contains(out, "gossip key set, ACL token set, CA certificate set") {
+		t.Errorf("set the CA: %v %q", err, out)
+	}
+	leaf := filepath.Join("..", "..", "..", "inventory", "testdata", "consul-leaf.pem")
+	if _, _, err := c.run("", "consul-agent", "set", "--ca-file", leaf); err == nil || !strings.Contains(err.Error(), "not a CA certificate") {
+		t.Errorf("a leaf as CA: %v", err)
 	}
 	for _, args := range [][]string{{"consul-agent", "show"}, {"-o", "json", "consul-agent", "show"}} {
 		out := c.ok(args...)
@@ -62,7 +71,7 @@ func TestConsulAgentSecrets(t *testing.T) {
 			t.Errorf("%v prints a secret: %q", args, out)
 		}
 		var got map[string]bool
-		if args[0] == "-o" && (json.Unmarshal([]byte(out), &got) != nil || len(got) != 2 || !got["gossip_key"] || !got["token"]) {
+		if args[0] == "-o" && (json.Unmarshal([]byte(out), &got) != nil || len(got) != 3 || !got["gossip_key"] || !got["token"] || !got["ca_cert"]) {
 			t.Errorf("show -o json: %q", out)
 		}
 	}
