@@ -225,18 +225,52 @@ opt lease 3600
 	ns.Start(func(c *exec.Cmd) { c.Stdout, c.Stderr = io.Discard, io.Discard }, "busybox", "udhcpd", "-f", conf)
 
 	// A Consul dev server on the bridge: the inventory's Consul, as the
-	// machine sees it.
+	// machine sees it, secured as a production cluster is: gossip
+	// encryption, default-deny ACLs, TLS with verify_incoming (CA and
+	// certificate from `consul tls`) and auto_encrypt for clients.
 	consulLog := filepath.Join(dir, "consul.log")
 	lf, err := os.Create(consulLog)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lf.Close()
+	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}} {
+		cmd := exec.Command(consulBin, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("consul %v: %v\n%s", args, err, out)
+		}
+	}
+	ca, err := os.ReadFile(filepath.Join(dir, "consul-agent-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secured := fmt.Sprintf(`encrypt = %q
+acl {
+  enabled = true
+  default_policy = "deny"
+  tokens {
+    initial_management = %q
+    agent = %q
+  }
+}
+tls {
+  defaults {
+    ca_file = %q
+    cert_file = %q
+    key_file = %q
+    verify_incoming = true
+    verify_outgoing = true
+  }
+  internal_rpc { verify_server_hostname = true }
+}
+auto_encrypt { allow_tls = true }`, qemuGossipKey, qemuToken, qemuToken, filepath.Join(dir, "consul-agent-ca.pem"),
+		filepath.Join(dir, "dc1-server-consul-0.pem"), filepath.Join(dir, "dc1-server-consul-0-key.pem"))
 	// Gossip timings for a guest under TCG on a loaded host: the dev
 	// defaults declare it dead between two slow acks.
 	ns.Start(func(c *exec.Cmd) { c.Stdout, c.Stderr = lf, lf }, consulBin, "agent", "-dev", "-node", "inventory",
 		"-bind", "192.0.2.1", "-client", "192.0.2.1", "-hcl", "ports { dns = -1 grpc = -1 grpc_tls = -1 }", "-hcl", "disable_update_check = true",
-		"-hcl", `gossip_lan { probe_interval = "2s" probe_timeout = "1500ms" suspicion_mult = 8 }`)
+		"-hcl", `gossip_lan { probe_interval = "2s" probe_timeout = "1500ms" suspicion_mult = 8 }`, "-hcl", secured)
 	inNS := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
 		err := ns.Do(func() error {
@@ -265,8 +299,11 @@ opt lease 3600
 		InstanceID: "m-0001-1", Hostname: hostname, MachineID: "m-0001", Role: "web",
 		SSHAuthorizedKeys: []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " test@ironrack"},
 		ConsulJoin:        []string{"192.0.2.1"},
-		Services:          []images.Service{{Name: "ssh", Port: 22, Check: &images.Check{TCP: "127.0.0.1:22", Interval: 5 * time.Second}}},
-		ExtraUserData:     []byte("#cloud-config\nwrite_files:\n  - path: /etc/ironrack-operator\n    content: from the operator\n"),
+		// The management token as the agent's: a token scoped to node and
+		// service writes is TestNoCloudConsulAgentSecured's.
+		ConsulGossipKey: qemuGossipKey, ConsulToken: qemuToken, ConsulCACert: string(ca),
+		Services:      []images.Service{{Name: "ssh", Port: 22, Check: &images.Check{TCP: "127.0.0.1:22", Interval: 5 * time.Second}}},
+		ExtraUserData: []byte("#cloud-config\nwrite_files:\n  - path: /etc/ironrack-operator\n    content: from the operator\n"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -372,7 +409,7 @@ opt lease 3600
 
 	// cloud-init wrote the agent's files for the agent's group only (they
 	// may hold the gossip key and the ACL token).
-	for _, f := range []string{images.ConsulConfigFile, images.ConsulServicesFile} {
+	for _, f := range []string{images.ConsulConfigFile, images.ConsulServicesFile, images.ConsulCAFile} {
 		if got := run("stat -c '%U:%G %a' " + f); got != "root:consul 640" {
 			t.Errorf("%s: owner and mode %q, want root:consul 640", f, got)
 		}
@@ -426,8 +463,17 @@ opt lease 3600
 	mu.Unlock()
 }
 
+// The secured dev server's gossip key and management token.
+const qemuGossipKey, qemuToken = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", "8a0f5e2c-1b3d-4e6f-9a7b-c8d9e0f1a2b3"
+
+// consulGet GETs url with the management token.
 func consulGet(c *http.Client, url string) (string, error) {
-	resp, err := c.Get(url)
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("X-Consul-Token", qemuToken)
+	resp, err := c.Do(req)
 	if err != nil {
 		return "", err
 	}
