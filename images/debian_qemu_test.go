@@ -225,47 +225,14 @@ opt lease 3600
 	ns.Start(func(c *exec.Cmd) { c.Stdout, c.Stderr = io.Discard, io.Discard }, "busybox", "udhcpd", "-f", conf)
 
 	// A Consul dev server on the bridge: the inventory's Consul, as the
-	// machine sees it, secured as a production cluster is: gossip
-	// encryption, default-deny ACLs, TLS with verify_incoming (CA and
-	// certificate from `consul tls`) and auto_encrypt for clients.
+	// machine sees it, secured as a production cluster is (securedServer).
 	consulLog := filepath.Join(dir, "consul.log")
 	lf, err := os.Create(consulLog)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer lf.Close()
-	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}} {
-		cmd := exec.Command(consulBin, args...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("consul %v: %v\n%s", args, err, out)
-		}
-	}
-	ca, err := os.ReadFile(filepath.Join(dir, "consul-agent-ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	secured := fmt.Sprintf(`encrypt = %q
-acl {
-  enabled = true
-  default_policy = "deny"
-  tokens {
-    initial_management = %q
-    agent = %q
-  }
-}
-tls {
-  defaults {
-    ca_file = %q
-    cert_file = %q
-    key_file = %q
-    verify_incoming = true
-    verify_outgoing = true
-  }
-  internal_rpc { verify_server_hostname = true }
-}
-auto_encrypt { allow_tls = true }`, qemuGossipKey, qemuToken, qemuToken, filepath.Join(dir, "consul-agent-ca.pem"),
-		filepath.Join(dir, "dc1-server-consul-0.pem"), filepath.Join(dir, "dc1-server-consul-0-key.pem"))
+	secured, ca := securedServer(t, testGossipKey, testMgmtToken)
 	// Gossip timings for a guest under TCG on a loaded host: the dev
 	// defaults declare it dead between two slow acks.
 	ns.Start(func(c *exec.Cmd) { c.Stdout, c.Stderr = lf, lf }, consulBin, "agent", "-dev", "-node", "inventory",
@@ -301,7 +268,7 @@ auto_encrypt { allow_tls = true }`, qemuGossipKey, qemuToken, qemuToken, filepat
 		ConsulJoin:        []string{"192.0.2.1"},
 		// The management token as the agent's: a token scoped to node and
 		// service writes is TestNoCloudConsulAgentSecured's.
-		ConsulGossipKey: qemuGossipKey, ConsulToken: qemuToken, ConsulCACert: string(ca),
+		ConsulGossipKey: testGossipKey, ConsulToken: testMgmtToken, ConsulCACert: string(ca),
 		Services:      []images.Service{{Name: "ssh", Port: 22, Check: &images.Check{TCP: "127.0.0.1:22", Interval: 5 * time.Second}}},
 		ExtraUserData: []byte("#cloud-config\nwrite_files:\n  - path: /etc/ironrack-operator\n    content: from the operator\n"),
 	})
@@ -463,8 +430,8 @@ auto_encrypt { allow_tls = true }`, qemuGossipKey, qemuToken, qemuToken, filepat
 	mu.Unlock()
 }
 
-// The secured dev server's gossip key and management token.
-const qemuGossipKey, qemuToken = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", "8a0f5e2c-1b3d-4e6f-9a7b-c8d9e0f1a2b3"
+// The secured test servers' gossip key and management token (securedServer).
+const testGossipKey, testMgmtToken = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", "8a0f5e2c-1b3d-4e6f-9a7b-c8d9e0f1a2b3"
 
 // consulGet GETs url with the management token.
 func consulGet(c *http.Client, url string) (string, error) {
@@ -472,7 +439,7 @@ func consulGet(c *http.Client, url string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	req.Header.Set("X-Consul-Token", qemuToken)
+	req.Header.Set("X-Consul-Token", testMgmtToken)
 	resp, err := c.Do(req)
 	if err != nil {
 		return "", err

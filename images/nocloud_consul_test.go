@@ -61,20 +61,7 @@ func TestNoCloudConsulAgent(t *testing.T) {
 	serfAddr := net.JoinHostPort(fmt.Sprint(member["Addr"]), fmt.Sprint(member["Port"]))
 
 	// The service the machine runs, and its check's target.
-	svc, err := net.Listen("tcp", "127.0.30.2:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	go func() {
-		for {
-			c, err := svc.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	svc := tcpService(t, "127.0.30.2")
 	port := svc.Addr().(*net.TCPAddr).Port
 
 	const hostname = "im-web-1"
@@ -86,20 +73,7 @@ func TestNoCloudConsulAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := startAgent(t, files, "127.0.30.2")
-
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		checks, _, err := client.Health().Checks("web", nil)
-		if err == nil && len(checks) == 1 && checks[0].Status == api.HealthPassing && checks[0].Node == hostname {
-			break
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
-			t.Fatalf("service web not passing on node %s within 60 s: %+v %v\nagent log:\n%s", hostname, checks, err, log)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitPassing(t, client, "web", hostname, startAgent(t, files, "127.0.30.2"))
 	// Anti-entropy has synced the agent's node (service and check sync
 	// after it); one more sync round must not touch the inventory node.
 	time.Sleep(2 * time.Second)
@@ -185,52 +159,14 @@ func TestNoCloudConsulAgentSecured(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs a real consul agent; skipped under -short")
 	}
-	const gossipKey, mgmt = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", "8a0f5e2c-1b3d-4e6f-9a7b-c8d9e0f1a2b3"
 	ctx := context.Background()
-	// The cluster's CA and the server's certificate, made by consul itself.
-	bin, err := consuldev.Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pki := t.TempDir()
-	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}} {
-		cmd := exec.Command(bin, args...)
-		cmd.Dir = pki
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("consul %v: %v\n%s", args, err, out)
-		}
-	}
-	ca, err := os.ReadFile(filepath.Join(pki, "consul-agent-ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := consuldev.Start(ctx, consuldev.Options{Bind: "127.0.31.1", Token: mgmt, ExtraHCL: fmt.Sprintf(`
-encrypt = %q
-acl {
-  enabled = true
-  default_policy = "deny"
-  tokens {
-    initial_management = %q
-    agent = %q
-  }
-}
-tls {
-  defaults {
-    ca_file = %q
-    cert_file = %q
-    key_file = %q
-    verify_incoming = true
-    verify_outgoing = true
-  }
-  internal_rpc { verify_server_hostname = true }
-}
-auto_encrypt { allow_tls = true }
-`, gossipKey, mgmt, mgmt, filepath.Join(pki, "consul-agent-ca.pem"), filepath.Join(pki, "dc1-server-consul-0.pem"), filepath.Join(pki, "dc1-server-consul-0-key.pem"))})
+	hcl, ca := securedServer(t, testGossipKey, testMgmtToken)
+	server, err := consuldev.Start(ctx, consuldev.Options{Bind: "127.0.31.1", Token: testMgmtToken, ExtraHCL: hcl})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { server.Stop() })
-	admin, err := api.NewClient(&api.Config{Address: server.Addr, Token: mgmt})
+	admin, err := api.NewClient(&api.Config{Address: server.Addr, Token: testMgmtToken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,24 +199,11 @@ service_prefix "" { policy = "write" }`}, nil)
 		t.Fatal(err)
 	}
 
-	svc, err := net.Listen("tcp", "127.0.31.2:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	go func() {
-		for {
-			c, err := svc.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	svc := tcpService(t, "127.0.31.2")
 	const hostname = "im-db-1"
 	seed := images.Seed{InstanceID: "m-sec-1", Hostname: hostname, MachineID: "m-sec", Role: "db",
 		SSHAuthorizedKeys: []string{testKey}, ConsulJoin: []string{serfAddr}, ConsulBind: "127.0.31.2",
-		ConsulGossipKey: gossipKey, ConsulToken: tok.SecretID, ConsulCACert: string(ca),
+		ConsulGossipKey: testGossipKey, ConsulToken: tok.SecretID, ConsulCACert: string(ca),
 		Services: []images.Service{{Name: "db", Port: svc.Addr().(*net.TCPAddr).Port,
 			Check: &images.Check{TCP: svc.Addr().String(), Interval: time.Second}}}}
 	files, err := seed.ConsulFiles()
@@ -291,18 +214,7 @@ service_prefix "" { policy = "write" }`}, nil)
 	// agent's own ports.server (8300 on a machine); this server's differs.
 	files["/etc/consul.d/zz-server-port.json"] = fmt.Appendf(nil, `{"ports": {"server": %v}}`, self["DebugConfig"]["ServerPort"])
 	dir := startAgent(t, files, "127.0.31.2")
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		checks, _, err := admin.Health().Checks("db", nil)
-		if err == nil && len(checks) == 1 && checks[0].Status == api.HealthPassing && checks[0].Node == hostname {
-			break
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
-			t.Fatalf("service db not passing on node %s within 60 s: %+v %v\nagent log:\n%s", hostname, checks, err, log)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitPassing(t, admin, "db", hostname, dir)
 	own, _, err := admin.Catalog().Node(hostname, nil)
 	if err != nil || own == nil || own.Node.Meta[images.MetaMachine] != "m-sec" {
 		t.Fatalf("agent node %s: %+v %v", hostname, own, err)
@@ -323,6 +235,93 @@ service_prefix "" { policy = "write" }`}, nil)
 	if !strings.Contains(string(log), "Auto-Encrypt-TLS: true") {
 		t.Errorf("agent does not use auto_encrypt:\n%s", log)
 	}
+}
+
+// waitPassing waits up to 60 s until service's one check passes on node,
+// and fails the test with the agent's log (in dir) if it does not.
+func waitPassing(t *testing.T, c *api.Client, service, node, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		checks, _, err := c.Health().Checks(service, nil)
+		if err == nil && len(checks) == 1 && checks[0].Status == api.HealthPassing && checks[0].Node == node {
+			return
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
+			t.Fatalf("service %s not passing on node %s within 60 s: %+v %v\nagent log:\n%s", service, node, checks, err, log)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// securedServer is the config of a Consul server secured as a production
+// one is: gossip encryption with key, default-deny ACLs with mgmt as the
+// management (and its own agent) token, TLS with verify_incoming from a CA
+// and server certificate that `consul tls` makes in a temporary dir, and
+// auto_encrypt for clients. It returns the HCL and the CA's PEM.
+func securedServer(t *testing.T, key, mgmt string) (hcl string, ca []byte) {
+	t.Helper()
+	bin, err := consuldev.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pki := t.TempDir()
+	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = pki
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("consul %v: %v\n%s", args, err, out)
+		}
+	}
+	ca, err = os.ReadFile(filepath.Join(pki, "consul-agent-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf(`
+encrypt = %q
+acl {
+  enabled = true
+  default_policy = "deny"
+  tokens {
+    initial_management = %q
+    agent = %q
+  }
+}
+tls {
+  defaults {
+    ca_file = %q
+    cert_file = %q
+    key_file = %q
+    verify_incoming = true
+    verify_outgoing = true
+  }
+  internal_rpc { verify_server_hostname = true }
+}
+auto_encrypt { allow_tls = true }
+`, key, mgmt, mgmt, filepath.Join(pki, "consul-agent-ca.pem"), filepath.Join(pki, "dc1-server-consul-0.pem"),
+		filepath.Join(pki, "dc1-server-consul-0-key.pem")), ca
+}
+
+// tcpService listens on a free port of host and closes every connection
+// (what a TCP check needs), until the test ends.
+func tcpService(t *testing.T, host string) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l
 }
 
 // startAgent runs a Consul client agent (the pinned binary) from the

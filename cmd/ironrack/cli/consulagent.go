@@ -46,11 +46,7 @@ func consulAgentCommand(e *env) *cli.Command {
 				if stdin > 1 {
 					return errors.New("consul-agent set: only one file can be read from stdin (-)")
 				}
-				s, err := e.store(c, true)
-				if err != nil {
-					return err
-				}
-				cur, err := s.AgentSecrets(c.Context)
+				s, cur, err := e.agentSecrets(c)
 				if err != nil {
 					return err
 				}
@@ -81,11 +77,7 @@ func consulAgentCommand(e *env) *cli.Command {
 			Name:  "show",
 			Usage: "say which secrets are set (never their values)",
 			Action: func(c *cli.Context) error {
-				s, err := e.store(c, true)
-				if err != nil {
-					return err
-				}
-				cur, err := s.AgentSecrets(c.Context)
+				_, cur, err := e.agentSecrets(c)
 				if err != nil {
 					return err
 				}
@@ -111,6 +103,17 @@ func consulAgentCommand(e *env) *cli.Command {
 			},
 		}},
 	}
+}
+
+// agentSecrets opens the inventory with the key file and reads the
+// agent secrets set so far.
+func (e *env) agentSecrets(c *cli.Context) (*inventory.Store, inventory.AgentSecrets, error) {
+	s, err := e.store(c, true)
+	if err != nil {
+		return nil, inventory.AgentSecrets{}, err
+	}
+	cur, err := s.AgentSecrets(c.Context)
+	return s, cur, err
 }
 
 // readSecret reads one secret from path ("-": stdin): the first line,
