@@ -37,6 +37,10 @@ type ProvisionDeployer struct {
 	// AgentPort is the HTTP port of the machines' Consul agents (drain puts
 	// their services in maintenance there). If 0, 8500.
 	AgentPort int
+	// AgentToken is the ACL token drain sends to the machines' agents; in
+	// a cluster with ACLs it must allow writing their services. If empty,
+	// CONSUL_HTTP_TOKEN.
+	AgentToken string
 	// Poll is the pause while waiting on a machine another run started to
 	// deploy. If 0, 2s.
 	Poll time.Duration
@@ -141,6 +145,9 @@ func (d *ProvisionDeployer) Drain(ctx context.Context, ms []*inventory.Machine, 
 		}
 		cfg := api.DefaultNonPooledConfig()
 		cfg.Address = net.JoinHostPort(m.IP, fmt.Sprint(port))
+		if d.AgentToken != "" {
+			cfg.Token = d.AgentToken
+		}
 		// The agent's maintenance call takes no context: bound it here.
 		cfg.HttpClient = &http.Client{Timeout: 10 * time.Second}
 		if d.AgentClient != nil {

@@ -41,7 +41,7 @@ func deployers() provider.Deployers {
 					Logger: e.Logger,
 					Fleet:  &provision.Fleet{Inventory: e.Store, Controller: &ipmi.Controller{Logger: e.Logger}, Who: e.Who, Logger: e.Logger},
 				},
-				ConsulJoin: e.ConsulJoin, AllowReboot: e.AllowReboot, SSHKeys: e.SSHKeys,
+				ConsulJoin: e.ConsulJoin, AllowReboot: e.AllowReboot, SSHKeys: e.SSHKeys, AgentToken: e.ConsulToken,
 			}, nil
 		},
 	}

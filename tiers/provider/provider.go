@@ -60,7 +60,10 @@ type DeployerEnv struct {
 	AllowReboot bool
 	// SSHKeys are root's authorized_keys lines on deployed machines.
 	SSHKeys []string
-	Logger  *slog.Logger
+	// ConsulToken is the provider's Consul ACL token (ironrack:consulToken,
+	// else CONSUL_HTTP_TOKEN); a drain sends it to the machines' agents.
+	ConsulToken string
+	Logger      *slog.Logger
 }
 
 // New returns the provider with the given deployers.
@@ -195,7 +198,7 @@ func (c *Config) Configure(ctx context.Context) error {
 		join, _, _ = strings.Cut(cfg.Address, ":")
 	}
 	d, err := mk(DeployerEnv{Store: store, Client: client, Prefix: c.Prefix, Who: who, ConsulJoin: join,
-		AllowReboot: c.AllowReboot, SSHKeys: c.SSHKeys, Logger: scfg.Logger})
+		AllowReboot: c.AllowReboot, SSHKeys: c.SSHKeys, ConsulToken: cfg.Token, Logger: scfg.Logger})
 	if err != nil {
 		return fmt.Errorf("ironrack:deployer %s: %w", c.Deployer, err)
 	}
