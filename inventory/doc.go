@@ -11,7 +11,9 @@
 // command that writes.
 //
 // BMC passwords are sealed with NaCl secretbox under a key file kept outside
-// Consul; the Machine carries only a credential reference.
+// Consul; the Machine carries only a credential reference. The same key
+// seals what deployed machines' Consul agents join a secured cluster with
+// (AgentSecrets: gossip key, ACL token, the servers' CA).
 //
 // The package knows nothing about BMCs, DHCP or Pulumi.
 package inventory
