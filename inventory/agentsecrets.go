@@ -38,7 +38,13 @@ type AgentSecrets struct {
 	// certificates chain to. Not secret; kept here so that one record says
 	// how agents join.
 	CACert string `json:"ca_cert,omitempty"`
+	// Datacenter is the joined cluster's datacenter. Not secret. If
+	// empty, the inventory's own (Store.Datacenter): an agent of another
+	// datacenter is refused by the servers.
+	Datacenter string `json:"datacenter,omitempty"`
 }
+
+var datacenterRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // maxCACert bounds the CA bundle (a Consul value is at most 512 KiB).
 const maxCACert = 64 << 10
@@ -56,6 +62,9 @@ func (a AgentSecrets) Validate() error {
 	}
 	if a.Token != "" && !tokenRE.MatchString(a.Token) {
 		errs = append(errs, errors.New("ACL token: want a UUID (the token's SecretID)"))
+	}
+	if a.Datacenter != "" && !datacenterRE.MatchString(a.Datacenter) {
+		errs = append(errs, fmt.Errorf("datacenter %q: want letters, digits, _ and - (up to 64)", a.Datacenter))
 	}
 	if a.CACert != "" {
 		if err := validateCACert(a.CACert); err != nil {
@@ -108,7 +117,11 @@ func (a AgentSecrets) String() string {
 		}
 		return "set"
 	}
-	return fmt.Sprintf("gossip key %s, ACL token %s, CA certificate %s", set(a.GossipKey), set(a.Token), set(a.CACert))
+	dc := a.Datacenter
+	if dc == "" {
+		dc = "the inventory's"
+	}
+	return fmt.Sprintf("gossip key %s, ACL token %s, CA certificate %s, datacenter %s", set(a.GossipKey), set(a.Token), set(a.CACert), dc)
 }
 
 // GoString keeps %#v from printing the secrets too.
@@ -176,4 +189,31 @@ func (s *Store) SetAgentSecrets(ctx context.Context, a AgentSecrets) error {
 		return fmt.Errorf("store consul agent secrets: %w", err)
 	}
 	return nil
+}
+
+// Datacenter is the datacenter of the Consul agent the store talks to,
+// read once (from the agent's config, or, for a token without agent:read,
+// the catalog's only datacenter) and then remembered.
+func (s *Store) Datacenter(ctx context.Context) (string, error) {
+	if dc := s.dc.Load(); dc != nil {
+		return *dc, nil
+	}
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	var self struct{ Config struct{ Datacenter string } }
+	_, err := s.c.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx))
+	dc := self.Config.Datacenter
+	if err != nil || dc == "" {
+		var dcs []string
+		_, cerr := s.c.Raw().Query("/v1/catalog/datacenters", &dcs, (&api.QueryOptions{}).WithContext(ctx))
+		switch {
+		case cerr != nil:
+			return "", fmt.Errorf("consul datacenter: agent: %v; catalog: %w", err, cerr)
+		case len(dcs) != 1:
+			return "", fmt.Errorf("consul datacenter: agent: %v; the catalog knows %d datacenters %q: set one with `ironrack consul-agent set --datacenter`", err, len(dcs), dcs)
+		}
+		dc = dcs[0]
+	}
+	s.dc.Store(&dc)
+	return dc, nil
 }

@@ -7,6 +7,10 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/ironrack/ironrack/internal/consuldev"
 )
 
 func TestAgentSecrets(t *testing.T) {
@@ -73,6 +77,7 @@ func TestAgentSecrets(t *testing.T) {
 		"ca and a key":    {AgentSecrets{CACert: string(ca) + "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}, "block 2 is a PRIVATE KEY"},
 		"ca then junk":    {AgentSecrets{CACert: string(ca) + "junk"}, "trailing data"},
 		"ca too big":      {AgentSecrets{CACert: strings.Repeat(string(ca), 200)}, "more than 65536"},
+		"datacenter":      {AgentSecrets{Datacenter: "fra 1"}, `datacenter "fra 1"`},
 	} {
 		err := s.SetAgentSecrets(ctx, bad.a)
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
@@ -99,5 +104,34 @@ func TestAgentSecrets(t *testing.T) {
 	}
 	if kv, _, _ := c.KV().Get(s.agentSecretsKey(), nil); kv != nil {
 		t.Errorf("cleared secrets still stored")
+	}
+}
+
+// TestDatacenter: the datacenter is the agent's own, read with a token
+// that may read the agent, and from the catalog's only datacenter with one
+// that may not (default-deny ACLs, no token).
+func TestDatacenter(t *testing.T) {
+	const mgmt = "5b0c1e2d-3f4a-4b5c-8d6e-7f8091a2b3c4"
+	agent := consuldev.TWith(t, consuldev.Options{Bind: "127.0.33.1", Token: mgmt, ExtraHCL: fmt.Sprintf(`
+datacenter = "fra1"
+acl {
+  enabled = true
+  default_policy = "deny"
+  tokens {
+    initial_management = %q
+    agent = %q
+  }
+}`, mgmt, mgmt)})
+	for name, token := range map[string]string{"management": mgmt, "anonymous": ""} {
+		c, err := api.NewClient(&api.Config{Address: agent.Addr, Token: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := New(c, Config{})
+		for range 2 { // the second from memory
+			if dc, err := s.Datacenter(context.Background()); err != nil || dc != "fra1" {
+				t.Errorf("%s token: datacenter %q, %v; want fra1", name, dc, err)
+			}
+		}
 	}
 }

@@ -59,6 +59,8 @@ type Store struct {
 	log *slog.Logger
 	// recovered is when Recover last found nothing left to do (unix ns).
 	recovered atomic.Int64
+	// dc is the agent's datacenter, once read (Datacenter).
+	dc atomic.Pointer[string]
 	// afterChunk, if set, runs after each chunk of a journaled batch
 	// (tests use it to kill a batch midway).
 	afterChunk func()

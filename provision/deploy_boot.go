@@ -85,11 +85,17 @@ func (a *Inventory) NoCloud(ctx context.Context, token, file string) ([]byte, bo
 	}
 	var secrets inventory.AgentSecrets
 	if file == "user-data" && spec.ConsulJoin != "" {
-		// The cluster's gossip key and agent token, opened with this boot
-		// server's key file: a failure is the operator's to fix (503 and
-		// logged; cloud-init retries), not a seed without them.
+		// How the agent joins the cluster (datacenter, gossip key, token,
+		// CA), opened with this boot server's key file: a failure is the
+		// operator's to fix (503 and logged; cloud-init retries), not a
+		// seed whose agent cannot join.
 		if secrets, err = a.Store.AgentSecrets(ctx); err != nil {
 			return nil, false, fmt.Errorf("machine %s: %w", id, err)
+		}
+		if secrets.Datacenter == "" {
+			if secrets.Datacenter, err = a.Store.Datacenter(ctx); err != nil {
+				return nil, false, fmt.Errorf("machine %s: %w", id, err)
+			}
 		}
 	}
 	b, err := RenderNoCloud(id, spec, secrets, file)

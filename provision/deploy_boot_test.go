@@ -191,7 +191,8 @@ func TestDeployEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, wantUser, err := images.NoCloud(provision.NoCloudSeed(id, stored, inventory.AgentSecrets{}))
+	// The agent joins the inventory's datacenter (none set by hand).
+	_, wantUser, err := images.NoCloud(provision.NoCloudSeed(id, stored, inventory.AgentSecrets{Datacenter: "dc1"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,8 @@ func TestDeployEndpoints(t *testing.T) {
 	// Once the operator has set the cluster's agent secrets, user-data
 	// carries them (the boot server opens them with its key file) and
 	// meta-data still does not.
-	secrets := inventory.AgentSecrets{GossipKey: "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", Token: "2f1c3e8a-6a7b-4c1d-9e2f-0a1b2c3d4e5f"}
+	secrets := inventory.AgentSecrets{GossipKey: "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", Token: "2f1c3e8a-6a7b-4c1d-9e2f-0a1b2c3d4e5f",
+		Datacenter: "fra1"}
 	if err := f.store.SetAgentSecrets(ctx, secrets); err != nil {
 		t.Fatal(err)
 	}

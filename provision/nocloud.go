@@ -13,8 +13,8 @@ import (
 // NoCloudSeed is the cloud-init seed of machine id's deploy: instance-id
 // (the machine ID and the deploy's start, so a redeploy is a new instance),
 // the host name, root's SSH keys, the role, the Consul join address with
-// the cluster's agent secrets, the services (SeedService) and the
-// operator's user-data, rendered by images.NoCloud.
+// how to join that cluster (datacenter and secrets), the services
+// (SeedService) and the operator's user-data, rendered by images.NoCloud.
 func NoCloudSeed(id string, spec *inventory.DeploySpec, secrets inventory.AgentSecrets) images.Seed {
 	s := images.Seed{
 		InstanceID:        fmt.Sprintf("%s-%d", id, spec.RequestedAt.Unix()),
@@ -25,6 +25,7 @@ func NoCloudSeed(id string, spec *inventory.DeploySpec, secrets inventory.AgentS
 	}
 	if spec.ConsulJoin != "" {
 		s.ConsulJoin = []string{spec.ConsulJoin}
+		s.ConsulDatacenter = secrets.Datacenter
 		s.ConsulGossipKey, s.ConsulToken, s.ConsulCACert = secrets.GossipKey, secrets.Token, secrets.CACert
 	}
 	for _, svc := range spec.Services {

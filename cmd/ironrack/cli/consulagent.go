@@ -19,23 +19,24 @@ import (
 func consulAgentCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "consul-agent",
-		Usage: "the gossip key, ACL token and CA certificate deployed machines' Consul agents join with",
+		Usage: "how deployed machines' Consul agents join a secured cluster: gossip key, ACL token, CA certificate, datacenter",
 		Subcommands: []*cli.Command{{
 			Name: "set",
-			Usage: "seal and store the gossip key, the agent ACL token and/or the servers' CA (each read from a file, - for stdin); " +
+			Usage: "seal and store the gossip key, the agent ACL token and/or the servers' CA (each read from a file, - for stdin), or the datacenter; " +
 				"what is not given is kept. Machines deployed from then on get them",
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "gossip-key-file", Usage: "file holding the cluster's gossip key (consul keygen)"},
 				&cli.StringFlag{Name: "token-file", Usage: "file holding the ACL token (SecretID) agents use for their node and services"},
 				&cli.StringFlag{Name: "ca-file", Usage: "PEM file of the CA the servers' TLS certificates chain to (agents then verify the servers and get their own certificate: auto_encrypt)"},
+				&cli.StringFlag{Name: "datacenter", Usage: "the joined cluster's datacenter (default: the inventory Consul's)"},
 			},
 			Action: func(c *cli.Context) error {
 				if c.NArg() > 0 {
 					return fmt.Errorf("consul-agent set: unexpected argument %q (secrets come from files)", c.Args().First())
 				}
 				kf, tf, cf := c.String("gossip-key-file"), c.String("token-file"), c.String("ca-file")
-				if kf == "" && tf == "" && cf == "" {
-					return errors.New("consul-agent set: give --gossip-key-file, --token-file, --ca-file, or several")
+				if kf == "" && tf == "" && cf == "" && !c.IsSet("datacenter") {
+					return errors.New("consul-agent set: give --gossip-key-file, --token-file, --ca-file, --datacenter, or several")
 				}
 				stdin := 0
 				for _, f := range []string{kf, tf, cf} {
@@ -67,6 +68,9 @@ func consulAgentCommand(e *env) *cli.Command {
 					}
 					cur.CACert = string(b)
 				}
+				if c.IsSet("datacenter") {
+					cur.Datacenter = c.String("datacenter")
+				}
 				if err := s.SetAgentSecrets(c.Context, cur); err != nil {
 					return fmt.Errorf("consul-agent set: %w", err)
 				}
@@ -82,7 +86,8 @@ func consulAgentCommand(e *env) *cli.Command {
 					return err
 				}
 				if e.format == "json" {
-					return writeJSON(e.stdout, map[string]bool{"gossip_key": cur.GossipKey != "", "token": cur.Token != "", "ca_cert": cur.CACert != ""})
+					return writeJSON(e.stdout, map[string]any{"gossip_key": cur.GossipKey != "", "token": cur.Token != "", "ca_cert": cur.CACert != "",
+						"datacenter": cur.Datacenter})
 				}
 				fmt.Fprintln(e.stdout, cur)
 				return nil

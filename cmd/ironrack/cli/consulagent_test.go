@@ -61,6 +61,12 @@ func TestConsulAgentSecrets(t *testing.T) {
 	if out, _, err := c.run("", "consul-agent", "set", "--ca-file", ca); err != nil || !strings.Contains(out, "gossip key set, ACL token set, CA certificate set") {
 		t.Errorf("set the CA: %v %q", err, out)
 	}
+	if out, _, err := c.run("", "consul-agent", "set", "--datacenter", "fra1"); err != nil || !strings.Contains(out, "CA certificate set, datacenter fra1") {
+		t.Errorf("set the datacenter: %v %q", err, out)
+	}
+	if _, _, err := c.run("", "consul-agent", "set", "--datacenter", "fra 1"); err == nil || !strings.Contains(err.Error(), `datacenter "fra 1"`) {
+		t.Errorf("a bad datacenter: %v", err)
+	}
 	leaf := filepath.Join("..", "..", "..", "inventory", "testdata", "consul-leaf.pem")
 	if _, _, err := c.run("", "consul-agent", "set", "--ca-file", leaf); err == nil || !strings.Contains(err.Error(), "not a CA certificate") {
 		t.Errorf("a leaf as CA: %v", err)
@@ -70,8 +76,9 @@ func TestConsulAgentSecrets(t *testing.T) {
 		if strings.Contains(out, key) || strings.Contains(out, token) {
 			t.Errorf("%v prints a secret: %q", args, out)
 		}
-		var got map[string]bool
-		if args[0] == "-o" && (json.Unmarshal([]byte(out), &got) != nil || len(got) != 3 || !got["gossip_key"] || !got["token"] || !got["ca_cert"]) {
+		var got map[string]any
+		if args[0] == "-o" && (json.Unmarshal([]byte(out), &got) != nil || len(got) != 4 || got["gossip_key"] != true || got["token"] != true ||
+			got["ca_cert"] != true || got["datacenter"] != "fra1") {
 			t.Errorf("show -o json: %q", out)
 		}
 	}
