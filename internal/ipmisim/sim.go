@@ -233,6 +233,8 @@ func (b *BMC) launch(bin string) error {
 	cmd.Dir = b.Dir
 	cmd.Stdout = out
 	cmd.Stderr = out
+	// It dies with the test process even when no cleanup runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start ipmi_sim: %w", err)
 	}

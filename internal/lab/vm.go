@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ironrack/ironrack/internal/ipmisim"
@@ -166,6 +167,8 @@ func (v *VM) PowerOn() error {
 		return err
 	}
 	cmd.Stdout, cmd.Stderr = errf, errf
+	// QEMU dies with the test process even when no cleanup runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		errf.Close()
 		return fmt.Errorf("lab: start %s: %w", v.Spec.MAC, err)

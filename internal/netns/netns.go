@@ -115,13 +115,21 @@ func (n *NS) Output(timeout time.Duration, argv ...string) (string, error) {
 }
 
 // Start starts argv inside the namespace and kills it by PID in t.Cleanup
-// (before the namespace is deleted). Stdout and stderr go to the returned
+// (before the namespace is deleted), or when the test process dies. Stdout and stderr go to the returned
 // buffers' owner: set cmd.Stdout/Stderr via the prepare func if needed.
 func (n *NS) Start(prepare func(*exec.Cmd), argv ...string) *exec.Cmd {
 	n.t.Helper()
 	cmd := n.Command(context.Background(), argv...)
 	if prepare != nil {
 		prepare(cmd)
+	}
+	// `ip netns exec` execs argv, so this is its process: it dies with the
+	// test process even when no cleanup runs (killed, or a -timeout panic).
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &unix.SysProcAttr{}
+	}
+	if cmd.SysProcAttr.Pdeathsig == 0 {
+		cmd.SysProcAttr.Pdeathsig = unix.SIGKILL
 	}
 	if err := cmd.Start(); err != nil {
 		n.t.Fatalf("in netns %s: start %s: %v", n.Name, strings.Join(argv, " "), err)

@@ -1,10 +1,15 @@
 package netns
 
 import (
+	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestNamespaceBridgeVethAndDo(t *testing.T) {
@@ -39,5 +44,47 @@ func TestNamespaceBridgeVethAndDo(t *testing.T) {
 		if out, _ := exec.Command("ip", "-d", "link", "show", "br0").Output(); strings.Contains(string(out), "bridge") {
 			t.Log("note: host has its own br0; not ours")
 		}
+	}
+}
+
+// TestStartDiesWithTest: a process started in a namespace dies with the
+// test process even when no cleanup runs. A child test process starts
+// `sleep` in a namespace of its own and kills itself; the sleep must be
+// gone (or a zombie) within 5 s. The child's namespace is deleted here.
+func TestStartDiesWithTest(t *testing.T) {
+	if os.Getenv("IRONRACK_NETNS_CHILD") != "" {
+		n := New(t)
+		cmd := n.Start(nil, "sleep", "300")
+		fmt.Printf("child %d %s\n", cmd.Process.Pid, n.Name)
+		os.Stdout.Sync()
+		_ = unix.Kill(os.Getpid(), unix.SIGKILL)
+		select {}
+	}
+	Require(t, "sleep")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStartDiesWithTest$")
+	cmd.Env = append(os.Environ(), "IRONRACK_NETNS_CHILD=1")
+	out, _ := cmd.Output() // killed: the error is expected
+	var pid int
+	var name string
+	for _, line := range strings.Split(string(out), "\n") {
+		if _, err := fmt.Sscanf(line, "child %d %s", &pid, &name); err == nil {
+			break
+		}
+	}
+	if pid == 0 {
+		t.Fatalf("the child printed no process: %q", out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			_ = unix.Kill(pid, unix.SIGKILL)
+			t.Fatalf("sleep (pid %d) outlived the killed test process: %s", pid, b)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
