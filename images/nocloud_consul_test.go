@@ -280,14 +280,6 @@ func securedServer(t *testing.T, key, mgmt string) (hcl string, ca []byte) {
 	}
 	return fmt.Sprintf(`
 encrypt = %q
-acl {
-  enabled = true
-  default_policy = "deny"
-  tokens {
-    initial_management = %q
-    agent = %q
-  }
-}
 tls {
   defaults {
     ca_file = %q
@@ -299,8 +291,8 @@ tls {
   internal_rpc { verify_server_hostname = true }
 }
 auto_encrypt { allow_tls = true }
-`, key, mgmt, mgmt, filepath.Join(pki, "consul-agent-ca.pem"), filepath.Join(pki, "dc1-server-consul-0.pem"),
-		filepath.Join(pki, "dc1-server-consul-0-key.pem")), ca
+`, key, filepath.Join(pki, "consul-agent-ca.pem"), filepath.Join(pki, "dc1-server-consul-0.pem"),
+		filepath.Join(pki, "dc1-server-consul-0-key.pem")) + consuldev.ACL(mgmt), ca
 }
 
 // tcpService listens on a free port of host and closes every connection

@@ -112,16 +112,7 @@ func TestAgentSecrets(t *testing.T) {
 // that may not (default-deny ACLs, no token).
 func TestDatacenter(t *testing.T) {
 	const mgmt = "5b0c1e2d-3f4a-4b5c-8d6e-7f8091a2b3c4"
-	agent := consuldev.TWith(t, consuldev.Options{Bind: "127.0.33.1", Token: mgmt, ExtraHCL: fmt.Sprintf(`
-datacenter = "fra1"
-acl {
-  enabled = true
-  default_policy = "deny"
-  tokens {
-    initial_management = %q
-    agent = %q
-  }
-}`, mgmt, mgmt)})
+	agent := consuldev.TWith(t, consuldev.Options{Bind: "127.0.33.1", Token: mgmt, ExtraHCL: `datacenter = "fra1"` + consuldev.ACL(mgmt)})
 	for name, token := range map[string]string{"management": mgmt, "anonymous": ""} {
 		c, err := api.NewClient(&api.Config{Address: agent.Addr, Token: token})
 		if err != nil {

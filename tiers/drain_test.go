@@ -2,7 +2,6 @@ package tiers_test
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -21,15 +20,7 @@ import (
 // the agent refuses and the drain fails naming the machine and service.
 func TestDrainSendsAgentToken(t *testing.T) {
 	const mgmt = "0c6e1f0e-7d1a-4a51-9c36-1f2e3d4c5b6a"
-	agent := consuldev.TWith(t, consuldev.Options{Bind: "127.0.32.1", Token: mgmt, ExtraHCL: fmt.Sprintf(`
-acl {
-  enabled = true
-  default_policy = "deny"
-  tokens {
-    initial_management = %q
-    agent = %q
-  }
-}`, mgmt, mgmt)})
+	agent := consuldev.TWith(t, consuldev.Options{Bind: "127.0.32.1", Token: mgmt, ExtraHCL: consuldev.ACL(mgmt)})
 	admin, err := api.NewClient(&api.Config{Address: agent.Addr, Token: mgmt})
 	if err != nil {
 		t.Fatal(err)

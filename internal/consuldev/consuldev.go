@@ -70,6 +70,22 @@ type Options struct {
 	Server bool
 }
 
+// ACL is the HCL that enables ACLs with a default policy of deny, with mgmt
+// as the initial management token and the agent's own token (for
+// Options.ExtraHCL, with mgmt as Options.Token, or for any server's config).
+func ACL(mgmt string) string {
+	return fmt.Sprintf(`
+acl {
+  enabled = true
+  default_policy = "deny"
+  tokens {
+    initial_management = %q
+    agent = %q
+  }
+}
+`, mgmt, mgmt)
+}
+
 // Agent is a running dev agent.
 type Agent struct {
 	// Addr is the HTTP API address, host:port.
