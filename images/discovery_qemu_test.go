@@ -83,6 +83,10 @@ func TestDiscoveryQEMU(t *testing.T) {
 	deadline := time.Now().Add(300 * time.Second)
 	for i, v := range vms {
 		m, err := waitReady(store, v.MAC, deadline)
+		// The boot server commits the facts before it answers the agent,
+		// so the agent's "facts reported" line may reach the console a
+		// moment after the machine is ready.
+		started[i].WaitConsole("ironrack-agent: facts reported", time.Now().Add(30*time.Second))
 		console, _ := os.ReadFile(consoles[i])
 		if err != nil {
 			t.Errorf("%s: %v; console:\n%s", v.MAC, err, lab.Tail(string(console), 30))
