@@ -46,8 +46,9 @@ type AgentSecrets struct {
 
 var datacenterRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-// maxCACert bounds the CA bundle (a Consul value is at most 512 KiB).
-const maxCACert = 64 << 10
+// MaxCACert bounds AgentSecrets.CACert, in bytes (a Consul value is at
+// most 512 KiB).
+const MaxCACert = 64 << 10
 
 var tokenRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
@@ -77,8 +78,8 @@ func (a AgentSecrets) Validate() error {
 // validateCACert: PEM holding only CERTIFICATE blocks, at least one, each
 // an X.509 CA certificate.
 func validateCACert(text string) error {
-	if len(text) > maxCACert {
-		return fmt.Errorf("%d bytes, more than %d", len(text), maxCACert)
+	if len(text) > MaxCACert {
+		return fmt.Errorf("%d bytes, more than %d", len(text), MaxCACert)
 	}
 	rest := []byte(text)
 	n := 0

@@ -115,8 +115,9 @@ func (n *NS) Output(timeout time.Duration, argv ...string) (string, error) {
 }
 
 // Start starts argv inside the namespace and kills it by PID in t.Cleanup
-// (before the namespace is deleted), or when the test process dies. Stdout and stderr go to the returned
-// buffers' owner: set cmd.Stdout/Stderr via the prepare func if needed.
+// (before the namespace is deleted), or when the test process dies. Stdout
+// and stderr go to the returned buffers' owner: set cmd.Stdout/Stderr via
+// the prepare func if needed.
 func (n *NS) Start(prepare func(*exec.Cmd), argv ...string) *exec.Cmd {
 	n.t.Helper()
 	cmd := n.Command(context.Background(), argv...)

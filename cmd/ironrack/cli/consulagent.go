@@ -62,7 +62,8 @@ func consulAgentCommand(e *env) *cli.Command {
 					}
 				}
 				if cf != "" {
-					b, err := e.readInput("--ca-file", cf, 64<<10+1)
+					// One byte over the bound, so that validation says how big.
+					b, err := e.readInput("--ca-file", cf, inventory.MaxCACert+1)
 					if err != nil {
 						return err
 					}
