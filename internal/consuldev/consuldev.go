@@ -16,39 +16,28 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ironrack/ironrack/internal/tools"
 )
 
 // Version is the Consul release that scripts/setup builds.
-const Version = "v1.22.0"
+const Version = tools.ConsulVersion
 
 // Binary returns the path of the pinned consul binary. IRONRACK_CONSUL_BIN
-// overrides it; otherwise it is $IRONRACK_TOOLS (default
-// ~/.cache/ironrack/tools)/consul-<Version>/consul. The file must exist.
+// overrides it; otherwise it is the tools cache's (tools.Consul). The file
+// must exist.
 func Binary() (string, error) {
 	if p := os.Getenv("IRONRACK_CONSUL_BIN"); p != "" {
-		return p, statExec(p)
-	}
-	dir := os.Getenv("IRONRACK_TOOLS")
-	if dir == "" {
-		home, err := os.UserHomeDir()
+		fi, err := os.Stat(p)
 		if err != nil {
-			return "", fmt.Errorf("find tools cache: %w", err)
+			return "", fmt.Errorf("IRONRACK_CONSUL_BIN: %w", err)
 		}
-		dir = filepath.Join(home, ".cache", "ironrack", "tools")
+		if fi.Mode()&0o111 == 0 {
+			return "", fmt.Errorf("IRONRACK_CONSUL_BIN: %s is not executable", p)
+		}
+		return p, nil
 	}
-	p := filepath.Join(dir, "consul-"+Version, "consul")
-	return p, statExec(p)
-}
-
-func statExec(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return fmt.Errorf("consul binary %s: %w (run scripts/setup)", p, err)
-	}
-	if fi.Mode()&0o111 == 0 {
-		return fmt.Errorf("consul binary %s is not executable", p)
-	}
-	return nil
+	return tools.Consul()
 }
 
 // Options configure an agent. The zero value works.

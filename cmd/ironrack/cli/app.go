@@ -5,12 +5,15 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/ironrack/ironrack/inventory"
@@ -74,10 +77,36 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			scaleCommand(e),
 			deployCommand(e),
 			releaseCommand(e),
+			versionCommand(e),
+			completionCommand(e),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
 	}
-	return app.RunContext(ctx, args)
+	flagsFirstEverywhere(app.Commands)
+	err := app.RunContext(ctx, args)
+	var u *consulUnreachable
+	if errors.As(err, &u) {
+		return u
+	}
+	return err
+}
+
+// flagsFirstEverywhere makes every command refuse flags given after its
+// positional arguments (flagsFirst): one rule for the whole CLI, as the
+// README says. urfave/cli stops parsing flags at the first argument, and a
+// silently ignored --reason or --where is worse than an error.
+func flagsFirstEverywhere(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		if a := cmd.Action; a != nil {
+			cmd.Action = func(c *cli.Context) error {
+				if err := flagsFirst(c); err != nil {
+					return err
+				}
+				return a(c)
+			}
+		}
+		flagsFirstEverywhere(cmd.Subcommands)
+	}
 }
 
 func defaultKeyFile() string {
@@ -110,11 +139,57 @@ func consulClient(c *cli.Context) (*api.Client, error) {
 	if cfg.Transport != nil {
 		cfg.Transport.DisableCompression = true
 	}
+	if cfg.Transport != nil && !strings.HasPrefix(cfg.Address, "unix://") {
+		u := &consulUnreachable{addr: cfg.Address, from: consulAddrSource(c)}
+		dial := (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		cfg.Transport.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dial(ctx, network, addr)
+			if err != nil && ctx.Err() == nil {
+				return nil, &consulUnreachable{addr: u.addr, from: u.from, err: err}
+			}
+			return conn, err
+		}
+	}
 	client, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("--consul %s: %w", cfg.Address, err)
 	}
 	return client, nil
+}
+
+// consulUnreachable is a failed connection to the Consul agent. Run prints
+// it as the whole error: where ironrack looked and how to point it
+// elsewhere, not a Go dial error under three wrappings.
+type consulUnreachable struct {
+	addr, from string
+	err        error
+}
+
+func (u *consulUnreachable) Error() string {
+	cause := u.err
+	var op *net.OpError
+	if errors.As(cause, &op) && op.Err != nil {
+		cause = op.Err
+	}
+	return fmt.Sprintf("cannot reach Consul at %s (%s): %v; point ironrack at your Consul with --consul ADDR, IRONRACK_CONSUL or CONSUL_HTTP_ADDR",
+		u.addr, u.from, cause)
+}
+
+func (u *consulUnreachable) Unwrap() error { return u.err }
+
+// consulAddrSource says where the Consul address came from, as the flag
+// precedence in consulClient reads it.
+func consulAddrSource(c *cli.Context) string {
+	switch {
+	case c.IsSet("consul") && os.Getenv("IRONRACK_CONSUL") != "" && os.Getenv("IRONRACK_CONSUL") == c.String("consul"):
+		return "from IRONRACK_CONSUL"
+	case c.IsSet("consul"):
+		return "from --consul"
+	case os.Getenv("CONSUL_HTTP_ADDR") != "":
+		return "from CONSUL_HTTP_ADDR"
+	default:
+		return "the default"
+	}
 }
 
 // store opens the inventory. The key file is loaded (or created) only when

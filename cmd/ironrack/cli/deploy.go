@@ -148,9 +148,6 @@ func readKeys(path string) ([]string, error) {
 // workflowRun is the shell of deploy and release: select, confirm, run with
 // progress, print the summary, and fail if any machine failed.
 func (e *env) workflowRun(c *cli.Context, run func(*provision.Deployer, []string, func(provision.Event)) []provision.Result) error {
-	if err := flagsFirst(c); err != nil {
-		return err
-	}
 	name := commandPath(c)
 	if c.Duration("timeout") <= 0 || c.Duration("bmc-timeout") <= 0 {
 		return fmt.Errorf("%s: --timeout and --bmc-timeout want positive durations", name)

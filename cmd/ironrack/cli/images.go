@@ -4,10 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -15,7 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ironrack/ironrack/images"
-	"github.com/ironrack/ironrack/internal/consuldev"
+	"github.com/ironrack/ironrack/internal/tools"
 )
 
 // imagesCommand is `ironrack images`: building what machines boot.
@@ -78,7 +77,7 @@ func imagesCommand(e *env) *cli.Command {
 			Name:      "add",
 			Usage:     "register an externally built image: copy its files into DATA/images/NAME/VERSION/ and record it",
 			ArgsUsage: "NAME",
-			UsageText: "ironrack images add NAME --version V --root FILE [--kernel FILE [--initrd FILE] [--cmdline S]] [--data-dir DIR]",
+			UsageText: "ironrack images add --version V --root FILE [--kernel FILE [--initrd FILE] [--cmdline S]] [--data-dir DIR] NAME",
 			Description: "--root is the disk image the agent streams onto the machine's disk. With --kernel, deployed machines\n" +
 				"boot that kernel from the network with their root on the local disk (as images build debian does);\n" +
 				"without it, --root carries its own boot loader and machines boot their local disk.",
@@ -91,24 +90,18 @@ func imagesCommand(e *env) *cli.Command {
 				&cli.StringFlag{Name: "cmdline", Usage: "its command line (needs --kernel; default root=LABEL=ironrack-root ro ...)"},
 			},
 			Action: func(c *cli.Context) error {
-				// NAME may come first (images add NAME --version V ...): the
-				// flags after it are parsed here.
-				v, args, err := flagsAfterArgs(c, "data-dir", "version", "root", "kernel", "initrd", "cmdline")
-				if err != nil {
-					return fmt.Errorf("images add: %w", err)
+				if c.NArg() != 1 {
+					return fmt.Errorf("images add: want exactly one NAME, got %d arguments %q (flags go before it: ironrack images add --version V --root FILE NAME)", c.NArg(), c.Args().Slice())
 				}
-				if len(args) != 1 {
-					return fmt.Errorf("images add: want exactly one NAME, got %d arguments %q (the flags give the rest)", len(args), args)
-				}
-				if v["version"] == "" {
+				if c.String("version") == "" {
 					return errors.New("images add: --version is required")
 				}
-				m, err := images.External{DataDir: v["data-dir"], Name: args[0], Version: v["version"],
-					Root: v["root"], Kernel: v["kernel"], Initrd: v["initrd"], Cmdline: v["cmdline"]}.Add(c.Context)
+				m, err := images.External{DataDir: c.String("data-dir"), Name: c.Args().First(), Version: c.String("version"),
+					Root: c.String("root"), Kernel: c.String("kernel"), Initrd: c.String("initrd"), Cmdline: c.String("cmdline")}.Add(c.Context)
 				if err != nil {
 					return err
 				}
-				return registerAndPrint(c, e, m, filepath.Join(v["data-dir"], "images", m.Name, m.Version), "added")
+				return registerAndPrint(c, e, m, filepath.Join(c.String("data-dir"), "images", m.Name, m.Version), "added")
 			},
 		}, {
 			Name:  "build",
@@ -267,7 +260,8 @@ func debianCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "mirror", Usage: "the Debian mirror (default: the one this machine's apt uses)"},
 			&cli.StringFlag{Name: "cache-dir", Usage: "where debootstrap trees are cached (default ~/.cache/ironrack/images)"},
 			&cli.StringFlag{Name: "kernel-dir", Usage: "a scripts/boot-artifacts cache entry (default: run --source's scripts/boot-artifacts)"},
-			&cli.StringFlag{Name: "consul-binary", Usage: "the consul binary to carry (default: the pinned one scripts/setup built)"},
+			&cli.StringFlag{Name: "consul-binary", EnvVars: []string{"IRONRACK_CONSUL_BIN"},
+				Usage: "the consul binary to carry (default: consul on PATH, else the pinned one scripts/setup built)"},
 			&cli.StringFlag{Name: "source", Usage: "the ironrack source tree (default: the one containing the working directory)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -303,12 +297,9 @@ func debianCommand(e *env) *cli.Command {
 					return fmt.Errorf("images build debian: %w", err)
 				}
 			}
-			consul := c.String("consul-binary")
-			if consul == "" {
-				var err error
-				if consul, err = consuldev.Binary(); err != nil {
-					return fmt.Errorf("images build debian: %w; or give --consul", err)
-				}
+			consul, err := consulBinary(c.String("consul-binary"))
+			if err != nil {
+				return fmt.Errorf("images build debian: %w", err)
 			}
 			start := time.Now()
 			b, err := images.Debian{DataDir: c.String("data-dir"), CacheDir: cache, Suite: c.String("suite"), Mirror: mirror,
@@ -323,34 +314,26 @@ func debianCommand(e *env) *cli.Command {
 	}
 }
 
-// flagsAfterArgs returns the named string flags' values and the positional
-// arguments, also parsing flags that follow a positional argument (urfave
-// stops at the first one): `images add NAME --version V` reads like the
-// other commands' examples.
-func flagsAfterArgs(c *cli.Context, names ...string) (map[string]string, []string, error) {
-	vals := map[string]string{}
-	fs := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	ptrs := map[string]*string{}
-	for _, n := range names {
-		vals[n] = c.String(n)
-		ptrs[n] = fs.String(n, vals[n], "")
-	}
-	var pos []string
-	rest := c.Args().Slice()
-	for len(rest) > 0 {
-		if !strings.HasPrefix(rest[0], "-") {
-			pos = append(pos, rest[0])
-			rest = rest[1:]
-			continue
+// consulBinary is the consul binary images build debian carries: flag (or
+// IRONRACK_CONSUL_BIN), else consul on PATH, else the tools cache's pinned
+// one.
+func consulBinary(flag string) (string, error) {
+	if flag != "" {
+		fi, err := os.Stat(flag)
+		if err != nil {
+			return "", fmt.Errorf("--consul-binary: %w", err)
 		}
-		if err := fs.Parse(rest); err != nil {
-			return nil, nil, err
+		if fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return "", fmt.Errorf("--consul-binary %s is not an executable file", flag)
 		}
-		rest = fs.Args()
+		return flag, nil
 	}
-	for n, p := range ptrs {
-		vals[n] = *p
+	if p, err := exec.LookPath("consul"); err == nil {
+		return p, nil
 	}
-	return vals, pos, nil
+	p, err := tools.Consul()
+	if err != nil {
+		return "", fmt.Errorf("no consul on PATH, and the pinned one: %w; or give --consul-binary", err)
+	}
+	return p, nil
 }

@@ -104,8 +104,8 @@ func TestImagesAdd(t *testing.T) {
 		}
 	}
 	data := t.TempDir()
-	out, _, err := c.run("", "-o", "json", "images", "add", "custom", "--data-dir", data, "--version", "7", "--root", root,
-		"--kernel", kernel, "--cmdline", "root=LABEL=ironrack-root ro")
+	out, _, err := c.run("", "-o", "json", "images", "add", "--data-dir", data, "--version", "7", "--root", root,
+		"--kernel", kernel, "--cmdline", "root=LABEL=ironrack-root ro", "custom")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,14 +123,15 @@ func TestImagesAdd(t *testing.T) {
 		t.Errorf("images list: %v\n%s", err, out)
 	}
 	for args, want := range map[string]string{
-		"images add custom --version 7 --root " + root:                  "custom/7 already exists",
-		"images add custom --root " + root:                              "--version is required",
-		"images add custom --version 8":                                 "--root FILE is required",
-		"images add custom --version 8 --root " + src + "/nope":         "--root: stat " + src + "/nope",
+		"images add --version 7 --root " + root + " custom":             "custom/7 already exists",
+		"images add --root " + root + " custom":                         "--version is required",
+		"images add --version 8 custom":                                 "--root FILE is required",
+		"images add --version 8 --root " + src + "/nope custom":         "--root: stat " + src + "/nope",
 		"images add --version 8 --root " + root:                         "want exactly one NAME",
-		"images add custom --version 8 --root " + root + " --cmdline x": "--cmdline needs --kernel",
+		"images add --version 8 --root " + root + " --cmdline x custom": "--cmdline needs --kernel",
+		"images add --version 8 --root " + root + " custom --cmdline x": "flag --cmdline comes after the arguments",
 	} {
-		_, _, err := c.run("", strings.Fields(args+" --data-dir "+data)...)
+		_, _, err := c.run("", strings.Fields(strings.Replace(args, "images add ", "images add --data-dir "+data+" ", 1))...)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v, want %q", args, err, want)
 		}

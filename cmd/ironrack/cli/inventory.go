@@ -56,9 +56,6 @@ func inventoryCommand(e *env) *cli.Command {
 				ArgsUsage: "FILE.csv",
 				Flags:     []cli.Flag{reasonFlag()},
 				Action: func(c *cli.Context) error {
-					if err := flagsFirst(c); err != nil {
-						return err
-					}
 					if c.NArg() != 1 {
 						return errors.New("import: want exactly one FILE.csv")
 					}
@@ -145,9 +142,6 @@ func inventoryCommand(e *env) *cli.Command {
 				ArgsUsage: "ID|SERIAL|MAC KEY=VALUE...",
 				Flags:     []cli.Flag{reasonFlag()},
 				Action: func(c *cli.Context) error {
-					if err := flagsFirst(c); err != nil {
-						return err
-					}
 					if c.NArg() < 2 {
 						return errors.New("tag: want a machine and at least one KEY=VALUE")
 					}
@@ -176,9 +170,6 @@ func inventoryCommand(e *env) *cli.Command {
 				ArgsUsage: "ID|SERIAL|MAC STATE",
 				Flags:     []cli.Flag{reasonFlag()},
 				Action: func(c *cli.Context) error {
-					if err := flagsFirst(c); err != nil {
-						return err
-					}
 					if c.NArg() != 2 {
 						return errors.New("set-state: want a machine and a state")
 					}
@@ -203,9 +194,6 @@ func inventoryCommand(e *env) *cli.Command {
 				ArgsUsage: "[FILE.csv]",
 				Flags:     selectionFlags(),
 				Action: func(c *cli.Context) error {
-					if err := flagsFirst(c); err != nil {
-						return err
-					}
 					ms, err := e.list(c)
 					if err != nil {
 						return err
@@ -306,9 +294,6 @@ func inventoryCommand(e *env) *cli.Command {
 				ArgsUsage: "[ID|SERIAL|MAC...]",
 				Flags:     append(selectionFlags(), &cli.StringFlag{Name: "owner", Usage: "release everything this owner holds"}, reasonFlag()),
 				Action: func(c *cli.Context) error {
-					if err := flagsFirst(c); err != nil {
-						return err
-					}
 					s, err := e.store(c, false)
 					if err != nil {
 						return err
@@ -387,9 +372,6 @@ func (e *env) list(c *cli.Context) ([]*inventory.Machine, error) {
 
 // findOne resolves the first argument to one machine.
 func (e *env) findOne(c *cli.Context) (*inventory.Machine, *inventory.Store, error) {
-	if err := flagsFirst(c); err != nil {
-		return nil, nil, err
-	}
 	if c.NArg() < 1 {
 		return nil, nil, fmt.Errorf("%s: name a machine by ID, serial or MAC", c.Command.Name)
 	}

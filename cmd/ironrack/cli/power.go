@@ -139,9 +139,6 @@ func setPasswordCommand(e *env) *cli.Command {
 // bmcRun is the shell of every bulk BMC command: select, confirm, run with
 // progress, print the summary, and fail if any machine failed.
 func (e *env) bmcRun(c *cli.Context, change bool, run func(*provision.Fleet, []provision.Selected) []provision.Outcome) error {
-	if err := flagsFirst(c); err != nil {
-		return err
-	}
 	name := commandPath(c)
 	sel, s, err := e.selectMachines(c)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/ironrack/ironrack/internal/tools"
 	"github.com/ironrack/ironrack/tiers"
 	"github.com/ironrack/ironrack/tiers/placement"
 	"github.com/ironrack/ironrack/tiers/stack"
@@ -42,12 +43,13 @@ func engineFlags() []cli.Flag {
 	)
 }
 
+// defaultPulumiDir is the tools cache's pinned engine (tools.PulumiDir).
 func defaultPulumiDir() string {
-	h, err := os.UserHomeDir()
+	d, err := tools.PulumiDir()
 	if err != nil {
 		return ""
 	}
-	return filepath.Join(h, ".cache", "ironrack", "tools", "pulumi-"+stack.EngineVersion)
+	return d
 }
 
 // scalePreviewCommand is `ironrack scale preview`.
@@ -123,9 +125,6 @@ func scaleApplyCommand(e *env) *cli.Command {
 // stackOptions gathers the engine's options from the flags, the
 // environment and the stack config file.
 func (e *env) stackOptions(c *cli.Context) (stack.Options, error) {
-	if err := flagsFirst(c); err != nil {
-		return stack.Options{}, err
-	}
 	if c.NArg() > 0 {
 		return stack.Options{}, fmt.Errorf("%s: unexpected argument %q", c.Command.FullName(), c.Args().First())
 	}
