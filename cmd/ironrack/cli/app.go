@@ -77,6 +77,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			scaleCommand(e),
 			deployCommand(e),
 			releaseCommand(e),
+			readyCommand(e),
 			versionCommand(e),
 			completionCommand(e),
 		},

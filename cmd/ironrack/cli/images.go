@@ -74,6 +74,26 @@ func imagesCommand(e *env) *cli.Command {
 				return nil
 			},
 		}, {
+			Name:      "register",
+			Usage:     "record an image already built into --data-dir in the catalog (a build with --register=false)",
+			ArgsUsage: "NAME [VERSION]",
+			Description: "Reads DATA/images/NAME/VERSION/manifest.json and checks the files are there; VERSION defaults to\n" +
+				"the one current points at, else the only one. Needs no network: build outside a lab's namespace\n" +
+				"(images build ... --register=false), register inside it.",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "the boot server's data dir (as for serve)"},
+			},
+			Action: func(c *cli.Context) error {
+				if c.NArg() < 1 || c.NArg() > 2 {
+					return errors.New("images register: want NAME [VERSION]")
+				}
+				m, err := images.Installed(c.String("data-dir"), c.Args().Get(0), c.Args().Get(1))
+				if err != nil {
+					return fmt.Errorf("images register: %w", err)
+				}
+				return registerAndPrint(c, e, m, filepath.Join(c.String("data-dir"), "images", m.Name, m.Version), "registered")
+			},
+		}, {
 			Name:      "add",
 			Usage:     "register an externally built image: copy its files into DATA/images/NAME/VERSION/ and record it",
 			ArgsUsage: "NAME",
@@ -118,6 +138,7 @@ func imagesCommand(e *env) *cli.Command {
 					&cli.StringFlag{Name: "kernel-dir", Usage: "a scripts/boot-artifacts cache entry (default: run --source's scripts/boot-artifacts)"},
 					&cli.StringFlag{Name: "agent", Usage: "a static ironrack-agent binary (default: go build it from --source)"},
 					&cli.StringFlag{Name: "source", Usage: "the ironrack source tree (default: the one containing the working directory)"},
+					registerFlag(),
 				},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 0 {
@@ -156,12 +177,14 @@ func imagesCommand(e *env) *cli.Command {
 					if err != nil {
 						return err
 					}
-					cat, err := catalog(c)
-					if err == nil {
-						err = cat.Register(c.Context, m)
-					}
-					if err != nil {
-						return fmt.Errorf("images build discovery: built %s/%s into --data-dir, but did not register it (rerun once Consul answers): %w", m.Name, m.Version, err)
+					if c.Bool("register") {
+						cat, err := catalog(c)
+						if err == nil {
+							err = cat.Register(c.Context, m)
+						}
+						if err != nil {
+							return fmt.Errorf("images build discovery: built %s/%s into --data-dir, but did not register it (rerun once Consul answers, or: ironrack images register %s %s): %w", m.Name, m.Version, m.Name, m.Version, err)
+						}
 					}
 					if e.format == "json" {
 						enc := json.NewEncoder(e.stdout)
@@ -232,6 +255,11 @@ func registerAndPrint(c *cli.Context, e *env, m images.Manifest, dir, verb strin
 	if err != nil {
 		return fmt.Errorf("images: %s %s/%s into %s, but did not register it (rerun once Consul answers): %w", verb, m.Name, m.Version, dir, err)
 	}
+	return printManifest(e, m, dir, verb)
+}
+
+// printManifest prints m (json: the manifest; table: a line per file).
+func printManifest(e *env, m images.Manifest, dir, verb string) error {
 	if e.format == "json" {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
@@ -263,6 +291,7 @@ func debianCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "consul-binary", EnvVars: []string{"IRONRACK_CONSUL_BIN"},
 				Usage: "the consul binary to carry (default: consul on PATH, else the pinned one scripts/setup built)"},
 			&cli.StringFlag{Name: "source", Usage: "the ironrack source tree (default: the one containing the working directory)"},
+			registerFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -309,6 +338,9 @@ func debianCommand(e *env) *cli.Command {
 			}
 			e.log.Info("images: debian built", "version", b.Manifest.Version, "tree_cached", b.TreeCached, "reused", b.Reused,
 				"took", time.Since(start).Round(100*time.Millisecond))
+			if !c.Bool("register") {
+				return printManifest(e, b.Manifest, b.Dir, "built")
+			}
 			return registerAndPrint(c, e, b.Manifest, b.Dir, "built")
 		},
 	}
@@ -336,4 +368,11 @@ func consulBinary(flag string) (string, error) {
 		return "", fmt.Errorf("no consul on PATH, and the pinned one: %w; or give --consul-binary", err)
 	}
 	return p, nil
+}
+
+// registerFlag is the builds' --register: off builds the files only, for
+// `images register` later (where Consul is not reachable from the build).
+func registerFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "register", Value: true,
+		Usage: "record the build in the catalog (--register=false: files only; ironrack images register NAME VERSION later)"}
 }
