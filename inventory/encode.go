@@ -9,6 +9,12 @@ import (
 // on every change, and its copy in the ready pool too, so its size is most
 // of what a claim costs Consul. The printed JSON (the contract in
 // docs/machine.schema.json) is the Machine's own and keeps every field.
+//
+// recordJSON restates Machine's fields with omitempty (a conversion cannot
+// derive it: NICs and Disks leave out their own empty fields too), and
+// MarshalJSON and UnmarshalJSON copy them one by one. A field missing from
+// either would be silently dropped from Consul: TestMachineFieldsCarried
+// round-trips a machine with every field set and names any field lost.
 type recordJSON struct {
 	ID         string            `json:"id"`
 	Serial     string            `json:"serial,omitempty"`

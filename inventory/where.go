@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"fmt"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -43,10 +44,38 @@ type Where struct {
 	pushdown map[string]string
 }
 
-// Fields are the names a where-expression may use (tags.KEY reads a tag).
-var Fields = []string{"id", "serial", "uuid", "rack", "slot", "vendor", "model", "firmware", "bmc", "nics", "ip",
-	"cpu_model", "cpu_cores", "mem_gb", "disks", "tags", "state", "tier", "owner", "source", "drift",
-	"created_at", "updated_at"}
+// Fields are the names a where-expression may use (tags.KEY reads a tag):
+// Machine's JSON field names, in order. machineEnv gives each its value.
+var Fields = jsonNames(reflect.TypeFor[Machine]())
+
+// whereExcluded are the machine fields (JSON paths) that machineEnv leaves
+// out. TestMachineFieldsCarried fails when machineEnv lacks a field of
+// Machine not in this list. bmc.credential_ref has never been offered to
+// where-expressions; offering it is a decision of its own.
+var whereExcluded = []string{"bmc.credential_ref"}
+
+// jsonNames are the JSON names of struct type t's fields, in order.
+func jsonNames(t reflect.Type) []string {
+	var names []string
+	for f := range t.Fields() {
+		if name, ok := jsonName(f); ok {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// jsonName is f's name in JSON; false if encoding/json leaves it out.
+func jsonName(f reflect.StructField) (string, bool) {
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	switch {
+	case !f.IsExported() || name == "-":
+		return "", false
+	case name == "":
+		return f.Name, true
+	}
+	return name, true
+}
 
 var fieldSet = func() map[string]bool {
 	m := map[string]bool{}
@@ -157,8 +186,8 @@ func (p *patcher) Visit(node *ast.Node) {
 // listFields are the fields of the elements of the list fields, which
 // LIST.FIELD projects: disks.rotational is every disk's rotational flag.
 var listFields = map[string][]string{
-	"disks": {"name", "size_bytes", "model", "serial", "rotational"},
-	"nics":  {"mac", "name", "primary", "speed_mbps", "driver"},
+	"disks": jsonNames(reflect.TypeFor[Disk]()),
+	"nics":  jsonNames(reflect.TypeFor[NIC]()),
 }
 
 // projectFn is LIST.FIELD: the field of every element, in order.
@@ -388,7 +417,7 @@ func (w *Where) onlyMeta() bool {
 		if id == "id" {
 			continue
 		}
-		if !stringMetaKeys[id] && id != "cpu_cores" && id != "mem_gb" {
+		if !stringMetaKeys[id] && !numMetaKeys[id] {
 			return false
 		}
 	}
@@ -410,7 +439,7 @@ func (w *Where) matchMeta(id string, meta map[string]string) (bool, error) {
 		if !ok {
 			continue
 		}
-		if f == "cpu_cores" || f == "mem_gb" {
+		if numMetaKeys[f] {
 			n, err := strconv.Atoi(v)
 			if err != nil {
 				continue
@@ -425,6 +454,9 @@ func (w *Where) matchMeta(id string, meta map[string]string) (bool, error) {
 
 // machineEnv builds the expression environment of m with just the fields
 // the expression reads. Empty strings and unknown numbers are left out (nil).
+// It is written out field by field for speed (a query evaluates it on every
+// record it reads); TestMachineFieldsCarried checks that it carries every
+// field of Machine but whereExcluded.
 func machineEnv(m *Machine, idents map[string]bool) map[string]any {
 	env := make(map[string]any, len(idents))
 	str := func(k, v string) {
