@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ironrack/ironrack/agent"
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/provision/httpboot"
 )
 
@@ -255,11 +256,11 @@ func TestChooseDisk(t *testing.T) {
 	add("vda", 1024, "0", "0")  // too small
 	add("vdb", 8192, "0", "0")  // fits
 	add("vdc", 16384, "0", "0") // fits too, later
-	d, err := agent.ChooseDisk(fsys, agent.DiskRule{Rule: "first-fit", MinBytes: 4096 * 512})
+	d, err := agent.ChooseDisk(fsys, wire.DiskRule{Rule: wire.FirstFit, MinBytes: 4096 * 512})
 	if err != nil || d.Name != "vdb" {
 		t.Fatalf("chose %+v, %v; want vdb", d, err)
 	}
-	_, err = agent.ChooseDisk(fsys, agent.DiskRule{Rule: "first-fit", MinBytes: 1 << 40})
+	_, err = agent.ChooseDisk(fsys, wire.DiskRule{Rule: wire.FirstFit, MinBytes: 1 << 40})
 	if err == nil || !strings.Contains(err.Error(), "sda (removable)") || !strings.Contains(err.Error(), "sdb (read-only)") {
 		t.Fatalf("err %v, want it to name every disk and why", err)
 	}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/ironrack/ironrack/agent/wire"
 )
 
 // AgentImage is the discovery environment's image name: the boot server
@@ -34,11 +36,11 @@ const (
 	ManifestFile = "manifest.json" // Manifest
 )
 
-// Where the agent's initramfs keeps its modules (agent.ModuleDir and
-// agent.ModuleOrder say the same).
+// Where both initramfs images keep their modules: the discovery one as the
+// agent reads them (wire), and the OS image's busybox init the same way.
 const (
-	moduleDir   = "lib/modules"
-	moduleOrder = "lib/modules/order"
+	moduleDir   = wire.ModuleDir
+	moduleOrder = wire.ModuleOrderFile
 )
 
 // DiscoveryModules are the kernel modules the discovery environment loads,
@@ -245,7 +247,7 @@ func packInitramfs(recs []cpio.Record, modules map[string][]byte, order []string
 	}
 	recs = append(recs, cpio.StaticFile(moduleOrder, strings.Join(order, "\n")+"\n", 0o644))
 	if idx, err := BuildModuleIndex(modules, order); err == nil && len(order) > 0 {
-		recs = append(recs, cpio.StaticRecord(idx.marshal(), cpio.Info{Name: moduleIndex, Mode: cpio.S_IFREG | 0o644}))
+		recs = append(recs, cpio.StaticRecord(idx.Marshal(), cpio.Info{Name: wire.ModuleIndexFile, Mode: cpio.S_IFREG | 0o644}))
 	}
 	cpio.MakeAllReproducible(recs)
 

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/internal/servetest"
 	"github.com/ironrack/ironrack/inventory"
@@ -154,12 +155,12 @@ func TestDeployEndpoints(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("instructions: %d %s", resp.StatusCode, body)
 	}
-	var in httpboot.Instructions
+	var in wire.Instructions
 	if err := json.Unmarshal([]byte(body), &in); err != nil {
 		t.Fatal(err)
 	}
-	want := httpboot.Instructions{Image: "debian", Version: "1", URL: "/images/debian/1/root.img", SHA256: sum, Size: int64(len(root)),
-		Disk: httpboot.DiskRule{Rule: "first-fit", MinBytes: int64(len(root))}}
+	want := wire.Instructions{Image: "debian", Version: "1", URL: "/images/debian/1/root.img", SHA256: sum, Size: int64(len(root)),
+		Disk: wire.DiskRule{Rule: "first-fit", MinBytes: int64(len(root))}}
 	if in != want {
 		t.Errorf("instructions %+v, want %+v", in, want)
 	}

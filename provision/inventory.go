@@ -13,9 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision/dhcp"
-	"github.com/ironrack/ironrack/provision/httpboot"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
 
@@ -317,7 +317,7 @@ func (a *Inventory) VerifyBootToken(ctx context.Context, token string) (string, 
 // commission event moves a commissioning machine to failed_commissioning;
 // deploy and wipe results end those workflows (recordEvent); other
 // events are noted in its history.
-func (a *Inventory) RecordReport(ctx context.Context, id string, r httpboot.Report) error {
+func (a *Inventory) RecordReport(ctx context.Context, id string, r wire.Report) error {
 	switch r.Kind {
 	case "facts":
 		return a.recordFacts(ctx, id, r.Facts)
@@ -343,7 +343,7 @@ func (a *Inventory) RecordReport(ctx context.Context, id string, r httpboot.Repo
 // commissionEvent notes a commission event; a failed one moves a
 // commissioning machine to failed_commissioning, with the agent's reason
 // in the same history entry. In any other state the event is only noted.
-func (a *Inventory) commissionEvent(ctx context.Context, id string, e *httpboot.Event, why string) error {
+func (a *Inventory) commissionEvent(ctx context.Context, id string, e *wire.Event, why string) error {
 	change := inventory.Change{What: "agent commission", Why: why, Who: bootServer}
 	m, err := a.Store.Update(ctx, id, inventory.System, change, func(m *inventory.Machine) error {
 		if e.Status == "failed" && m.State == inventory.StateCommissioning {
@@ -357,7 +357,7 @@ func (a *Inventory) commissionEvent(ctx context.Context, id string, e *httpboot.
 	return err
 }
 
-func (a *Inventory) recordFacts(ctx context.Context, id string, f *httpboot.Facts) error {
+func (a *Inventory) recordFacts(ctx context.Context, id string, f *wire.Facts) error {
 	facts := FactsFromReport(f)
 	m, err := a.Store.Get(ctx, id)
 	if err != nil {
@@ -400,9 +400,9 @@ const GiB = 1 << 30
 // Vendor and product become NodeMeta, so a string the inventory does not
 // take as a plain field is dropped (inventoryText); descriptive text (CPU
 // and disk models, serials, drivers) that the inventory would refuse is
-// dropped likewise (inventory.DescrText). httpboot.ParseReport has
+// dropped likewise (inventory.DescrText). wire.ParseReport has
 // refused control characters and over-long strings already.
-func FactsFromReport(f *httpboot.Facts) inventory.Facts {
+func FactsFromReport(f *wire.Facts) inventory.Facts {
 	out := inventory.Facts{
 		Serial:   strings.TrimSpace(f.Serial),
 		UUID:     strings.ToLower(f.UUID),
@@ -417,7 +417,7 @@ func FactsFromReport(f *httpboot.Facts) inventory.Facts {
 		out.Disks = append(out.Disks, inventory.Disk{Name: d.Name, SizeBytes: int64(min(d.SizeBytes, 1<<62)),
 			Serial: inventory.DescrText(d.Serial), Model: inventory.DescrText(d.Model), Rotational: d.Rotational})
 	}
-	details := map[string]httpboot.NIC{}
+	details := map[string]wire.NIC{}
 	for _, n := range f.NICs {
 		details[n.MAC] = n
 	}

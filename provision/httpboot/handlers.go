@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
 
@@ -161,7 +162,7 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxReportBytes)
-	rep, err := ParseReport(body)
+	rep, err := wire.ParseReport(body)
 	if err != nil {
 		s.reports.WithLabelValues("invalid").Inc()
 		var tooBig *http.MaxBytesError

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
 
@@ -48,7 +49,7 @@ type Tokens interface {
 // Reports receives the agent's reports.
 type Reports interface {
 	// RecordReport stores one validated report of machineID.
-	RecordReport(ctx context.Context, machineID string, r Report) error
+	RecordReport(ctx context.Context, machineID string, r wire.Report) error
 }
 
 // Config configures a Server. The zero value of every optional field works.
@@ -139,8 +140,8 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /boot.ipxe", s.serveScript)
 	mux.HandleFunc("GET /images/", s.serveImage)
 	mux.HandleFunc("GET /ipxe/", s.serveIPXE)
-	mux.HandleFunc("POST /api/v1/report", s.serveReport)
-	mux.HandleFunc("GET /api/v1/deploy", s.serveDeploy)
+	mux.HandleFunc("POST "+wire.ReportPath, s.serveReport)
+	mux.HandleFunc("GET "+wire.DeployPath, s.serveDeploy)
 	mux.HandleFunc("GET /nocloud/{token}/{file}", s.serveNoCloud)
 	s.handler = mux
 	return s, nil

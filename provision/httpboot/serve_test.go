@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/provision/httpboot"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
@@ -24,7 +25,7 @@ import (
 type memInventory struct {
 	mu       sync.Mutex
 	machines map[string]ipxe.Machine // by MAC
-	reports  map[string][]httpboot.Report
+	reports  map[string][]wire.Report
 	boots    []string
 }
 
@@ -55,7 +56,7 @@ func (m *memInventory) VerifyBootToken(_ context.Context, token string) (string,
 	return "", false, nil
 }
 
-func (m *memInventory) RecordReport(_ context.Context, id string, r httpboot.Report) error {
+func (m *memInventory) RecordReport(_ context.Context, id string, r wire.Report) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.reports[id] = append(m.reports[id], r)
@@ -93,7 +94,7 @@ func start(t *testing.T) fixture {
 	ipxeDir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(ipxeDir, "ipxe.efi"), []byte("MZ-ipxe"), 0o644))
 
-	inv := &memInventory{reports: map[string][]httpboot.Report{}, machines: map[string]ipxe.Machine{
+	inv := &memInventory{reports: map[string][]wire.Report{}, machines: map[string]ipxe.Machine{
 		"52:54:00:00:00:01": {ID: "m1", MAC: "52:54:00:00:00:01", State: ipxe.StateDeployed, Token: "tok-m1",
 			Image: ipxe.Image{Name: "debian", Version: "12", Kernel: "vmlinuz", Initrd: "initrd.img", Cmdline: "root=LABEL=root ro"}},
 		"52:54:00:00:00:02": {ID: "m2", MAC: "52:54:00:00:00:02", State: ipxe.StateCommissioning, Token: "tok-m2"},
