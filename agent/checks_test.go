@@ -9,7 +9,6 @@ import (
 	"testing/fstest"
 
 	"github.com/google/go-cmp/cmp"
-
 )
 
 // diskFiles opens sparse files of each disk's size in a temp dir; short

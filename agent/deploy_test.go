@@ -19,6 +19,7 @@ import (
 
 	"github.com/ironrack/ironrack/agent"
 	"github.com/ironrack/ironrack/agent/wire"
+	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/provision/httpboot"
 )
 
@@ -36,7 +37,7 @@ type imageServer struct {
 func newImageServer(t *testing.T, addr string, img []byte) *imageServer {
 	t.Helper()
 	data := t.TempDir()
-	dir := filepath.Join(data, "images", "debian", "1")
+	dir := images.Dir(data, "debian", "1")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func (s *imageServer) start() {
 		s.t.Fatalf("listen %s: %v", s.addr, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := httpboot.New(httpboot.Config{DataDir: s.data, ShutdownTimeout: time.Millisecond, Listener: ln})
+	srv, err := httpboot.New(httpboot.Config{ImageDir: images.Root(s.data), ShutdownTimeout: time.Millisecond, Listener: ln})
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -2,11 +2,8 @@ package provision
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/images"
@@ -26,13 +23,9 @@ func (a *Inventory) manifest(name, version string) (images.Manifest, error) {
 	if a.DataDir == "" || !safeSegment(name) || !safeSegment(version) || name == "" || version == "" {
 		return images.Manifest{}, fmt.Errorf("image %s/%s: not on this boot server", name, version)
 	}
-	b, err := os.ReadFile(filepath.Join(a.DataDir, "images", name, version, images.ManifestFile))
+	m, err := images.ReadManifest(images.Dir(a.DataDir, name, version))
 	if err != nil {
 		return images.Manifest{}, fmt.Errorf("image %s/%s: %w", name, version, err)
-	}
-	var m images.Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return images.Manifest{}, fmt.Errorf("image %s/%s: manifest: %w", name, version, err)
 	}
 	return m, nil
 }

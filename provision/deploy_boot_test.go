@@ -32,7 +32,7 @@ import (
 // does: root.img, SHA256SUMS and manifest.json naming root.img as the root.
 func writeImage(t *testing.T, data, name, version string, root []byte) (sum string) {
 	t.Helper()
-	dir := filepath.Join(data, "images", name, version)
+	dir := images.Dir(data, name, version)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func startDeployServer(t *testing.T, addr string) deployFixture {
 	base := "http://" + ln.Addr().String()
 	inv.BaseURL = base
 	srv, err := httpboot.New(httpboot.Config{
-		Listener: ln, DataDir: inv.DataDir, Env: ipxe.Env{BaseURL: base},
+		Listener: ln, ImageDir: images.Root(inv.DataDir), Env: ipxe.Env{BaseURL: base},
 		Machines: inv, Boots: inv, Tokens: inv, Reports: inv, Deploys: inv,
 	})
 	if err != nil {
@@ -177,7 +177,7 @@ func TestDeployEndpoints(t *testing.T) {
 		}
 	}
 	// A file the sums do not list gets no header.
-	os.WriteFile(filepath.Join(f.inv.DataDir, "images", "debian", "1", "extra"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(images.Dir(f.inv.DataDir, "debian", "1"), "extra"), []byte("x"), 0o644)
 	if resp, _ := get(t, f.base+"/images/debian/1/extra"); resp.StatusCode != 200 || resp.Header.Get("X-Checksum-Sha256") != "" {
 		t.Errorf("unlisted file: %d, header %q", resp.StatusCode, resp.Header.Get("X-Checksum-Sha256"))
 	}
@@ -290,7 +290,7 @@ func TestDeployEndpoints(t *testing.T) {
 	if resp, _ := get(t, f.base+"/api/v1/deploy", "Authorization", "Bearer "+tok); resp.StatusCode != 409 {
 		t.Errorf("instructions of a deployed machine: %d, want 409", resp.StatusCode)
 	}
-	os.WriteFile(filepath.Join(f.inv.DataDir, "images", "debian", "1", "vmlinuz"), []byte("kernel"), 0o644)
+	os.WriteFile(filepath.Join(images.Dir(f.inv.DataDir, "debian", "1"), "vmlinuz"), []byte("kernel"), 0o644)
 	_, script := get(t, f.base+"/boot.ipxe?mac=52:54:00:31:00:01")
 	if !strings.Contains(script, "/images/debian/1/vmlinuz") || !strings.Contains(script, "ds=nocloud-net;s="+f.base+"/nocloud/"+spec.NoCloudToken+"/") {
 		t.Errorf("deployed script lacks the image kernel or the NoCloud seed:\n%s", script)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ironrack/ironrack/agent/wire"
+	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision/dhcp"
 	"github.com/ironrack/ironrack/provision/ipxe"
@@ -26,18 +27,6 @@ const (
 	TagImage        = "image"
 	TagImageVersion = "image_version"
 )
-
-// Files in DATA/images/<name>/<version>/ that the deployed-OS boot uses.
-const (
-	ImageKernel  = "vmlinuz"    // present: boot it; absent: boot the local disk
-	ImageInitrd  = "initrd.img" // optional
-	ImageCmdline = "cmdline"    // optional, one line; if absent DefaultOSCmdline
-)
-
-// DefaultOSCmdline is the deployed kernel's command line when the image has
-// no cmdline file: root on the local disk, by the label the images issue
-// gives the root file system.
-const DefaultOSCmdline = "root=LABEL=ironrack-root ro console=tty0 console=ttyS0,115200n8"
 
 // bootServer is recorded as Who in the history entries the boot server writes.
 const bootServer = "boot-server"
@@ -250,8 +239,8 @@ func (a *Inventory) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (ipx
 }
 
 // image is a deployed machine's image: its tags name it; its files are found
-// in DATA/images/<name>/<version>/ (vmlinuz, optional initrd.img, optional
-// one-line cmdline). No tags, or no vmlinuz there, means the image installed
+// in images.Dir (vmlinuz, optional initrd.img, optional one-line cmdline,
+// else images.DefaultCmdline). No tags, or no vmlinuz there, means the image installed
 // a bootloader: the machine boots its local disk.
 func (a *Inventory) image(m *inventory.Machine) ipxe.Image {
 	img := ipxe.Image{Name: m.Tags[TagImage], Version: m.Tags[TagImageVersion]}
@@ -259,16 +248,16 @@ func (a *Inventory) image(m *inventory.Machine) ipxe.Image {
 		!safeSegment(img.Name) || !safeSegment(img.Version) {
 		return ipxe.Image{}
 	}
-	dir := filepath.Join(a.DataDir, "images", img.Name, img.Version)
-	if !regular(filepath.Join(dir, ImageKernel)) {
+	dir := images.Dir(a.DataDir, img.Name, img.Version)
+	if !regular(filepath.Join(dir, images.KernelFile)) {
 		return img // no kernel: local disk
 	}
-	img.Kernel = ImageKernel
-	if regular(filepath.Join(dir, ImageInitrd)) {
-		img.Initrd = ImageInitrd
+	img.Kernel = images.KernelFile
+	if regular(filepath.Join(dir, images.InitrdFile)) {
+		img.Initrd = images.InitrdFile
 	}
-	img.Cmdline = DefaultOSCmdline
-	if b, err := os.ReadFile(filepath.Join(dir, ImageCmdline)); err == nil {
+	img.Cmdline = images.DefaultCmdline
+	if b, err := os.ReadFile(filepath.Join(dir, images.CmdlineFile)); err == nil {
 		if line := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]); line != "" {
 			img.Cmdline = line
 		}

@@ -80,7 +80,7 @@ func safeRel(rel string, n int) bool {
 }
 
 func (s *Server) serveImage(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.DataDir == "" {
+	if s.cfg.ImageDir == "" {
 		http.NotFound(w, r)
 		return
 	}
@@ -89,7 +89,7 @@ func (s *Server) serveImage(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "path: want /images/<name>/<version>/<file>", http.StatusBadRequest)
 		return
 	}
-	dir := path.Join(s.cfg.DataDir, "images")
+	dir := s.cfg.ImageDir
 	s.serveFrom(w, r, dir, rel, func() string {
 		return s.sums.lookup(path.Join(dir, path.Dir(rel)), path.Base(rel))
 	})

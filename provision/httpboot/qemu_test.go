@@ -110,7 +110,7 @@ func qemuBoot(t *testing.T, firmware string) {
 		if err != nil {
 			return err
 		}
-		h, err := httpboot.New(httpboot.Config{Listener: ln, DataDir: t.TempDir(),
+		h, err := httpboot.New(httpboot.Config{Listener: ln, ImageDir: t.TempDir(),
 			Env: ipxe.Env{BaseURL: "http://192.0.2.1:8080"}, Machines: inv, Boots: inv})
 		if err != nil {
 			return err

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ironrack/ironrack/agent/wire"
+	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/provision/httpboot"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
@@ -80,7 +81,7 @@ func start(t *testing.T) fixture {
 		t.Fatalf("needs curl (scripts/setup installs it): %v", err)
 	}
 	data := t.TempDir()
-	dir := filepath.Join(data, "images", "debian", "12")
+	dir := images.Dir(data, "debian", "12")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func start(t *testing.T) fixture {
 	base := "http://" + ln.Addr().String()
 	reg := prometheus.NewRegistry()
 	srv, err := httpboot.New(httpboot.Config{
-		Listener: ln, DataDir: data, IPXEDir: ipxeDir,
+		Listener: ln, ImageDir: images.Root(data), IPXEDir: ipxeDir,
 		Env:      ipxe.Env{BaseURL: base},
 		Machines: inv, Boots: inv, Tokens: inv, Reports: inv,
 		MaxReportBytes: 4096,
