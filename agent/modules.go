@@ -9,12 +9,13 @@ import (
 )
 
 // SelectModules picks the modules of order (files, in load order) that
-// this machine needs, from the initramfs's module index (wire.ModuleIndex): each PCI driver
-// (a module with pci: aliases) with an alias that matches a device in
-// sys/bus/pci/devices/*/modalias; every other module with aliases (virtio
-// and scsi drivers, whose devices appear only once a controller's driver
-// runs; crypto implementations); and the dependencies of both, in order. fsys is rooted at / (sys/...). A module the index does
-// not know is loaded.
+// this machine needs, from the initramfs's module index (wire.ModuleIndex):
+// each PCI driver (a module with pci: aliases) with an alias that matches a
+// device in sys/bus/pci/devices/*/modalias; every other module with aliases
+// (virtio and scsi drivers, whose devices appear only once a controller's
+// driver runs; crypto implementations); and the dependencies of both, in
+// order. fsys is rooted at / (sys/...). A module the index does not know is
+// loaded.
 func SelectModules(fsys fs.FS, order []string, index []byte) ([]string, error) {
 	idx, err := wire.ParseModuleIndex(index)
 	if err != nil {
