@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"bytes"
-	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,8 +9,6 @@ import (
 	"testing/fstest"
 
 	"github.com/google/go-cmp/cmp"
-
-	"github.com/ironrack/ironrack/provision/httpboot"
 )
 
 // diskFiles opens sparse files of each disk's size in a temp dir; short
@@ -96,23 +92,5 @@ func TestCommission(t *testing.T) {
 	cs := Commission(fstest.MapFS{}, Facts{MemoryBytes: 1 << 30, MemorySource: MemorySMBIOS}, nil)
 	if !Failed(cs) || !strings.Contains(Summary(cs), "memory visible") {
 		t.Errorf("no meminfo: %+v", cs)
-	}
-}
-
-// TestEventReportParses: commissioning events parse with the boot server's
-// strict parser, even with a message that would not.
-func TestEventReportParses(t *testing.T) {
-	for _, msg := range []string{"3 checks passed", "disk vda readable: read at 0: \x00\x1b[31m bad \xff", strings.Repeat("é", 3000)} {
-		b, err := json.Marshal(EventReport("commission", "failed", msg))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rep, err := httpboot.ParseReport(bytes.NewReader(b))
-		if err != nil {
-			t.Fatalf("%q: %v", msg, err)
-		}
-		if rep.Event == nil || rep.Event.Phase != "commission" || rep.Event.Status != "failed" {
-			t.Errorf("parsed %+v", rep.Event)
-		}
 	}
 }

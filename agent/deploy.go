@@ -15,30 +15,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ironrack/ironrack/agent/wire"
 )
 
-// Instructions are the boot server's deploy instructions
-// (provision/httpboot.Instructions), written out here so the agent binary
-// does not link the boot server.
-type Instructions struct {
-	Image   string   `json:"image"`
-	Version string   `json:"version"`
-	URL     string   `json:"url"`
-	SHA256  string   `json:"sha256"`
-	Size    int64    `json:"size"`
-	Disk    DiskRule `json:"disk"`
-}
-
-// DiskRule is httpboot.DiskRule: which disk to write.
-type DiskRule struct {
-	Rule     string `json:"rule"`
-	MinBytes int64  `json:"min_bytes"`
-}
-
-// FetchInstructions gets GET base/api/v1/deploy with the boot token,
+// FetchInstructions gets GET base/api/v1/deploy (wire.DeployPath) with the boot token,
 // retrying network errors and 5xx answers with jittered backoff until ctx
 // is done. A 4xx answer (a bad token, nothing to deploy) is final.
-func (p *Poster) FetchInstructions(ctx context.Context) (Instructions, error) {
+func (p *Poster) FetchInstructions(ctx context.Context) (wire.Instructions, error) {
 	client, sleep := p.Client, p.Sleep
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
@@ -46,7 +30,7 @@ func (p *Poster) FetchInstructions(ctx context.Context) (Instructions, error) {
 	if sleep == nil {
 		sleep = sleepCtx
 	}
-	url := strings.TrimRight(p.URL, "/") + "/api/v1/deploy"
+	url := strings.TrimRight(p.URL, "/") + wire.DeployPath
 	wait := backoffMin
 	for attempt := 1; ; attempt++ {
 		in, err := p.fetchOnce(ctx, client, url)
@@ -58,63 +42,47 @@ func (p *Poster) FetchInstructions(ctx context.Context) (Instructions, error) {
 			fmt.Fprintf(p.Log, "ironrack-agent: deploy instructions attempt %d: %v\n", attempt, err)
 		}
 		if serr := sleep(ctx, wait/2+rand.N(wait/2+1)); serr != nil {
-			return Instructions{}, fmt.Errorf("no deploy instructions after %d attempts: %w (last: %v)", attempt, serr, err)
+			return wire.Instructions{}, fmt.Errorf("no deploy instructions after %d attempts: %w (last: %v)", attempt, serr, err)
 		}
 		wait = min(2*wait, backoffMax)
 	}
 }
 
-func (p *Poster) fetchOnce(ctx context.Context, client *http.Client, url string) (Instructions, error) {
+func (p *Poster) fetchOnce(ctx context.Context, client *http.Client, url string) (wire.Instructions, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return Instructions{}, &PermanentError{Body: err.Error()}
+		return wire.Instructions{}, &PermanentError{Body: err.Error()}
 	}
 	if p.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+p.Token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return Instructions{}, err
+		return wire.Instructions{}, err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	switch s := resp.StatusCode; {
 	case s == http.StatusOK:
 	case s/100 == 4 && s != http.StatusRequestTimeout && s != http.StatusTooManyRequests:
-		return Instructions{}, &PermanentError{Status: s, Body: strings.TrimSpace(string(body))}
+		return wire.Instructions{}, &PermanentError{Status: s, Body: strings.TrimSpace(string(body))}
 	default:
-		return Instructions{}, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return wire.Instructions{}, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 	}
-	var in Instructions
+	var in wire.Instructions
 	if err := json.Unmarshal(body, &in); err != nil {
-		return Instructions{}, &PermanentError{Status: resp.StatusCode, Body: "undecodable instructions: " + err.Error()}
+		return wire.Instructions{}, &PermanentError{Status: resp.StatusCode, Body: "undecodable instructions: " + err.Error()}
 	}
-	if err := in.validate(); err != nil {
-		return Instructions{}, &PermanentError{Status: resp.StatusCode, Body: err.Error()}
+	if err := in.Validate(); err != nil {
+		return wire.Instructions{}, &PermanentError{Status: resp.StatusCode, Body: err.Error()}
 	}
 	return in, nil
-}
-
-func (in Instructions) validate() error {
-	if _, err := hex.DecodeString(in.SHA256); err != nil || len(in.SHA256) != 64 {
-		return fmt.Errorf("instructions: sha256 %q is not 64 hex digits", in.SHA256)
-	}
-	if in.Size <= 0 {
-		return fmt.Errorf("instructions: size %d", in.Size)
-	}
-	if !strings.HasPrefix(in.URL, "/images/") {
-		return fmt.Errorf("instructions: url %q is not under /images/", in.URL)
-	}
-	if in.Disk.Rule != "first-fit" {
-		return fmt.Errorf("instructions: disk rule %q: this agent knows first-fit", in.Disk.Rule)
-	}
-	return nil
 }
 
 // ChooseDisk applies rule to the disks under fsys's sys/block: the first,
 // in kernel name order, that is not removable, not read-only, not a
 // loop/ram/optical device (see Collect) and holds at least MinBytes.
-func ChooseDisk(fsys fs.FS, rule DiskRule) (Disk, error) {
+func ChooseDisk(fsys fs.FS, rule wire.DiskRule) (Disk, error) {
 	var seen []string
 	for _, d := range disks(fsys) {
 		dir := "sys/block/" + d.Name

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/ironrack/ironrack/agent"
+	"github.com/ironrack/ironrack/agent/wire"
+	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/provision/httpboot"
 )
 
@@ -35,7 +37,7 @@ type imageServer struct {
 func newImageServer(t *testing.T, addr string, img []byte) *imageServer {
 	t.Helper()
 	data := t.TempDir()
-	dir := filepath.Join(data, "images", "debian", "1")
+	dir := images.Dir(data, "debian", "1")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +68,7 @@ func (s *imageServer) start() {
 		s.t.Fatalf("listen %s: %v", s.addr, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := httpboot.New(httpboot.Config{DataDir: s.data, ShutdownTimeout: time.Millisecond, Listener: ln})
+	srv, err := httpboot.New(httpboot.Config{ImageDir: images.Root(s.data), ShutdownTimeout: time.Millisecond, Listener: ln})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -255,11 +257,11 @@ func TestChooseDisk(t *testing.T) {
 	add("vda", 1024, "0", "0")  // too small
 	add("vdb", 8192, "0", "0")  // fits
 	add("vdc", 16384, "0", "0") // fits too, later
-	d, err := agent.ChooseDisk(fsys, agent.DiskRule{Rule: "first-fit", MinBytes: 4096 * 512})
+	d, err := agent.ChooseDisk(fsys, wire.DiskRule{Rule: wire.FirstFit, MinBytes: 4096 * 512})
 	if err != nil || d.Name != "vdb" {
 		t.Fatalf("chose %+v, %v; want vdb", d, err)
 	}
-	_, err = agent.ChooseDisk(fsys, agent.DiskRule{Rule: "first-fit", MinBytes: 1 << 40})
+	_, err = agent.ChooseDisk(fsys, wire.DiskRule{Rule: wire.FirstFit, MinBytes: 1 << 40})
 	if err == nil || !strings.Contains(err.Error(), "sda (removable)") || !strings.Contains(err.Error(), "sdb (read-only)") {
 		t.Fatalf("err %v, want it to name every disk and why", err)
 	}

@@ -2,9 +2,14 @@
 // discovery environment (cmd/ironrack-agent, as /init of the initramfs that
 // package images builds). It owns collecting the hardware facts from /sys,
 // /proc and the SMBIOS table (as pure functions over an fs.FS, so testdata
-// trees stand in for a machine), the reports to the boot server's agent API,
-// and bringing the machine's own environment up: mounts, kernel modules, DHCP.
+// trees stand in for a machine), posting reports to the boot server's agent
+// API, and bringing the machine's own environment up: mounts, kernel modules
+// (chosen from the initramfs's module index), DHCP. The API's wire types are
+// package agent/wire's, shared with the boot server.
 //
-// Jobs today: discovery (report facts, power off). Commissioning checks,
-// deploy and wipe are the images and agent issue's next steps.
+// Jobs: discovery (report facts, power off), commissioning (checks, then
+// facts and the result as events), deploy (stream the image from the boot
+// server onto the chosen disk, hashing as it writes, resuming after a broken
+// connection) and wipe (zero each disk's first and last MiB: partition
+// tables, the backup GPT, file system superblocks).
 package agent

@@ -1,34 +1,25 @@
 package agent
 
 import (
-	"encoding/json"
-	"fmt"
 	"io/fs"
 	"path"
 	"strings"
+
+	"github.com/ironrack/ironrack/agent/wire"
 )
 
-// moduleIndex is images.ModuleIndex, as the discovery initramfs holds it
-// in lib/modules/index.json.
-type moduleIndex struct {
-	Modules map[string]struct {
-		Depends      []string `json:"depends"`
-		PCI          []string `json:"pci"`
-		OtherAliases int      `json:"other_aliases"`
-	} `json:"modules"`
-}
-
 // SelectModules picks the modules of order (files, in load order) that
-// this machine needs, from the initramfs's module index: each PCI driver
-// (a module with pci: aliases) with an alias that matches a device in
-// sys/bus/pci/devices/*/modalias; every other module with aliases (virtio
-// and scsi drivers, whose devices appear only once a controller's driver
-// runs; crypto implementations); and the dependencies of both, in order. fsys is rooted at / (sys/...). A module the index does
-// not know is loaded.
+// this machine needs, from the initramfs's module index (wire.ModuleIndex):
+// each PCI driver (a module with pci: aliases) with an alias that matches a
+// device in sys/bus/pci/devices/*/modalias; every other module with aliases
+// (virtio and scsi drivers, whose devices appear only once a controller's
+// driver runs; crypto implementations); and the dependencies of both, in
+// order. fsys is rooted at / (sys/...). A module the index does not know is
+// loaded.
 func SelectModules(fsys fs.FS, order []string, index []byte) ([]string, error) {
-	var idx moduleIndex
-	if err := json.Unmarshal(index, &idx); err != nil {
-		return nil, fmt.Errorf("module index: %w", err)
+	idx, err := wire.ParseModuleIndex(index)
+	if err != nil {
+		return nil, err
 	}
 	var aliases []string
 	devs, _ := fs.ReadDir(fsys, "sys/bus/pci/devices")

@@ -11,97 +11,26 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/ironrack/ironrack/agent/wire"
 )
-
-// Report is the agent API's report (provision/httpboot.Report), written
-// out here so the agent binary does not link the boot server. Its JSON
-// must parse with httpboot.ParseReport; report_test.go checks that.
-type Report struct {
-	Kind  string       `json:"kind"`
-	Facts *ReportFacts `json:"facts,omitempty"`
-	Event *Event       `json:"event,omitempty"`
-}
-
-// Event is httpboot.Event: one step of the agent's work.
-type Event struct {
-	// Phase names the work: "commission", later "deploy", "wipe".
-	Phase string `json:"phase"`
-	// Status is "started", "progress", "done" or "failed".
-	Status  string `json:"status"`
-	Percent int    `json:"percent,omitempty"`
-	Message string `json:"message,omitempty"`
-}
-
-// EventReport is the report of one event; the message is cleaned and cut
-// to what the agent API takes.
-func EventReport(phase, status, message string) Report {
-	message = strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\t' {
-			return r
-		}
-		if r < 0x20 || r == 0x7f || r == '\uFFFD' {
-			return ' '
-		}
-		return r
-	}, strings.ToValidUTF8(message, " "))
-	for len(message) > maxMessage {
-		message = message[:maxMessage]
-		message = strings.ToValidUTF8(message, "")
-	}
-	return Report{Kind: "event", Event: &Event{Phase: phase, Status: status, Message: message}}
-}
-
-// maxMessage is the agent API's limit on an event message.
-const maxMessage = 4096
-
-// ReportFacts is httpboot.Facts.
-type ReportFacts struct {
-	MACs        []string     `json:"macs"`
-	CPUs        int          `json:"cpus"`
-	MemoryBytes uint64       `json:"memory_bytes"`
-	Disks       []ReportDisk `json:"disks"`
-	Serial      string       `json:"serial"`
-	Vendor      string       `json:"vendor,omitempty"`
-	Product     string       `json:"product,omitempty"`
-	CPUModel    string       `json:"cpu_model,omitempty"`
-	UUID        string       `json:"uuid,omitempty"`
-	Firmware    string       `json:"firmware,omitempty"`
-	NICs        []ReportNIC  `json:"nics,omitempty"`
-}
-
-// ReportDisk is httpboot.Disk.
-type ReportDisk struct {
-	Name       string `json:"name"`
-	SizeBytes  uint64 `json:"size_bytes"`
-	Serial     string `json:"serial,omitempty"`
-	Model      string `json:"model,omitempty"`
-	Rotational bool   `json:"rotational,omitempty"`
-}
-
-// ReportNIC is httpboot.NIC.
-type ReportNIC struct {
-	MAC       string `json:"mac"`
-	Name      string `json:"name,omitempty"`
-	SpeedMbps int    `json:"speed_mbps,omitempty"`
-	Driver    string `json:"driver,omitempty"`
-}
 
 // Report is the facts report the agent API takes: every fact but the
 // memory source, which only the console shows.
-func (f Facts) Report() Report {
-	rf := &ReportFacts{
-		MACs: []string{}, CPUs: f.CPUs, MemoryBytes: f.MemoryBytes, Disks: []ReportDisk{},
+func (f Facts) Report() wire.Report {
+	rf := &wire.Facts{
+		MACs: []string{}, CPUs: f.CPUs, MemoryBytes: f.MemoryBytes, Disks: []wire.Disk{},
 		Serial: f.Serial, Vendor: f.Vendor, Product: f.Product,
 		CPUModel: f.CPUModel, UUID: f.UUID, Firmware: f.Firmware,
 	}
 	for _, n := range f.NICs {
 		rf.MACs = append(rf.MACs, n.MAC)
-		rf.NICs = append(rf.NICs, ReportNIC{MAC: n.MAC, Name: n.Name, SpeedMbps: n.SpeedMbps, Driver: n.Driver})
+		rf.NICs = append(rf.NICs, wire.NIC{MAC: n.MAC, Name: n.Name, SpeedMbps: n.SpeedMbps, Driver: n.Driver})
 	}
 	for _, d := range f.Disks {
-		rf.Disks = append(rf.Disks, ReportDisk{Name: d.Name, SizeBytes: d.SizeBytes, Serial: d.Serial, Model: d.Model, Rotational: d.Rotational})
+		rf.Disks = append(rf.Disks, wire.Disk{Name: d.Name, SizeBytes: d.SizeBytes, Serial: d.Serial, Model: d.Model, Rotational: d.Rotational})
 	}
-	return Report{Kind: "facts", Facts: rf}
+	return wire.Report{Kind: "facts", Facts: rf}
 }
 
 // Poster posts reports to the boot server's agent API.
@@ -136,10 +65,10 @@ const (
 	backoffMax = 10 * time.Second
 )
 
-// Post sends r to POST URL/api/v1/report, retrying network errors and 5xx,
+// Post sends r to POST URL/api/v1/report (wire.ReportPath), retrying network errors and 5xx,
 // 408 and 429 answers with jittered exponential backoff until ctx is done.
 // The caller bounds the total time with ctx.
-func (p *Poster) Post(ctx context.Context, r Report) error {
+func (p *Poster) Post(ctx context.Context, r wire.Report) error {
 	body, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode report: %w", err)
@@ -154,7 +83,7 @@ func (p *Poster) Post(ctx context.Context, r Report) error {
 	if log == nil {
 		log = io.Discard
 	}
-	url := strings.TrimRight(p.URL, "/") + "/api/v1/report"
+	url := strings.TrimRight(p.URL, "/") + wire.ReportPath
 	wait := backoffMin
 	for attempt := 1; ; attempt++ {
 		err := p.once(ctx, client, url, body)

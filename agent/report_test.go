@@ -8,18 +8,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/ironrack/ironrack/provision/httpboot"
+	"github.com/ironrack/ironrack/agent/wire"
 )
 
-// TestReportParses: what the agent sends is what the boot server's strict
-// parser takes, field for field.
+// TestReportParses: what the agent sends is what the agent API's strict
+// parser (wire.ParseReport, the boot server's) takes, field for field.
 func TestReportParses(t *testing.T) {
 	for _, root := range []string{"testdata/qemu-bios", "testdata/uefi-no-smbios"} {
 		f, err := Collect(os.DirFS(root))
@@ -30,18 +29,18 @@ func TestReportParses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rep, err := httpboot.ParseReport(bytes.NewReader(b))
+		rep, err := wire.ParseReport(bytes.NewReader(b))
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", root, err, b)
 		}
-		want := &httpboot.Facts{MACs: []string{}, CPUs: f.CPUs, MemoryBytes: f.MemoryBytes, Serial: f.Serial, Vendor: f.Vendor, Product: f.Product,
+		want := &wire.Facts{MACs: []string{}, CPUs: f.CPUs, MemoryBytes: f.MemoryBytes, Serial: f.Serial, Vendor: f.Vendor, Product: f.Product,
 			CPUModel: f.CPUModel, UUID: f.UUID, Firmware: f.Firmware}
 		for _, n := range f.NICs {
 			want.MACs = append(want.MACs, n.MAC)
-			want.NICs = append(want.NICs, httpboot.NIC{MAC: n.MAC, Name: n.Name, SpeedMbps: n.SpeedMbps, Driver: n.Driver})
+			want.NICs = append(want.NICs, wire.NIC{MAC: n.MAC, Name: n.Name, SpeedMbps: n.SpeedMbps, Driver: n.Driver})
 		}
 		for _, d := range f.Disks {
-			want.Disks = append(want.Disks, httpboot.Disk{Name: d.Name, SizeBytes: d.SizeBytes, Serial: d.Serial, Model: d.Model, Rotational: d.Rotational})
+			want.Disks = append(want.Disks, wire.Disk{Name: d.Name, SizeBytes: d.SizeBytes, Serial: d.Serial, Model: d.Model, Rotational: d.Rotational})
 		}
 		if want.CPUModel == "" || want.UUID == "" || want.Firmware == "" || len(want.NICs) == 0 || want.NICs[0].Driver == "" {
 			t.Errorf("%s: testdata lacks a fact the report should carry: %+v", root, want)
@@ -63,7 +62,7 @@ func TestPosterRetries(t *testing.T) {
 			http.Error(w, "consul unavailable", http.StatusServiceUnavailable)
 			return
 		}
-		if _, err := httpboot.ParseReport(r.Body); err != nil {
+		if _, err := wire.ParseReport(r.Body); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 		}
 	}))
@@ -102,37 +101,11 @@ func TestPosterBoundedByContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	err := (&Poster{URL: url}).Post(ctx, Report{Kind: "facts", Facts: &ReportFacts{}})
+	err := (&Poster{URL: url}).Post(ctx, wire.Report{Kind: "facts", Facts: &wire.Facts{}})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err %v, want the context's deadline", err)
 	}
 	if time.Since(start) > 2*time.Second {
 		t.Errorf("took %v past a 200ms bound", time.Since(start))
-	}
-}
-
-// TestWireTypesMatch: the agent's copy of the wire types has exactly the
-// boot server's JSON fields, so a field added on one side only fails here.
-func TestWireTypesMatch(t *testing.T) {
-	tags := func(v any) []string {
-		var out []string
-		rt := reflect.TypeOf(v)
-		for i := range rt.NumField() {
-			out = append(out, rt.Field(i).Tag.Get("json"))
-		}
-		return out
-	}
-	for name, pair := range map[string][2]any{
-		"Report":       {Report{}, httpboot.Report{}},
-		"Facts":        {ReportFacts{}, httpboot.Facts{}},
-		"Disk":         {ReportDisk{}, httpboot.Disk{}},
-		"NIC":          {ReportNIC{}, httpboot.NIC{}},
-		"Event":        {Event{}, httpboot.Event{}},
-		"Instructions": {Instructions{}, httpboot.Instructions{}},
-		"DiskRule":     {DiskRule{}, httpboot.DiskRule{}},
-	} {
-		if diff := cmp.Diff(tags(pair[1]), tags(pair[0])); diff != "" {
-			t.Errorf("%s: JSON fields differ (-httpboot +agent):\n%s", name, diff)
-		}
 	}
 }

@@ -14,13 +14,15 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"golang.org/x/sys/unix"
+
+	"github.com/ironrack/ironrack/agent/wire"
 )
 
 // ModuleDir holds the kernel modules of the initramfs, and ModuleOrder the
 // file that lists them (base names, one a line) in load order.
 const (
-	ModuleDir   = "/lib/modules"
-	ModuleOrder = "/lib/modules/order"
+	ModuleDir   = "/" + wire.ModuleDir
+	ModuleOrder = "/" + wire.ModuleOrderFile
 )
 
 // Time bounds of one discovery run.
@@ -137,7 +139,7 @@ func run(ctx context.Context, log io.Writer, next *Next) error {
 // only a failed event naming it, so the facts of a faulty machine are not
 // applied.
 func commission(ctx context.Context, p *Poster, facts Facts, say func(string, ...any)) error {
-	if err := p.Post(ctx, EventReport("commission", "started", "hardware checks")); err != nil {
+	if err := p.Post(ctx, wire.EventReport("commission", "started", "hardware checks")); err != nil {
 		return fmt.Errorf("commission event NOT reported: %w", err)
 	}
 	checks := Commission(os.DirFS("/"), facts, openDisk)
@@ -149,7 +151,7 @@ func commission(ctx context.Context, p *Poster, facts Facts, say func(string, ..
 		}
 	}
 	if Failed(checks) {
-		if err := p.Post(ctx, EventReport("commission", "failed", Summary(checks))); err != nil {
+		if err := p.Post(ctx, wire.EventReport("commission", "failed", Summary(checks))); err != nil {
 			return fmt.Errorf("commission failure NOT reported: %w", err)
 		}
 		say("commissioning failed: reported")
@@ -159,7 +161,7 @@ func commission(ctx context.Context, p *Poster, facts Facts, say func(string, ..
 		return fmt.Errorf("facts NOT reported: %w", err)
 	}
 	say("facts reported")
-	if err := p.Post(ctx, EventReport("commission", "done", Summary(checks))); err != nil {
+	if err := p.Post(ctx, wire.EventReport("commission", "done", Summary(checks))); err != nil {
 		return fmt.Errorf("commission event NOT reported: %w", err)
 	}
 	say("commissioning done: reported")
@@ -203,12 +205,12 @@ func deploy(ctx context.Context, p *Poster, say func(string, ...any)) (bool, err
 		say("deploy failed at %s: %v", step, err)
 		rctx, rcancel := context.WithTimeout(context.Background(), reportWait)
 		defer rcancel()
-		if perr := p.Post(rctx, EventReport("deploy", "failed", step+": "+err.Error())); perr != nil {
+		if perr := p.Post(rctx, wire.EventReport("deploy", "failed", step+": "+err.Error())); perr != nil {
 			return false, fmt.Errorf("deploy failed at %s (%v), NOT reported: %w", step, err, perr)
 		}
 		return false, nil
 	}
-	if err := p.Post(ctx, EventReport("deploy", "started", "")); err != nil {
+	if err := p.Post(ctx, wire.EventReport("deploy", "started", "")); err != nil {
 		return false, fmt.Errorf("deploy start NOT reported: %w", err)
 	}
 	in, err := p.FetchInstructions(ctx)
@@ -238,7 +240,7 @@ func deploy(ctx context.Context, p *Poster, say func(string, ...any)) (bool, err
 		// the stream while the boot server is away.
 		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
 		defer pcancel()
-		r := EventReport("deploy", "progress", fmt.Sprintf("%s: %d of %d bytes", dev, written, in.Size))
+		r := wire.EventReport("deploy", "progress", fmt.Sprintf("%s: %d of %d bytes", dev, written, in.Size))
 		r.Event.Percent = pct
 		_ = (&Poster{URL: p.URL, Token: p.Token, Client: p.Client, Sleep: func(context.Context, time.Duration) error { return errors.New("no retry") }}).Post(pctx, r)
 	}
@@ -268,7 +270,7 @@ func deploy(ctx context.Context, p *Poster, say func(string, ...any)) (bool, err
 	say("deploy done: %s", msg)
 	rctx, rcancel := context.WithTimeout(context.Background(), reportWait)
 	defer rcancel()
-	if err := p.Post(rctx, EventReport("deploy", "done", msg)); err != nil {
+	if err := p.Post(rctx, wire.EventReport("deploy", "done", msg)); err != nil {
 		return false, fmt.Errorf("deploy done NOT reported: %w", err)
 	}
 	return true, nil
@@ -278,7 +280,7 @@ func deploy(ctx context.Context, p *Poster, say func(string, ...any)) (bool, err
 // backup GPT, file system superblocks), then reports done or which disks
 // failed.
 func wipe(ctx context.Context, p *Poster, facts Facts, say func(string, ...any)) error {
-	if err := p.Post(ctx, EventReport("wipe", "started", "")); err != nil {
+	if err := p.Post(ctx, wire.EventReport("wipe", "started", "")); err != nil {
 		return fmt.Errorf("wipe start NOT reported: %w", err)
 	}
 	var done, failed []string
@@ -310,7 +312,7 @@ func wipe(ctx context.Context, p *Poster, facts Facts, say func(string, ...any))
 	if len(done) == 0 && len(failed) == 0 {
 		msg = "no disks"
 	}
-	if err := p.Post(ctx, EventReport("wipe", status, msg)); err != nil {
+	if err := p.Post(ctx, wire.EventReport("wipe", status, msg)); err != nil {
 		return fmt.Errorf("wipe %s NOT reported: %w", status, err)
 	}
 	say("wipe %s: reported", status)
@@ -358,7 +360,7 @@ func loadModules(order string, say func(string, ...any)) (int, int, []error) {
 	}
 	files := strings.Fields(string(b))
 	load := files
-	if idx, err := os.ReadFile(filepath.Join(filepath.Dir(order), "index.json")); err == nil {
+	if idx, err := os.ReadFile(filepath.Join(filepath.Dir(order), filepath.Base(wire.ModuleIndexFile))); err == nil {
 		if sel, err := SelectModules(os.DirFS("/"), files, idx); err != nil {
 			say("%v: loading every module", err)
 		} else {

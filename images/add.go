@@ -14,13 +14,13 @@ import (
 )
 
 // External registers an image built elsewhere: its files are copied into
-// DATA/images/<Name>/<Version>/ (sha256 computed while copying) with
+// Dir(DataDir, Name, Version) (sha256 computed while copying) with
 // SHA256SUMS and manifest.json, as a build writes them.
 //
 // With Kernel, deployed machines boot it from the network with its root on
-// the local disk (Initrd and Cmdline optional; provision's default command
-// line is root=LABEL=ironrack-root). Without it, Root is a whole disk with
-// its own boot loader and machines boot their local disk.
+// the local disk (Initrd and Cmdline optional; without Cmdline the boot
+// server uses DefaultCmdline, root=LABEL=ironrack-root). Without it, Root is
+// a whole disk with its own boot loader and machines boot their local disk.
 type External struct {
 	// DataDir is the boot server's data dir. Required.
 	DataDir string
@@ -83,15 +83,11 @@ func (x External) Add(ctx context.Context) (Manifest, error) {
 		}
 	}
 
-	base := filepath.Join(x.DataDir, "images", x.Name)
-	dst := filepath.Join(base, x.Version)
+	dst := Dir(x.DataDir, x.Name, x.Version)
 	if _, err := os.Stat(filepath.Join(dst, ManifestFile)); err == nil {
 		return Manifest{}, fmt.Errorf("images add: %s/%s already exists in %s: pick another --version", x.Name, x.Version, x.DataDir)
 	}
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		return Manifest{}, fmt.Errorf("images add: %w", err)
-	}
-	stage, err := os.MkdirTemp(base, ".add-")
+	stage, err := newStage(x.DataDir, x.Name, ".add-")
 	if err != nil {
 		return Manifest{}, fmt.Errorf("images add: %w", err)
 	}

@@ -57,7 +57,7 @@ func TestExternalAdd(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("sha256sum -c: %v: %s", err, out)
 	}
-	if onDisk, err := readManifest(dir); err != nil || onDisk.Version != "24.04-1" {
+	if onDisk, err := ReadManifest(dir); err != nil || onDisk.Version != "24.04-1" {
 		t.Errorf("manifest.json: %+v %v", onDisk, err)
 	}
 

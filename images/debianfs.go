@@ -2,7 +2,6 @@ package images
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -299,11 +298,4 @@ func RootInitramfs(busybox []byte, modules map[string][]byte, order []string) ([
 		cpio.StaticFile("init", rootInit, 0o755),
 	}
 	return packInitramfs(recs, modules, order)
-}
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
-func jsonIndent(v any) ([]byte, error) {
-	b, err := json.MarshalIndent(v, "", "  ")
-	return append(b, '\n'), err
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,27 +17,20 @@ import (
 	"time"
 
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/ironrack/ironrack/agent/wire"
 )
 
 // AgentImage is the discovery environment's image name: the boot server
-// boots DATA/images/agent/current/{vmlinuz,initrd.img} (provision.AgentDir,
-// ipxe.Env's default), and Discovery.Build points current at the version it
-// builds.
+// boots DATA/images/agent/current/{vmlinuz,initrd.img} (AgentDir, ipxe.Env's
+// default), and Discovery.Build points current at the version it builds.
 const AgentImage = "agent"
 
-// Files of a discovery image version.
+// Where both initramfs images keep their modules: the discovery one as the
+// agent reads them (wire), and the OS image's busybox init the same way.
 const (
-	KernelFile   = "vmlinuz"
-	InitrdFile   = "initrd.img"
-	SumsFile     = "SHA256SUMS"    // sha256sum -c format
-	ManifestFile = "manifest.json" // Manifest
-)
-
-// Where the agent's initramfs keeps its modules (agent.ModuleDir and
-// agent.ModuleOrder say the same).
-const (
-	moduleDir   = "lib/modules"
-	moduleOrder = "lib/modules/order"
+	moduleDir   = wire.ModuleDir
+	moduleOrder = wire.ModuleOrderFile
 )
 
 // DiscoveryModules are the kernel modules the discovery environment loads,
@@ -155,50 +147,37 @@ func (d Discovery) Build(ctx context.Context) (Manifest, error) {
 	}
 	m.Version = strings.NewReplacer("/", "_", "~", "_", ":", "_").Replace(m.Version)
 
-	base := filepath.Join(d.DataDir, "images", AgentImage)
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		return Manifest{}, fmt.Errorf("discovery build: %w", err)
-	}
-	dst := filepath.Join(base, m.Version)
+	dst := Dir(d.DataDir, AgentImage, m.Version)
 	if _, err := os.Stat(filepath.Join(dst, ManifestFile)); err != nil {
-		if err := writeVersion(base, dst, m, kernel, initrd); err != nil {
+		if err := install(d.DataDir, dst, m, map[string][]byte{KernelFile: kernel, InitrdFile: initrd}); err != nil {
 			return Manifest{}, fmt.Errorf("discovery build: %w", err)
 		}
 	}
-	if err := pointCurrent(base, m.Version); err != nil {
+	if err := pointCurrent(filepath.Dir(dst), m.Version); err != nil {
 		return Manifest{}, fmt.Errorf("discovery build: %w", err)
 	}
 	return m, nil
 }
 
-// writeVersion writes the files into a temporary directory and renames it
-// into place, so a boot server never serves half a version.
-func writeVersion(base, dst string, m Manifest, kernel, initrd []byte) error {
-	tmp, err := os.MkdirTemp(base, ".build-")
+// install stages files and installs them as m's version dst.
+func install(dataDir, dst string, m Manifest, files map[string][]byte) error {
+	tmp, err := newStage(dataDir, m.Name, ".build-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	var sums strings.Builder
-	for _, f := range m.Files {
-		fmt.Fprintf(&sums, "%s  %s\n", f.SHA256, f.Name)
-	}
-	man, _ := json.MarshalIndent(m, "", "  ")
-	for name, b := range map[string][]byte{KernelFile: kernel, InitrdFile: initrd, SumsFile: []byte(sums.String()), ManifestFile: append(man, '\n')} {
+	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(tmp, name), b, 0o644); err != nil {
 			return err
 		}
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return err
-	}
-	os.RemoveAll(dst) // a version dir without its manifest is a broken earlier build
-	return os.Rename(tmp, dst)
+	_, _, err = installBuilt(tmp, dst, m)
+	return err
 }
 
 // pointCurrent makes base/current a symlink to version, atomically.
 func pointCurrent(base, version string) error {
-	cur := filepath.Join(base, "current")
+	cur := filepath.Join(base, Current)
 	if fi, err := os.Lstat(cur); err == nil && fi.IsDir() {
 		aside := filepath.Join(base, fmt.Sprintf("unversioned-%d", time.Now().Unix()))
 		if err := os.Rename(cur, aside); err != nil {
@@ -245,7 +224,7 @@ func packInitramfs(recs []cpio.Record, modules map[string][]byte, order []string
 	}
 	recs = append(recs, cpio.StaticFile(moduleOrder, strings.Join(order, "\n")+"\n", 0o644))
 	if idx, err := BuildModuleIndex(modules, order); err == nil && len(order) > 0 {
-		recs = append(recs, cpio.StaticRecord(idx.marshal(), cpio.Info{Name: moduleIndex, Mode: cpio.S_IFREG | 0o644}))
+		recs = append(recs, cpio.StaticRecord(idx.Marshal(), cpio.Info{Name: wire.ModuleIndexFile, Mode: cpio.S_IFREG | 0o644}))
 	}
 	cpio.MakeAllReproducible(recs)
 

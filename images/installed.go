@@ -16,9 +16,9 @@ import (
 // points at, else the only one. It reads only local files: a lab registers
 // images built before its network namespace existed.
 func Installed(dataDir, name, version string) (Manifest, error) {
-	base := filepath.Join(dataDir, "images", name)
+	base := filepath.Join(Root(dataDir), name)
 	if version == "" {
-		if v, err := os.Readlink(filepath.Join(base, "current")); err == nil {
+		if v, err := os.Readlink(filepath.Join(base, Current)); err == nil {
 			version = filepath.Base(v)
 		} else {
 			ents, err := os.ReadDir(base)
@@ -45,8 +45,8 @@ func Installed(dataDir, name, version string) (Manifest, error) {
 			}
 		}
 	}
-	dir := filepath.Join(base, version)
-	m, err := readManifest(dir)
+	dir := Dir(dataDir, name, version)
+	m, err := ReadManifest(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Manifest{}, fmt.Errorf("no built %s/%s in %s (no %s; build it first: ironrack images build %s --data-dir %s)", name, version, dataDir, ManifestFile, buildName(name), dataDir)
 	}

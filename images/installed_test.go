@@ -17,7 +17,7 @@ func TestInstalled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dst := filepath.Join(data, "images", name, version)
+		dst := Dir(data, name, version)
 		os.MkdirAll(filepath.Dir(dst), 0o755)
 		if err := installVersion(stage, dst, Manifest{Name: name, Version: version, Root: RootFile, Files: files}); err != nil {
 			t.Fatal(err)
@@ -41,11 +41,11 @@ func TestInstalled(t *testing.T) {
 	if _, err := Installed(data, "debian", ""); err == nil || !strings.Contains(err.Error(), "versions v1, v2: name one") {
 		t.Errorf("two versions, none current: %v", err)
 	}
-	os.Symlink("v2", filepath.Join(data, "images", "debian", "current"))
+	os.Symlink("v2", filepath.Join(Root(data), "debian", Current))
 	if m, err := Installed(data, "debian", ""); err != nil || m.Version != "v2" {
 		t.Errorf("current: %+v, %v", m, err)
 	}
-	os.WriteFile(filepath.Join(data, "images", "debian", "v2", RootFile), []byte("r"), 0o644)
+	os.WriteFile(filepath.Join(Dir(data, "debian", "v2"), RootFile), []byte("r"), 0o644)
 	if _, err := Installed(data, "debian", "v2"); err == nil || !strings.Contains(err.Error(), "is 1 bytes, the manifest says 5") {
 		t.Errorf("a truncated file: %v", err)
 	}

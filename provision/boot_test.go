@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/internal/lab"
 	"github.com/ironrack/ironrack/internal/netns"
 	"github.com/ironrack/ironrack/inventory"
@@ -66,12 +67,12 @@ func TestBootUnknownMachines(t *testing.T) {
 func TestBootByState(t *testing.T) {
 	l := lab.New(t, lab.Config{})
 	ctx := context.Background()
-	img := filepath.Join(l.Data, "images", "debian", "12.7")
-	lab.CopyFile(t, filepath.Join(provision.AgentDir(l.Data), "vmlinuz"), filepath.Join(img, provision.ImageKernel))
+	img := images.Dir(l.Data, "debian", "12.7")
+	lab.CopyFile(t, filepath.Join(images.AgentDir(l.Data), "vmlinuz"), filepath.Join(img, images.KernelFile))
 	// No initrd: the kernel cannot mount the (blank) disk, panics and, with
 	// panic=1 and -no-reboot, QEMU exits. What matters is which kernel and
 	// command line were booted.
-	if err := os.WriteFile(filepath.Join(img, provision.ImageCmdline), []byte("root=LABEL=ironrack-root ro console=ttyS0,115200n8 panic=1\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(img, images.CmdlineFile), []byte("root=LABEL=ironrack-root ro console=ttyS0,115200n8 panic=1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	deployed := l.Machine(ctx, "52:54:00:20:00:01", "DEP-1", inventory.StateDeployed)

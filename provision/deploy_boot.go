@@ -2,12 +2,10 @@ package provision
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision/httpboot"
@@ -25,13 +23,9 @@ func (a *Inventory) manifest(name, version string) (images.Manifest, error) {
 	if a.DataDir == "" || !safeSegment(name) || !safeSegment(version) || name == "" || version == "" {
 		return images.Manifest{}, fmt.Errorf("image %s/%s: not on this boot server", name, version)
 	}
-	b, err := os.ReadFile(filepath.Join(a.DataDir, "images", name, version, images.ManifestFile))
+	m, err := images.ReadManifest(images.Dir(a.DataDir, name, version))
 	if err != nil {
 		return images.Manifest{}, fmt.Errorf("image %s/%s: %w", name, version, err)
-	}
-	var m images.Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return images.Manifest{}, fmt.Errorf("image %s/%s: manifest: %w", name, version, err)
 	}
 	return m, nil
 }
@@ -39,39 +33,39 @@ func (a *Inventory) manifest(name, version string) (images.Manifest, error) {
 // DeployInstructions implements httpboot.Deploys: the root image of the
 // machine's deploy spec, with its sha256 and size from the version's
 // manifest on this boot server.
-func (a *Inventory) DeployInstructions(ctx context.Context, id string) (httpboot.Instructions, error) {
+func (a *Inventory) DeployInstructions(ctx context.Context, id string) (wire.Instructions, error) {
 	m, err := a.Store.Get(ctx, id)
 	if err != nil {
-		return httpboot.Instructions{}, err
+		return wire.Instructions{}, err
 	}
 	if m.State != inventory.StateDeploying {
-		return httpboot.Instructions{}, fmt.Errorf("machine %s is %s: %w", id, m.State, httpboot.ErrNoDeploy)
+		return wire.Instructions{}, fmt.Errorf("machine %s is %s: %w", id, m.State, httpboot.ErrNoDeploy)
 	}
 	spec, err := a.Store.Deploy(ctx, id)
 	if errors.Is(err, inventory.ErrNotFound) {
-		return httpboot.Instructions{}, fmt.Errorf("machine %s has no deploy spec: %w", id, httpboot.ErrNoDeploy)
+		return wire.Instructions{}, fmt.Errorf("machine %s has no deploy spec: %w", id, httpboot.ErrNoDeploy)
 	}
 	if err != nil {
-		return httpboot.Instructions{}, err
+		return wire.Instructions{}, err
 	}
 	man, err := a.manifest(spec.Image, spec.ImageVersion)
 	if err != nil {
-		return httpboot.Instructions{}, fmt.Errorf("machine %s: %w: %w", id, err, httpboot.ErrNoDeploy)
+		return wire.Instructions{}, fmt.Errorf("machine %s: %w: %w", id, err, httpboot.ErrNoDeploy)
 	}
 	if man.Root == "" {
-		return httpboot.Instructions{}, fmt.Errorf("machine %s: image %s/%s has no root image: %w", id, spec.Image, spec.ImageVersion, httpboot.ErrNoDeploy)
+		return wire.Instructions{}, fmt.Errorf("machine %s: image %s/%s has no root image: %w", id, spec.Image, spec.ImageVersion, httpboot.ErrNoDeploy)
 	}
 	for _, f := range man.Files {
 		if f.Name == man.Root {
-			return httpboot.Instructions{
+			return wire.Instructions{
 				Image: spec.Image, Version: spec.ImageVersion,
 				URL:    ipxe.ImagePath(spec.Image, spec.ImageVersion, f.Name),
 				SHA256: f.SHA256, Size: f.Size,
-				Disk: httpboot.DiskRule{Rule: "first-fit", MinBytes: f.Size},
+				Disk: wire.DiskRule{Rule: wire.FirstFit, MinBytes: f.Size},
 			}, nil
 		}
 	}
-	return httpboot.Instructions{}, fmt.Errorf("machine %s: image %s/%s lists no file %s: %w", id, spec.Image, spec.ImageVersion, man.Root, httpboot.ErrNoDeploy)
+	return wire.Instructions{}, fmt.Errorf("machine %s: image %s/%s lists no file %s: %w", id, spec.Image, spec.ImageVersion, man.Root, httpboot.ErrNoDeploy)
 }
 
 // NoCloud implements httpboot.Deploys: the deploy spec's NoCloud files.
@@ -132,7 +126,7 @@ func (a *Inventory) deployedImage(ctx context.Context, m *inventory.Machine) ipx
 // workflows (deploying → deployed | failed_deployment, releasing → ready |
 // failed_releasing); everything else is noted in the history. A result for
 // a machine no longer in that state changes nothing and is noted.
-func (a *Inventory) recordEvent(ctx context.Context, id string, e *httpboot.Event) error {
+func (a *Inventory) recordEvent(ctx context.Context, id string, e *wire.Event) error {
 	why := e.Status
 	if e.Percent > 0 {
 		why += fmt.Sprintf(" %d%%", e.Percent)

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/internal/servetest"
 	"github.com/ironrack/ironrack/inventory"
@@ -31,7 +32,7 @@ import (
 // does: root.img, SHA256SUMS and manifest.json naming root.img as the root.
 func writeImage(t *testing.T, data, name, version string, root []byte) (sum string) {
 	t.Helper()
-	dir := filepath.Join(data, "images", name, version)
+	dir := images.Dir(data, name, version)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ func startDeployServer(t *testing.T, addr string) deployFixture {
 	base := "http://" + ln.Addr().String()
 	inv.BaseURL = base
 	srv, err := httpboot.New(httpboot.Config{
-		Listener: ln, DataDir: inv.DataDir, Env: ipxe.Env{BaseURL: base},
+		Listener: ln, ImageDir: images.Root(inv.DataDir), Env: ipxe.Env{BaseURL: base},
 		Machines: inv, Boots: inv, Tokens: inv, Reports: inv, Deploys: inv,
 	})
 	if err != nil {
@@ -154,12 +155,12 @@ func TestDeployEndpoints(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("instructions: %d %s", resp.StatusCode, body)
 	}
-	var in httpboot.Instructions
+	var in wire.Instructions
 	if err := json.Unmarshal([]byte(body), &in); err != nil {
 		t.Fatal(err)
 	}
-	want := httpboot.Instructions{Image: "debian", Version: "1", URL: "/images/debian/1/root.img", SHA256: sum, Size: int64(len(root)),
-		Disk: httpboot.DiskRule{Rule: "first-fit", MinBytes: int64(len(root))}}
+	want := wire.Instructions{Image: "debian", Version: "1", URL: "/images/debian/1/root.img", SHA256: sum, Size: int64(len(root)),
+		Disk: wire.DiskRule{Rule: "first-fit", MinBytes: int64(len(root))}}
 	if in != want {
 		t.Errorf("instructions %+v, want %+v", in, want)
 	}
@@ -176,7 +177,7 @@ func TestDeployEndpoints(t *testing.T) {
 		}
 	}
 	// A file the sums do not list gets no header.
-	os.WriteFile(filepath.Join(f.inv.DataDir, "images", "debian", "1", "extra"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(images.Dir(f.inv.DataDir, "debian", "1"), "extra"), []byte("x"), 0o644)
 	if resp, _ := get(t, f.base+"/images/debian/1/extra"); resp.StatusCode != 200 || resp.Header.Get("X-Checksum-Sha256") != "" {
 		t.Errorf("unlisted file: %d, header %q", resp.StatusCode, resp.Header.Get("X-Checksum-Sha256"))
 	}
@@ -289,7 +290,7 @@ func TestDeployEndpoints(t *testing.T) {
 	if resp, _ := get(t, f.base+"/api/v1/deploy", "Authorization", "Bearer "+tok); resp.StatusCode != 409 {
 		t.Errorf("instructions of a deployed machine: %d, want 409", resp.StatusCode)
 	}
-	os.WriteFile(filepath.Join(f.inv.DataDir, "images", "debian", "1", "vmlinuz"), []byte("kernel"), 0o644)
+	os.WriteFile(filepath.Join(images.Dir(f.inv.DataDir, "debian", "1"), "vmlinuz"), []byte("kernel"), 0o644)
 	_, script := get(t, f.base+"/boot.ipxe?mac=52:54:00:31:00:01")
 	if !strings.Contains(script, "/images/debian/1/vmlinuz") || !strings.Contains(script, "ds=nocloud-net;s="+f.base+"/nocloud/"+spec.NoCloudToken+"/") {
 		t.Errorf("deployed script lacks the image kernel or the NoCloud seed:\n%s", script)

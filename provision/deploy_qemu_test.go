@@ -34,7 +34,7 @@ func testImage(t *testing.T, l *lab.Lab, version string, sizeMiB int) []byte {
 	tree := t.TempDir()
 	os.MkdirAll(filepath.Join(tree, "etc"), 0o755)
 	os.WriteFile(filepath.Join(tree, "etc", "ironrack-image"), []byte("tiny "+version+"\n"), 0o644)
-	dir := filepath.Join(l.Data, "images", "tiny", version)
+	dir := images.Dir(l.Data, "tiny", version)
 	os.MkdirAll(dir, 0o755)
 	root := filepath.Join(dir, "root.img")
 	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "ironrack-root", "-E", "root_owner=0:0", "-d", tree, root, strconv.Itoa(sizeMiB)+"M").CombinedOutput()
@@ -216,7 +216,7 @@ func TestDeployQEMU(t *testing.T) {
 	}
 
 	// A corrupt image: failed_deployment at verify, never deployed.
-	corrupt := filepath.Join(l.Data, "images", "tiny", "1", "root.img")
+	corrupt := filepath.Join(images.Dir(l.Data, "tiny", "1"), "root.img")
 	b, _ := os.ReadFile(corrupt)
 	b[len(b)/2] ^= 0xff
 	os.WriteFile(corrupt, b, 0o644)

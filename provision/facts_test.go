@@ -8,18 +8,18 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision"
-	"github.com/ironrack/ironrack/provision/httpboot"
 )
 
-func richFacts(mac string) *httpboot.Facts {
-	return &httpboot.Facts{MACs: []string{mac, "52:54:00:cc:00:02"}, CPUs: 8, MemoryBytes: 16 * provision.GiB,
-		Disks: []httpboot.Disk{{Name: "sda", SizeBytes: 480e9, Serial: "S-A", Model: "SAMSUNG MZ7LH480", Rotational: false},
+func richFacts(mac string) *wire.Facts {
+	return &wire.Facts{MACs: []string{mac, "52:54:00:cc:00:02"}, CPUs: 8, MemoryBytes: 16 * provision.GiB,
+		Disks: []wire.Disk{{Name: "sda", SizeBytes: 480e9, Serial: "S-A", Model: "SAMSUNG MZ7LH480", Rotational: false},
 			{Name: "sdb", SizeBytes: 8e12, Serial: "S-B", Model: "ST8000NM0055\x7f", Rotational: true}},
 		Serial: "F-1", Vendor: "Dell Inc.", Product: "PowerEdge R740xd",
 		CPUModel: "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz", UUID: "4C4C4544-0047-3510-8051-B4C04F4E3332", Firmware: "uefi",
-		NICs: []httpboot.NIC{{MAC: mac, Name: "eth0", SpeedMbps: 25000, Driver: "mlx5_core"}}}
+		NICs: []wire.NIC{{MAC: mac, Name: "eth0", SpeedMbps: 25000, Driver: "mlx5_core"}}}
 }
 
 // TestInventoryFactsAndDrift (real Consul, through the boot server's
@@ -36,9 +36,9 @@ func TestInventoryFactsAndDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := m.ID
-	report := func(f *httpboot.Facts) {
+	report := func(f *wire.Facts) {
 		t.Helper()
-		if err := inv.RecordReport(ctx, id, httpboot.Report{Kind: "facts", Facts: f}); err != nil {
+		if err := inv.RecordReport(ctx, id, wire.Report{Kind: "facts", Facts: f}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -129,7 +129,7 @@ func TestInventoryCommissionFailed(t *testing.T) {
 	id := m.ID
 	event := func(phase, status, msg string) {
 		t.Helper()
-		if err := inv.RecordReport(ctx, id, httpboot.Report{Kind: "event", Event: &httpboot.Event{Phase: phase, Status: status, Message: msg}}); err != nil {
+		if err := inv.RecordReport(ctx, id, wire.Report{Kind: "event", Event: &wire.Event{Phase: phase, Status: status, Message: msg}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -159,7 +159,7 @@ func TestInventoryCommissionFailed(t *testing.T) {
 		t.Errorf("state %s after a wipe event", got.State)
 	}
 	// A machine that failed commissioning is commissioned by a good report.
-	if err := inv.RecordReport(ctx, id, httpboot.Report{Kind: "facts", Facts: richFacts(mac.String())}); err != nil {
+	if err := inv.RecordReport(ctx, id, wire.Report{Kind: "facts", Facts: richFacts(mac.String())}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := st.Get(ctx, id); got.State != inventory.StateReady {

@@ -13,9 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ironrack/ironrack/agent/wire"
+	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision/dhcp"
-	"github.com/ironrack/ironrack/provision/httpboot"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
 
@@ -26,18 +27,6 @@ const (
 	TagImage        = "image"
 	TagImageVersion = "image_version"
 )
-
-// Files in DATA/images/<name>/<version>/ that the deployed-OS boot uses.
-const (
-	ImageKernel  = "vmlinuz"    // present: boot it; absent: boot the local disk
-	ImageInitrd  = "initrd.img" // optional
-	ImageCmdline = "cmdline"    // optional, one line; if absent DefaultOSCmdline
-)
-
-// DefaultOSCmdline is the deployed kernel's command line when the image has
-// no cmdline file: root on the local disk, by the label the images issue
-// gives the root file system.
-const DefaultOSCmdline = "root=LABEL=ironrack-root ro console=tty0 console=ttyS0,115200n8"
 
 // bootServer is recorded as Who in the history entries the boot server writes.
 const bootServer = "boot-server"
@@ -250,8 +239,8 @@ func (a *Inventory) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (ipx
 }
 
 // image is a deployed machine's image: its tags name it; its files are found
-// in DATA/images/<name>/<version>/ (vmlinuz, optional initrd.img, optional
-// one-line cmdline). No tags, or no vmlinuz there, means the image installed
+// in images.Dir (vmlinuz, optional initrd.img, optional one-line cmdline,
+// else images.DefaultCmdline). No tags, or no vmlinuz there, means the image installed
 // a bootloader: the machine boots its local disk.
 func (a *Inventory) image(m *inventory.Machine) ipxe.Image {
 	img := ipxe.Image{Name: m.Tags[TagImage], Version: m.Tags[TagImageVersion]}
@@ -259,16 +248,16 @@ func (a *Inventory) image(m *inventory.Machine) ipxe.Image {
 		!safeSegment(img.Name) || !safeSegment(img.Version) {
 		return ipxe.Image{}
 	}
-	dir := filepath.Join(a.DataDir, "images", img.Name, img.Version)
-	if !regular(filepath.Join(dir, ImageKernel)) {
+	dir := images.Dir(a.DataDir, img.Name, img.Version)
+	if !regular(filepath.Join(dir, images.KernelFile)) {
 		return img // no kernel: local disk
 	}
-	img.Kernel = ImageKernel
-	if regular(filepath.Join(dir, ImageInitrd)) {
-		img.Initrd = ImageInitrd
+	img.Kernel = images.KernelFile
+	if regular(filepath.Join(dir, images.InitrdFile)) {
+		img.Initrd = images.InitrdFile
 	}
-	img.Cmdline = DefaultOSCmdline
-	if b, err := os.ReadFile(filepath.Join(dir, ImageCmdline)); err == nil {
+	img.Cmdline = images.DefaultCmdline
+	if b, err := os.ReadFile(filepath.Join(dir, images.CmdlineFile)); err == nil {
 		if line := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]); line != "" {
 			img.Cmdline = line
 		}
@@ -317,7 +306,7 @@ func (a *Inventory) VerifyBootToken(ctx context.Context, token string) (string, 
 // commission event moves a commissioning machine to failed_commissioning;
 // deploy and wipe results end those workflows (recordEvent); other
 // events are noted in its history.
-func (a *Inventory) RecordReport(ctx context.Context, id string, r httpboot.Report) error {
+func (a *Inventory) RecordReport(ctx context.Context, id string, r wire.Report) error {
 	switch r.Kind {
 	case "facts":
 		return a.recordFacts(ctx, id, r.Facts)
@@ -343,7 +332,7 @@ func (a *Inventory) RecordReport(ctx context.Context, id string, r httpboot.Repo
 // commissionEvent notes a commission event; a failed one moves a
 // commissioning machine to failed_commissioning, with the agent's reason
 // in the same history entry. In any other state the event is only noted.
-func (a *Inventory) commissionEvent(ctx context.Context, id string, e *httpboot.Event, why string) error {
+func (a *Inventory) commissionEvent(ctx context.Context, id string, e *wire.Event, why string) error {
 	change := inventory.Change{What: "agent commission", Why: why, Who: bootServer}
 	m, err := a.Store.Update(ctx, id, inventory.System, change, func(m *inventory.Machine) error {
 		if e.Status == "failed" && m.State == inventory.StateCommissioning {
@@ -357,7 +346,7 @@ func (a *Inventory) commissionEvent(ctx context.Context, id string, e *httpboot.
 	return err
 }
 
-func (a *Inventory) recordFacts(ctx context.Context, id string, f *httpboot.Facts) error {
+func (a *Inventory) recordFacts(ctx context.Context, id string, f *wire.Facts) error {
 	facts := FactsFromReport(f)
 	m, err := a.Store.Get(ctx, id)
 	if err != nil {
@@ -400,9 +389,9 @@ const GiB = 1 << 30
 // Vendor and product become NodeMeta, so a string the inventory does not
 // take as a plain field is dropped (inventoryText); descriptive text (CPU
 // and disk models, serials, drivers) that the inventory would refuse is
-// dropped likewise (inventory.DescrText). httpboot.ParseReport has
+// dropped likewise (inventory.DescrText). wire.ParseReport has
 // refused control characters and over-long strings already.
-func FactsFromReport(f *httpboot.Facts) inventory.Facts {
+func FactsFromReport(f *wire.Facts) inventory.Facts {
 	out := inventory.Facts{
 		Serial:   strings.TrimSpace(f.Serial),
 		UUID:     strings.ToLower(f.UUID),
@@ -417,7 +406,7 @@ func FactsFromReport(f *httpboot.Facts) inventory.Facts {
 		out.Disks = append(out.Disks, inventory.Disk{Name: d.Name, SizeBytes: int64(min(d.SizeBytes, 1<<62)),
 			Serial: inventory.DescrText(d.Serial), Model: inventory.DescrText(d.Model), Rotational: d.Rotational})
 	}
-	details := map[string]httpboot.NIC{}
+	details := map[string]wire.NIC{}
 	for _, n := range f.NICs {
 		details[n.MAC] = n
 	}

@@ -11,11 +11,11 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/internal/consuldev"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision"
 	"github.com/ironrack/ironrack/provision/dhcp"
-	"github.com/ironrack/ironrack/provision/httpboot"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
 
@@ -113,12 +113,12 @@ func TestInventoryBootFlow(t *testing.T) {
 	if _, ok, err := inv.VerifyBootToken(ctx, m.ID+".000000000000000000000000000000000000000000000000"); ok || err != nil {
 		t.Errorf("a wrong token verified (%v, %v)", ok, err)
 	}
-	if err := inv.RecordReport(ctx, id, httpboot.Report{Kind: "event", Event: &httpboot.Event{Phase: "commission", Status: "started"}}); err != nil {
+	if err := inv.RecordReport(ctx, id, wire.Report{Kind: "event", Event: &wire.Event{Phase: "commission", Status: "started"}}); err != nil {
 		t.Fatal(err)
 	}
-	f := &httpboot.Facts{MACs: []string{mac.String(), "52:54:00:aa:bb:02"}, CPUs: 4, MemoryBytes: 2*provision.GiB - 50<<20,
-		Disks: []httpboot.Disk{{Name: "vda", SizeBytes: 8 << 30}}, Serial: "S-1", Vendor: "QEMU", Product: "Standard PC (i440FX)"}
-	if err := inv.RecordReport(ctx, id, httpboot.Report{Kind: "facts", Facts: f}); err != nil {
+	f := &wire.Facts{MACs: []string{mac.String(), "52:54:00:aa:bb:02"}, CPUs: 4, MemoryBytes: 2*provision.GiB - 50<<20,
+		Disks: []wire.Disk{{Name: "vda", SizeBytes: 8 << 30}}, Serial: "S-1", Vendor: "QEMU", Product: "Standard PC (i440FX)"}
+	if err := inv.RecordReport(ctx, id, wire.Report{Kind: "facts", Facts: f}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := st.Get(ctx, id)

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision/dhcp"
 	"github.com/ironrack/ironrack/provision/httpboot"
@@ -167,7 +168,7 @@ func NewBootServer(cfg Config) (*BootServer, error) {
 	}
 	h, err := httpboot.New(httpboot.Config{
 		Addr:     httpAddr,
-		DataDir:  cfg.DataDir,
+		ImageDir: images.Root(cfg.DataDir),
 		IPXEDir:  ipxeDir,
 		Env:      ipxe.Env{BaseURL: base, AgentCmdline: cfg.AgentCmdline},
 		Machines: inv, Boots: inv, Tokens: inv, Reports: inv, Deploys: inv,
@@ -213,9 +214,6 @@ func (b *BootServer) Serve(ctx context.Context) error {
 	}
 	return g.Wait()
 }
-
-// AgentDir is where the discovery environment lives in a data dir.
-func AgentDir(dataDir string) string { return filepath.Join(dataDir, "images", "agent", "current") }
 
 // ipxeFiles are the iPXE binaries the boot server hands out.
 var ipxeFiles = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"}

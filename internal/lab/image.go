@@ -78,7 +78,7 @@ func buildDiscovery() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(cache, "images", images.AgentImage, m.Version), nil
+	return images.Dir(cache, images.AgentImage, m.Version), nil
 }
 
 // ModuleRoot is the ironrack source tree: the first directory holding

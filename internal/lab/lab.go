@@ -33,6 +33,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/internal/consuldev"
 	"github.com/ironrack/ironrack/internal/netns"
 	"github.com/ironrack/ironrack/inventory"
@@ -117,8 +118,8 @@ func New(t testing.TB, cfg Config) *Lab {
 		Store: inventory.New(client, inventory.Config{Who: "test", Sealer: cfg.Sealer}),
 		logs:  &syncBuffer{},
 	}
-	for _, f := range []string{"vmlinuz", "initrd.img"} {
-		CopyFile(t, filepath.Join(disc, f), filepath.Join(provision.AgentDir(l.Data), f))
+	for _, f := range []string{images.KernelFile, images.InitrdFile} {
+		CopyFile(t, filepath.Join(disc, f), filepath.Join(images.AgentDir(l.Data), f))
 	}
 	l.NS = netns.New(t)
 	l.NS.AddBridge(Bridge, ServerCIDR)

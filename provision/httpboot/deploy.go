@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ironrack/ironrack/agent/wire"
 )
 
 // Deploys answers the deploying agent and the deployed OS's cloud-init.
@@ -21,7 +23,7 @@ type Deploys interface {
 	// DeployInstructions returns what machineID's agent writes. An error
 	// wrapping ErrNoDeploy means the machine has nothing to deploy now
 	// (409); other errors are store failures (503).
-	DeployInstructions(ctx context.Context, machineID string) (Instructions, error)
+	DeployInstructions(ctx context.Context, machineID string) (wire.Instructions, error)
 	// NoCloud returns one NoCloud file ("meta-data", "user-data",
 	// "vendor-data") of the deploy that token belongs to. ok is false for
 	// an unknown or revoked token; err is for a store failure only.
@@ -30,29 +32,6 @@ type Deploys interface {
 
 // ErrNoDeploy: the machine is not deploying, or has no image to deploy.
 var ErrNoDeploy = errors.New("nothing to deploy")
-
-// Instructions are what the agent writes, as GET /api/v1/deploy returns them.
-type Instructions struct {
-	Image   string `json:"image"`
-	Version string `json:"version"`
-	// URL is the image file's path on this server
-	// (/images/<name>/<version>/<file>); the agent joins it to ironrack.url.
-	URL string `json:"url"`
-	// SHA256 (hex) and Size are the file's, from the version's manifest.
-	SHA256 string `json:"sha256"`
-	Size   int64  `json:"size"`
-	// Disk says which disk to write.
-	Disk DiskRule `json:"disk"`
-}
-
-// DiskRule chooses the target disk.
-type DiskRule struct {
-	// Rule is "first-fit": the first disk in kernel name order (sda before
-	// sdb, vda before vdb, nvme0n1 …) that is not removable, read-only or
-	// a loop/ram device, and holds at least MinBytes.
-	Rule     string `json:"rule"`
-	MinBytes int64  `json:"min_bytes"`
-}
 
 // NoCloudFiles are the files of the NoCloud endpoint.
 var NoCloudFiles = []string{"meta-data", "user-data", "vendor-data"}
@@ -84,7 +63,7 @@ func (s *Server) agentAuth(w http.ResponseWriter, r *http.Request) (string, cont
 	return id, ctx, cancel, true
 }
 
-// serveDeploy is GET /api/v1/deploy: the deploy instructions of the
+// serveDeploy is GET /api/v1/deploy (wire.DeployPath): the deploy instructions of the
 // machine the bearer token was issued to.
 func (s *Server) serveDeploy(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Deploys == nil {

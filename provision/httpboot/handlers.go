@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
 
@@ -79,7 +80,7 @@ func safeRel(rel string, n int) bool {
 }
 
 func (s *Server) serveImage(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.DataDir == "" {
+	if s.cfg.ImageDir == "" {
 		http.NotFound(w, r)
 		return
 	}
@@ -88,7 +89,7 @@ func (s *Server) serveImage(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "path: want /images/<name>/<version>/<file>", http.StatusBadRequest)
 		return
 	}
-	dir := path.Join(s.cfg.DataDir, "images")
+	dir := s.cfg.ImageDir
 	s.serveFrom(w, r, dir, rel, func() string {
 		return s.sums.lookup(path.Join(dir, path.Dir(rel)), path.Base(rel))
 	})
@@ -161,7 +162,7 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxReportBytes)
-	rep, err := ParseReport(body)
+	rep, err := wire.ParseReport(body)
 	if err != nil {
 		s.reports.WithLabelValues("invalid").Inc()
 		var tooBig *http.MaxBytesError

@@ -1,10 +1,10 @@
 // Package httpboot owns the boot server's HTTP side: the iPXE script per
-// machine (from the boot decision in provision/ipxe), the boot artifacts
-// under DATA/images/<name>/<version>/ and the iPXE binaries, with Range
-// support, their sha256 from the version's SHA256SUMS and no path escape,
-// the agent API authenticated by a per-boot token (reports, deploy
-// instructions), cloud-init's NoCloud seed per deploy token, /healthz and
-// /metrics.
+// machine (from the boot decision in provision/ipxe), the image files
+// (/images/<name>/<version>/<file> from Config.ImageDir) and the iPXE
+// binaries, with Range support, their sha256 from the version's SHA256SUMS
+// and no path escape, the agent API (its wire format is agent/wire's)
+// authenticated by a per-boot token (reports, deploy instructions),
+// cloud-init's NoCloud seed per deploy token, /healthz and /metrics.
 package httpboot
 
 import (
@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
 
@@ -48,7 +49,7 @@ type Tokens interface {
 // Reports receives the agent's reports.
 type Reports interface {
 	// RecordReport stores one validated report of machineID.
-	RecordReport(ctx context.Context, machineID string, r Report) error
+	RecordReport(ctx context.Context, machineID string, r wire.Report) error
 }
 
 // Config configures a Server. The zero value of every optional field works.
@@ -57,8 +58,9 @@ type Config struct {
 	Addr string
 	// Listener, if set, is served instead of listening on Addr; Serve closes it.
 	Listener net.Listener
-	// DataDir holds images/<name>/<version>/<file>. If empty, /images/ answers 404.
-	DataDir string
+	// ImageDir is the tree served under /images/: <name>/<version>/<file>
+	// (images.Root of the data dir). If empty, /images/ answers 404.
+	ImageDir string
 	// IPXEDir holds the iPXE binaries served under /ipxe/. If empty, /usr/lib/ipxe.
 	IPXEDir string
 	// Env says where scripts point; Env.BaseURL is required for scripts.
@@ -139,8 +141,8 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /boot.ipxe", s.serveScript)
 	mux.HandleFunc("GET /images/", s.serveImage)
 	mux.HandleFunc("GET /ipxe/", s.serveIPXE)
-	mux.HandleFunc("POST /api/v1/report", s.serveReport)
-	mux.HandleFunc("GET /api/v1/deploy", s.serveDeploy)
+	mux.HandleFunc("POST "+wire.ReportPath, s.serveReport)
+	mux.HandleFunc("GET "+wire.DeployPath, s.serveDeploy)
 	mux.HandleFunc("GET /nocloud/{token}/{file}", s.serveNoCloud)
 	s.handler = mux
 	return s, nil

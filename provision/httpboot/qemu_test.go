@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/internal/netns"
 	"github.com/ironrack/ironrack/provision/dhcp"
 	"github.com/ironrack/ironrack/provision/httpboot"
@@ -74,7 +75,7 @@ func qemuBoot(t *testing.T, firmware string) {
 	ns.AddTap("tap0", "br0")
 	ns.AddTap("tap1", "br0")
 
-	inv := &memInventory{reports: map[string][]httpboot.Report{}, machines: map[string]ipxe.Machine{
+	inv := &memInventory{reports: map[string][]wire.Report{}, machines: map[string]ipxe.Machine{
 		"52:54:00:e2:e0:02": {ID: "m-dep", MAC: "52:54:00:e2:e0:02", State: ipxe.StateDeployed, Token: "t2",
 			Image: ipxe.Image{Name: "debian", Version: "12", Kernel: "vmlinuz", Cmdline: "root=LABEL=root ro"}},
 	}}
@@ -109,7 +110,7 @@ func qemuBoot(t *testing.T, firmware string) {
 		if err != nil {
 			return err
 		}
-		h, err := httpboot.New(httpboot.Config{Listener: ln, DataDir: t.TempDir(),
+		h, err := httpboot.New(httpboot.Config{Listener: ln, ImageDir: t.TempDir(),
 			Env: ipxe.Env{BaseURL: "http://192.0.2.1:8080"}, Machines: inv, Boots: inv})
 		if err != nil {
 			return err

@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ironrack/ironrack/agent/wire"
+	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/provision/httpboot"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
@@ -24,7 +26,7 @@ import (
 type memInventory struct {
 	mu       sync.Mutex
 	machines map[string]ipxe.Machine // by MAC
-	reports  map[string][]httpboot.Report
+	reports  map[string][]wire.Report
 	boots    []string
 }
 
@@ -55,7 +57,7 @@ func (m *memInventory) VerifyBootToken(_ context.Context, token string) (string,
 	return "", false, nil
 }
 
-func (m *memInventory) RecordReport(_ context.Context, id string, r httpboot.Report) error {
+func (m *memInventory) RecordReport(_ context.Context, id string, r wire.Report) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.reports[id] = append(m.reports[id], r)
@@ -79,7 +81,7 @@ func start(t *testing.T) fixture {
 		t.Fatalf("needs curl (scripts/setup installs it): %v", err)
 	}
 	data := t.TempDir()
-	dir := filepath.Join(data, "images", "debian", "12")
+	dir := images.Dir(data, "debian", "12")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +95,7 @@ func start(t *testing.T) fixture {
 	ipxeDir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(ipxeDir, "ipxe.efi"), []byte("MZ-ipxe"), 0o644))
 
-	inv := &memInventory{reports: map[string][]httpboot.Report{}, machines: map[string]ipxe.Machine{
+	inv := &memInventory{reports: map[string][]wire.Report{}, machines: map[string]ipxe.Machine{
 		"52:54:00:00:00:01": {ID: "m1", MAC: "52:54:00:00:00:01", State: ipxe.StateDeployed, Token: "tok-m1",
 			Image: ipxe.Image{Name: "debian", Version: "12", Kernel: "vmlinuz", Initrd: "initrd.img", Cmdline: "root=LABEL=root ro"}},
 		"52:54:00:00:00:02": {ID: "m2", MAC: "52:54:00:00:00:02", State: ipxe.StateCommissioning, Token: "tok-m2"},
@@ -104,7 +106,7 @@ func start(t *testing.T) fixture {
 	base := "http://" + ln.Addr().String()
 	reg := prometheus.NewRegistry()
 	srv, err := httpboot.New(httpboot.Config{
-		Listener: ln, DataDir: data, IPXEDir: ipxeDir,
+		Listener: ln, ImageDir: images.Root(data), IPXEDir: ipxeDir,
 		Env:      ipxe.Env{BaseURL: base},
 		Machines: inv, Boots: inv, Tokens: inv, Reports: inv,
 		MaxReportBytes: 4096,

@@ -91,7 +91,7 @@ func imagesCommand(e *env) *cli.Command {
 				if err != nil {
 					return fmt.Errorf("images register: %w", err)
 				}
-				return registerAndPrint(c, e, m, filepath.Join(c.String("data-dir"), "images", m.Name, m.Version), "registered")
+				return registerAndPrint(c, e, m, images.Dir(c.String("data-dir"), m.Name, m.Version), "registered")
 			},
 		}, {
 			Name:      "add",
@@ -121,7 +121,7 @@ func imagesCommand(e *env) *cli.Command {
 				if err != nil {
 					return err
 				}
-				return registerAndPrint(c, e, m, filepath.Join(c.String("data-dir"), "images", m.Name, m.Version), "added")
+				return registerAndPrint(c, e, m, images.Dir(c.String("data-dir"), m.Name, m.Version), "added")
 			},
 		}, {
 			Name:  "build",
@@ -192,7 +192,7 @@ func imagesCommand(e *env) *cli.Command {
 						return enc.Encode(m)
 					}
 					fmt.Fprintf(e.stdout, "built %s/%s (%s) in %s; current points at it\n", m.Name, m.Version, m.KernelPackage,
-						filepath.Join(c.String("data-dir"), "images", m.Name, m.Version))
+						images.Dir(c.String("data-dir"), m.Name, m.Version))
 					for _, f := range m.Files {
 						fmt.Fprintf(e.stdout, "  %-11s %10d bytes  sha256 %s\n", f.Name, f.Size, f.SHA256)
 					}

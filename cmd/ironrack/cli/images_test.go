@@ -44,7 +44,7 @@ func TestImagesBuildDiscovery(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &m); err != nil {
 		t.Fatalf("output is not a manifest: %v\n%s", err, out)
 	}
-	cur := filepath.Join(data, "images", "agent", "current")
+	cur := images.AgentDir(data)
 	if target, err := os.Readlink(cur); err != nil || target != m.Version {
 		t.Errorf("current -> %q (%v), want %q", target, err, m.Version)
 	}
@@ -114,7 +114,7 @@ func TestImagesAdd(t *testing.T) {
 		t.Fatalf("add output: %v\n%s", err, out)
 	}
 	for _, f := range []string{"root.img", "vmlinuz", "cmdline", "SHA256SUMS", "manifest.json"} {
-		if _, err := os.Stat(filepath.Join(data, "images", "custom", "7", f)); err != nil {
+		if _, err := os.Stat(filepath.Join(images.Dir(data, "custom", "7"), f)); err != nil {
 			t.Error(err)
 		}
 	}

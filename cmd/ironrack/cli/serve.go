@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision"
 )
@@ -49,8 +50,8 @@ func serveCommand(e *env) *cli.Command {
 			if _, err := net.InterfaceByName(cfg.Interface); err != nil {
 				return fmt.Errorf("--interface %s: %w", cfg.Interface, err)
 			}
-			agent := provision.AgentDir(cfg.DataDir)
-			for _, f := range []string{"vmlinuz", "initrd.img"} {
+			agent := images.AgentDir(cfg.DataDir)
+			for _, f := range []string{images.KernelFile, images.InitrdFile} {
 				if _, err := os.Stat(filepath.Join(agent, f)); err != nil {
 					e.log.Warn("serve: the discovery environment is missing; machines that boot the agent will fail to boot",
 						"file", filepath.Join(agent, f), "fix", "scripts/boot-artifacts --install "+cfg.DataDir)

@@ -1,7 +1,8 @@
-package httpboot
+package wire
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -78,12 +79,37 @@ func FuzzParseReport(f *testing.F) {
 		if err := rep.Validate(); err != nil {
 			t.Fatalf("accepted a report that does not validate: %v", err)
 		}
-		again, err := ParseReport(bytes.NewReader(rep.marshal()))
+		again, err := ParseReport(bytes.NewReader(marshal(rep)))
 		if err != nil {
-			t.Fatalf("canonical encoding of an accepted report is refused: %v\n%s", err, rep.marshal())
+			t.Fatalf("canonical encoding of an accepted report is refused: %v\n%s", err, marshal(rep))
 		}
 		if diff := cmp.Diff(rep, again); diff != "" {
 			t.Fatalf("round trip changed the report (-first +second):\n%s", diff)
 		}
 	})
+}
+
+// marshal is the canonical encoding the fuzz target round-trips through.
+func marshal(r Report) []byte {
+	var b bytes.Buffer
+	_ = json.NewEncoder(&b).Encode(r)
+	return b.Bytes()
+}
+
+// TestEventReportParses: commissioning events parse with the boot server's
+// strict parser, even with a message that would not.
+func TestEventReportParses(t *testing.T) {
+	for _, msg := range []string{"3 checks passed", "disk vda readable: read at 0: \x00\x1b[31m bad \xff", strings.Repeat("é", 3000)} {
+		b, err := json.Marshal(EventReport("commission", "failed", msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := ParseReport(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%q: %v", msg, err)
+		}
+		if rep.Event == nil || rep.Event.Phase != "commission" || rep.Event.Status != "failed" {
+			t.Errorf("parsed %+v", rep.Event)
+		}
+	}
 }

@@ -1,7 +1,6 @@
-package httpboot
+package wire
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,10 +73,28 @@ type Event struct {
 // Limits of a report; anything beyond them is refused, not truncated.
 const (
 	maxStringLen = 256
-	maxMessage   = 4096
-	maxMACs      = 64
-	maxDisks     = 256
+	// MaxMessage is the longest event message, in bytes.
+	MaxMessage = 4096
+	maxMACs    = 64
+	maxDisks   = 256
 )
+
+// EventReport is the report of one event, its message made acceptable to
+// ParseReport: control characters other than tab and newline and invalid
+// UTF-8 become spaces, and it is cut to MaxMessage on a rune boundary.
+func EventReport(phase, status, message string) Report {
+	message = strings.Map(func(r rune) rune {
+		if badRune(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(message, " "))
+	for len(message) > MaxMessage {
+		message = message[:MaxMessage]
+		message = strings.ToValidUTF8(message, "")
+	}
+	return Report{Kind: "event", Event: &Event{Phase: phase, Status: status, Message: message}}
+}
 
 // ParseReport reads exactly one JSON report from r, strictly: unknown
 // fields, trailing data, missing or out-of-range values are errors that
@@ -225,24 +242,23 @@ func (e *Event) validate() error {
 	if e.Percent < 0 || e.Percent > 100 {
 		return fmt.Errorf("event: percent %d out of range 0..100", e.Percent)
 	}
-	return text("message", e.Message, maxMessage)
+	return text("message", e.Message, MaxMessage)
 }
 
-// text refuses over-long strings and control characters other than tab and
-// newline, which would corrupt logs and histories.
+// badRune is a character a report's text may not hold: a control
+// character other than tab and newline, which would corrupt logs and
+// histories, or the replacement character that invalid UTF-8 decodes to.
+func badRune(r rune) bool {
+	return (r < 0x20 && r != '\t' && r != '\n') || r == 0x7f || r == '\uFFFD'
+}
+
+// text refuses over-long strings and bad runes.
 func text(field, s string, max int) error {
 	if len(s) > max {
 		return fmt.Errorf("%s is %d bytes, at most %d", field, len(s), max)
 	}
-	if !strings.ContainsFunc(s, func(r rune) bool { return (r < 0x20 && r != '\t' && r != '\n') || r == 0x7f || r == '\uFFFD' }) {
+	if !strings.ContainsFunc(s, badRune) {
 		return nil
 	}
 	return fmt.Errorf("%s contains control characters or invalid UTF-8", field)
-}
-
-// marshal is the canonical encoding (tests round-trip through it).
-func (r Report) marshal() []byte {
-	var b bytes.Buffer
-	_ = json.NewEncoder(&b).Encode(r)
-	return b.Bytes()
 }
