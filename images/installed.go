@@ -30,7 +30,7 @@ func Installed(dataDir, name, version string) (Manifest, error) {
 			}
 			var vs []string
 			for _, e := range ents {
-				if e.IsDir() {
+				if e.IsDir() && !strings.HasPrefix(e.Name(), ".") { // not a build's stage
 					vs = append(vs, e.Name())
 				}
 			}
