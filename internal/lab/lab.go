@@ -1,6 +1,6 @@
 // Package lab is the QEMU test lab: a boot LAN in a network namespace of the
 // test's own (bridge br0 at 192.0.2.1/24, a tap per VM), a real Consul dev
-// agent with the inventory on it, provision.BootServer (what `ironrack
+// agent with the inventory on it, bootserver.BootServer (what `ironrack
 // serve` runs) with every protocol socket opened inside the namespace, the
 // real discovery environment (images.Discovery: the Go agent as /init and
 // Debian's kernel), and QEMU (TCG) machines that boot from that LAN —
@@ -36,7 +36,7 @@ import (
 	"github.com/ironrack/ironrack/internal/consuldev"
 	"github.com/ironrack/ironrack/internal/netns"
 	"github.com/ironrack/ironrack/inventory"
-	"github.com/ironrack/ironrack/provision"
+	"github.com/ironrack/ironrack/provision/bootserver"
 )
 
 // The boot LAN's addresses.
@@ -60,7 +60,7 @@ type Config struct {
 	// BootConfig, if set, adjusts the boot server's config before it is
 	// built (the lab fills in interface, address, range, data dir, store
 	// and logger first).
-	BootConfig func(*provision.Config)
+	BootConfig func(*bootserver.Config)
 }
 
 // Lab is one boot LAN. Make it with New.
@@ -86,7 +86,7 @@ type Lab struct {
 	logs *syncBuffer
 
 	bootMu     sync.Mutex
-	boot       *provision.BootServer
+	boot       *bootserver.BootServer
 	bootCancel context.CancelFunc
 	bootWG     sync.WaitGroup
 
@@ -118,7 +118,7 @@ func New(t testing.TB, cfg Config) *Lab {
 		logs:  &syncBuffer{},
 	}
 	for _, f := range []string{"vmlinuz", "initrd.img"} {
-		CopyFile(t, filepath.Join(disc, f), filepath.Join(provision.AgentDir(l.Data), f))
+		CopyFile(t, filepath.Join(disc, f), filepath.Join(bootserver.AgentDir(l.Data), f))
 	}
 	l.NS = netns.New(t)
 	l.NS.AddBridge(Bridge, ServerCIDR)
@@ -139,7 +139,7 @@ func (l *Lab) Logger() *slog.Logger {
 }
 
 // Boot is the running boot server (nil while stopped).
-func (l *Lab) Boot() *provision.BootServer {
+func (l *Lab) Boot() *bootserver.BootServer {
 	l.bootMu.Lock()
 	defer l.bootMu.Unlock()
 	return l.boot
@@ -155,7 +155,7 @@ func (l *Lab) StartBootServer() {
 	if l.boot != nil {
 		l.T.Fatal("lab: boot server already running")
 	}
-	cfg := provision.Config{
+	cfg := bootserver.Config{
 		Interface:  Bridge,
 		Address:    netip.MustParsePrefix(ServerCIDR),
 		RangeFirst: netip.MustParseAddr("192.0.2.100"),
@@ -172,7 +172,7 @@ func (l *Lab) StartBootServer() {
 	if port == 0 {
 		port = 8080
 	}
-	boot, err := provision.NewBootServer(cfg)
+	boot, err := bootserver.NewBootServer(cfg)
 	if err != nil {
 		l.T.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ironrack/ironrack/inventory"
-	"github.com/ironrack/ironrack/provision"
+	"github.com/ironrack/ironrack/provision/bootserver"
 )
 
 // serveCommand is `ironrack serve`: the network boot server of one interface.
@@ -49,7 +49,7 @@ func serveCommand(e *env) *cli.Command {
 			if _, err := net.InterfaceByName(cfg.Interface); err != nil {
 				return fmt.Errorf("--interface %s: %w", cfg.Interface, err)
 			}
-			agent := provision.AgentDir(cfg.DataDir)
+			agent := bootserver.AgentDir(cfg.DataDir)
 			for _, f := range []string{"vmlinuz", "initrd.img"} {
 				if _, err := os.Stat(filepath.Join(agent, f)); err != nil {
 					e.log.Warn("serve: the discovery environment is missing; machines that boot the agent will fail to boot",
@@ -71,7 +71,7 @@ func serveCommand(e *env) *cli.Command {
 			}
 			cfg.Store = st
 			cfg.Logger = e.log
-			b, err := provision.NewBootServer(cfg)
+			b, err := bootserver.NewBootServer(cfg)
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
 			}
@@ -100,8 +100,8 @@ func defaultDataDir() string {
 }
 
 // serveConfig reads and checks serve's flags; every error names its flag.
-func serveConfig(c *cli.Context) (provision.Config, error) {
-	var cfg provision.Config
+func serveConfig(c *cli.Context) (bootserver.Config, error) {
+	var cfg bootserver.Config
 	cfg.Interface = strings.TrimSpace(c.String("interface"))
 	if cfg.Interface == "" {
 		return cfg, errors.New("--interface is required: the one interface to serve DHCP, TFTP and RA on")

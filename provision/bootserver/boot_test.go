@@ -1,4 +1,4 @@
-package provision_test
+package bootserver_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/ironrack/ironrack/internal/lab"
 	"github.com/ironrack/ironrack/internal/netns"
 	"github.com/ironrack/ironrack/inventory"
-	"github.com/ironrack/ironrack/provision"
+	"github.com/ironrack/ironrack/provision/bootserver"
 )
 
 // bootWait bounds one boot test: TCG is slow, and several VMs share 2 cores.
@@ -67,15 +67,15 @@ func TestBootByState(t *testing.T) {
 	l := lab.New(t, lab.Config{})
 	ctx := context.Background()
 	img := filepath.Join(l.Data, "images", "debian", "12.7")
-	lab.CopyFile(t, filepath.Join(provision.AgentDir(l.Data), "vmlinuz"), filepath.Join(img, provision.ImageKernel))
+	lab.CopyFile(t, filepath.Join(bootserver.AgentDir(l.Data), "vmlinuz"), filepath.Join(img, bootserver.ImageKernel))
 	// No initrd: the kernel cannot mount the (blank) disk, panics and, with
 	// panic=1 and -no-reboot, QEMU exits. What matters is which kernel and
 	// command line were booted.
-	if err := os.WriteFile(filepath.Join(img, provision.ImageCmdline), []byte("root=LABEL=ironrack-root ro console=ttyS0,115200n8 panic=1\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(img, bootserver.ImageCmdline), []byte("root=LABEL=ironrack-root ro console=ttyS0,115200n8 panic=1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	deployed := l.Machine(ctx, "52:54:00:20:00:01", "DEP-1", inventory.StateDeployed)
-	if _, err := l.Store.Tag(ctx, deployed, map[string]string{provision.TagImage: "debian", provision.TagImageVersion: "12.7"}, inventory.Change{}); err != nil {
+	if _, err := l.Store.Tag(ctx, deployed, map[string]string{bootserver.TagImage: "debian", bootserver.TagImageVersion: "12.7"}, inventory.Change{}); err != nil {
 		t.Fatal(err)
 	}
 	retired := l.Machine(ctx, "52:54:00:20:00:02", "RET-2", inventory.StateRetired)
@@ -268,7 +268,7 @@ func checkFacts(t *testing.T, v *lab.VM, m *inventory.Machine) {
 // iPXE then asks again (a new transaction, iPXE by its options), gets its
 // script over HTTP, and the agent commissions the machine.
 func TestBootBIOSThroughTFTP(t *testing.T) {
-	l := lab.New(t, lab.Config{BootConfig: func(c *provision.Config) { c.ChainFirstTFTP = true }})
+	l := lab.New(t, lab.Config{BootConfig: func(c *bootserver.Config) { c.ChainFirstTFTP = true }})
 	v := l.Start(lab.VMSpec{MAC: "52:54:00:10:00:31", Serial: "BIOS-TFTP-31", MemMiB: 1024, CPUs: 1, DiskGB: 2})
 	m, err := l.WaitState(v, inventory.StateReady, time.Now().Add(bootWait))
 	if err != nil {
