@@ -21,7 +21,7 @@ import (
 )
 
 // AgentImage is the discovery environment's image name: the boot server
-// boots DATA/images/agent/current/{vmlinuz,initrd.img} (provision.AgentDir,
+// boots DATA/images/agent/current/{vmlinuz,initrd.img} (bootserver.AgentDir,
 // ipxe.Env's default), and Discovery.Build points current at the version it
 // builds.
 const AgentImage = "agent"

@@ -37,6 +37,7 @@ import (
 	"github.com/ironrack/ironrack/internal/netns"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision/bootserver"
+	"github.com/ironrack/ironrack/provision/dhcp"
 )
 
 // The boot LAN's addresses.
@@ -86,7 +87,7 @@ type Lab struct {
 	logs *syncBuffer
 
 	bootMu     sync.Mutex
-	boot       *bootserver.BootServer
+	boot       *bootserver.Server
 	bootCancel context.CancelFunc
 	bootWG     sync.WaitGroup
 
@@ -139,7 +140,7 @@ func (l *Lab) Logger() *slog.Logger {
 }
 
 // Boot is the running boot server (nil while stopped).
-func (l *Lab) Boot() *bootserver.BootServer {
+func (l *Lab) Boot() *bootserver.Server {
 	l.bootMu.Lock()
 	defer l.bootMu.Unlock()
 	return l.boot
@@ -156,14 +157,16 @@ func (l *Lab) StartBootServer() {
 		l.T.Fatal("lab: boot server already running")
 	}
 	cfg := bootserver.Config{
-		Interface:  Bridge,
-		Address:    netip.MustParsePrefix(ServerCIDR),
-		RangeFirst: netip.MustParseAddr("192.0.2.100"),
-		RangeLast:  netip.MustParseAddr("192.0.2.199"),
-		DataDir:    l.Data,
-		Store:      l.Store,
-		Logger:     l.Logger(),
-		LeaseTime:  10 * time.Minute,
+		DHCP: dhcp.Config{
+			Interface:  Bridge,
+			Address:    netip.MustParsePrefix(ServerCIDR),
+			RangeFirst: netip.MustParseAddr("192.0.2.100"),
+			RangeLast:  netip.MustParseAddr("192.0.2.199"),
+			LeaseTime:  10 * time.Minute,
+		},
+		DataDir: l.Data,
+		Store:   l.Store,
+		Logger:  l.Logger(),
 	}
 	if l.cfg.BootConfig != nil {
 		l.cfg.BootConfig(&cfg)
@@ -172,18 +175,18 @@ func (l *Lab) StartBootServer() {
 	if port == 0 {
 		port = 8080
 	}
-	boot, err := bootserver.NewBootServer(cfg)
+	boot, err := bootserver.New(cfg)
 	if err != nil {
 		l.T.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.boot, l.bootCancel = boot, cancel
-	for _, s := range boot.Servers() {
+	for _, p := range boot.Parts() {
 		l.bootWG.Add(1)
 		go func() {
 			defer l.bootWG.Done()
-			if err := l.NS.Do(func() error { return s.Server.Serve(ctx) }); err != nil && ctx.Err() == nil {
-				l.T.Errorf("lab: boot server %s: %v", s.Name, err)
+			if err := l.NS.Do(func() error { return p.Serve(ctx) }); err != nil && ctx.Err() == nil {
+				l.T.Errorf("lab: boot server %s: %v", p.Name, err)
 			}
 		}()
 	}

@@ -80,12 +80,12 @@ func (a *Inventory) init() {
 	})
 }
 
-// MACReplica is the server that keeps this adapter's copy of the MAC index
-// (see macReplica); the boot server runs it in authoritative mode. Without
-// it running, every lookup reads Consul.
-func (a *Inventory) MACReplica() Server {
+// ServeMACReplica keeps this adapter's copy of the MAC index (see
+// macReplica) until ctx is done; the boot server runs it in authoritative
+// mode. Without it running, every lookup reads Consul.
+func (a *Inventory) ServeMACReplica(ctx context.Context) error {
 	a.init()
-	return a.macs
+	return a.macs.Serve(ctx)
 }
 
 // unowned reports whether mac is known to belong to no machine: from the
@@ -114,12 +114,12 @@ func (a *Inventory) Leases(ctx context.Context) ([]dhcp.Lease, error) {
 	for _, l := range ls {
 		mac, err := net.ParseMAC(l.MAC)
 		if err != nil {
-			a.log().Warn("provision: skipping stored lease with a malformed MAC", "mac", l.MAC, "ip", l.IP)
+			a.log().Warn("bootserver: skipping stored lease with a malformed MAC", "mac", l.MAC, "ip", l.IP)
 			continue
 		}
 		ip, err := netip.ParseAddr(l.IP)
 		if err != nil {
-			a.log().Warn("provision: skipping stored lease with a malformed IP", "mac", l.MAC, "ip", l.IP)
+			a.log().Warn("bootserver: skipping stored lease with a malformed IP", "mac", l.MAC, "ip", l.IP)
 			continue
 		}
 		out = append(out, dhcp.Lease{MAC: mac, IP: ip.Unmap(), Expires: l.Expires, Hostname: l.Hostname})
@@ -190,7 +190,7 @@ func (a *Inventory) reservations(ctx context.Context, macs []string) []reservati
 		if ok && r.IP != "" {
 			ip, perr := netip.ParseAddr(r.IP)
 			if perr != nil {
-				a.log().Warn("provision: machine has a malformed ip; no reservation", "mac", mac, "ip", r.IP)
+				a.log().Warn("bootserver: machine has a malformed ip; no reservation", "mac", mac, "ip", r.IP)
 				continue
 			}
 			out[i].ip = ip.Unmap()
@@ -220,7 +220,7 @@ func (a *Inventory) enlist(ctx context.Context, mac net.HardwareAddr) (*inventor
 	a.macs.add(mac.String())
 	a.recent.enlisted(mac.String())
 	if created {
-		a.log().Info("provision: enlisted a new machine", "machine", m.ID, "mac", mac.String())
+		a.log().Info("bootserver: enlisted a new machine", "machine", m.ID, "mac", mac.String())
 	}
 	return m, nil
 }
@@ -352,7 +352,7 @@ func (a *Inventory) commissionEvent(ctx context.Context, id string, e *httpboot.
 		return nil
 	})
 	if err == nil && m.State == inventory.StateFailedCommissioning && e.Status == "failed" {
-		a.log().Warn("provision: commissioning failed", "machine", id, "reason", e.Message)
+		a.log().Warn("bootserver: commissioning failed", "machine", id, "reason", e.Message)
 	}
 	return err
 }
@@ -370,7 +370,7 @@ func (a *Inventory) recordFacts(ctx context.Context, id string, f *httpboot.Fact
 		}); err != nil {
 			return fmt.Errorf("commission %s: %w", id, err)
 		}
-		a.log().Info("provision: commissioned", "machine", id, "serial", facts.Serial,
+		a.log().Info("bootserver: commissioned", "machine", id, "serial", facts.Serial,
 			"cpu_cores", facts.CPUCores, "mem_gb", facts.MemGB, "disks", len(facts.Disks))
 		return nil
 	}
@@ -386,7 +386,7 @@ func (a *Inventory) recordFacts(ctx context.Context, id string, f *httpboot.Fact
 		return fmt.Errorf("facts of %s: %w", id, err)
 	}
 	if len(m.Drift) > 0 {
-		a.log().Warn("provision: hardware drift", "machine", id, "differences", len(m.Drift))
+		a.log().Warn("bootserver: hardware drift", "machine", id, "differences", len(m.Drift))
 	}
 	return nil
 }

@@ -268,7 +268,7 @@ func checkFacts(t *testing.T, v *lab.VM, m *inventory.Machine) {
 // iPXE then asks again (a new transaction, iPXE by its options), gets its
 // script over HTTP, and the agent commissions the machine.
 func TestBootBIOSThroughTFTP(t *testing.T) {
-	l := lab.New(t, lab.Config{BootConfig: func(c *bootserver.Config) { c.ChainFirstTFTP = true }})
+	l := lab.New(t, lab.Config{BootConfig: func(c *bootserver.Config) { c.DHCP.ChainFirstTFTP = true }})
 	v := l.Start(lab.VMSpec{MAC: "52:54:00:10:00:31", Serial: "BIOS-TFTP-31", MemMiB: 1024, CPUs: 1, DiskGB: 2})
 	m, err := l.WaitState(v, inventory.StateReady, time.Now().Add(bootWait))
 	if err != nil {

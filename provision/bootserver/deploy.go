@@ -100,7 +100,7 @@ func (a *Inventory) NoCloud(ctx context.Context, token, file string) ([]byte, bo
 	}
 	b, err := RenderNoCloud(id, spec, secrets, file)
 	if err != nil {
-		a.log().Warn("provision: nocloud", "machine", id, "file", file, "err", err)
+		a.log().Warn("bootserver: nocloud", "machine", id, "file", file, "err", err)
 		return nil, false, nil
 	}
 	return b, true, nil
@@ -113,7 +113,7 @@ func (a *Inventory) deployedImage(ctx context.Context, m *inventory.Machine) ipx
 	spec, err := a.Store.Deploy(ctx, m.ID)
 	if err != nil {
 		if !errors.Is(err, inventory.ErrNotFound) {
-			a.log().Warn("provision: read deploy spec; booting by tags", "machine", m.ID, "err", err)
+			a.log().Warn("bootserver: read deploy spec; booting by tags", "machine", m.ID, "err", err)
 		}
 		return a.image(m)
 	}
@@ -155,11 +155,11 @@ func (a *Inventory) recordEvent(ctx context.Context, id string, e *httpboot.Even
 		return a.Store.NoteBoot(ctx, id, "agent "+e.Phase, why)
 	}
 	if errors.Is(err, inventory.ErrConflict) {
-		a.log().Warn("provision: late agent result ignored", "machine", id, "phase", e.Phase, "status", e.Status, "err", err)
+		a.log().Warn("bootserver: late agent result ignored", "machine", id, "phase", e.Phase, "status", e.Status, "err", err)
 		return a.Store.NoteBoot(ctx, id, "agent "+e.Phase, why+" (ignored: "+err.Error()+")")
 	}
 	if err == nil {
-		a.log().Info("provision: agent result", "machine", id, "phase", e.Phase, "status", e.Status, "message", e.Message)
+		a.log().Info("bootserver: agent result", "machine", id, "phase", e.Phase, "status", e.Status, "message", e.Message)
 	}
 	return err
 }

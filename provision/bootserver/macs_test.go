@@ -29,8 +29,7 @@ func TestMACReplica(t *testing.T) {
 	inv := &Inventory{Store: st, DataDir: t.TempDir()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	srv := inv.MACReplica()
-	go func() { done <- srv.Serve(ctx) }()
+	go func() { done <- inv.ServeMACReplica(ctx) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
