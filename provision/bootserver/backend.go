@@ -21,7 +21,7 @@ import (
 
 // Image tags. Until the image catalog exists (issue 5), a deployed machine
 // names its image with two tags, and the image's files are found in the
-// data dir by convention (see Inventory.image).
+// data dir by convention (see Backend.image).
 const (
 	TagImage        = "image"
 	TagImageVersion = "image_version"
@@ -42,11 +42,11 @@ const DefaultOSCmdline = "root=LABEL=ironrack-root ro console=tty0 console=ttyS0
 // bootServer is recorded as Who in the history entries the boot server writes.
 const bootServer = "boot-server"
 
-// Inventory adapts *inventory.Store to the interfaces of the protocol
+// Backend adapts *inventory.Store to the interfaces of the protocol
 // servers: dhcp.LeaseStore, dhcp.Reservations, dhcp.Enlister,
 // httpboot.Machines, httpboot.BootRecorder, httpboot.Tokens,
 // httpboot.Reports and httpboot.Deploys. It holds no state of its own beyond what it is given.
-type Inventory struct {
+type Backend struct {
 	// Store is the inventory. Required.
 	Store *inventory.Store
 	// DataDir is the boot server's data dir, where deployed images' files
@@ -72,7 +72,7 @@ type reservationResult struct {
 	err   error
 }
 
-func (a *Inventory) init() {
+func (a *Backend) init() {
 	a.once.Do(func() {
 		a.leases = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases, inFlight: 4}
 		a.reserved = &batcher[string, reservationResult]{call: a.reservations, inFlight: 2}
@@ -83,21 +83,21 @@ func (a *Inventory) init() {
 // ServeMACReplica keeps this adapter's copy of the MAC index (see
 // macReplica) until ctx is done; the boot server runs it in authoritative
 // mode. Without it running, every lookup reads Consul.
-func (a *Inventory) ServeMACReplica(ctx context.Context) error {
+func (a *Backend) ServeMACReplica(ctx context.Context) error {
 	a.init()
 	return a.macs.Serve(ctx)
 }
 
 // unowned reports whether mac is known to belong to no machine: from the
 // MAC index replica, or a lookup moments ago.
-func (a *Inventory) unowned(mac string, now time.Time) bool {
+func (a *Backend) unowned(mac string, now time.Time) bool {
 	if owned, known := a.macs.owned(mac); known {
 		return !owned
 	}
 	return a.recent.unowned(mac, now)
 }
 
-func (a *Inventory) log() *slog.Logger {
+func (a *Backend) log() *slog.Logger {
 	if a.Logger == nil {
 		return slog.New(slog.DiscardHandler)
 	}
@@ -105,7 +105,7 @@ func (a *Inventory) log() *slog.Logger {
 }
 
 // Leases implements dhcp.LeaseStore.
-func (a *Inventory) Leases(ctx context.Context) ([]dhcp.Lease, error) {
+func (a *Backend) Leases(ctx context.Context) ([]dhcp.Lease, error) {
 	ls, err := a.Store.Leases(ctx)
 	if err != nil {
 		return nil, err
@@ -130,7 +130,7 @@ func (a *Inventory) Leases(ctx context.Context) ([]dhcp.Lease, error) {
 // StoreLease implements dhcp.LeaseStore: the lease is committed to Consul
 // (with the machine's ip when the MAC is a machine's) before it returns,
 // group-committed with the leases of concurrent requests.
-func (a *Inventory) StoreLease(ctx context.Context, l dhcp.Lease) error {
+func (a *Backend) StoreLease(ctx context.Context, l dhcp.Lease) error {
 	a.init()
 	mac := l.MAC.String()
 	err := a.leases.do(ctx, inventory.Lease{
@@ -144,7 +144,7 @@ func (a *Inventory) StoreLease(ctx context.Context, l dhcp.Lease) error {
 }
 
 // find returns the machine with mac, or nil when none has it.
-func (a *Inventory) find(ctx context.Context, mac net.HardwareAddr) (*inventory.Machine, error) {
+func (a *Backend) find(ctx context.Context, mac net.HardwareAddr) (*inventory.Machine, error) {
 	m, err := a.Store.Find(ctx, mac.String())
 	switch {
 	case errors.Is(err, inventory.ErrNotFound):
@@ -161,7 +161,7 @@ func (a *Inventory) find(ctx context.Context, mac net.HardwareAddr) (*inventory.
 // lookups of concurrent requests share one read (inventory.Reservations),
 // and a lookup is reused for reservationTTL (3 s), so a REQUEST does not
 // read the inventory again right after its DISCOVER.
-func (a *Inventory) Reservation(ctx context.Context, mac net.HardwareAddr) (netip.Addr, error) {
+func (a *Backend) Reservation(ctx context.Context, mac net.HardwareAddr) (netip.Addr, error) {
 	a.init()
 	key, now := mac.String(), time.Now()
 	if owned, known := a.macs.owned(key); known && !owned {
@@ -177,7 +177,7 @@ func (a *Inventory) Reservation(ctx context.Context, mac net.HardwareAddr) (neti
 	return r.ip, r.err
 }
 
-func (a *Inventory) reservations(ctx context.Context, macs []string) []reservationResult {
+func (a *Backend) reservations(ctx context.Context, macs []string) []reservationResult {
 	out := make([]reservationResult, len(macs))
 	res, err := a.Store.Reservations(ctx, macs)
 	for i, mac := range macs {
@@ -201,12 +201,12 @@ func (a *Inventory) reservations(ctx context.Context, macs []string) []reservati
 
 // EnlistPXE implements dhcp.Enlister: an unknown MAC becomes a machine in
 // state new with source=pxe.
-func (a *Inventory) EnlistPXE(ctx context.Context, mac net.HardwareAddr) error {
+func (a *Backend) EnlistPXE(ctx context.Context, mac net.HardwareAddr) error {
 	_, err := a.enlist(ctx, mac)
 	return err
 }
 
-func (a *Inventory) enlist(ctx context.Context, mac net.HardwareAddr) (*inventory.Machine, error) {
+func (a *Backend) enlist(ctx context.Context, mac net.HardwareAddr) (*inventory.Machine, error) {
 	m, err := a.find(ctx, mac)
 	if err != nil || m != nil {
 		return m, err
@@ -230,7 +230,7 @@ func (a *Inventory) enlist(ctx context.Context, mac net.HardwareAddr) (*inventor
 // proxyDHCP mode the DHCP server may not have seen the client), so every
 // agent boot carries a machine ID and a fresh boot token. Tokens are issued
 // only for the boots that start the agent.
-func (a *Inventory) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (ipxe.Machine, error) {
+func (a *Backend) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (ipxe.Machine, error) {
 	m, err := a.enlist(ctx, mac)
 	if err != nil {
 		return ipxe.Machine{}, err
@@ -253,7 +253,7 @@ func (a *Inventory) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (ipx
 // in DATA/images/<name>/<version>/ (vmlinuz, optional initrd.img, optional
 // one-line cmdline). No tags, or no vmlinuz there, means the image installed
 // a bootloader: the machine boots its local disk.
-func (a *Inventory) image(m *inventory.Machine) ipxe.Image {
+func (a *Backend) image(m *inventory.Machine) ipxe.Image {
 	img := ipxe.Image{Name: m.Tags[TagImage], Version: m.Tags[TagImageVersion]}
 	if img.Name == "" || img.Version == "" || a.DataDir == "" ||
 		!safeSegment(img.Name) || !safeSegment(img.Version) {
@@ -287,7 +287,7 @@ func regular(p string) bool {
 
 // RecordBoot implements httpboot.BootRecorder: every boot lands in the
 // machine's history with what it was handed.
-func (a *Inventory) RecordBoot(ctx context.Context, m ipxe.Machine, d ipxe.Decision) error {
+func (a *Backend) RecordBoot(ctx context.Context, m ipxe.Machine, d ipxe.Decision) error {
 	if m.ID == "" {
 		return nil
 	}
@@ -299,7 +299,7 @@ func (a *Inventory) RecordBoot(ctx context.Context, m ipxe.Machine, d ipxe.Decis
 }
 
 // VerifyBootToken implements httpboot.Tokens.
-func (a *Inventory) VerifyBootToken(ctx context.Context, token string) (string, bool, error) {
+func (a *Backend) VerifyBootToken(ctx context.Context, token string) (string, bool, error) {
 	id, err := a.Store.VerifyBootToken(ctx, token)
 	switch {
 	case errors.Is(err, inventory.ErrToken):
@@ -317,7 +317,7 @@ func (a *Inventory) VerifyBootToken(ctx context.Context, token string) (string, 
 // commission event moves a commissioning machine to failed_commissioning;
 // deploy and wipe results end those workflows (recordEvent); other
 // events are noted in its history.
-func (a *Inventory) RecordReport(ctx context.Context, id string, r httpboot.Report) error {
+func (a *Backend) RecordReport(ctx context.Context, id string, r httpboot.Report) error {
 	switch r.Kind {
 	case "facts":
 		return a.recordFacts(ctx, id, r.Facts)
@@ -343,7 +343,7 @@ func (a *Inventory) RecordReport(ctx context.Context, id string, r httpboot.Repo
 // commissionEvent notes a commission event; a failed one moves a
 // commissioning machine to failed_commissioning, with the agent's reason
 // in the same history entry. In any other state the event is only noted.
-func (a *Inventory) commissionEvent(ctx context.Context, id string, e *httpboot.Event, why string) error {
+func (a *Backend) commissionEvent(ctx context.Context, id string, e *httpboot.Event, why string) error {
 	change := inventory.Change{What: "agent commission", Why: why, Who: bootServer}
 	m, err := a.Store.Update(ctx, id, inventory.System, change, func(m *inventory.Machine) error {
 		if e.Status == "failed" && m.State == inventory.StateCommissioning {
@@ -357,7 +357,7 @@ func (a *Inventory) commissionEvent(ctx context.Context, id string, e *httpboot.
 	return err
 }
 
-func (a *Inventory) recordFacts(ctx context.Context, id string, f *httpboot.Facts) error {
+func (a *Backend) recordFacts(ctx context.Context, id string, f *httpboot.Facts) error {
 	facts := FactsFromReport(f)
 	m, err := a.Store.Get(ctx, id)
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
 
-func testInventory(t *testing.T) (*bootserver.Inventory, *inventory.Store) {
+func testInventory(t *testing.T) (*bootserver.Backend, *inventory.Store) {
 	t.Helper()
 	agent := consuldev.T(t)
 	c, err := api.NewClient(&api.Config{Address: agent.Addr})
@@ -29,7 +29,7 @@ func testInventory(t *testing.T) (*bootserver.Inventory, *inventory.Store) {
 	// The boot server's key file opens what the CLI sealed (the cluster's
 	// agent secrets).
 	st := inventory.New(c, inventory.Config{Who: "test", Sealer: inventory.NewSealer([32]byte{7})})
-	return &bootserver.Inventory{Store: st, DataDir: t.TempDir()}, st
+	return &bootserver.Backend{Store: st, DataDir: t.TempDir()}, st
 }
 
 // TestInventoryLeases stores 300 leases from 300 goroutines at once (group

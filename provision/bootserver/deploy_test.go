@@ -48,7 +48,7 @@ func writeImage(t *testing.T, data, name, version string, root []byte) (sum stri
 type deployFixture struct {
 	base  string
 	store *inventory.Store
-	inv   *bootserver.Inventory
+	inv   *bootserver.Backend
 }
 
 func startDeployServer(t *testing.T, addr string) deployFixture {

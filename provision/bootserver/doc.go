@@ -1,6 +1,6 @@
 // Package bootserver owns the network boot server's wiring, as `ironrack
 // serve` runs it: Server puts DHCP, TFTP, iPXE-over-HTTP and IPv6 RA
-// together on one interface, and Inventory adapts *inventory.Store to the
+// together on one interface, and Backend adapts *inventory.Store to the
 // narrow interfaces that the protocol sub-packages declare (dhcp, httpboot),
 // with the MAC index replica and the lease and reservation batchers. It
 // is the machines' side of the workflows in provision: it hands out deploy

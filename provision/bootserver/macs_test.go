@@ -26,7 +26,7 @@ func TestMACReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := inventory.New(c, inventory.Config{Who: "test"})
-	inv := &Inventory{Store: st, DataDir: t.TempDir()}
+	inv := &Backend{Store: st, DataDir: t.TempDir()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- inv.ServeMACReplica(ctx) }()

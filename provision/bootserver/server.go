@@ -74,8 +74,8 @@ type Part struct {
 // Server is the network boot server of one interface: DHCP (or
 // proxyDHCP), TFTP, HTTP and RA, over one inventory.
 type Server struct {
-	// Inventory is the adapter the protocol servers use.
-	Inventory *Inventory
+	// Backend is the adapter the protocol servers use.
+	Backend *Backend
 	// BaseURL is the HTTP server's base URL, e.g. http://192.0.2.1:8080.
 	BaseURL string
 	parts   []Part
@@ -124,7 +124,7 @@ func New(cfg Config) (*Server, error) {
 	ip := cfg.DHCP.Address.Addr().String()
 	httpAddr := net.JoinHostPort(ip, strconv.Itoa(cfg.HTTPPort))
 	base := "http://" + httpAddr
-	inv := &Inventory{Store: cfg.Store, DataDir: cfg.DataDir, BaseURL: base, Logger: log}
+	inv := &Backend{Store: cfg.Store, DataDir: cfg.DataDir, BaseURL: base, Logger: log}
 
 	dcfg := cfg.DHCP
 	dcfg.Boot = dhcp.BootNames{HTTPBase: base}
@@ -160,7 +160,7 @@ func New(cfg Config) (*Server, error) {
 		Interface: ifname,
 		Logger:    log,
 	})
-	s := &Server{Inventory: inv, BaseURL: base, log: log}
+	s := &Server{Backend: inv, BaseURL: base, log: log}
 	s.parts = []Part{{"http", h.Serve}, {"tftp", t.Serve}, {"dhcp", d.Serve}}
 	if !dcfg.Proxy {
 		s.parts = append(s.parts, Part{"macs", inv.ServeMACReplica})
