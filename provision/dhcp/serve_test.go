@@ -310,3 +310,64 @@ func TestServeProxyDHCP(t *testing.T) {
 		t.Errorf("port 4011 reply: %s", ack.Summary())
 	}
 }
+
+// TestServeGivenConns serves sockets the caller bound (Config.Conn and
+// PXEConn) instead of opening its own: a unicast request on the PXE socket
+// is answered to its sender, and Serve closes both sockets when it stops.
+// Loopback only: no namespace, no privilege.
+func TestServeGivenConns(t *testing.T) {
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pconn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := dhcp.New(dhcp.Config{Address: netip.MustParsePrefix("192.0.2.1/24"), Proxy: true, Conn: conn, PXEConn: pconn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+
+	client, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	req := discover("52:54:00:ee:00:01", dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithClientIP(net.IPv4(192, 0, 2, 77)),
+		arch(iana.EFI_X86_64), vendor("PXEClient:Arch:00007:UNDI:003016"))
+	if _, err := client.WriteTo(req.ToBytes(), pconn.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	n, _, err := client.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("no answer on the given PXE socket: %v", err)
+	}
+	ack, err := dhcpv4.FromBytes(buf[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.MessageType() != dhcpv4.MessageTypeAck || ack.BootFileName != "ipxe.efi" {
+		t.Errorf("PXE socket reply: %s", ack.Summary())
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return 10s after its context was cancelled")
+	}
+	for name, c := range map[string]net.PacketConn{"Conn": conn, "PXEConn": pconn} {
+		if _, err := c.WriteTo([]byte{0}, client.LocalAddr()); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%s after Serve returned: write error %v, want net.ErrClosed", name, err)
+		}
+	}
+}
