@@ -17,6 +17,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/ironrack/ironrack/internal/netns"
+	"github.com/ironrack/ironrack/internal/servetest"
 	"github.com/ironrack/ironrack/provision/dhcp"
 )
 
@@ -328,15 +329,20 @@ func TestServeGivenConns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-
 	client, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
+	// Cleanups run last first: this check runs after servetest's stop.
+	t.Cleanup(func() {
+		defer client.Close()
+		for name, c := range map[string]net.PacketConn{"Conn": conn, "PXEConn": pconn} {
+			if _, err := c.WriteTo([]byte{0}, client.LocalAddr()); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("%s after Serve returned: write error %v, want net.ErrClosed", name, err)
+			}
+		}
+	})
+	servetest.Run(t, 10*time.Second, s.Serve)
 	req := discover("52:54:00:ee:00:01", dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithClientIP(net.IPv4(192, 0, 2, 77)),
 		arch(iana.EFI_X86_64), vendor("PXEClient:Arch:00007:UNDI:003016"))
 	if _, err := client.WriteTo(req.ToBytes(), pconn.LocalAddr()); err != nil {
@@ -354,20 +360,5 @@ func TestServeGivenConns(t *testing.T) {
 	}
 	if ack.MessageType() != dhcpv4.MessageTypeAck || ack.BootFileName != "ipxe.efi" {
 		t.Errorf("PXE socket reply: %s", ack.Summary())
-	}
-
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Serve did not return 10s after its context was cancelled")
-	}
-	for name, c := range map[string]net.PacketConn{"Conn": conn, "PXEConn": pconn} {
-		if _, err := c.WriteTo([]byte{0}, client.LocalAddr()); !errors.Is(err, net.ErrClosed) {
-			t.Errorf("%s after Serve returned: write error %v, want net.ErrClosed", name, err)
-		}
 	}
 }
