@@ -9,8 +9,8 @@
 //
 // Nothing connects the namespace to a real interface. Everything the lab
 // starts is stopped by PID when the test ends, before the namespace is
-// deleted. Tests in provision, images, tiers and the Pulumi provider share
-// it.
+// deleted. Tests in provision, provision/bootserver, images, tiers and the
+// Pulumi provider share it.
 package lab
 
 import (

@@ -5,7 +5,7 @@
 // The protocol core, Reply and ReplyPXE, maps one request to at most one
 // reply; Serve puts it on sockets bound to exactly one interface. The state
 // it needs from the inventory comes through the small interfaces below,
-// which *inventory.Store (or an adapter in provision) satisfies.
+// which *inventory.Store (or bootserver.Backend, its adapter) satisfies.
 package dhcp
 
 import (
