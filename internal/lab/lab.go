@@ -1,6 +1,6 @@
 // Package lab is the QEMU test lab: a boot LAN in a network namespace of the
 // test's own (bridge br0 at 192.0.2.1/24, a tap per VM), a real Consul dev
-// agent with the inventory on it, bootserver.BootServer (what `ironrack
+// agent with the inventory on it, bootserver.Server (what `ironrack
 // serve` runs) with every protocol socket opened inside the namespace, the
 // real discovery environment (images.Discovery: the Go agent as /init and
 // Debian's kernel), and QEMU (TCG) machines that boot from that LAN —
