@@ -29,6 +29,7 @@ func TestMACReplica(t *testing.T) {
 	inv := &Backend{Store: st, DataDir: t.TempDir()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	inv.init() // the test reads inv.macs while the replica serves
 	go func() { done <- inv.ServeMACReplica(ctx) }()
 	defer func() {
 		cancel()
