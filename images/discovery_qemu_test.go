@@ -19,7 +19,7 @@ import (
 
 // TestDiscoveryQEMU network-boots, in internal/lab (the real discovery
 // environment built by images.Discovery — the Go agent as /init, Debian's
-// kernel —, provision.BootServer and a real Consul in a namespace of the
+// kernel —, bootserver.Server and a real Consul in a namespace of the
 // test's own), two machines the inventory has never seen, one by BIOS and
 // one by UEFI (QEMU's iPXE ROM), and one known machine set to
 // commissioning, under TCG. Each must land in Consul as ready with the -smp,

@@ -21,7 +21,7 @@ import (
 // (`ironrack deploy`, `ironrack release`) and the Pulumi provider: claim,
 // deploy spec, PXE boot and power through the Fleet, then wait — with
 // Consul blocking queries on each machine's record — for the agent's result,
-// which the boot server writes (deploy_boot.go).
+// which the boot server writes (provision/bootserver, deploy.go).
 
 // DeployStore is what the deploy and release workflows need from the
 // inventory. *inventory.Store satisfies it.

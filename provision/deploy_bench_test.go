@@ -118,7 +118,7 @@ func rounded(ds []time.Duration) []time.Duration {
 // benchImage is the image the timings deploy: the Debian image with
 // IRONRACK_BENCH_IMAGE=debian, otherwise the 512 MiB test image.
 func benchImage(t *testing.T, l *lab.Lab) (name, version string, keys []string) {
-	keys = []string{testKey(t).authorized}
+	keys = []string{lab.NewSSHKey(t).Authorized}
 	if os.Getenv("IRONRACK_BENCH_IMAGE") == "debian" {
 		m := debianImage(t, l)
 		return m.Name, m.Version, keys

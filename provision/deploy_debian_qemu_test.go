@@ -28,9 +28,9 @@ func debianImage(t *testing.T, l *lab.Lab) images.Manifest {
 
 // sshRun runs cmd on addr as root with key, dialing from inside the lab's
 // namespace, retrying the dial until deadline (the machine is booting).
-func sshRun(t *testing.T, l *lab.Lab, addr string, key sshKey, deadline time.Time, cmds ...string) ([]string, error) {
+func sshRun(t *testing.T, l *lab.Lab, addr string, key lab.SSHKey, deadline time.Time, cmds ...string) ([]string, error) {
 	t.Helper()
-	cfg := &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(key.signer)},
+	cfg := &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(key.Signer)},
 		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second}
 	var client *ssh.Client
 	var last error
@@ -88,7 +88,7 @@ func TestDeployDebianQEMU(t *testing.T) {
 	l := lab.New(t, lab.Config{Tools: []string{"debootstrap", "mkfs.ext4", "ipmi_sim"}})
 	ctx := context.Background()
 	man := debianImage(t, l)
-	key := testKey(t)
+	key := lab.NewSSHKey(t)
 
 	v := l.Start(lab.VMSpec{MAC: "52:54:00:31:00:20", Serial: "DEBIAN-1", MemMiB: 1024, CPUs: 1, DiskGB: 2, Reboot: true})
 	m, err := l.WaitState(v, inventory.StateReady, time.Now().Add(4*time.Minute))
@@ -103,7 +103,7 @@ func TestDeployDebianQEMU(t *testing.T) {
 	d := deployer(l)
 	var evs events
 	res := d.Deploy(ctx, []string{m.ID}, provision.DeployRequest{Owner: "test", Image: "debian", // the only version: resolved
-		Hostnames: map[string]string{m.ID: "deb-1"}, SSHKeys: []string{key.authorized}, Role: "web", Timeout: 10 * time.Minute, Progress: evs.add})
+		Hostnames: map[string]string{m.ID: "deb-1"}, SSHKeys: []string{key.Authorized}, Role: "web", Timeout: 10 * time.Minute, Progress: evs.add})
 	t.Logf("deploy events:\n%s", evs.String())
 	if !res[0].OK() || res[0].State != inventory.StateDeployed {
 		t.Fatalf("deploy: %+v\nconsole:\n%s", res, lab.Tail(v.Console(), 40))
@@ -143,7 +143,7 @@ func TestDeployDebianQEMU(t *testing.T) {
 	if out[0] != "deb-1" {
 		t.Errorf("hostname %q, want deb-1 (from cloud-init)", out[0])
 	}
-	if !strings.Contains(out[1], strings.Fields(key.authorized)[1]) {
+	if !strings.Contains(out[1], strings.Fields(key.Authorized)[1]) {
 		t.Errorf("root's authorized_keys lacks the deploy's key:\n%s", out[1])
 	}
 	if !strings.Contains(out[2], "done") {

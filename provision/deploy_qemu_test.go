@@ -169,7 +169,7 @@ func TestDeployQEMU(t *testing.T) {
 	}
 	start := time.Now()
 	res := d.Deploy(ctx, []string{m.ID}, provision.DeployRequest{Owner: "test", Image: "tiny", Version: "1", HostnamePrefix: "web",
-		SSHKeys: []string{testKey(t).authorized}, Timeout: 8 * time.Minute, Progress: evs.add})
+		SSHKeys: []string{lab.NewSSHKey(t).Authorized}, Timeout: 8 * time.Minute, Progress: evs.add})
 	t.Logf("deploy took %v; events:\n%s", time.Since(start), evs.String())
 	if len(res) != 1 || !res[0].OK() || res[0].State != inventory.StateDeployed || res[0].Hostname != "web-1" {
 		t.Fatalf("deploy: %+v\nconsole:\n%s", res, lab.Tail(v.Console(), 40))
@@ -221,7 +221,7 @@ func TestDeployQEMU(t *testing.T) {
 	b[len(b)/2] ^= 0xff
 	os.WriteFile(corrupt, b, 0o644)
 	evs = events{}
-	res = d.Deploy(ctx, []string{m.ID}, provision.DeployRequest{Owner: "test", Image: "tiny", Version: "1", SSHKeys: []string{testKey(t).authorized}, Timeout: 6 * time.Minute, Progress: evs.add})
+	res = d.Deploy(ctx, []string{m.ID}, provision.DeployRequest{Owner: "test", Image: "tiny", Version: "1", SSHKeys: []string{lab.NewSSHKey(t).Authorized}, Timeout: 6 * time.Minute, Progress: evs.add})
 	t.Logf("corrupt deploy events:\n%s", evs.String())
 	if res[0].OK() || res[0].State != inventory.StateFailedDeployment || res[0].Step != "agent" || !strings.Contains(res[0].Error, "verify") {
 		t.Fatalf("deploy of a corrupt image: %+v", res)

@@ -1,8 +1,10 @@
-// Package provision owns the boot server's wiring and the workflows over the
-// inventory: Inventory adapts *inventory.Store to the narrow interfaces that
-// the protocol sub-packages declare (dhcp, httpboot), and BootServer puts
-// DHCP, TFTP, iPXE-over-HTTP and IPv6 RA together on one interface, as
-// `ironrack serve` runs them.
+// Package provision owns the operator workflows over the inventory and the
+// BMCs: Fleet (bulk power, boot overrides and BMC password rotation, each
+// change in the machine's history) and Deployer (deploy and release, shared
+// by the CLI and the Pulumi provider), and the NoCloud seed a deploy hands
+// its machine (NoCloudSeed).
 //
-// The protocol sub-packages never reach a BMC; only workflows here may.
+// The boot server that serves the machines' side of these workflows lives
+// in provision/bootserver; this package links none of its protocols, so a
+// client of the workflows (the Pulumi provider) does not link DHCP or TFTP.
 package provision

@@ -1,6 +1,6 @@
 // Package lab is the QEMU test lab: a boot LAN in a network namespace of the
 // test's own (bridge br0 at 192.0.2.1/24, a tap per VM), a real Consul dev
-// agent with the inventory on it, provision.BootServer (what `ironrack
+// agent with the inventory on it, bootserver.Server (what `ironrack
 // serve` runs) with every protocol socket opened inside the namespace, the
 // real discovery environment (images.Discovery: the Go agent as /init and
 // Debian's kernel), and QEMU (TCG) machines that boot from that LAN —
@@ -9,8 +9,8 @@
 //
 // Nothing connects the namespace to a real interface. Everything the lab
 // starts is stopped by PID when the test ends, before the namespace is
-// deleted. Tests in provision, images, tiers and the Pulumi provider share
-// it.
+// deleted. Tests in provision, provision/bootserver, images, tiers and the
+// Pulumi provider share it.
 package lab
 
 import (
@@ -37,7 +37,8 @@ import (
 	"github.com/ironrack/ironrack/internal/consuldev"
 	"github.com/ironrack/ironrack/internal/netns"
 	"github.com/ironrack/ironrack/inventory"
-	"github.com/ironrack/ironrack/provision"
+	"github.com/ironrack/ironrack/provision/bootserver"
+	"github.com/ironrack/ironrack/provision/dhcp"
 )
 
 // The boot LAN's addresses.
@@ -61,7 +62,7 @@ type Config struct {
 	// BootConfig, if set, adjusts the boot server's config before it is
 	// built (the lab fills in interface, address, range, data dir, store
 	// and logger first).
-	BootConfig func(*provision.Config)
+	BootConfig func(*bootserver.Config)
 }
 
 // Lab is one boot LAN. Make it with New.
@@ -87,7 +88,7 @@ type Lab struct {
 	logs *syncBuffer
 
 	bootMu     sync.Mutex
-	boot       *provision.BootServer
+	boot       *bootserver.Server
 	bootCancel context.CancelFunc
 	bootWG     sync.WaitGroup
 
@@ -140,7 +141,7 @@ func (l *Lab) Logger() *slog.Logger {
 }
 
 // Boot is the running boot server (nil while stopped).
-func (l *Lab) Boot() *provision.BootServer {
+func (l *Lab) Boot() *bootserver.Server {
 	l.bootMu.Lock()
 	defer l.bootMu.Unlock()
 	return l.boot
@@ -156,15 +157,17 @@ func (l *Lab) StartBootServer() {
 	if l.boot != nil {
 		l.T.Fatal("lab: boot server already running")
 	}
-	cfg := provision.Config{
-		Interface:  Bridge,
-		Address:    netip.MustParsePrefix(ServerCIDR),
-		RangeFirst: netip.MustParseAddr("192.0.2.100"),
-		RangeLast:  netip.MustParseAddr("192.0.2.199"),
-		DataDir:    l.Data,
-		Store:      l.Store,
-		Logger:     l.Logger(),
-		LeaseTime:  10 * time.Minute,
+	cfg := bootserver.Config{
+		DHCP: dhcp.Config{
+			Interface:  Bridge,
+			Address:    netip.MustParsePrefix(ServerCIDR),
+			RangeFirst: netip.MustParseAddr("192.0.2.100"),
+			RangeLast:  netip.MustParseAddr("192.0.2.199"),
+			LeaseTime:  10 * time.Minute,
+		},
+		DataDir: l.Data,
+		Store:   l.Store,
+		Logger:  l.Logger(),
 	}
 	if l.cfg.BootConfig != nil {
 		l.cfg.BootConfig(&cfg)
@@ -173,18 +176,18 @@ func (l *Lab) StartBootServer() {
 	if port == 0 {
 		port = 8080
 	}
-	boot, err := provision.NewBootServer(cfg)
+	boot, err := bootserver.New(cfg)
 	if err != nil {
 		l.T.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.boot, l.bootCancel = boot, cancel
-	for _, s := range boot.Servers() {
+	for _, p := range boot.Parts() {
 		l.bootWG.Add(1)
 		go func() {
 			defer l.bootWG.Done()
-			if err := l.NS.Do(func() error { return s.Server.Serve(ctx) }); err != nil && ctx.Err() == nil {
-				l.T.Errorf("lab: boot server %s: %v", s.Name, err)
+			if err := l.NS.Do(func() error { return p.Serve(ctx) }); err != nil && ctx.Err() == nil {
+				l.T.Errorf("lab: boot server %s: %v", p.Name, err)
 			}
 		}()
 	}

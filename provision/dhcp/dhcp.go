@@ -5,7 +5,7 @@
 // The protocol core, Reply and ReplyPXE, maps one request to at most one
 // reply; Serve puts it on sockets bound to exactly one interface. The state
 // it needs from the inventory comes through the small interfaces below,
-// which *inventory.Store (or an adapter in provision) satisfies.
+// which *inventory.Store (or bootserver.Backend, its adapter) satisfies.
 package dhcp
 
 import (
@@ -66,7 +66,8 @@ type Enlister interface {
 type Config struct {
 	// Interface is the only interface Serve binds (SO_BINDTODEVICE):
 	// packets arriving on any other interface never reach the server.
-	// Required for Serve.
+	// Required for Serve unless Conn and PXEConn (or a negative PXEPort)
+	// are set.
 	Interface string
 	// Address is this server's address on Interface with its prefix, e.g.
 	// 192.0.2.1/24. It is the server identifier and TFTP next-server, and
@@ -99,6 +100,14 @@ type Config struct {
 	// PXEPort is the PXE boot-server port answered in both modes (proxyDHCP
 	// requests, as Pixiecore and smee do). If 0, 4011; if negative, none.
 	PXEPort int
+	// Conn, if set, is the DHCP port's socket: Serve answers on it instead
+	// of opening one on Interface and Port, and closes it. It should be
+	// bound to Interface and allow broadcast, as server4.NewIPv4UDPConn's
+	// socket is.
+	Conn net.PacketConn
+	// PXEConn, if set, is the PXE port's socket, as Conn is the DHCP
+	// port's; PXEPort is then ignored.
+	PXEConn net.PacketConn
 	// Workers bounds the requests handled at once. If 0, 4×GOMAXPROCS.
 	Workers int
 	// Logger receives logs. If nil, logs are discarded.

@@ -19,38 +19,51 @@ import (
 const handleTimeout = 5 * time.Second
 
 // Serve opens the DHCP socket (and the PXE port's, unless disabled), both
-// bound to Config.Interface only, loads the leases, and answers requests
-// until ctx is done. It then closes its sockets, waits for the requests in
-// flight and returns nil. Sockets are opened before any goroutine starts,
+// bound to Config.Interface only, unless Config.Conn (Config.PXEConn)
+// gives it; it loads the leases, and answers requests until ctx is done.
+// It then closes its sockets, waits for the requests in flight and
+// returns nil. Sockets are opened before any goroutine starts,
 // so a test may run Serve on a thread inside a network namespace.
 //
 // Serve uses server4's socket (SO_BINDTODEVICE, SO_BROADCAST) but its own
 // read loop: server4.Server.Serve starts an unbounded goroutine per packet
 // and cannot be stopped by a context.
 func (s *Server) Serve(ctx context.Context) error {
-	if s.cfg.Interface == "" {
-		return errors.New("dhcp: serve: no interface configured")
-	}
-	conn, err := server4.NewIPv4UDPConn(s.cfg.Interface, &net.UDPAddr{Port: s.cfg.Port})
-	if err != nil {
-		return fmt.Errorf("dhcp: listen on %s port %d: %w", s.cfg.Interface, s.cfg.Port, err)
-	}
-	conns := []net.PacketConn{conn}
-	if s.cfg.PXEPort > 0 {
-		pconn, err := server4.NewIPv4UDPConn(s.cfg.Interface, &net.UDPAddr{Port: s.cfg.PXEPort})
-		if err != nil {
-			conn.Close()
-			return fmt.Errorf("dhcp: listen on %s port %d: %w", s.cfg.Interface, s.cfg.PXEPort, err)
-		}
-		conns = append(conns, pconn)
-	}
-	for _, c := range conns {
-		growReadBuffer(c, s.log)
-	}
+	// conns[0] is the DHCP port's socket, conns[1] (if any) the PXE port's.
+	var conns []net.PacketConn
 	closeAll := func() {
 		for _, c := range conns {
 			c.Close()
 		}
+		for _, c := range []net.PacketConn{s.cfg.Conn, s.cfg.PXEConn} {
+			if c != nil {
+				c.Close() // also when Serve failed before taking it
+			}
+		}
+	}
+	for i, p := range []struct {
+		given net.PacketConn
+		port  int
+	}{{s.cfg.Conn, s.cfg.Port}, {s.cfg.PXEConn, s.cfg.PXEPort}} {
+		c := p.given
+		switch {
+		case c != nil:
+		case i == 1 && p.port <= 0: // the PXE port, disabled
+			continue
+		case s.cfg.Interface == "":
+			closeAll()
+			return errors.New("dhcp: serve: no interface configured")
+		default:
+			var err error
+			if c, err = server4.NewIPv4UDPConn(s.cfg.Interface, &net.UDPAddr{Port: p.port}); err != nil {
+				closeAll()
+				return fmt.Errorf("dhcp: listen on %s port %d: %w", s.cfg.Interface, p.port, err)
+			}
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		growReadBuffer(c, s.log)
 	}
 	if !s.cfg.Proxy {
 		if err := s.load(ctx); err != nil {
@@ -88,7 +101,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		})
 	}
-	err = g.Wait()
+	err := g.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}

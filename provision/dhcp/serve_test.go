@@ -17,6 +17,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/ironrack/ironrack/internal/netns"
+	"github.com/ironrack/ironrack/internal/servetest"
 	"github.com/ironrack/ironrack/provision/dhcp"
 )
 
@@ -308,5 +309,56 @@ func TestServeProxyDHCP(t *testing.T) {
 	}
 	if ack.MessageType() != dhcpv4.MessageTypeAck || ack.BootFileName != "ipxe.efi" || !ack.YourIPAddr.IsUnspecified() {
 		t.Errorf("port 4011 reply: %s", ack.Summary())
+	}
+}
+
+// TestServeGivenConns serves sockets the caller bound (Config.Conn and
+// PXEConn) instead of opening its own: a unicast request on the PXE socket
+// is answered to its sender, and Serve closes both sockets when it stops.
+// Loopback only: no namespace, no privilege.
+func TestServeGivenConns(t *testing.T) {
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pconn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := dhcp.New(dhcp.Config{Address: netip.MustParsePrefix("192.0.2.1/24"), Proxy: true, Conn: conn, PXEConn: pconn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last first: this check runs after servetest's stop.
+	t.Cleanup(func() {
+		defer client.Close()
+		for name, c := range map[string]net.PacketConn{"Conn": conn, "PXEConn": pconn} {
+			if _, err := c.WriteTo([]byte{0}, client.LocalAddr()); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("%s after Serve returned: write error %v, want net.ErrClosed", name, err)
+			}
+		}
+	})
+	servetest.Run(t, 10*time.Second, s.Serve)
+	req := discover("52:54:00:ee:00:01", dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithClientIP(net.IPv4(192, 0, 2, 77)),
+		arch(iana.EFI_X86_64), vendor("PXEClient:Arch:00007:UNDI:003016"))
+	if _, err := client.WriteTo(req.ToBytes(), pconn.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	n, _, err := client.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("no answer on the given PXE socket: %v", err)
+	}
+	ack, err := dhcpv4.FromBytes(buf[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.MessageType() != dhcpv4.MessageTypeAck || ack.BootFileName != "ipxe.efi" {
+		t.Errorf("PXE socket reply: %s", ack.Summary())
 	}
 }

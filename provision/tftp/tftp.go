@@ -23,12 +23,16 @@ import (
 type Config struct {
 	// Root is the directory served. If empty, /usr/lib/ipxe (Debian's ipxe package).
 	Root string
-	// Addr is the UDP listen address. If empty, ":69".
+	// Addr is the UDP listen address. If empty, ":69". Ignored if Conn is
+	// set.
 	Addr string
 	// Interface, if set, binds the listening socket to that interface only
 	// (SO_BINDTODEVICE). Transfers then answer from the address the
-	// request reached.
+	// request reached. Ignored if Conn is set.
 	Interface string
+	// Conn, if set, is served instead of a socket Serve opens on Addr;
+	// Serve closes it.
+	Conn net.PacketConn
 	// Timeout is the per-packet retransmit timeout. If 0, 2s.
 	Timeout time.Duration
 	// Logger receives logs. If nil, logs are discarded.
@@ -46,7 +50,7 @@ func New(cfg Config) *Server {
 	if cfg.Root == "" {
 		cfg.Root = "/usr/lib/ipxe"
 	}
-	if cfg.Addr == "" {
+	if cfg.Addr == "" && cfg.Conn == nil {
 		cfg.Addr = ":69"
 	}
 	if cfg.Timeout <= 0 {
@@ -59,9 +63,9 @@ func New(cfg Config) *Server {
 	return &Server{cfg: cfg, log: log}
 }
 
-// Serve listens and serves until ctx is done, then stops accepting,
-// waits for transfers in flight (each bounded by Timeout and the
-// library's retries) and returns nil.
+// Serve listens (unless Config.Conn is set) and serves until ctx is done,
+// then stops accepting, waits for transfers in flight (each bounded by
+// Timeout and the library's retries) and returns nil.
 //
 // pin/tftp opens one socket per transfer from its read loop, which runs
 // on Serve's goroutine: run Serve on a thread inside a network namespace
@@ -69,9 +73,39 @@ func New(cfg Config) *Server {
 func (s *Server) Serve(ctx context.Context) error {
 	root, err := os.OpenRoot(s.cfg.Root)
 	if err != nil {
+		if s.cfg.Conn != nil {
+			s.cfg.Conn.Close()
+		}
 		return fmt.Errorf("tftp: open root %s: %w", s.cfg.Root, err)
 	}
 	defer root.Close()
+	conn := s.cfg.Conn
+	if conn == nil {
+		if conn, err = s.listen(ctx); err != nil {
+			return err
+		}
+	}
+	srv := tftp.NewServer(func(name string, rf io.ReaderFrom) error { return s.read(root, name, rf) }, nil)
+	srv.SetTimeout(s.cfg.Timeout)
+	srv.SetRetries(5)
+	addr := conn.LocalAddr().String()
+	s.log.Info("tftp: serving", "addr", addr, "root", s.cfg.Root, "interface", s.cfg.Interface)
+	// srv.Serve runs on this goroutine: pin/tftp opens each transfer's
+	// socket in its read loop, so they are opened where Serve was called
+	// (a test's network namespace, when Serve runs on a thread inside it).
+	stop := context.AfterFunc(ctx, srv.Shutdown)
+	defer stop()
+	err = srv.Serve(conn)
+	if ctx.Err() != nil {
+		srv.Shutdown() // waits for the transfers in flight
+		return nil
+	}
+	conn.Close()
+	return fmt.Errorf("tftp: serve %s: %w", addr, err)
+}
+
+// listen opens the socket on Addr, bound to Interface if one is set.
+func (s *Server) listen(ctx context.Context) (net.PacketConn, error) {
 	lc := net.ListenConfig{}
 	if s.cfg.Interface != "" {
 		ifname := s.cfg.Interface
@@ -85,24 +119,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	conn, err := lc.ListenPacket(ctx, "udp", s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("tftp: listen on %s (interface %q): %w", s.cfg.Addr, s.cfg.Interface, err)
+		return nil, fmt.Errorf("tftp: listen on %s (interface %q): %w", s.cfg.Addr, s.cfg.Interface, err)
 	}
-	srv := tftp.NewServer(func(name string, rf io.ReaderFrom) error { return s.read(root, name, rf) }, nil)
-	srv.SetTimeout(s.cfg.Timeout)
-	srv.SetRetries(5)
-	s.log.Info("tftp: serving", "addr", conn.LocalAddr().String(), "root", s.cfg.Root, "interface", s.cfg.Interface)
-	// srv.Serve runs on this goroutine: pin/tftp opens each transfer's
-	// socket in its read loop, so they are opened where Serve was called
-	// (a test's network namespace, when Serve runs on a thread inside it).
-	stop := context.AfterFunc(ctx, srv.Shutdown)
-	defer stop()
-	err = srv.Serve(conn)
-	if ctx.Err() != nil {
-		srv.Shutdown() // waits for the transfers in flight
-		return nil
-	}
-	conn.Close()
-	return fmt.Errorf("tftp: serve %s: %w", s.cfg.Addr, err)
+	return conn, nil
 }
 
 // ErrRefused is returned to clients for paths outside the root.

@@ -38,15 +38,14 @@ func start(t *testing.T) (addr string, kpxe []byte) {
 	must(t, os.Symlink("../secret", filepath.Join(root, "secret")))
 	must(t, os.Mkdir(filepath.Join(root, "sub"), 0o755))
 
-	// Reserve a free port, then let the server listen on it.
+	// The server serves a socket bound here: no port to reserve and race
+	// for, and it is receiving before Serve starts.
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	must(t, err)
 	addr = pc.LocalAddr().String()
-	pc.Close()
 
-	srv := tftp.New(tftp.Config{Root: root, Addr: addr, Timeout: time.Second})
+	srv := tftp.New(tftp.Config{Root: root, Conn: pc, Timeout: time.Second})
 	servetest.Run(t, 15*time.Second, srv.Serve)
-	time.Sleep(50 * time.Millisecond)
 	return addr, kpxe
 }
 

@@ -15,7 +15,7 @@ import (
 
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
-	"github.com/ironrack/ironrack/provision"
+	"github.com/ironrack/ironrack/provision/bootserver"
 )
 
 // serveCommand is `ironrack serve`: the network boot server of one interface.
@@ -47,8 +47,8 @@ func serveCommand(e *env) *cli.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := net.InterfaceByName(cfg.Interface); err != nil {
-				return fmt.Errorf("--interface %s: %w", cfg.Interface, err)
+			if _, err := net.InterfaceByName(cfg.DHCP.Interface); err != nil {
+				return fmt.Errorf("--interface %s: %w", cfg.DHCP.Interface, err)
 			}
 			agent := images.AgentDir(cfg.DataDir)
 			for _, f := range []string{images.KernelFile, images.InitrdFile} {
@@ -72,7 +72,7 @@ func serveCommand(e *env) *cli.Command {
 			}
 			cfg.Store = st
 			cfg.Logger = e.log
-			b, err := provision.NewBootServer(cfg)
+			b, err := bootserver.New(cfg)
 			if err != nil {
 				return fmt.Errorf("serve: %w", err)
 			}
@@ -83,7 +83,7 @@ func serveCommand(e *env) *cli.Command {
 				// the environment wins.
 				debug.SetGCPercent(serveGCPercent)
 			}
-			e.log.Info("serve: starting", "interface", cfg.Interface, "address", cfg.Address, "proxy", cfg.Proxy, "http", b.BaseURL)
+			e.log.Info("serve: starting", "interface", cfg.DHCP.Interface, "address", cfg.DHCP.Address, "proxy", cfg.DHCP.Proxy, "http", b.BaseURL)
 			return b.Serve(c.Context)
 		},
 	}
@@ -101,10 +101,10 @@ func defaultDataDir() string {
 }
 
 // serveConfig reads and checks serve's flags; every error names its flag.
-func serveConfig(c *cli.Context) (provision.Config, error) {
-	var cfg provision.Config
-	cfg.Interface = strings.TrimSpace(c.String("interface"))
-	if cfg.Interface == "" {
+func serveConfig(c *cli.Context) (bootserver.Config, error) {
+	var cfg bootserver.Config
+	cfg.DHCP.Interface = strings.TrimSpace(c.String("interface"))
+	if cfg.DHCP.Interface == "" {
 		return cfg, errors.New("--interface is required: the one interface to serve DHCP, TFTP and RA on")
 	}
 	addr := c.String("address")
@@ -121,7 +121,7 @@ func serveConfig(c *cli.Context) (provision.Config, error) {
 	if p.Addr() == p.Masked().Addr() {
 		return cfg, fmt.Errorf("--address %q is the subnet's network address; give this server's own address", addr)
 	}
-	cfg.Address = p
+	cfg.DHCP.Address = p
 	subnet := p.Masked()
 
 	rng, proxy := c.String("dhcp-range"), c.Bool("proxy-dhcp")
@@ -131,7 +131,7 @@ func serveConfig(c *cli.Context) (provision.Config, error) {
 	case rng == "" && !proxy:
 		return cfg, errors.New("need exactly one of --dhcp-range FIRST-LAST (authoritative) or --proxy-dhcp (another DHCP server owns the addresses)")
 	case proxy:
-		cfg.Proxy = true
+		cfg.DHCP.Proxy = true
 		if c.IsSet("lease-time") {
 			return cfg, errors.New("--lease-time applies to --dhcp-range only: in --proxy-dhcp mode the other server leases the addresses")
 		}
@@ -148,7 +148,7 @@ func serveConfig(c *cli.Context) (provision.Config, error) {
 		if !subnet.Contains(a) || !subnet.Contains(b) {
 			return cfg, fmt.Errorf("--dhcp-range %q is not inside --address's subnet %s", rng, subnet)
 		}
-		cfg.RangeFirst, cfg.RangeLast = a, b
+		cfg.DHCP.RangeFirst, cfg.DHCP.RangeLast = a, b
 	}
 	if r := c.String("router"); r != "" {
 		ip, err := netip.ParseAddr(r)
@@ -158,7 +158,7 @@ func serveConfig(c *cli.Context) (provision.Config, error) {
 		if !subnet.Contains(ip) {
 			return cfg, fmt.Errorf("--router %s is not inside --address's subnet %s; clients could not reach it", ip, subnet)
 		}
-		cfg.Router = ip
+		cfg.DHCP.Router = ip
 	}
 	if d := c.String("dns"); d != "" {
 		for _, f := range strings.Split(d, ",") {
@@ -166,14 +166,14 @@ func serveConfig(c *cli.Context) (provision.Config, error) {
 			if err != nil || !ip.Is4() {
 				return cfg, fmt.Errorf("--dns %q: %q is not an IPv4 address (want IP,IP,...)", d, strings.TrimSpace(f))
 			}
-			cfg.DNS = append(cfg.DNS, ip)
+			cfg.DHCP.DNS = append(cfg.DHCP.DNS, ip)
 		}
 	}
 	lt := c.Duration("lease-time")
 	if lt < time.Minute || lt > 365*24*time.Hour {
 		return cfg, fmt.Errorf("--lease-time %v: want between 1m and 8760h", lt)
 	}
-	cfg.LeaseTime = lt
+	cfg.DHCP.LeaseTime = lt
 	port := c.Int("http-port")
 	if port < 1 || port > 65535 {
 		return cfg, fmt.Errorf("--http-port %d: want 1 to 65535", port)

@@ -1,4 +1,4 @@
-package provision
+package bootserver
 
 import (
 	"context"
@@ -26,11 +26,11 @@ func TestMACReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := inventory.New(c, inventory.Config{Who: "test"})
-	inv := &Inventory{Store: st, DataDir: t.TempDir()}
+	inv := &Backend{Store: st, DataDir: t.TempDir()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	srv := inv.MACReplica()
-	go func() { done <- srv.Serve(ctx) }()
+	inv.init() // the test reads inv.macs while the replica serves
+	go func() { done <- inv.ServeMACReplica(ctx) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -1,4 +1,4 @@
-package provision_test
+package bootserver_test
 
 import (
 	"context"
@@ -14,12 +14,12 @@ import (
 	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/internal/consuldev"
 	"github.com/ironrack/ironrack/inventory"
-	"github.com/ironrack/ironrack/provision"
+	"github.com/ironrack/ironrack/provision/bootserver"
 	"github.com/ironrack/ironrack/provision/dhcp"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
 
-func testInventory(t *testing.T) (*provision.Inventory, *inventory.Store) {
+func testInventory(t *testing.T) (*bootserver.Backend, *inventory.Store) {
 	t.Helper()
 	agent := consuldev.T(t)
 	c, err := api.NewClient(&api.Config{Address: agent.Addr})
@@ -29,7 +29,7 @@ func testInventory(t *testing.T) (*provision.Inventory, *inventory.Store) {
 	// The boot server's key file opens what the CLI sealed (the cluster's
 	// agent secrets).
 	st := inventory.New(c, inventory.Config{Who: "test", Sealer: inventory.NewSealer([32]byte{7})})
-	return &provision.Inventory{Store: st, DataDir: t.TempDir()}, st
+	return &bootserver.Backend{Store: st, DataDir: t.TempDir()}, st
 }
 
 // TestInventoryLeases stores 300 leases from 300 goroutines at once (group
@@ -116,7 +116,7 @@ func TestInventoryBootFlow(t *testing.T) {
 	if err := inv.RecordReport(ctx, id, wire.Report{Kind: "event", Event: &wire.Event{Phase: "commission", Status: "started"}}); err != nil {
 		t.Fatal(err)
 	}
-	f := &wire.Facts{MACs: []string{mac.String(), "52:54:00:aa:bb:02"}, CPUs: 4, MemoryBytes: 2*provision.GiB - 50<<20,
+	f := &wire.Facts{MACs: []string{mac.String(), "52:54:00:aa:bb:02"}, CPUs: 4, MemoryBytes: 2*bootserver.GiB - 50<<20,
 		Disks: []wire.Disk{{Name: "vda", SizeBytes: 8 << 30}}, Serial: "S-1", Vendor: "QEMU", Product: "Standard PC (i440FX)"}
 	if err := inv.RecordReport(ctx, id, wire.Report{Kind: "facts", Facts: f}); err != nil {
 		t.Fatal(err)

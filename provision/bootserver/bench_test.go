@@ -1,4 +1,4 @@
-package provision_test
+package bootserver_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 
 	"github.com/ironrack/ironrack/internal/consuldev"
 	"github.com/ironrack/ironrack/inventory"
-	"github.com/ironrack/ironrack/provision"
+	"github.com/ironrack/ironrack/provision/bootserver"
 	"github.com/ironrack/ironrack/provision/dhcp"
 )
 
@@ -35,7 +35,7 @@ func BenchmarkDORA(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	inv := &provision.Inventory{Store: inventory.New(c, inventory.Config{Who: "bench"})}
+	inv := &bootserver.Backend{Store: inventory.New(c, inventory.Config{Who: "bench"})}
 	srv, err := dhcp.New(dhcp.Config{
 		Address:    netip.MustParsePrefix("198.18.0.1/15"),
 		RangeFirst: netip.MustParseAddr("198.18.1.0"), RangeLast: netip.MustParseAddr("198.19.255.254"),

@@ -1,4 +1,4 @@
-package provision_test
+package bootserver_test
 
 import (
 	"context"
@@ -10,11 +10,11 @@ import (
 
 	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/inventory"
-	"github.com/ironrack/ironrack/provision"
+	"github.com/ironrack/ironrack/provision/bootserver"
 )
 
 func richFacts(mac string) *wire.Facts {
-	return &wire.Facts{MACs: []string{mac, "52:54:00:cc:00:02"}, CPUs: 8, MemoryBytes: 16 * provision.GiB,
+	return &wire.Facts{MACs: []string{mac, "52:54:00:cc:00:02"}, CPUs: 8, MemoryBytes: 16 * bootserver.GiB,
 		Disks: []wire.Disk{{Name: "sda", SizeBytes: 480e9, Serial: "S-A", Model: "SAMSUNG MZ7LH480", Rotational: false},
 			{Name: "sdb", SizeBytes: 8e12, Serial: "S-B", Model: "ST8000NM0055\x7f", Rotational: true}},
 		Serial: "F-1", Vendor: "Dell Inc.", Product: "PowerEdge R740xd",
@@ -75,7 +75,7 @@ func TestInventoryFactsAndDrift(t *testing.T) {
 	swapped := richFacts(mac.String())
 	swapped.MACs[1] = "52:54:00:cc:00:09"
 	swapped.Disks = swapped.Disks[:1]
-	swapped.MemoryBytes = 12 * provision.GiB
+	swapped.MemoryBytes = 12 * bootserver.GiB
 	report(swapped)
 	got, _ = st.Get(ctx, id)
 	var fields []string

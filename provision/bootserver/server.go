@@ -1,4 +1,4 @@
-package provision
+package bootserver
 
 import (
 	"bytes"
@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -25,24 +23,18 @@ import (
 	"github.com/ironrack/ironrack/provision/tftp"
 )
 
-// Config configures a BootServer: the settings of `ironrack serve`. The
-// zero value of every optional field works.
+// Config configures a Server: the settings of `ironrack serve`. The zero
+// value of every optional field works.
 type Config struct {
-	// Interface is the only interface DHCP, TFTP and RA bind. Required.
-	Interface string
-	// Address is this server's address on Interface with its prefix, e.g.
-	// 192.0.2.1/24. Boot URLs use it; the HTTP server listens on it only;
-	// the prefix is the subnet mask handed out. Required.
-	Address netip.Prefix
-	// Proxy selects proxyDHCP mode (no addresses handed out). Otherwise
-	// RangeFirst..RangeLast is the authoritative dynamic range.
-	Proxy                 bool
-	RangeFirst, RangeLast netip.Addr
-	// Router (option 3) and DNS (option 6) are sent when set.
-	Router netip.Addr
-	DNS    []netip.Addr
-	// LeaseTime is the DHCP lease time. If 0, 1h.
-	LeaseTime time.Duration
+	// DHCP configures the DHCP server (see dhcp.Config). Its Interface and
+	// Address are the whole boot server's, and both are required: DHCP,
+	// TFTP and RA bind Interface only; the HTTP server listens on Address
+	// only, and boot URLs use it. Unless Proxy, RangeFirst..RangeLast is
+	// the authoritative dynamic range. Port and PXEPort override the
+	// well-known ports 67 and 4011 (tests, benchmarks). The boot server
+	// sets Boot, Enlister, Logger and Registerer, and, unless Proxy, Leases
+	// and Reservations; if Workers is 0, 512.
+	DHCP dhcp.Config
 	// HTTPPort is the boot HTTP server's port on Address. If 0, 8080.
 	HTTPPort int
 	// DataDir holds images/<name>/<version>/; the agent is
@@ -63,58 +55,51 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
-	// DHCPPort, PXEPort and TFTPPort override the well-known ports 67, 4011
-	// and 69 (tests, benchmarks). If 0, the well-known port; PXEPort < 0
-	// disables the PXE port.
-	DHCPPort, PXEPort, TFTPPort int
+	// TFTPPort overrides the well-known TFTP port 69 (tests, benchmarks).
+	// If 0, 69.
+	TFTPPort int
 	// NoRA disables the IPv6 router advertisements (which keep iPXE from
 	// waiting about 16 s per stage for an IPv6 router).
 	NoRA bool
-	// ChainFirstTFTP: see dhcp.Config (tests only; no flag sets it).
-	ChainFirstTFTP bool
 }
 
-// Server is one protocol server of a BootServer.
-type Server interface {
+// Part is one of a Server's servers with its name: "http", "tftp",
+// "dhcp", "macs" (the MAC index replica) or "ra".
+type Part struct {
+	Name string
 	// Serve serves until ctx is done and then returns nil. It opens its
 	// sockets before starting any goroutine.
-	Serve(ctx context.Context) error
+	Serve func(ctx context.Context) error
 }
 
-// Named is a protocol server with its name ("dhcp", "tftp", "http", "ra").
-type Named struct {
-	Name   string
-	Server Server
-}
-
-// BootServer is the network boot server of one interface: DHCP (or
+// Server is the network boot server of one interface: DHCP (or
 // proxyDHCP), TFTP, HTTP and RA, over one inventory.
-type BootServer struct {
-	// Inventory is the adapter the protocol servers use.
-	Inventory *Inventory
+type Server struct {
+	// Backend is the adapter the protocol servers use.
+	Backend *Backend
 	// BaseURL is the HTTP server's base URL, e.g. http://192.0.2.1:8080.
 	BaseURL string
-	servers []Named
+	parts   []Part
 	log     *slog.Logger
 }
 
-// NewBootServer checks cfg and builds the protocol servers. It does no
-// network I/O (it checks that the data dir exists).
-func NewBootServer(cfg Config) (*BootServer, error) {
-	if cfg.Interface == "" {
-		return nil, errors.New("provision: no interface")
+// New checks cfg and builds the protocol servers. It does no network I/O
+// (it checks that the data dir exists).
+func New(cfg Config) (*Server, error) {
+	if cfg.DHCP.Interface == "" {
+		return nil, errors.New("bootserver: no interface")
 	}
-	if !cfg.Address.IsValid() || !cfg.Address.Addr().Is4() {
-		return nil, fmt.Errorf("provision: address %v: need an IPv4 address with prefix", cfg.Address)
+	if !cfg.DHCP.Address.IsValid() || !cfg.DHCP.Address.Addr().Is4() {
+		return nil, fmt.Errorf("bootserver: address %v: need an IPv4 address with prefix", cfg.DHCP.Address)
 	}
 	if cfg.Store == nil {
-		return nil, errors.New("provision: no inventory store")
+		return nil, errors.New("bootserver: no inventory store")
 	}
 	if cfg.DataDir == "" {
-		return nil, errors.New("provision: no data dir")
+		return nil, errors.New("bootserver: no data dir")
 	}
 	if fi, err := os.Stat(cfg.DataDir); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("provision: data dir %s: not a directory (%v)", cfg.DataDir, err)
+		return nil, fmt.Errorf("bootserver: data dir %s: not a directory (%v)", cfg.DataDir, err)
 	}
 	if cfg.HTTPPort == 0 {
 		cfg.HTTPPort = 8080
@@ -134,32 +119,24 @@ func NewBootServer(cfg Config) (*BootServer, error) {
 	}
 	ipxeDir, err := stageIPXE(cfg.IPXEDir, filepath.Join(cfg.DataDir, "ipxe"))
 	if err != nil {
-		return nil, fmt.Errorf("provision: %w", err)
+		return nil, fmt.Errorf("bootserver: %w", err)
 	}
-	ip := cfg.Address.Addr().String()
+	ifname := cfg.DHCP.Interface
+	ip := cfg.DHCP.Address.Addr().String()
 	httpAddr := net.JoinHostPort(ip, strconv.Itoa(cfg.HTTPPort))
 	base := "http://" + httpAddr
-	inv := &Inventory{Store: cfg.Store, DataDir: cfg.DataDir, BaseURL: base, Logger: log}
+	inv := &Backend{Store: cfg.Store, DataDir: cfg.DataDir, BaseURL: base, Logger: log}
 
-	dcfg := dhcp.Config{
-		Interface: cfg.Interface,
-		Address:   cfg.Address,
-		Proxy:     cfg.Proxy,
-		Router:    cfg.Router,
-		DNS:       cfg.DNS,
-		LeaseTime: cfg.LeaseTime,
-		Boot:      dhcp.BootNames{HTTPBase: base},
-		Enlister:  inv,
-		Port:      cfg.DHCPPort,
-		PXEPort:   cfg.PXEPort,
+	dcfg := cfg.DHCP
+	dcfg.Boot = dhcp.BootNames{HTTPBase: base}
+	dcfg.Enlister = inv
+	dcfg.Logger, dcfg.Registerer = log, cfg.Registry
+	if dcfg.Workers == 0 {
 		// Requests wait on Consul, not on CPU; many in flight let their
 		// leases share one group commit.
-		Workers: 512,
-		Logger:  log, Registerer: cfg.Registry,
-		ChainFirstTFTP: cfg.ChainFirstTFTP,
+		dcfg.Workers = 512
 	}
-	if !cfg.Proxy {
-		dcfg.RangeFirst, dcfg.RangeLast = cfg.RangeFirst, cfg.RangeLast
+	if !dcfg.Proxy {
 		dcfg.Leases, dcfg.Reservations = inv, inv
 	}
 	d, err := dhcp.New(dcfg)
@@ -181,33 +158,33 @@ func NewBootServer(cfg Config) (*BootServer, error) {
 	t := tftp.New(tftp.Config{
 		Root:      ipxeDir,
 		Addr:      net.JoinHostPort(ip, strconv.Itoa(cfg.TFTPPort)),
-		Interface: cfg.Interface,
+		Interface: ifname,
 		Logger:    log,
 	})
-	b := &BootServer{Inventory: inv, BaseURL: base, log: log}
-	b.servers = []Named{{"http", h}, {"tftp", t}, {"dhcp", d}}
-	if !cfg.Proxy {
-		b.servers = append(b.servers, Named{"macs", inv.MACReplica()})
+	s := &Server{Backend: inv, BaseURL: base, log: log}
+	s.parts = []Part{{"http", h.Serve}, {"tftp", t.Serve}, {"dhcp", d.Serve}}
+	if !dcfg.Proxy {
+		s.parts = append(s.parts, Part{"macs", inv.ServeMACReplica})
 	}
 	if !cfg.NoRA {
-		b.servers = append(b.servers, Named{"ra", ra.New(ra.Config{Interface: cfg.Interface, Logger: log})})
+		s.parts = append(s.parts, Part{"ra", ra.New(ra.Config{Interface: ifname, Logger: log}).Serve})
 	}
-	return b, nil
+	return s, nil
 }
 
-// Servers lists the protocol servers. A caller that must open every socket
-// on a particular thread (a test's network namespace) runs each Serve
-// itself; everyone else calls Serve.
-func (b *BootServer) Servers() []Named { return append([]Named(nil), b.servers...) }
+// Parts lists the servers. A caller that must open every socket on a
+// particular thread (a test's network namespace) runs each Serve itself;
+// everyone else calls Serve.
+func (s *Server) Parts() []Part { return append([]Part(nil), s.parts...) }
 
-// Serve runs every protocol server until ctx is done or one of them fails;
-// a failure stops the others and is returned, named.
-func (b *BootServer) Serve(ctx context.Context) error {
+// Serve runs every server until ctx is done or one of them fails; a
+// failure stops the others and is returned, named.
+func (s *Server) Serve(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
-	for _, s := range b.servers {
+	for _, p := range s.parts {
 		g.Go(func() error {
-			if err := s.Server.Serve(ctx); err != nil {
-				return fmt.Errorf("%s: %w", s.Name, err)
+			if err := p.Serve(ctx); err != nil {
+				return fmt.Errorf("%s: %w", p.Name, err)
 			}
 			return nil
 		})

@@ -1,4 +1,4 @@
-package provision
+package bootserver
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 
 // Image tags. Until the image catalog exists (issue 5), a deployed machine
 // names its image with two tags, and the image's files are found in the
-// data dir by convention (see Inventory.image).
+// data dir by convention (see Backend.image).
 const (
 	TagImage        = "image"
 	TagImageVersion = "image_version"
@@ -31,11 +31,11 @@ const (
 // bootServer is recorded as Who in the history entries the boot server writes.
 const bootServer = "boot-server"
 
-// Inventory adapts *inventory.Store to the interfaces of the protocol
+// Backend adapts *inventory.Store to the interfaces of the protocol
 // servers: dhcp.LeaseStore, dhcp.Reservations, dhcp.Enlister,
 // httpboot.Machines, httpboot.BootRecorder, httpboot.Tokens,
 // httpboot.Reports and httpboot.Deploys. It holds no state of its own beyond what it is given.
-type Inventory struct {
+type Backend struct {
 	// Store is the inventory. Required.
 	Store *inventory.Store
 	// DataDir is the boot server's data dir, where deployed images' files
@@ -61,7 +61,7 @@ type reservationResult struct {
 	err   error
 }
 
-func (a *Inventory) init() {
+func (a *Backend) init() {
 	a.once.Do(func() {
 		a.leases = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases, inFlight: 4}
 		a.reserved = &batcher[string, reservationResult]{call: a.reservations, inFlight: 2}
@@ -69,24 +69,24 @@ func (a *Inventory) init() {
 	})
 }
 
-// MACReplica is the server that keeps this adapter's copy of the MAC index
-// (see macReplica); the boot server runs it in authoritative mode. Without
-// it running, every lookup reads Consul.
-func (a *Inventory) MACReplica() Server {
+// ServeMACReplica keeps this adapter's copy of the MAC index (see
+// macReplica) until ctx is done; the boot server runs it in authoritative
+// mode. Without it running, every lookup reads Consul.
+func (a *Backend) ServeMACReplica(ctx context.Context) error {
 	a.init()
-	return a.macs
+	return a.macs.Serve(ctx)
 }
 
 // unowned reports whether mac is known to belong to no machine: from the
 // MAC index replica, or a lookup moments ago.
-func (a *Inventory) unowned(mac string, now time.Time) bool {
+func (a *Backend) unowned(mac string, now time.Time) bool {
 	if owned, known := a.macs.owned(mac); known {
 		return !owned
 	}
 	return a.recent.unowned(mac, now)
 }
 
-func (a *Inventory) log() *slog.Logger {
+func (a *Backend) log() *slog.Logger {
 	if a.Logger == nil {
 		return slog.New(slog.DiscardHandler)
 	}
@@ -94,7 +94,7 @@ func (a *Inventory) log() *slog.Logger {
 }
 
 // Leases implements dhcp.LeaseStore.
-func (a *Inventory) Leases(ctx context.Context) ([]dhcp.Lease, error) {
+func (a *Backend) Leases(ctx context.Context) ([]dhcp.Lease, error) {
 	ls, err := a.Store.Leases(ctx)
 	if err != nil {
 		return nil, err
@@ -103,12 +103,12 @@ func (a *Inventory) Leases(ctx context.Context) ([]dhcp.Lease, error) {
 	for _, l := range ls {
 		mac, err := net.ParseMAC(l.MAC)
 		if err != nil {
-			a.log().Warn("provision: skipping stored lease with a malformed MAC", "mac", l.MAC, "ip", l.IP)
+			a.log().Warn("bootserver: skipping stored lease with a malformed MAC", "mac", l.MAC, "ip", l.IP)
 			continue
 		}
 		ip, err := netip.ParseAddr(l.IP)
 		if err != nil {
-			a.log().Warn("provision: skipping stored lease with a malformed IP", "mac", l.MAC, "ip", l.IP)
+			a.log().Warn("bootserver: skipping stored lease with a malformed IP", "mac", l.MAC, "ip", l.IP)
 			continue
 		}
 		out = append(out, dhcp.Lease{MAC: mac, IP: ip.Unmap(), Expires: l.Expires, Hostname: l.Hostname})
@@ -119,7 +119,7 @@ func (a *Inventory) Leases(ctx context.Context) ([]dhcp.Lease, error) {
 // StoreLease implements dhcp.LeaseStore: the lease is committed to Consul
 // (with the machine's ip when the MAC is a machine's) before it returns,
 // group-committed with the leases of concurrent requests.
-func (a *Inventory) StoreLease(ctx context.Context, l dhcp.Lease) error {
+func (a *Backend) StoreLease(ctx context.Context, l dhcp.Lease) error {
 	a.init()
 	mac := l.MAC.String()
 	err := a.leases.do(ctx, inventory.Lease{
@@ -133,7 +133,7 @@ func (a *Inventory) StoreLease(ctx context.Context, l dhcp.Lease) error {
 }
 
 // find returns the machine with mac, or nil when none has it.
-func (a *Inventory) find(ctx context.Context, mac net.HardwareAddr) (*inventory.Machine, error) {
+func (a *Backend) find(ctx context.Context, mac net.HardwareAddr) (*inventory.Machine, error) {
 	m, err := a.Store.Find(ctx, mac.String())
 	switch {
 	case errors.Is(err, inventory.ErrNotFound):
@@ -150,7 +150,7 @@ func (a *Inventory) find(ctx context.Context, mac net.HardwareAddr) (*inventory.
 // lookups of concurrent requests share one read (inventory.Reservations),
 // and a lookup is reused for reservationTTL (3 s), so a REQUEST does not
 // read the inventory again right after its DISCOVER.
-func (a *Inventory) Reservation(ctx context.Context, mac net.HardwareAddr) (netip.Addr, error) {
+func (a *Backend) Reservation(ctx context.Context, mac net.HardwareAddr) (netip.Addr, error) {
 	a.init()
 	key, now := mac.String(), time.Now()
 	if owned, known := a.macs.owned(key); known && !owned {
@@ -166,7 +166,7 @@ func (a *Inventory) Reservation(ctx context.Context, mac net.HardwareAddr) (neti
 	return r.ip, r.err
 }
 
-func (a *Inventory) reservations(ctx context.Context, macs []string) []reservationResult {
+func (a *Backend) reservations(ctx context.Context, macs []string) []reservationResult {
 	out := make([]reservationResult, len(macs))
 	res, err := a.Store.Reservations(ctx, macs)
 	for i, mac := range macs {
@@ -179,7 +179,7 @@ func (a *Inventory) reservations(ctx context.Context, macs []string) []reservati
 		if ok && r.IP != "" {
 			ip, perr := netip.ParseAddr(r.IP)
 			if perr != nil {
-				a.log().Warn("provision: machine has a malformed ip; no reservation", "mac", mac, "ip", r.IP)
+				a.log().Warn("bootserver: machine has a malformed ip; no reservation", "mac", mac, "ip", r.IP)
 				continue
 			}
 			out[i].ip = ip.Unmap()
@@ -190,12 +190,12 @@ func (a *Inventory) reservations(ctx context.Context, macs []string) []reservati
 
 // EnlistPXE implements dhcp.Enlister: an unknown MAC becomes a machine in
 // state new with source=pxe.
-func (a *Inventory) EnlistPXE(ctx context.Context, mac net.HardwareAddr) error {
+func (a *Backend) EnlistPXE(ctx context.Context, mac net.HardwareAddr) error {
 	_, err := a.enlist(ctx, mac)
 	return err
 }
 
-func (a *Inventory) enlist(ctx context.Context, mac net.HardwareAddr) (*inventory.Machine, error) {
+func (a *Backend) enlist(ctx context.Context, mac net.HardwareAddr) (*inventory.Machine, error) {
 	m, err := a.find(ctx, mac)
 	if err != nil || m != nil {
 		return m, err
@@ -209,7 +209,7 @@ func (a *Inventory) enlist(ctx context.Context, mac net.HardwareAddr) (*inventor
 	a.macs.add(mac.String())
 	a.recent.enlisted(mac.String())
 	if created {
-		a.log().Info("provision: enlisted a new machine", "machine", m.ID, "mac", mac.String())
+		a.log().Info("bootserver: enlisted a new machine", "machine", m.ID, "mac", mac.String())
 	}
 	return m, nil
 }
@@ -219,7 +219,7 @@ func (a *Inventory) enlist(ctx context.Context, mac net.HardwareAddr) (*inventor
 // proxyDHCP mode the DHCP server may not have seen the client), so every
 // agent boot carries a machine ID and a fresh boot token. Tokens are issued
 // only for the boots that start the agent.
-func (a *Inventory) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (ipxe.Machine, error) {
+func (a *Backend) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (ipxe.Machine, error) {
 	m, err := a.enlist(ctx, mac)
 	if err != nil {
 		return ipxe.Machine{}, err
@@ -242,7 +242,7 @@ func (a *Inventory) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (ipx
 // in images.Dir (vmlinuz, optional initrd.img, optional one-line cmdline,
 // else images.DefaultCmdline). No tags, or no vmlinuz there, means the image installed
 // a bootloader: the machine boots its local disk.
-func (a *Inventory) image(m *inventory.Machine) ipxe.Image {
+func (a *Backend) image(m *inventory.Machine) ipxe.Image {
 	img := ipxe.Image{Name: m.Tags[TagImage], Version: m.Tags[TagImageVersion]}
 	if img.Name == "" || img.Version == "" || a.DataDir == "" ||
 		!safeSegment(img.Name) || !safeSegment(img.Version) {
@@ -276,7 +276,7 @@ func regular(p string) bool {
 
 // RecordBoot implements httpboot.BootRecorder: every boot lands in the
 // machine's history with what it was handed.
-func (a *Inventory) RecordBoot(ctx context.Context, m ipxe.Machine, d ipxe.Decision) error {
+func (a *Backend) RecordBoot(ctx context.Context, m ipxe.Machine, d ipxe.Decision) error {
 	if m.ID == "" {
 		return nil
 	}
@@ -288,7 +288,7 @@ func (a *Inventory) RecordBoot(ctx context.Context, m ipxe.Machine, d ipxe.Decis
 }
 
 // VerifyBootToken implements httpboot.Tokens.
-func (a *Inventory) VerifyBootToken(ctx context.Context, token string) (string, bool, error) {
+func (a *Backend) VerifyBootToken(ctx context.Context, token string) (string, bool, error) {
 	id, err := a.Store.VerifyBootToken(ctx, token)
 	switch {
 	case errors.Is(err, inventory.ErrToken):
@@ -306,7 +306,7 @@ func (a *Inventory) VerifyBootToken(ctx context.Context, token string) (string, 
 // commission event moves a commissioning machine to failed_commissioning;
 // deploy and wipe results end those workflows (recordEvent); other
 // events are noted in its history.
-func (a *Inventory) RecordReport(ctx context.Context, id string, r wire.Report) error {
+func (a *Backend) RecordReport(ctx context.Context, id string, r wire.Report) error {
 	switch r.Kind {
 	case "facts":
 		return a.recordFacts(ctx, id, r.Facts)
@@ -332,7 +332,7 @@ func (a *Inventory) RecordReport(ctx context.Context, id string, r wire.Report) 
 // commissionEvent notes a commission event; a failed one moves a
 // commissioning machine to failed_commissioning, with the agent's reason
 // in the same history entry. In any other state the event is only noted.
-func (a *Inventory) commissionEvent(ctx context.Context, id string, e *wire.Event, why string) error {
+func (a *Backend) commissionEvent(ctx context.Context, id string, e *wire.Event, why string) error {
 	change := inventory.Change{What: "agent commission", Why: why, Who: bootServer}
 	m, err := a.Store.Update(ctx, id, inventory.System, change, func(m *inventory.Machine) error {
 		if e.Status == "failed" && m.State == inventory.StateCommissioning {
@@ -341,12 +341,12 @@ func (a *Inventory) commissionEvent(ctx context.Context, id string, e *wire.Even
 		return nil
 	})
 	if err == nil && m.State == inventory.StateFailedCommissioning && e.Status == "failed" {
-		a.log().Warn("provision: commissioning failed", "machine", id, "reason", e.Message)
+		a.log().Warn("bootserver: commissioning failed", "machine", id, "reason", e.Message)
 	}
 	return err
 }
 
-func (a *Inventory) recordFacts(ctx context.Context, id string, f *wire.Facts) error {
+func (a *Backend) recordFacts(ctx context.Context, id string, f *wire.Facts) error {
 	facts := FactsFromReport(f)
 	m, err := a.Store.Get(ctx, id)
 	if err != nil {
@@ -359,7 +359,7 @@ func (a *Inventory) recordFacts(ctx context.Context, id string, f *wire.Facts) e
 		}); err != nil {
 			return fmt.Errorf("commission %s: %w", id, err)
 		}
-		a.log().Info("provision: commissioned", "machine", id, "serial", facts.Serial,
+		a.log().Info("bootserver: commissioned", "machine", id, "serial", facts.Serial,
 			"cpu_cores", facts.CPUCores, "mem_gb", facts.MemGB, "disks", len(facts.Disks))
 		return nil
 	}
@@ -375,7 +375,7 @@ func (a *Inventory) recordFacts(ctx context.Context, id string, f *wire.Facts) e
 		return fmt.Errorf("facts of %s: %w", id, err)
 	}
 	if len(m.Drift) > 0 {
-		a.log().Warn("provision: hardware drift", "machine", id, "differences", len(m.Drift))
+		a.log().Warn("bootserver: hardware drift", "machine", id, "differences", len(m.Drift))
 	}
 	return nil
 }

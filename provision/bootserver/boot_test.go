@@ -1,4 +1,4 @@
-package provision_test
+package bootserver_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"github.com/ironrack/ironrack/internal/lab"
 	"github.com/ironrack/ironrack/internal/netns"
 	"github.com/ironrack/ironrack/inventory"
-	"github.com/ironrack/ironrack/provision"
+	"github.com/ironrack/ironrack/provision/bootserver"
 )
 
 // bootWait bounds one boot test: TCG is slow, and several VMs share 2 cores.
@@ -76,7 +76,7 @@ func TestBootByState(t *testing.T) {
 		t.Fatal(err)
 	}
 	deployed := l.Machine(ctx, "52:54:00:20:00:01", "DEP-1", inventory.StateDeployed)
-	if _, err := l.Store.Tag(ctx, deployed, map[string]string{provision.TagImage: "debian", provision.TagImageVersion: "12.7"}, inventory.Change{}); err != nil {
+	if _, err := l.Store.Tag(ctx, deployed, map[string]string{bootserver.TagImage: "debian", bootserver.TagImageVersion: "12.7"}, inventory.Change{}); err != nil {
 		t.Fatal(err)
 	}
 	retired := l.Machine(ctx, "52:54:00:20:00:02", "RET-2", inventory.StateRetired)
@@ -269,7 +269,7 @@ func checkFacts(t *testing.T, v *lab.VM, m *inventory.Machine) {
 // iPXE then asks again (a new transaction, iPXE by its options), gets its
 // script over HTTP, and the agent commissions the machine.
 func TestBootBIOSThroughTFTP(t *testing.T) {
-	l := lab.New(t, lab.Config{BootConfig: func(c *provision.Config) { c.ChainFirstTFTP = true }})
+	l := lab.New(t, lab.Config{BootConfig: func(c *bootserver.Config) { c.DHCP.ChainFirstTFTP = true }})
 	v := l.Start(lab.VMSpec{MAC: "52:54:00:10:00:31", Serial: "BIOS-TFTP-31", MemMiB: 1024, CPUs: 1, DiskGB: 2})
 	m, err := l.WaitState(v, inventory.StateReady, time.Now().Add(bootWait))
 	if err != nil {

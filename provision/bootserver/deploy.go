@@ -1,4 +1,4 @@
-package provision
+package bootserver
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 
 // manifest reads DATA/images/<name>/<version>/manifest.json: the files this
 // boot server serves, with their sizes and sums.
-func (a *Inventory) manifest(name, version string) (images.Manifest, error) {
+func (a *Backend) manifest(name, version string) (images.Manifest, error) {
 	if a.DataDir == "" || !safeSegment(name) || !safeSegment(version) || name == "" || version == "" {
 		return images.Manifest{}, fmt.Errorf("image %s/%s: not on this boot server", name, version)
 	}
@@ -33,7 +33,7 @@ func (a *Inventory) manifest(name, version string) (images.Manifest, error) {
 // DeployInstructions implements httpboot.Deploys: the root image of the
 // machine's deploy spec, with its sha256 and size from the version's
 // manifest on this boot server.
-func (a *Inventory) DeployInstructions(ctx context.Context, id string) (wire.Instructions, error) {
+func (a *Backend) DeployInstructions(ctx context.Context, id string) (wire.Instructions, error) {
 	m, err := a.Store.Get(ctx, id)
 	if err != nil {
 		return wire.Instructions{}, err
@@ -69,7 +69,7 @@ func (a *Inventory) DeployInstructions(ctx context.Context, id string) (wire.Ins
 }
 
 // NoCloud implements httpboot.Deploys: the deploy spec's NoCloud files.
-func (a *Inventory) NoCloud(ctx context.Context, token, file string) ([]byte, bool, error) {
+func (a *Backend) NoCloud(ctx context.Context, token, file string) ([]byte, bool, error) {
 	id, spec, err := a.Store.DeployByToken(ctx, token)
 	switch {
 	case errors.Is(err, inventory.ErrToken):
@@ -94,7 +94,7 @@ func (a *Inventory) NoCloud(ctx context.Context, token, file string) ([]byte, bo
 	}
 	b, err := RenderNoCloud(id, spec, secrets, file)
 	if err != nil {
-		a.log().Warn("provision: nocloud", "machine", id, "file", file, "err", err)
+		a.log().Warn("bootserver: nocloud", "machine", id, "file", file, "err", err)
 		return nil, false, nil
 	}
 	return b, true, nil
@@ -103,11 +103,11 @@ func (a *Inventory) NoCloud(ctx context.Context, token, file string) ([]byte, bo
 // deployedImage is a deployed machine's image from its deploy spec, with
 // the NoCloud seed on its kernel command line; without a spec, the image
 // tags (image, image_version) name it as before the deploy workflow.
-func (a *Inventory) deployedImage(ctx context.Context, m *inventory.Machine) ipxe.Image {
+func (a *Backend) deployedImage(ctx context.Context, m *inventory.Machine) ipxe.Image {
 	spec, err := a.Store.Deploy(ctx, m.ID)
 	if err != nil {
 		if !errors.Is(err, inventory.ErrNotFound) {
-			a.log().Warn("provision: read deploy spec; booting by tags", "machine", m.ID, "err", err)
+			a.log().Warn("bootserver: read deploy spec; booting by tags", "machine", m.ID, "err", err)
 		}
 		return a.image(m)
 	}
@@ -126,7 +126,7 @@ func (a *Inventory) deployedImage(ctx context.Context, m *inventory.Machine) ipx
 // workflows (deploying → deployed | failed_deployment, releasing → ready |
 // failed_releasing); everything else is noted in the history. A result for
 // a machine no longer in that state changes nothing and is noted.
-func (a *Inventory) recordEvent(ctx context.Context, id string, e *wire.Event) error {
+func (a *Backend) recordEvent(ctx context.Context, id string, e *wire.Event) error {
 	why := e.Status
 	if e.Percent > 0 {
 		why += fmt.Sprintf(" %d%%", e.Percent)
@@ -149,11 +149,11 @@ func (a *Inventory) recordEvent(ctx context.Context, id string, e *wire.Event) e
 		return a.Store.NoteBoot(ctx, id, "agent "+e.Phase, why)
 	}
 	if errors.Is(err, inventory.ErrConflict) {
-		a.log().Warn("provision: late agent result ignored", "machine", id, "phase", e.Phase, "status", e.Status, "err", err)
+		a.log().Warn("bootserver: late agent result ignored", "machine", id, "phase", e.Phase, "status", e.Status, "err", err)
 		return a.Store.NoteBoot(ctx, id, "agent "+e.Phase, why+" (ignored: "+err.Error()+")")
 	}
 	if err == nil {
-		a.log().Info("provision: agent result", "machine", id, "phase", e.Phase, "status", e.Status, "message", e.Message)
+		a.log().Info("bootserver: agent result", "machine", id, "phase", e.Phase, "status", e.Status, "message", e.Message)
 	}
 	return err
 }

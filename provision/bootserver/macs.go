@@ -1,4 +1,4 @@
-package provision
+package bootserver
 
 import (
 	"context"
@@ -88,7 +88,7 @@ func (r *macReplica) Serve(ctx context.Context) error {
 			r.mu.Lock()
 			r.synced, r.macs = false, nil
 			r.mu.Unlock()
-			r.log.Warn("provision: MAC index replica: read failed; DHCP lookups read Consul until it recovers", "err", err, "retry_in", pause)
+			r.log.Warn("bootserver: MAC index replica: read failed; DHCP lookups read Consul until it recovers", "err", err, "retry_in", pause)
 			index = 0
 			if !sleepCtx(ctx, pause) {
 				return nil

@@ -1,9 +1,7 @@
-package provision_test
+package bootserver_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -17,13 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
 	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/images"
+	"github.com/ironrack/ironrack/internal/lab"
 	"github.com/ironrack/ironrack/internal/servetest"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision"
+	"github.com/ironrack/ironrack/provision/bootserver"
 	"github.com/ironrack/ironrack/provision/httpboot"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
@@ -51,7 +49,7 @@ func writeImage(t *testing.T, data, name, version string, root []byte) (sum stri
 type deployFixture struct {
 	base  string
 	store *inventory.Store
-	inv   *provision.Inventory
+	inv   *bootserver.Backend
 }
 
 func startDeployServer(t *testing.T, addr string) deployFixture {
@@ -119,7 +117,7 @@ func deployingMachine(t *testing.T, st *inventory.Store, mac, serial string) (st
 		t.Fatal(err)
 	}
 	_, spec, err := st.StartDeploy(ctx, m.ID, inventory.DeploySpec{Image: "debian", ImageVersion: "1", Hostname: "web-7",
-		SSHKeys: []string{testKey(t).authorized}, Role: "web", UserData: "#cloud-config\nruncmd: [touch /x]\n",
+		SSHKeys: []string{lab.NewSSHKey(t).Authorized}, Role: "web", UserData: "#cloud-config\nruncmd: [touch /x]\n",
 		ConsulJoin: "192.0.2.1", Services: []inventory.DeployService{{Name: "ssh", Port: 22}, {Name: "api", Port: 8080, Check: "http:/healthz"}}}, inventory.Change{})
 	if err != nil {
 		t.Fatal(err)
@@ -309,29 +307,6 @@ func TestDeployEndpoints(t *testing.T) {
 	if resp, _ := get(t, f.base+"/nocloud/"+spec.NoCloudToken+"/meta-data"); resp.StatusCode != 404 {
 		t.Errorf("seed after release: %d, want 404", resp.StatusCode)
 	}
-}
-
-type sshKey struct {
-	authorized string
-	signer     ssh.Signer
-}
-
-// testKey is a fresh ed25519 key: its authorized_keys line and a signer.
-func testKey(t *testing.T) sshKey {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sshKey{authorized: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " test@lab", signer: signer}
 }
 
 func historyLines(t *testing.T, st *inventory.Store, id string) []string {

@@ -1,0 +1,41 @@
+package bootserver
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/ironrack/ironrack/images"
+	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/provision"
+)
+
+// RenderNoCloud renders one NoCloud file ("meta-data", "user-data",
+// "vendor-data") of machine id's deploy. vendor-data is empty; an unknown
+// file is an error. Only user-data carries the secrets.
+func RenderNoCloud(id string, spec *inventory.DeploySpec, secrets inventory.AgentSecrets, file string) ([]byte, error) {
+	if file == "vendor-data" {
+		return []byte{}, nil
+	}
+	if file != "meta-data" && file != "user-data" {
+		return nil, fmt.Errorf("nocloud: no file %q", file)
+	}
+	meta, user, err := images.NoCloud(provision.NoCloudSeed(id, spec, secrets))
+	if err != nil {
+		return nil, fmt.Errorf("machine %s: %w", id, err)
+	}
+	if file == "meta-data" {
+		return meta, nil
+	}
+	return user, nil
+}
+
+// NoCloudCmdline is the kernel command line fragment that points the
+// deployed OS's cloud-init at its deploy's seed on the boot server
+// (images.NoCloudCmdline: ds=nocloud-net;s=<base>/nocloud/<token>/).
+func NoCloudCmdline(baseURL, token string) string {
+	s, err := images.NoCloudCmdline(strings.TrimRight(baseURL, "/") + "/nocloud/" + token + "/")
+	if err != nil {
+		return ""
+	}
+	return s
+}
