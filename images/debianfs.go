@@ -42,9 +42,11 @@ func osFiles() []osFile {
 datasource_list: [NoCloud, None]
 # The image has no locales package.
 locale: false
-# The SSH keys are root's (key only: sshd refuses passwords); no default user.
+# The SSH keys are root's (key only: sshd refuses passwords, by
+# sshd_config.d/50-ironrack.conf); no default user. No ssh_pwauth: with it,
+# set-passwords writes it into sshd_config and restarts sshd in the middle
+# of the first boot, refusing the operator's next login.
 disable_root: false
-ssh_pwauth: false
 users: []
 `},
 		{"/etc/ssh/sshd_config.d/50-ironrack.conf", 0o644, "# ironrack: key-only logins (images.Debian)\n" +

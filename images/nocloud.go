@@ -326,8 +326,11 @@ func NoCloud(s Seed) (metaData, userData []byte, err error) {
 	// locale: false and users: [] (no default user) are the image's own
 	// defaults (99_ironrack.cfg): cloud-init's schema rejects both in
 	// user-data, though it obeys them.
-	cc.WriteString("# root logs in with these keys only (sshd takes no passwords).\n")
-	cc.WriteString("disable_root: false\nssh_pwauth: false\nssh_authorized_keys:\n")
+	// No ssh_pwauth: the image's sshd already refuses passwords, and with
+	// it cloud-init's set-passwords rewrites sshd_config and restarts sshd
+	// mid-boot, refusing the login right after the first one.
+	cc.WriteString("# root logs in with these keys only (the image's sshd takes no passwords).\n")
+	cc.WriteString("disable_root: false\nssh_authorized_keys:\n")
 	for _, k := range s.SSHAuthorizedKeys {
 		fmt.Fprintf(&cc, "  - %s\n", q(strings.TrimSpace(k)))
 	}
