@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/tiers"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/events"
@@ -46,18 +47,11 @@ import (
 // are Project:<tier>Size, Project:<tier>Selector and Project:image.
 const Project = "ironrack-tiers"
 
-// Service is a Consul service of a tier.
-type Service struct {
-	Name  string `json:"name"`
-	Port  int    `json:"port"`
-	Check string `json:"check,omitempty"`
-}
-
 // TierDef is one tier of the program.
 type TierDef struct {
 	Name     string
 	Spread   string
-	Services []Service
+	Services []inventory.DeployService
 	// Sharded tiers keep a shard map: Project:<tier>Shards shards (default
 	// DefaultShards; 0: unsharded) with Project:<tier>Replicas replicas
 	// (default 0: the stored map's, or for a first map 3, fewer if the
@@ -71,9 +65,9 @@ const DefaultShards = 256
 
 // Tiers are the program's tiers, in the order they are listed.
 var Tiers = []TierDef{
-	{Name: "ingestion", Spread: "rack", Services: []Service{{Name: "ingestion", Port: 9000}}},
-	{Name: "storage", Spread: "rack", Services: []Service{{Name: "storage", Port: 9100}}, Sharded: true},
-	{Name: "query", Spread: "rack", Services: []Service{{Name: "query", Port: 9200}}},
+	{Name: "ingestion", Spread: "rack", Services: []inventory.DeployService{{Name: "ingestion", Port: 9000}}},
+	{Name: "storage", Spread: "rack", Services: []inventory.DeployService{{Name: "storage", Port: 9100}}, Sharded: true},
+	{Name: "query", Spread: "rack", Services: []inventory.DeployService{{Name: "query", Port: 9200}}},
 }
 
 // ProviderConfig is the ironrack provider's configuration (stack config
@@ -612,9 +606,7 @@ func Specs(cfg map[string]string) ([]tiers.Spec, error) {
 			return nil, fmt.Errorf("%s:%sSize is %q, not a size (a whole number >= 0)", Project, t.Name, raw)
 		}
 		sp := tiers.Spec{Name: t.Name, Size: size, Selector: cfg[Project+":"+t.Name+"Selector"], Spread: t.Spread}
-		for _, svc := range t.Services {
-			sp.Services = append(sp.Services, tiers.Service{Name: svc.Name, Port: svc.Port, Check: svc.Check})
-		}
+		sp.Services = append([]inventory.DeployService(nil), t.Services...)
 		if t.Sharded {
 			count, replicas, err := shardsConfig(func(k string) (string, bool) { v, ok := cfg[Project+":"+k]; return v, ok }, t.Name)
 			if err != nil {
