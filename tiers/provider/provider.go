@@ -107,23 +107,10 @@ func ownerOf(ctx context.Context) (string, error) {
 	return tiers.Owner(urn), nil
 }
 
-// Config is the provider's configuration (stack config `ironrack:KEY`).
+// Config is the provider's configuration (stack config `ironrack:KEY`):
+// tiers.ProviderConfig, which the tier program writes from the same tags.
 type Config struct {
-	Consul      string `pulumi:"consul,optional"`
-	ConsulToken string `pulumi:"consulToken,optional" provider:"secret"`
-	Prefix      string `pulumi:"prefix,optional"`
-	KeyFile     string `pulumi:"keyFile,optional"`
-	Deployer    string `pulumi:"deployer"`
-	// HealthTimeoutSeconds bounds the wait for health checks; 0: 600.
-	HealthTimeoutSeconds int `pulumi:"healthTimeoutSeconds,optional"`
-	// Who is recorded in the machines' history; "": "pulumi".
-	Who string `pulumi:"who,optional"`
-	// ConsulJoin is what deployed machines' Consul agents join; "": the
-	// consul address's host.
-	ConsulJoin  string `pulumi:"consulJoin,optional"`
-	AllowReboot bool   `pulumi:"allowReboot,optional"`
-	// SSHKeys are root's authorized_keys lines on the deployed OS.
-	SSHKeys []string `pulumi:"sshKeys,optional"`
+	tiers.ProviderConfig
 
 	deployers Deployers
 	rec       *tiers.Reconciler
