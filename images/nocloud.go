@@ -109,7 +109,12 @@ type Seed struct {
 	ExtraUserDataName string
 }
 
-// Service is one service the machine's Consul agent registers.
+// Service is one service the machine's Consul agent registers, as the
+// agent's service definition holds it: tags, and a check whose target is
+// resolved. It is the rendering, not the definition: a machine's service is
+// an inventory.DeployService (name, port, "tcp" or "http:/PATH"), which
+// the boot server turns into a Service checked on 127.0.0.1; images does
+// not import inventory.
 type Service struct {
 	Name  string
 	Port  int

@@ -56,15 +56,21 @@ type DeploySpec struct {
 	RequestedAt time.Time `json:"requested_at"`
 }
 
-// DeployService is one Consul service of a deployed machine, with the
-// health check its own Consul agent runs against it.
+// DeployService is a Consul service a machine serves, with the health
+// check its own Consul agent runs against it. It is the one definition of a
+// service: `ironrack deploy --service` parses it (ParseDeployService), a
+// tier's spec lists it (tiers.Spec.Services, the tier program's tiers), the
+// Pulumi provider's ServiceArgs decode into it, and the deploy spec stores
+// it. ValidateServices is its one validation and CheckKind its one check
+// parser.
 type DeployService struct {
 	// Name is the Consul service name.
 	Name string `json:"name"`
 	// Port is the service's TCP port on the machine.
 	Port int `json:"port"`
 	// Check is "tcp" (connect to the port) or "http:PATH" (GET PATH on the
-	// port; 2xx passes). Empty means "tcp".
+	// port; 2xx passes). Empty means "tcp". There is no "ttl": nothing on a
+	// deployed machine would feed one.
 	Check string `json:"check,omitempty"`
 	// Interval is how often the check runs. If 0, 10s.
 	Interval time.Duration `json:"interval,omitempty"`
@@ -73,17 +79,68 @@ type DeployService struct {
 // CheckKind splits Check into "tcp" or "http" and the HTTP path; an
 // unknown check is an error naming it.
 func (s DeployService) CheckKind() (kind, path string, err error) {
-	switch {
-	case s.Check == "" || s.Check == "tcp":
-		return "tcp", "", nil
-	case strings.HasPrefix(s.Check, "http:"):
-		path = strings.TrimPrefix(s.Check, "http:")
-		if !strings.HasPrefix(path, "/") || len(path) > 1024 || strings.ContainsAny(path, " \t\r\n\x00#") {
-			return "", "", fmt.Errorf("check %q: want http:/PATH (a URL path, no spaces)", s.Check)
-		}
-		return "http", path, nil
+	kind, path, want := checkKind(s.Check)
+	if want != "" {
+		return "", "", fmt.Errorf("check %q: %s", s.Check, want)
 	}
-	return "", "", fmt.Errorf("check %q: want tcp or http:/PATH", s.Check)
+	return kind, path, nil
+}
+
+// checkKind parses a check; want says what a bad one should be.
+func checkKind(c string) (kind, path, want string) {
+	switch {
+	case c == "" || c == "tcp":
+		return "tcp", "", ""
+	case strings.HasPrefix(c, "http:"):
+		path = strings.TrimPrefix(c, "http:")
+		if !strings.HasPrefix(path, "/") || len(path) > 1024 || strings.ContainsAny(path, " \t\r\n\x00#") {
+			return "", "", "want http:/PATH (a URL path, no spaces)"
+		}
+		return "http", path, ""
+	}
+	return "", "", "want tcp or http:/PATH"
+}
+
+// ServiceError is one bad input of a list of services: Field names it as
+// the deploy spec's JSON does ("services[1].port"; "services" for the
+// list), Problem gives the bad value and what is wanted.
+type ServiceError struct {
+	Field, Problem string
+}
+
+func (e *ServiceError) Error() string { return e.Field + " " + e.Problem }
+
+// ValidateServices checks a list of services: at most 64, each name a
+// Consul service name given once, each port a TCP port, each check one
+// CheckKind parses, each interval 0 or 1s to 1h.
+func ValidateServices(svcs []DeployService) []*ServiceError {
+	var errs []*ServiceError
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &ServiceError{Field: field, Problem: fmt.Sprintf(format, args...)})
+	}
+	if len(svcs) > maxServices {
+		bad("services", "%d: at most %d", len(svcs), maxServices)
+	}
+	seen := map[string]bool{}
+	for i, svc := range svcs {
+		f := fmt.Sprintf("services[%d]", i)
+		if !serviceNameRE.MatchString(svc.Name) {
+			bad(f+".name", "%q: want a Consul service name (letters, digits and -; at most 63)", svc.Name)
+		} else if seen[svc.Name] {
+			bad(f+".name", "%q: listed twice", svc.Name)
+		}
+		seen[svc.Name] = true
+		if svc.Port < 1 || svc.Port > 65535 {
+			bad(f+".port", "%d: want a TCP port (1-65535)", svc.Port)
+		}
+		if _, _, want := checkKind(svc.Check); want != "" {
+			bad(f+".check", "%q: %s", svc.Check, want)
+		}
+		if svc.Interval != 0 && (svc.Interval < minInterval || svc.Interval > maxInterval) {
+			bad(f+".interval", "%v: want %v to %v", svc.Interval, minInterval, maxInterval)
+		}
+	}
+	return errs
 }
 
 // ParseDeployService parses a service as the CLI takes it:
@@ -117,7 +174,8 @@ const (
 	maxInterval = time.Hour
 )
 
-var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
+// serviceNameRE is a Consul service name that is also a DNS label (no _).
+var serviceNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,62}$`)
 
 // Validate checks a spec's operator-given fields; each error names the field.
 func (d *DeploySpec) Validate() error {
@@ -171,30 +229,11 @@ func (d *DeploySpec) Validate() error {
 			}
 		}
 	}
-	if len(d.Services) > maxServices {
-		errs = append(errs, fmt.Errorf("deploy spec: %d services, at most %d", len(d.Services), maxServices))
-	}
 	if len(d.Services) > 0 && d.ConsulJoin == "" {
 		errs = append(errs, errors.New("deploy spec: services need a Consul agent on the machine: give consul_join"))
 	}
-	seen := map[string]bool{}
-	for i, svc := range d.Services {
-		f := fmt.Sprintf("deploy spec: services[%d]", i)
-		if !serviceNameRE.MatchString(svc.Name) {
-			errs = append(errs, fmt.Errorf("%s.name %q: want a Consul service name (letters, digits, _ and -; at most 63)", f, svc.Name))
-		} else if seen[svc.Name] {
-			errs = append(errs, fmt.Errorf("%s.name %q: listed twice", f, svc.Name))
-		}
-		seen[svc.Name] = true
-		if svc.Port < 1 || svc.Port > 65535 {
-			errs = append(errs, fmt.Errorf("%s.port %d: want a TCP port (1-65535)", f, svc.Port))
-		}
-		if _, _, err := svc.CheckKind(); err != nil {
-			errs = append(errs, fmt.Errorf("%s.check: %w", f, err))
-		}
-		if svc.Interval != 0 && (svc.Interval < minInterval || svc.Interval > maxInterval) {
-			errs = append(errs, fmt.Errorf("%s.interval %v: want %v to %v", f, svc.Interval, minInterval, maxInterval))
-		}
+	for _, e := range ValidateServices(d.Services) {
+		errs = append(errs, fmt.Errorf("deploy spec: %w", e))
 	}
 	return errors.Join(errs...)
 }

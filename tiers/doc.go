@@ -22,6 +22,11 @@
 // measurements). CheckPool checks that the ready pool meets several tiers'
 // steps at once.
 //
+// A tier's services are inventory.DeployServices, checked by the
+// inventory's one rule (Spec.Validate). ProviderConfig is the Pulumi
+// provider's configuration, which the provider (tiers/provider) and the
+// tier program (tiers/stack) share.
+//
 // The package reaches Consul only through *inventory.Store, the provision
 // workflows and, for services and their health, Consul's catalog, agent
 // and health APIs; it reads no ironrack keys itself.

@@ -31,7 +31,7 @@ func TestDrainSendsAgentToken(t *testing.T) {
 	host, port, _ := net.SplitHostPort(agent.Addr)
 	p, _ := strconv.Atoi(port)
 	m := &inventory.Machine{ID: "m-drain", IP: host}
-	spec := tiers.Spec{Name: "query", Services: []tiers.Service{{Name: "web", Port: 80}}}
+	spec := tiers.Spec{Name: "query", Services: []inventory.DeployService{{Name: "web", Port: 80}}}
 	t.Setenv("CONSUL_HTTP_TOKEN", "")
 
 	d := &tiers.ProvisionDeployer{AgentPort: p}

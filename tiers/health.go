@@ -65,7 +65,7 @@ func (h *ConsulHealth) instances(ctx context.Context, ms []*inventory.Machine, s
 
 // WaitHealthy returns once every machine serves every service with all its
 // checks passing (and at least one check).
-func (h *ConsulHealth) WaitHealthy(ctx context.Context, ms []*inventory.Machine, services []Service) error {
+func (h *ConsulHealth) WaitHealthy(ctx context.Context, ms []*inventory.Machine, services []inventory.DeployService) error {
 	for {
 		var failing []string
 		for _, svc := range services {
@@ -102,7 +102,7 @@ func (h *ConsulHealth) WaitHealthy(ctx context.Context, ms []*inventory.Machine,
 
 // WaitGone returns once no machine of ms serves any of the services with
 // passing checks (deregistered, or in maintenance).
-func (h *ConsulHealth) WaitGone(ctx context.Context, ms []*inventory.Machine, services []Service) error {
+func (h *ConsulHealth) WaitGone(ctx context.Context, ms []*inventory.Machine, services []inventory.DeployService) error {
 	for {
 		var still []string
 		for _, svc := range services {

@@ -19,8 +19,7 @@ import (
 // OS runs a Consul client agent (joined to ConsulJoin, its node named by
 // the host name, which is the machine ID) that registers the tier's services
 // from the deploy spec (provision.SeedService) and runs their checks: "tcp"
-// and "http:PATH" checks against the port on the machine itself. A "ttl"
-// check has nobody to feed it on a deployed machine and is refused.
+// and "http:PATH" checks against the port on the machine itself.
 type ProvisionDeployer struct {
 	Workflows *provision.Deployer
 	// ConsulJoin is the address the deployed machines' Consul agents join.
@@ -116,20 +115,18 @@ func (d *ProvisionDeployer) Deploy(ctx context.Context, ms []*inventory.Machine,
 	return out, nil
 }
 
-// deployServices are the tier's services as the deploy spec carries them.
+// deployServices are the tier's services as the deploy spec carries them,
+// checked (inventory.ValidateServices: a "ttl" check, which nothing on a
+// deployed machine would feed, is refused).
 func deployServices(spec Spec) ([]inventory.DeployService, error) {
-	var out []inventory.DeployService
-	for i, svc := range spec.Services {
-		kind, _, err := parseCheck(svc.Check)
-		if err != nil {
-			return nil, fmt.Errorf("tier %s: services[%d].check: %w", spec.Name, i, err)
-		}
-		if kind == "ttl" {
-			return nil, fmt.Errorf("tier %s: services[%d].check: a ttl check has nothing to feed it on a deployed machine: use tcp or http:/PATH", spec.Name, i)
-		}
-		out = append(out, inventory.DeployService{Name: svc.Name, Port: svc.Port, Check: svc.Check})
+	var errs []error
+	for _, e := range inventory.ValidateServices(spec.Services) {
+		errs = append(errs, fmt.Errorf("tier %s: %w", spec.Name, e))
 	}
-	return out, nil
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return append([]inventory.DeployService(nil), spec.Services...), nil
 }
 
 // Drain puts the machines' services in maintenance on their own Consul

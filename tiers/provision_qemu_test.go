@@ -94,7 +94,7 @@ func TestTierProvisionDeployerQEMU(t *testing.T) {
 	r := &tiers.Reconciler{Store: l.Store, Deployer: deployer, Health: &tiers.ConsulHealth{Client: services, Poll: 2 * time.Second},
 		HealthTimeout: 5 * time.Minute, Who: "test", Logger: l.Logger()}
 	owner := tiers.Owner("urn:pulumi:lab::tiers::ironrack:index:Tier::query")
-	spec := tiers.Spec{Name: "query", Size: 1, Image: "debian", Services: []tiers.Service{{Name: "ssh", Port: 22, Check: "tcp"}}}
+	spec := tiers.Spec{Name: "query", Size: 1, Image: "debian", Services: []inventory.DeployService{{Name: "ssh", Port: 22, Check: "tcp"}}}
 
 	// Create: deploy and wait for the real check.
 	step := time.Now()

@@ -11,7 +11,7 @@ import (
 // the deployed OS's Consul agent registers); a ttl check, which nothing on
 // a deployed machine would feed, is refused naming the field.
 func TestDeployServices(t *testing.T) {
-	spec := Spec{Name: "query", Services: []Service{{Name: "ssh", Port: 22}, {Name: "api", Port: 8080, Check: "http:/healthz"}}}
+	spec := Spec{Name: "query", Services: []inventory.DeployService{{Name: "ssh", Port: 22}, {Name: "api", Port: 8080, Check: "http:/healthz"}}}
 	got, err := deployServices(spec)
 	if err != nil {
 		t.Fatal(err)

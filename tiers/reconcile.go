@@ -39,10 +39,10 @@ type Deployer interface {
 // (machine, service) pair has at least one check and all of them pass,
 // and an error naming the pairs still failing when ctx ends.
 type HealthWaiter interface {
-	WaitHealthy(ctx context.Context, ms []*inventory.Machine, services []Service) error
+	WaitHealthy(ctx context.Context, ms []*inventory.Machine, services []inventory.DeployService) error
 	// WaitGone returns once no machine of ms serves the services with
 	// passing checks.
-	WaitGone(ctx context.Context, ms []*inventory.Machine, services []Service) error
+	WaitGone(ctx context.Context, ms []*inventory.Machine, services []inventory.DeployService) error
 }
 
 // Reconciler converges tiers. The zero value is not usable: Store,

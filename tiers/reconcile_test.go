@@ -49,7 +49,7 @@ func TestTierStateDeployerStepUpDownDestroy(t *testing.T) {
 	ctx := context.Background()
 	r := reconciler(env)
 	owner := "urn:pulumi:t::ironrack-tiers::ironrack:index:Tier::ingestion"
-	spec := tiers.Spec{Name: "ingestion", Size: 2, Spread: "rack", Services: []tiers.Service{{Name: "ingest", Port: 9000}}}
+	spec := tiers.Spec{Name: "ingestion", Size: 2, Spread: "rack", Services: []inventory.DeployService{{Name: "ingest", Port: 9000}}}
 
 	_, ms, err := r.Apply(ctx, owner, spec)
 	if err != nil {
@@ -215,9 +215,9 @@ func TestSpecValidateNamesInputs(t *testing.T) {
 		"size":     {tiers.Spec{Name: "q", Size: -1}, "size"},
 		"selector": {tiers.Spec{Name: "q", Size: 1, Selector: "memory >= 3"}, "selector"},
 		"spread":   {tiers.Spec{Name: "q", Size: 1, Spread: "row"}, "spread"},
-		"port":     {tiers.Spec{Name: "q", Size: 1, Services: []tiers.Service{{Name: "a", Port: 0}}}, "services[0].port"},
-		"check":    {tiers.Spec{Name: "q", Size: 1, Services: []tiers.Service{{Name: "a", Port: 1, Check: "http:x"}}}, "services[0].check"},
-		"dup":      {tiers.Spec{Name: "q", Size: 1, Services: []tiers.Service{{Name: "a", Port: 1}, {Name: "a", Port: 2}}}, "services[1].name"},
+		"port":     {tiers.Spec{Name: "q", Size: 1, Services: []inventory.DeployService{{Name: "a", Port: 0}}}, "services[0].port"},
+		"check":    {tiers.Spec{Name: "q", Size: 1, Services: []inventory.DeployService{{Name: "a", Port: 1, Check: "http:x"}}}, "services[0].check"},
+		"dup":      {tiers.Spec{Name: "q", Size: 1, Services: []inventory.DeployService{{Name: "a", Port: 1}, {Name: "a", Port: 2}}}, "services[1].name"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

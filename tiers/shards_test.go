@@ -126,7 +126,7 @@ func TestTierStateDeployerShardsStepUpDownDestroy(t *testing.T) {
 	r.Shards = loggedShards{Store: store, j: j}
 	const S, R = 64, 3
 	owner := "urn:pulumi:t::ironrack-tiers::ironrack:index:Tier::storage"
-	spec := tiers.Spec{Name: "storage", Size: 4, Spread: "rack", Services: []tiers.Service{{Name: "storage", Port: 9100}},
+	spec := tiers.Spec{Name: "storage", Size: 4, Spread: "rack", Services: []inventory.DeployService{{Name: "storage", Port: 9100}},
 		Shards: &tiers.Shards{Count: S, Replicas: R}}
 
 	step, ms, err := r.Apply(ctx, owner, spec)

@@ -29,22 +29,13 @@ type Spec struct {
 	UserData string
 	// Services are the Consul services each machine serves; Apply waits
 	// until their health checks pass on every machine.
-	Services []Service
+	Services []inventory.DeployService
 	// Drain is how long a removed machine is left to finish in-flight work
 	// after it leaves its services, before it is released.
 	Drain time.Duration
 	// Shards, if set, makes the tier sharded: every step keeps its
 	// rack-aware shard → machine map in Consul (see Reconciler.Shards).
 	Shards *Shards
-}
-
-// Service is a Consul service registration on each of a tier's machines.
-type Service struct {
-	Name string
-	Port int
-	// Check is the health check: "tcp" (connect to the port), "http:PATH"
-	// (GET PATH on the port, 2xx passes), or "ttl". If empty, "tcp".
-	Check string
 }
 
 // FieldError is one bad input, named as the Pulumi input is.
@@ -54,10 +45,7 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
 
-var (
-	tierNameRE    = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
-	serviceNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$`)
-)
+var tierNameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
 
 // MaxSize bounds a tier's size (a typo guard: 10,000 is the inventory's
 // design scale).
@@ -86,40 +74,10 @@ func (s Spec) Validate() []*FieldError {
 		bad("drainSeconds", "%v is negative", s.Drain)
 	}
 	errs = append(errs, s.validateShards()...)
-	seen := map[string]bool{}
-	for i, svc := range s.Services {
-		f := fmt.Sprintf("services[%d]", i)
-		if !serviceNameRE.MatchString(svc.Name) {
-			bad(f+".name", "%q is not a Consul service name (letters, digits and -)", svc.Name)
-		} else if seen[svc.Name] {
-			bad(f+".name", "service %q is listed twice", svc.Name)
-		}
-		seen[svc.Name] = true
-		if svc.Port < 1 || svc.Port > 65535 {
-			bad(f+".port", "%d is not a TCP port (1-65535)", svc.Port)
-		}
-		if _, _, err := parseCheck(svc.Check); err != nil {
-			bad(f+".check", "%v", err)
-		}
+	for _, e := range inventory.ValidateServices(s.Services) {
+		bad(e.Field, "%s", e.Problem)
 	}
 	return errs
-}
-
-// parseCheck splits a check into its kind and HTTP path.
-func parseCheck(c string) (kind, path string, err error) {
-	switch {
-	case c == "" || c == "tcp":
-		return "tcp", "", nil
-	case c == "ttl":
-		return "ttl", "", nil
-	case strings.HasPrefix(c, "http:"):
-		path = strings.TrimPrefix(c, "http:")
-		if !strings.HasPrefix(path, "/") {
-			return "", "", fmt.Errorf("%q: the HTTP path must start with / (e.g. http:/health)", c)
-		}
-		return "http", path, nil
-	}
-	return "", "", fmt.Errorf("%q is not a check (want tcp, http:/PATH or ttl)", c)
 }
 
 // where compiles the selector (already validated).

@@ -86,8 +86,8 @@ func (d *StateDeployer) register(ctx context.Context, m *inventory.Machine, spec
 	return nil
 }
 
-func checkName(s Service) string {
-	kind, path, _ := parseCheck(s.Check)
+func checkName(s inventory.DeployService) string {
+	kind, path, _ := s.CheckKind()
 	if kind == "http" {
 		return "http " + path
 	}

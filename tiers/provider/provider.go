@@ -107,23 +107,10 @@ func ownerOf(ctx context.Context) (string, error) {
 	return tiers.Owner(urn), nil
 }
 
-// Config is the provider's configuration (stack config `ironrack:KEY`).
+// Config is the provider's configuration (stack config `ironrack:KEY`):
+// tiers.ProviderConfig, which the tier program writes from the same tags.
 type Config struct {
-	Consul      string `pulumi:"consul,optional"`
-	ConsulToken string `pulumi:"consulToken,optional" provider:"secret"`
-	Prefix      string `pulumi:"prefix,optional"`
-	KeyFile     string `pulumi:"keyFile,optional"`
-	Deployer    string `pulumi:"deployer"`
-	// HealthTimeoutSeconds bounds the wait for health checks; 0: 600.
-	HealthTimeoutSeconds int `pulumi:"healthTimeoutSeconds,optional"`
-	// Who is recorded in the machines' history; "": "pulumi".
-	Who string `pulumi:"who,optional"`
-	// ConsulJoin is what deployed machines' Consul agents join; "": the
-	// consul address's host.
-	ConsulJoin  string `pulumi:"consulJoin,optional"`
-	AllowReboot bool   `pulumi:"allowReboot,optional"`
-	// SSHKeys are root's authorized_keys lines on the deployed OS.
-	SSHKeys []string `pulumi:"sshKeys,optional"`
+	tiers.ProviderConfig
 
 	deployers Deployers
 	rec       *tiers.Reconciler
@@ -220,7 +207,11 @@ func (t *Tier) Annotate(a infer.Annotator) {
 	a.Describe(&t, "A tier: `size` machines claimed from the ironrack inventory (matching `selector`, spread over racks), deployed with `image`, serving `services` with passing Consul health checks. Steps up claim and deploy only the new machines; steps down drain, release and wipe the ones rendezvous hashing on the URN and machine ID ranks lowest.")
 }
 
-// ServiceArgs is a Consul service each machine of the tier serves.
+// ServiceArgs is a Consul service each machine of the tier serves: the
+// Pulumi input of an inventory.DeployService, the one definition, which
+// it decodes into (spec). It is a type of its own because the schema
+// needs pulumi tags and descriptions, and inventory does not know Pulumi;
+// TestServiceArgsMatchDeployService fails when the two differ in fields.
 type ServiceArgs struct {
 	Name  string `pulumi:"name"`
 	Port  int    `pulumi:"port"`
@@ -231,7 +222,7 @@ type ServiceArgs struct {
 func (s *ServiceArgs) Annotate(a infer.Annotator) {
 	a.Describe(&s.Name, "Consul service name.")
 	a.Describe(&s.Port, "TCP port the service listens on.")
-	a.Describe(&s.Check, "Health check: tcp (default), http:/PATH, or ttl.")
+	a.Describe(&s.Check, "Health check: tcp (default) or http:/PATH, run by the machine's Consul agent.")
 }
 
 // ShardsArgs make a tier sharded.
@@ -315,7 +306,7 @@ func (a TierArgs) spec() tiers.Spec {
 	s := tiers.Spec{Name: a.Name, Size: a.Size, Selector: a.Selector, Spread: a.Spread, Image: a.Image,
 		UserData: a.UserData, Drain: time.Duration(drain) * time.Second}
 	for _, svc := range a.Services {
-		s.Services = append(s.Services, tiers.Service{Name: svc.Name, Port: svc.Port, Check: svc.Check})
+		s.Services = append(s.Services, inventory.DeployService{Name: svc.Name, Port: svc.Port, Check: svc.Check})
 	}
 	if a.Shards != nil && a.Shards.Count != 0 {
 		s.Shards = &tiers.Shards{Count: a.Shards.Count, Replicas: a.Shards.Replicas}

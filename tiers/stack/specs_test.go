@@ -36,7 +36,7 @@ func TestSpecsShards(t *testing.T) {
 		"bad factor": {cfg: with("storageReplicas", "-1"), wantErr: `ironrack-tiers:storageReplicas is "-1"`},
 	} {
 		t.Run(name, func(t *testing.T) {
-			specs, err := Specs(tc.cfg)
+			specs, err := Specs(DefaultTiers(), tc.cfg)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want %q", err, tc.wantErr)

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/ironrack/ironrack/internal/tiertest"
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/tiers"
 	"github.com/ironrack/ironrack/tiers/stack"
 )
 
@@ -71,7 +72,7 @@ func options(t *testing.T, env *tiertest.Env, sizes [3]int) stack.Options {
 			stack.Project + ":storageSize":   strconv.Itoa(sizes[1]),
 			stack.Project + ":querySize":     strconv.Itoa(sizes[2]),
 		},
-		Provider: stack.ProviderConfig{Consul: env.Addr, Deployer: "state", DrainSeconds: &zero, HealthTimeoutSeconds: 60},
+		Provider: tiers.ProviderConfig{Consul: env.Addr, Deployer: "state", HealthTimeoutSeconds: 60}, DrainSeconds: &zero,
 	}
 }
 

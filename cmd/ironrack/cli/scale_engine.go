@@ -86,7 +86,7 @@ func scaleApplyCommand(e *env) *cli.Command {
 			}
 			// Plan every tier in-process (no engine run) and check the
 			// ready pool meets them all at once, before anything is claimed.
-			specs, err := stack.Specs(o.Config)
+			specs, err := stack.Specs(o.Tiers, o.Config)
 			if err != nil {
 				return err
 			}
@@ -132,7 +132,8 @@ func (e *env) stackOptions(c *cli.Context) (stack.Options, error) {
 	if err != nil {
 		return stack.Options{}, err
 	}
-	cfg, err := readTierConfig(path)
+	defs := stack.DefaultTiers()
+	cfg, err := readTierConfig(path, defs)
 	if err != nil {
 		return stack.Options{}, err
 	}
@@ -160,7 +161,7 @@ func (e *env) stackOptions(c *cli.Context) (stack.Options, error) {
 	if dep == "" {
 		return stack.Options{}, errors.New("--deployer: required: provision (deploys the machines) or state (lifecycle and service registration only, no machine touched)")
 	}
-	pc := stack.ProviderConfig{Prefix: c.String("prefix"), Deployer: dep, ConsulToken: c.String("consul-token"),
+	pc := tiers.ProviderConfig{Prefix: c.String("prefix"), Deployer: dep, ConsulToken: c.String("consul-token"),
 		HealthTimeoutSeconds: c.Int("health-timeout"), ConsulJoin: c.String("consul-join"), AllowReboot: c.Bool("allow-reboot")}
 	for _, f := range c.StringSlice("ssh-key") {
 		keys, err := readKeys(f)
@@ -179,18 +180,20 @@ func (e *env) stackOptions(c *cli.Context) (stack.Options, error) {
 			pc.KeyFile = kf // the provision deployer powers machines with the sealed BMC passwords
 		}
 	}
+	var drain *int
 	if d := c.Int("drain-seconds"); d >= 0 {
-		pc.DrainSeconds = &d
+		drain = &d
 	}
 	return stack.Options{
 		Stack: c.String("stack"), Backend: backend, Passphrase: pass, PulumiDir: c.String("pulumi-dir"),
-		ProviderDir: provDir, Config: cfg, Provider: pc, Progress: e.stderrIfDebug(), Logger: e.log,
+		ProviderDir: provDir, Config: cfg, Tiers: defs, Provider: pc, DrainSeconds: drain,
+		Progress: e.stderrIfDebug(), Logger: e.log,
 	}, nil
 }
 
-// readTierConfig reads the tier program's keys (ironrack-tiers:*) from the
-// stack config file `scale plan` writes; every tier's size must be set.
-func readTierConfig(path string) (map[string]string, error) {
+// readTierConfig reads the keys of the tiers defs (ironrack-tiers:*) from
+// the stack config file `scale plan` writes; every tier's size must be set.
+func readTierConfig(path string, defs []stack.TierDef) (map[string]string, error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("stack config %s does not exist: write it with `ironrack scale plan`", path)
 	}
@@ -199,7 +202,7 @@ func readTierConfig(path string) (map[string]string, error) {
 		return nil, err
 	}
 	out := map[string]string{}
-	for _, t := range stack.Tiers {
+	for _, t := range defs {
 		if _, err := sf.Int(sizeKey(t.Name)); err != nil {
 			return nil, err
 		}
