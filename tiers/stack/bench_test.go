@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/ironrack/ironrack/internal/tiertest"
+	"github.com/ironrack/ironrack/internal/tools"
 	"github.com/ironrack/ironrack/inventory"
-	"github.com/ironrack/ironrack/tiers/stack"
 )
 
 // BenchmarkScaleStep20 measures a +20-machine step of the ingestion tier
@@ -82,8 +82,7 @@ func BenchmarkScaleStep20(b *testing.B) {
 
 // engineB is engine for benchmarks.
 func engineB(b *testing.B) (string, string) {
-	home, _ := os.UserHomeDir()
-	pulumiDir := filepath.Join(home, ".cache", "ironrack", "tools", "pulumi-"+stack.EngineVersion)
+	pulumiDir, _ := tools.PulumiDir()
 	if _, err := os.Stat(filepath.Join(pulumiDir, "bin", "pulumi")); err != nil {
 		b.Fatalf("pulumi engine: %v (run scripts/setup)", err)
 	}

@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ironrack/ironrack/internal/tools"
 	"github.com/ironrack/ironrack/tiers"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/events"
@@ -40,9 +41,9 @@ import (
 // are Project:<tier>Size, Project:<tier>Selector and Project:image.
 const Project = "ironrack-tiers"
 
-// EngineVersion is the Pulumi engine scripts/setup builds and the tools
-// cache is keyed by.
-const EngineVersion = "v3.256.0"
+// EngineVersion is the Pulumi engine scripts/setup builds into the tools
+// cache (tools.PulumiVersion); the Automation API is pinned to its SDK.
+const EngineVersion = tools.PulumiVersion
 
 // Options configure a run. Stack, Passphrase, PulumiDir and ProviderDir
 // are required.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/ironrack/ironrack/internal/tiertest"
+	"github.com/ironrack/ironrack/internal/tools"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/tiers"
 	"github.com/ironrack/ironrack/tiers/stack"
@@ -34,8 +35,7 @@ func engine(t *testing.T) (pulumiDir, provDir string) {
 	if testing.Short() {
 		t.Skip("needs the Pulumi engine and Consul; skipped under -short")
 	}
-	home, _ := os.UserHomeDir()
-	pulumiDir = filepath.Join(home, ".cache", "ironrack", "tools", "pulumi-"+stack.EngineVersion)
+	pulumiDir, _ = tools.PulumiDir()
 	if d := os.Getenv("IRONRACK_PULUMI_DIR"); d != "" {
 		pulumiDir = d
 	}
