@@ -153,7 +153,7 @@ func TestImagesBuildDebianErrors(t *testing.T) {
 	}{
 		"argument":  {[]string{"images", "build", "debian", "extra"}, `unexpected argument "extra"`},
 		"bad suite": {append(base, "--consul-binary", notELF, "--suite", "Book Worm"), `suite "Book Worm"`},
-		"no consul": {append(base, "--consul-binary", filepath.Join(kdir, "nope")), "consul binary: open " + filepath.Join(kdir, "nope")},
+		"no consul": {append(base, "--consul-binary", filepath.Join(kdir, "nope")), "--consul-binary: stat " + filepath.Join(kdir, "nope")},
 		"not ELF":   {append(base, "--consul-binary", notELF), "consul " + notELF + " is not an ELF binary"},
 	} {
 		t.Run(name, func(t *testing.T) {
