@@ -18,7 +18,8 @@ import (
 )
 
 // This file is the deploy and release workflows, shared by the CLI
-// (`ironrack deploy`, `ironrack release`) and the Pulumi provider: claim,
+// (`ironrack deploy`, `ironrack release`) and the Pulumi provider (commission.go
+// adds commissioning on the same steps): claim,
 // deploy spec, PXE boot and power through the Fleet, then wait — with
 // Consul blocking queries on each machine's record — for the agent's result,
 // which the boot server writes (provision/bootserver, deploy.go).
@@ -33,6 +34,8 @@ type DeployStore interface {
 	StartRelease(ctx context.Context, id string, change inventory.Change) (*inventory.Machine, error)
 	FinishRelease(ctx context.Context, id string, failure error, change inventory.Change) (*inventory.Machine, error)
 	Release(ctx context.Context, ms []*inventory.Machine, change inventory.Change) ([]*inventory.Machine, error)
+	SetState(ctx context.Context, id string, to inventory.State, by inventory.Actor, change inventory.Change) (*inventory.Machine, error)
+	FailCommission(ctx context.Context, id string, failure error, change inventory.Change) (*inventory.Machine, error)
 	Watch(ctx context.Context, id string, index uint64, wait time.Duration) (*inventory.Machine, int64, uint64, error)
 	HistoryRange(ctx context.Context, id string, after, upto int64) ([]inventory.HistoryEntry, error)
 }
@@ -43,8 +46,9 @@ type ImageCatalog interface {
 	List(ctx context.Context) ([]images.Manifest, error)
 }
 
-// Deployer runs the deploy and release workflows. Its zero value is not
-// usable: Store and Fleet are required.
+// Deployer runs the workflows that boot machines into the agent through
+// their BMCs and wait for its report: deploy, release and commission. Its
+// zero value is not usable: Store and Fleet are required.
 type Deployer struct {
 	// Store is the inventory. Required.
 	Store DeployStore
@@ -122,16 +126,23 @@ type Event struct {
 type Result struct {
 	Machine  string `json:"machine"`
 	Hostname string `json:"hostname"`
-	// Action is "deploy" or "release".
+	// Serial and BMC (address:port) identify the machine in the rack.
+	Serial string `json:"serial"`
+	BMC    string `json:"bmc"`
+	// Action is "deploy", "release" or "commission".
 	Action string `json:"action"`
 	// State is the machine's state at the end.
 	State inventory.State `json:"state"`
-	// Result is "ok" or "failed".
+	// Result is "ok", "failed", or "skipped" (commission: a machine the
+	// selection matched that is not to be commissioned; Note says why).
 	Result string `json:"result"`
 	// Step names where it failed: "select", "image", "power", "allocate",
-	// "deploy", "boot-device", "agent", "timeout", "canceled".
-	Step    string        `json:"step"`
-	Error   string        `json:"error"`
+	// "deploy", "commission", "boot-device", "agent", "timeout", "canceled".
+	Step  string `json:"step"`
+	Error string `json:"error"`
+	// Note is one sentence for people about a machine that did not fail:
+	// why it was skipped.
+	Note    string        `json:"note"`
 	Elapsed time.Duration `json:"elapsed_ns"`
 	Err     error         `json:"-"`
 }
@@ -161,6 +172,9 @@ type wjob struct {
 	pending bool
 	// end is when the machine's workflow ended (zero: at results).
 	end time.Time
+	// bmcErr is set when checkPower could not read the power through the
+	// BMC (as opposed to a machine that is on).
+	bmcErr error
 }
 
 // Deploy deploys req's image to the machines ids, all at once, and waits
@@ -322,6 +336,7 @@ func (d *Deployer) load(ctx context.Context, ids []string, action string) []*wjo
 			j.res.fail("select", err)
 		} else {
 			j.m, j.res.State, j.seq = m, m.State, seq
+			j.res.Serial, j.res.BMC = m.Serial, m.BMCKey()
 		}
 		jobs = append(jobs, j)
 	}
@@ -414,6 +429,7 @@ func (d *Deployer) checkPower(ctx context.Context, jobs []*wjob, allowReboot boo
 		j := lj[i]
 		switch {
 		case o.Err != nil:
+			j.bmcErr = o.Err
 			j.res.fail("power", o.Err)
 		case o.After == string(ipmi.StateOn) && !allowReboot:
 			j.res.fail("power", fmt.Errorf("machine %s is on: %s power-cycles it only with allow-reboot (--allow-reboot)", j.m.ID, action))
