@@ -104,8 +104,10 @@ func (d *Deployer) Commission(ctx context.Context, sel []Selected, req Commissio
 		switch {
 		case err != nil:
 			j.res.fail("select", err)
+			j.end = time.Now()
 		case note != "":
 			j.res.Result, j.res.Note = "skipped", note
+			j.end = time.Now()
 		default:
 			actor[j] = by
 			take = append(take, j)
@@ -114,6 +116,7 @@ func (d *Deployer) Commission(ctx context.Context, sel []Selected, req Commissio
 	d.checkPower(ctx, take, req.AllowReboot, "commission")
 	for _, j := range take {
 		if j.res.Err != nil && j.bmcErr == nil {
+			j.end = time.Now()
 			continue // on, and no reboot allowed: nothing changed
 		}
 		if j.m.State != inventory.StateCommissioning {

@@ -65,7 +65,7 @@ func playAgents(t *testing.T, st *inventory.Store, sims []*ipmisim.BMC, ms []*in
 					continue
 				}
 				f := &wire.Facts{Serial: m.Serial, CPUs: 4, MemoryBytes: 8 * bootserver.GiB, Firmware: "bios",
-					MACs: []string{fmt.Sprintf("52:54:00:21:60:%02x", i)},
+					MACs:  []string{fmt.Sprintf("52:54:00:21:60:%02x", i)},
 					Disks: []wire.Disk{{Name: "vda", SizeBytes: 20e9}}}
 				if err := be.RecordReport(ctx, m.ID, wire.Report{Kind: "facts", Facts: f}); err != nil && ctx.Err() == nil {
 					t.Errorf("agent report of %s: %v", m.ID, err)
