@@ -82,19 +82,13 @@ func commissionAction(s Selected) (by inventory.Actor, note string, err error) {
 // machine that has not reported at the deadline ends in
 // failed_commissioning too, the reason saying so.
 func (d *Deployer) Commission(ctx context.Context, sel []Selected, req CommissionRequest) []Result {
-	timeout := req.Timeout
-	if timeout == 0 {
-		timeout = 20 * time.Minute
-	}
-	deadline := time.Now().Add(timeout)
-	prog := d.progress(req.Progress)
 	ids := make([]string, len(sel))
 	named := map[string]Selected{}
 	for i, s := range sel {
 		ids[i] = s.Machine.ID
 		named[s.Machine.ID] = s
 	}
-	jobs := d.load(ctx, ids, "commission")
+	jobs, timeout, deadline, prog := d.begin(ctx, ids, "commission", req.Timeout, 20*time.Minute, req.Progress)
 	actor := map[*wjob]inventory.Actor{}
 	var take []*wjob
 	for _, j := range live(jobs) {

@@ -196,13 +196,7 @@ type wjob struct {
 // step 2 is kept: the machine stays the owner's); from step 3 on, it ends in
 // failed_deployment with the step and the error in its history.
 func (d *Deployer) Deploy(ctx context.Context, ids []string, req DeployRequest) []Result {
-	timeout := req.Timeout
-	if timeout == 0 {
-		timeout = 30 * time.Minute
-	}
-	deadline := time.Now().Add(timeout)
-	prog := d.progress(req.Progress)
-	jobs := d.load(ctx, ids, "deploy")
+	jobs, timeout, deadline, prog := d.begin(ctx, ids, "deploy", req.Timeout, 30*time.Minute, req.Progress)
 	version, verr := d.resolveImage(ctx, req.Image, req.Version)
 	names := hostnames(ids, req)
 	for _, j := range jobs {
@@ -264,13 +258,7 @@ func (d *Deployer) Deploy(ctx context.Context, ids []string, req DeployRequest) 
 // needs req.AllowReboot when it is on) — and is ready again when the agent
 // reports the wipe done. A ready machine is left alone.
 func (d *Deployer) Release(ctx context.Context, ids []string, req ReleaseRequest) []Result {
-	timeout := req.Timeout
-	if timeout == 0 {
-		timeout = 20 * time.Minute
-	}
-	deadline := time.Now().Add(timeout)
-	prog := d.progress(req.Progress)
-	jobs := d.load(ctx, ids, "release")
+	jobs, timeout, deadline, prog := d.begin(ctx, ids, "release", req.Timeout, 20*time.Minute, req.Progress)
 	var wipe []*wjob
 	for _, j := range live(jobs) {
 		switch j.m.State {
@@ -305,6 +293,16 @@ func (d *Deployer) Release(ctx context.Context, ids []string, req ReleaseRequest
 		return err
 	})
 	return d.results(ctx, jobs)
+}
+
+// begin is how every workflow starts: its timeout (def if 0) and deadline,
+// the caller's progress callback serialized, and the machines' jobs.
+func (d *Deployer) begin(ctx context.Context, ids []string, action string, timeout, def time.Duration, progress func(Event)) ([]*wjob, time.Duration, time.Time, func(Event)) {
+	if timeout == 0 {
+		timeout = def
+	}
+	deadline := time.Now().Add(timeout)
+	return d.load(ctx, ids, action), timeout, deadline, d.progress(progress)
 }
 
 // progress serializes the caller's callback.
