@@ -41,14 +41,19 @@ type CommissionRequest struct {
 //     transition (broken → commissioning is the operator's alone, and a
 //     ready machine leaves the pool);
 //   - anything else: never (deployed and allocated machines belong to an
-//     owner; failed deploys and releases are released first).
+//     owner; failed deploys and releases are released first);
+//   - nor a machine without a BMC address (enlisted by PXE, its rack sheet
+//     row not imported yet): the workflow cannot power it, and
+//     failed_commissioning would stop it from booting the agent by itself.
 func commissionAction(s Selected) (by inventory.Actor, note string, err error) {
 	m := s.Machine
 	var hint string
-	switch m.State {
-	case inventory.StateNew, inventory.StateFailedCommissioning, inventory.StateCommissioning:
+	switch {
+	case m.BMC.Address == "":
+		hint = "it has no BMC address: import its rack sheet row (inventory import) first"
+	case m.State == inventory.StateNew || m.State == inventory.StateFailedCommissioning || m.State == inventory.StateCommissioning:
 		return inventory.System, "", nil
-	case inventory.StateBroken, inventory.StateReady:
+	case m.State == inventory.StateBroken || m.State == inventory.StateReady:
 		if s.ByID {
 			return inventory.Operator, "", nil
 		}

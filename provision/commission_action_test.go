@@ -17,24 +17,30 @@ func TestCommissionAction(t *testing.T) {
 	tests := map[string]struct {
 		state       inventory.State
 		byID, named bool
+		noBMC       bool
 		want        want
 	}{
-		"new by expression":                  {state: inventory.StateNew, want: want{by: inventory.System}},
-		"failed_commissioning by serial":     {state: inventory.StateFailedCommissioning, named: true, want: want{by: inventory.System}},
-		"commissioning is resumed":           {state: inventory.StateCommissioning, want: want{by: inventory.System}},
-		"ready by expression is skipped":     {state: inventory.StateReady, want: want{skip: true}},
-		"ready by serial is refused":         {state: inventory.StateReady, named: true, want: want{err: true}},
-		"ready by ID, as the operator":       {state: inventory.StateReady, byID: true, named: true, want: want{by: inventory.Operator}},
-		"broken by expression is skipped":    {state: inventory.StateBroken, want: want{skip: true}},
-		"broken by ID, as the operator":      {state: inventory.StateBroken, byID: true, named: true, want: want{by: inventory.Operator}},
-		"deployed by ID is refused":          {state: inventory.StateDeployed, byID: true, named: true, want: want{err: true}},
-		"failed_deployment by expression":    {state: inventory.StateFailedDeployment, want: want{skip: true}},
-		"retired by ID is refused":           {state: inventory.StateRetired, byID: true, named: true, want: want{err: true}},
-		"allocated by expression is skipped": {state: inventory.StateAllocated, want: want{skip: true}},
+		"new without a BMC address is skipped": {state: inventory.StateNew, noBMC: true, want: want{skip: true}},
+		"new without a BMC address, named":     {state: inventory.StateNew, noBMC: true, byID: true, named: true, want: want{err: true}},
+		"new by expression":                    {state: inventory.StateNew, want: want{by: inventory.System}},
+		"failed_commissioning by serial":       {state: inventory.StateFailedCommissioning, named: true, want: want{by: inventory.System}},
+		"commissioning is resumed":             {state: inventory.StateCommissioning, want: want{by: inventory.System}},
+		"ready by expression is skipped":       {state: inventory.StateReady, want: want{skip: true}},
+		"ready by serial is refused":           {state: inventory.StateReady, named: true, want: want{err: true}},
+		"ready by ID, as the operator":         {state: inventory.StateReady, byID: true, named: true, want: want{by: inventory.Operator}},
+		"broken by expression is skipped":      {state: inventory.StateBroken, want: want{skip: true}},
+		"broken by ID, as the operator":        {state: inventory.StateBroken, byID: true, named: true, want: want{by: inventory.Operator}},
+		"deployed by ID is refused":            {state: inventory.StateDeployed, byID: true, named: true, want: want{err: true}},
+		"failed_deployment by expression":      {state: inventory.StateFailedDeployment, want: want{skip: true}},
+		"retired by ID is refused":             {state: inventory.StateRetired, byID: true, named: true, want: want{err: true}},
+		"allocated by expression is skipped":   {state: inventory.StateAllocated, want: want{skip: true}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			m := &inventory.Machine{ID: inventory.MachineID("S"), State: tc.state}
+			m := &inventory.Machine{ID: inventory.MachineID("S"), State: tc.state, BMC: inventory.BMC{Address: "10.1.0.7"}}
+			if tc.noBMC {
+				m.BMC.Address = ""
+			}
 			by, note, err := commissionAction(Selected{Machine: m, ByID: tc.byID, Named: tc.named})
 			got := want{by: by, skip: note != "", err: err != nil}
 			if got != tc.want {
