@@ -132,6 +132,17 @@ func (f *Facts) apply(m *Machine) error {
 	return nil
 }
 
+// FailCommission ends a commissioning that cannot complete (its BMC did not
+// answer, or the agent never reported): commissioning →
+// failed_commissioning, with failure as the history entry's why. A machine
+// no longer commissioning is ErrConflict: a report that landed first wins.
+func (s *Store) FailCommission(ctx context.Context, id string, failure error, change Change) (*Machine, error) {
+	if failure == nil {
+		return nil, fmt.Errorf("machine %s: FailCommission needs the failure", id)
+	}
+	return s.finish(ctx, id, StateCommissioning, StateReady, StateFailedCommissioning, "commission", "", failure, change)
+}
+
 // Commission records hardware facts for a machine and completes
 // commissioning: new, failed_commissioning, broken or ready → commissioning →
 // ready, each step in the machine's history. It is the path a hand-entered

@@ -18,7 +18,8 @@ import (
 )
 
 // This file is the deploy and release workflows, shared by the CLI
-// (`ironrack deploy`, `ironrack release`) and the Pulumi provider: claim,
+// (`ironrack deploy`, `ironrack release`) and the Pulumi provider (commission.go
+// adds commissioning on the same steps): claim,
 // deploy spec, PXE boot and power through the Fleet, then wait — with
 // Consul blocking queries on each machine's record — for the agent's result,
 // which the boot server writes (provision/bootserver, deploy.go).
@@ -33,6 +34,8 @@ type DeployStore interface {
 	StartRelease(ctx context.Context, id string, change inventory.Change) (*inventory.Machine, error)
 	FinishRelease(ctx context.Context, id string, failure error, change inventory.Change) (*inventory.Machine, error)
 	Release(ctx context.Context, ms []*inventory.Machine, change inventory.Change) ([]*inventory.Machine, error)
+	SetState(ctx context.Context, id string, to inventory.State, by inventory.Actor, change inventory.Change) (*inventory.Machine, error)
+	FailCommission(ctx context.Context, id string, failure error, change inventory.Change) (*inventory.Machine, error)
 	Watch(ctx context.Context, id string, index uint64, wait time.Duration) (*inventory.Machine, int64, uint64, error)
 	HistoryRange(ctx context.Context, id string, after, upto int64) ([]inventory.HistoryEntry, error)
 }
@@ -43,8 +46,9 @@ type ImageCatalog interface {
 	List(ctx context.Context) ([]images.Manifest, error)
 }
 
-// Deployer runs the deploy and release workflows. Its zero value is not
-// usable: Store and Fleet are required.
+// Deployer runs the workflows that boot machines into the agent through
+// their BMCs and wait for its report: deploy, release and commission. Its
+// zero value is not usable: Store and Fleet are required.
 type Deployer struct {
 	// Store is the inventory. Required.
 	Store DeployStore
@@ -122,16 +126,23 @@ type Event struct {
 type Result struct {
 	Machine  string `json:"machine"`
 	Hostname string `json:"hostname"`
-	// Action is "deploy" or "release".
+	// Serial and BMC (address:port) identify the machine in the rack.
+	Serial string `json:"serial"`
+	BMC    string `json:"bmc"`
+	// Action is "deploy", "release" or "commission".
 	Action string `json:"action"`
 	// State is the machine's state at the end.
 	State inventory.State `json:"state"`
-	// Result is "ok" or "failed".
+	// Result is "ok", "failed", or "skipped" (commission: a machine the
+	// selection matched that is not to be commissioned; Note says why).
 	Result string `json:"result"`
 	// Step names where it failed: "select", "image", "power", "allocate",
-	// "deploy", "boot-device", "agent", "timeout", "canceled".
-	Step    string        `json:"step"`
-	Error   string        `json:"error"`
+	// "deploy", "commission", "boot-device", "agent", "timeout", "canceled".
+	Step  string `json:"step"`
+	Error string `json:"error"`
+	// Note is one sentence for people about a machine that did not fail:
+	// why it was skipped.
+	Note    string        `json:"note"`
 	Elapsed time.Duration `json:"elapsed_ns"`
 	Err     error         `json:"-"`
 }
@@ -161,6 +172,9 @@ type wjob struct {
 	pending bool
 	// end is when the machine's workflow ended (zero: at results).
 	end time.Time
+	// bmcErr is set when checkPower could not read the power through the
+	// BMC (as opposed to a machine that is on).
+	bmcErr error
 }
 
 // Deploy deploys req's image to the machines ids, all at once, and waits
@@ -182,13 +196,7 @@ type wjob struct {
 // step 2 is kept: the machine stays the owner's); from step 3 on, it ends in
 // failed_deployment with the step and the error in its history.
 func (d *Deployer) Deploy(ctx context.Context, ids []string, req DeployRequest) []Result {
-	timeout := req.Timeout
-	if timeout == 0 {
-		timeout = 30 * time.Minute
-	}
-	deadline := time.Now().Add(timeout)
-	prog := d.progress(req.Progress)
-	jobs := d.load(ctx, ids, "deploy")
+	jobs, timeout, deadline, prog := d.begin(ctx, ids, "deploy", req.Timeout, 30*time.Minute, req.Progress)
 	version, verr := d.resolveImage(ctx, req.Image, req.Version)
 	names := hostnames(ids, req)
 	for _, j := range jobs {
@@ -250,13 +258,7 @@ func (d *Deployer) Deploy(ctx context.Context, ids []string, req DeployRequest) 
 // needs req.AllowReboot when it is on) — and is ready again when the agent
 // reports the wipe done. A ready machine is left alone.
 func (d *Deployer) Release(ctx context.Context, ids []string, req ReleaseRequest) []Result {
-	timeout := req.Timeout
-	if timeout == 0 {
-		timeout = 20 * time.Minute
-	}
-	deadline := time.Now().Add(timeout)
-	prog := d.progress(req.Progress)
-	jobs := d.load(ctx, ids, "release")
+	jobs, timeout, deadline, prog := d.begin(ctx, ids, "release", req.Timeout, 20*time.Minute, req.Progress)
 	var wipe []*wjob
 	for _, j := range live(jobs) {
 		switch j.m.State {
@@ -293,6 +295,16 @@ func (d *Deployer) Release(ctx context.Context, ids []string, req ReleaseRequest
 	return d.results(ctx, jobs)
 }
 
+// begin is how every workflow starts: its timeout (def if 0) and deadline,
+// the caller's progress callback serialized, and the machines' jobs.
+func (d *Deployer) begin(ctx context.Context, ids []string, action string, timeout, def time.Duration, progress func(Event)) ([]*wjob, time.Duration, time.Time, func(Event)) {
+	if timeout == 0 {
+		timeout = def
+	}
+	deadline := time.Now().Add(timeout)
+	return d.load(ctx, ids, action), timeout, deadline, d.progress(progress)
+}
+
 // progress serializes the caller's callback.
 func (d *Deployer) progress(fn func(Event)) func(Event) {
 	if fn == nil {
@@ -322,6 +334,7 @@ func (d *Deployer) load(ctx context.Context, ids []string, action string) []*wjo
 			j.res.fail("select", err)
 		} else {
 			j.m, j.res.State, j.seq = m, m.State, seq
+			j.res.Serial, j.res.BMC = m.Serial, m.BMCKey()
 		}
 		jobs = append(jobs, j)
 	}
@@ -414,6 +427,7 @@ func (d *Deployer) checkPower(ctx context.Context, jobs []*wjob, allowReboot boo
 		j := lj[i]
 		switch {
 		case o.Err != nil:
+			j.bmcErr = o.Err
 			j.res.fail("power", o.Err)
 		case o.After == string(ipmi.StateOn) && !allowReboot:
 			j.res.fail("power", fmt.Errorf("machine %s is on: %s power-cycles it only with allow-reboot (--allow-reboot)", j.m.ID, action))

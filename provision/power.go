@@ -54,6 +54,9 @@ type Selected struct {
 	// (not by serial, MAC or an expression). Only such a deployed machine
 	// may be turned off, cycled or reset.
 	ByID bool
+	// Named is true when the operator named this machine on the command
+	// line (by ID, serial or MAC) rather than selecting it by expression.
+	Named bool
 }
 
 // Select resolves machines named on the command line (IDs, serials or MACs;
@@ -83,7 +86,7 @@ func Select(ctx context.Context, inv MachineFinder, keys []string, q inventory.Q
 			continue
 		}
 		at[m.ID] = len(out)
-		out = append(out, Selected{Machine: m, ByID: byID})
+		out = append(out, Selected{Machine: m, ByID: byID, Named: true})
 	}
 	return out, nil
 }

@@ -41,21 +41,21 @@ func TestSelectByID(t *testing.T) {
 	b := &inventory.Machine{ID: inventory.MachineID("B"), Serial: "B"}
 	inv := fakeFinder{a, b}
 	type sel struct {
-		ID   string
-		ByID bool
+		ID          string
+		ByID, Named bool
 	}
 	tests := map[string]struct {
 		keys []string
 		want []sel
 		err  bool
 	}{
-		"by ID":                  {keys: []string{a.ID}, want: []sel{{a.ID, true}}},
-		"by serial is not by ID": {keys: []string{"B"}, want: []sel{{b.ID, false}}},
-		"by MAC is not by ID":    {keys: []string{"52:54:00:00:00:0a"}, want: []sel{{a.ID, false}}},
+		"by ID":                  {keys: []string{a.ID}, want: []sel{{a.ID, true, true}}},
+		"by serial is not by ID": {keys: []string{"B"}, want: []sel{{b.ID, false, true}}},
+		"by MAC is not by ID":    {keys: []string{"52:54:00:00:00:0a"}, want: []sel{{a.ID, false, true}}},
 		"serial then ID collapse, ID wins": {keys: []string{"A", a.ID, "B"},
-			want: []sel{{a.ID, true}, {b.ID, false}}},
-		"no keys: the query, never by ID": {want: []sel{{a.ID, false}, {b.ID, false}}},
-		"unknown key fails":               {keys: []string{"nope"}, err: true},
+			want: []sel{{a.ID, true, true}, {b.ID, false, true}}},
+		"no keys: the query, never by ID nor named": {want: []sel{{a.ID, false, false}, {b.ID, false, false}}},
+		"unknown key fails":                         {keys: []string{"nope"}, err: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -71,7 +71,7 @@ func TestSelectByID(t *testing.T) {
 			}
 			var g []sel
 			for _, s := range got {
-				g = append(g, sel{s.Machine.ID, s.ByID})
+				g = append(g, sel{s.Machine.ID, s.ByID, s.Named})
 			}
 			if d := cmp.Diff(tc.want, g); d != "" {
 				t.Errorf("-want +got:\n%s", d)

@@ -75,6 +75,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			serveCommand(e),
 			imagesCommand(e),
 			scaleCommand(e),
+			commissionCommand(e),
 			deployCommand(e),
 			releaseCommand(e),
 			readyCommand(e),

@@ -89,9 +89,9 @@ func deployCommand(e *env) *cli.Command {
 				}
 				req.SSHKeys = append(req.SSHKeys, keys...)
 			}
-			return e.workflowRun(c, func(d *provision.Deployer, ids []string, prog func(provision.Event)) []provision.Result {
+			return e.workflowRun(c, deployColumns, func(d *provision.Deployer, sel []provision.Selected, prog func(provision.Event)) []provision.Result {
 				req.Progress = prog
-				return d.Deploy(c.Context, ids, req)
+				return d.Deploy(c.Context, machineIDs(sel), req)
 			})
 		},
 	}
@@ -108,12 +108,44 @@ func releaseCommand(e *env) *cli.Command {
 			"disk, reports, and powers off; the machine is then ready.",
 		Flags: workflowFlags(20 * time.Minute),
 		Action: func(c *cli.Context) error {
-			return e.workflowRun(c, func(d *provision.Deployer, ids []string, prog func(provision.Event)) []provision.Result {
-				return d.Release(c.Context, ids, provision.ReleaseRequest{AllowReboot: c.Bool("allow-reboot"), Timeout: c.Duration("timeout"),
+			return e.workflowRun(c, deployColumns, func(d *provision.Deployer, sel []provision.Selected, prog func(provision.Event)) []provision.Result {
+				return d.Release(c.Context, machineIDs(sel), provision.ReleaseRequest{AllowReboot: c.Bool("allow-reboot"), Timeout: c.Duration("timeout"),
 					Reason: c.String("reason"), Progress: prog})
 			})
 		},
 	}
+}
+
+func commissionCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "commission",
+		Usage:     "PXE boot machines into the discovery agent through their BMCs until each is ready",
+		ArgsUsage: "[ID|SERIAL|MAC...]",
+		Description: "Select machines by ID, serial or MAC, or with --where/--rack/--state/--tier/--all.\n" +
+			"New, commissioning and failed_commissioning machines are commissioned; broken and ready\n" +
+			"ones only when named by machine ID; a selection skips the others, a name refuses them.\n" +
+			"Each machine's power is read through its BMC: one that is on fails before anything\n" +
+			"changes unless --allow-reboot (then it is cycled). Each moves to commissioning, is set to\n" +
+			"network boot and powered on; the agent checks the hardware and reports its facts, and\n" +
+			"the boot server makes it ready. A machine whose BMC fails, or that has not reported by\n" +
+			"--timeout, ends in failed_commissioning with the reason in its history. The command\n" +
+			"exits non-zero if any machine failed.",
+		Flags: workflowFlags(20 * time.Minute),
+		Action: func(c *cli.Context) error {
+			return e.workflowRun(c, commissionColumns, func(d *provision.Deployer, sel []provision.Selected, prog func(provision.Event)) []provision.Result {
+				return d.Commission(c.Context, sel, provision.CommissionRequest{AllowReboot: c.Bool("allow-reboot"), Timeout: c.Duration("timeout"),
+					Reason: c.String("reason"), Progress: prog})
+			})
+		},
+	}
+}
+
+func machineIDs(sel []provision.Selected) []string {
+	ids := make([]string, len(sel))
+	for i, x := range sel {
+		ids[i] = x.Machine.ID
+	}
+	return ids
 }
 
 func defaultOwner() string {
@@ -145,9 +177,10 @@ func readKeys(path string) ([]string, error) {
 	return keys, nil
 }
 
-// workflowRun is the shell of deploy and release: select, confirm, run with
-// progress, print the summary, and fail if any machine failed.
-func (e *env) workflowRun(c *cli.Context, run func(*provision.Deployer, []string, func(provision.Event)) []provision.Result) error {
+// workflowRun is the shell of deploy, release and commission: select,
+// confirm, run with progress, print the summary (columns), and fail if any
+// machine failed.
+func (e *env) workflowRun(c *cli.Context, columns []string, run func(*provision.Deployer, []provision.Selected, func(provision.Event)) []provision.Result) error {
 	name := commandPath(c)
 	if c.Duration("timeout") <= 0 || c.Duration("bmc-timeout") <= 0 {
 		return fmt.Errorf("%s: --timeout and --bmc-timeout want positive durations", name)
@@ -168,10 +201,6 @@ func (e *env) workflowRun(c *cli.Context, run func(*provision.Deployer, []string
 	if err != nil {
 		return err
 	}
-	ids := make([]string, len(sel))
-	for i, x := range sel {
-		ids[i] = x.Machine.ID
-	}
 	d := &provision.Deployer{
 		Store:  s,
 		Images: cat,
@@ -183,10 +212,10 @@ func (e *env) workflowRun(c *cli.Context, run func(*provision.Deployer, []string
 			Bulk:       ipmi.BulkOptions{CallTimeout: c.Duration("bmc-timeout")},
 		},
 	}
-	p := e.workflowProgress(name, ids)
-	out := run(d, ids, p.event)
+	p := e.workflowProgress(name, len(sel))
+	out := run(d, sel, p.event)
 	p.finish()
-	if err := e.printResults(out); err != nil {
+	if err := e.printResults(out, columns); err != nil {
 		return err
 	}
 	var failed []string
@@ -211,10 +240,10 @@ type workflowProgress struct {
 	pct  map[string]int
 }
 
-func (e *env) workflowProgress(name string, ids []string) *workflowProgress {
+func (e *env) workflowProgress(name string, machines int) *workflowProgress {
 	p := &workflowProgress{w: e.stderr, name: name, pct: map[string]int{}}
 	if isTerminal(e.stderr) {
-		p.bar = progressbar.NewOptions(100*len(ids),
+		p.bar = progressbar.NewOptions(100*machines,
 			progressbar.OptionSetWriter(e.stderr),
 			progressbar.OptionSetDescription(name),
 			progressbar.OptionSetElapsedTime(true),
@@ -256,20 +285,50 @@ func (p *workflowProgress) finish() {
 	}
 }
 
-var resultColumns = []string{"machine", "hostname", "action", "state", "result", "step", "elapsed", "detail"}
+// The summary columns of deploy and release, and of commission.
+var (
+	deployColumns     = []string{"machine", "hostname", "action", "state", "result", "step", "elapsed", "detail"}
+	commissionColumns = []string{"machine", "serial", "bmc", "result", "state", "elapsed", "detail"}
+)
 
-func resultRow(r provision.Result) []string {
-	res := r.Result
-	if !r.OK() {
-		res = "failed"
+// resultRow is r's cells for columns.
+func resultRow(r provision.Result, columns []string) []string {
+	row := make([]string, len(columns))
+	for i, c := range columns {
+		switch c {
+		case "machine":
+			row[i] = r.Machine
+		case "hostname":
+			row[i] = r.Hostname
+		case "serial":
+			row[i] = r.Serial
+		case "bmc":
+			row[i] = r.BMC
+		case "action":
+			row[i] = r.Action
+		case "state":
+			row[i] = string(r.State)
+		case "result":
+			row[i] = r.Result
+			if !r.OK() {
+				row[i] = "failed"
+			}
+		case "step":
+			row[i] = r.Step
+		case "elapsed":
+			row[i] = r.Elapsed.Round(100 * time.Millisecond).String()
+		case "detail":
+			row[i] = r.Note
+			if r.Error != "" {
+				row[i] = strings.TrimPrefix(r.Error, "machine "+r.Machine+": ")
+			}
+		}
 	}
-	detail := strings.TrimPrefix(r.Error, "machine "+r.Machine+": ")
-	step := r.Step
-	return []string{r.Machine, r.Hostname, r.Action, string(r.State), res, step, r.Elapsed.Round(100 * time.Millisecond).String(), detail}
+	return row
 }
 
-// printResults writes the summary of deploy or release.
-func (e *env) printResults(out []provision.Result) error {
+// printResults writes the summary of deploy, release or commission.
+func (e *env) printResults(out []provision.Result, columns []string) error {
 	switch e.format {
 	case "json":
 		if out == nil {
@@ -278,24 +337,31 @@ func (e *env) printResults(out []provision.Result) error {
 		return writeJSON(e.stdout, out)
 	case "csv":
 		cw := csv.NewWriter(e.stdout)
-		cw.Write(resultColumns)
+		cw.Write(columns)
 		for _, r := range out {
-			cw.Write(resultRow(r))
+			cw.Write(resultRow(r, columns))
 		}
 		cw.Flush()
 		return cw.Error()
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.ToUpper(strings.Join(resultColumns, "\t")))
-	ok := 0
+	fmt.Fprintln(tw, strings.ToUpper(strings.Join(columns, "\t")))
+	ok, skipped := 0, 0
 	for _, r := range out {
-		fmt.Fprintln(tw, strings.Join(resultRow(r), "\t"))
-		if r.OK() {
+		fmt.Fprintln(tw, strings.Join(resultRow(r, columns), "\t"))
+		switch {
+		case r.Result == "skipped":
+			skipped++
+		case r.OK():
 			ok++
 		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if skipped > 0 {
+		fmt.Fprintf(e.stdout, "%d ok, %d skipped, %d failed\n", ok, skipped, len(out)-ok-skipped)
+		return nil
 	}
 	fmt.Fprintf(e.stdout, "%d ok, %d failed\n", ok, len(out)-ok)
 	return nil

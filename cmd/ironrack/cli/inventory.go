@@ -101,11 +101,24 @@ func inventoryCommand(e *env) *cli.Command {
 				Usage:     "show one machine",
 				ArgsUsage: "ID|SERIAL|MAC",
 				Action: func(c *cli.Context) error {
-					m, _, err := e.findOne(c)
+					m, s, err := e.findOne(c)
 					if err != nil {
 						return err
 					}
-					return e.printMachine(m)
+					var why *inventory.HistoryEntry
+					if e.format == "table" {
+						// Why it is in its state: the entry that moved it there.
+						h, err := s.History(c.Context, m.ID)
+						if err != nil {
+							return err
+						}
+						for i := len(h) - 1; i >= 0 && why == nil; i-- {
+							if h[i].To == m.State {
+								why = &h[i]
+							}
+						}
+					}
+					return e.printMachine(m, why)
 				},
 			},
 			{
@@ -161,7 +174,7 @@ func inventoryCommand(e *env) *cli.Command {
 					if err != nil {
 						return err
 					}
-					return e.printMachine(m)
+					return e.printMachine(m, nil)
 				},
 			},
 			{
@@ -185,7 +198,7 @@ func inventoryCommand(e *env) *cli.Command {
 					if err != nil {
 						return err
 					}
-					return e.printMachine(m)
+					return e.printMachine(m, nil)
 				},
 			},
 			{

@@ -61,8 +61,9 @@ func (e *env) printMachines(ms []*inventory.Machine) error {
 	return tw.Flush()
 }
 
-// printMachine writes one machine in detail.
-func (e *env) printMachine(m *inventory.Machine) error {
+// printMachine writes one machine in detail; in a table, why (if not nil)
+// is the history entry that moved it to its state.
+func (e *env) printMachine(m *inventory.Machine, why *inventory.HistoryEntry) error {
 	switch e.format {
 	case "json":
 		return writeJSON(e.stdout, m)
@@ -79,6 +80,13 @@ func (e *env) printMachine(m *inventory.Machine) error {
 	kv("serial", m.Serial)
 	kv("uuid", m.UUID)
 	kv("state", string(m.State))
+	if why != nil {
+		text := why.What
+		if why.Why != "" {
+			text += ": " + why.Why
+		}
+		kv("why", fmt.Sprintf("%s (%s, %s)", text, why.Who, why.At.Format("2006-01-02 15:04:05Z07:00")))
+	}
 	kv("rack/slot", strings.Trim(m.Rack+"/"+m.Slot, "/"))
 	kv("vendor/model", strings.Trim(m.Vendor+" "+m.Model, " "))
 	kv("firmware", m.Firmware)
