@@ -25,7 +25,7 @@ type ShortfallError struct {
 }
 
 func (e *ShortfallError) Error() string {
-	return fmt.Sprintf("the ready pool cannot meet the step: tiers %s need %d more machines, %d ready machines match their selectors (short by %d)",
+	return fmt.Sprintf("the ready pool cannot meet the step (not enough ready machines): tiers %s need %d more machines, %d ready machines match their selectors (short by %d)",
 		strings.Join(e.Tiers, "+"), e.Need, e.Have, e.Need-e.Have)
 }
 
