@@ -116,7 +116,9 @@ func TestLabModelStorageFallsBackForRacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := labPool()
-	l[1].Disks = l[1].Disks[:1] // the only two-disk machine on r2 loses one: lab-storage spans r1 only
+	// Two-disk machines only on r1: lab-storage has 2 free, on one rack.
+	l[1].Disks = l[1].Disks[:1]
+	l[0].Disks = append(l[0].Disks, inventory.Disk{Name: "vdb", SizeBytes: 4 << 30})
 	pool, err := ReadPool(context.Background(), l, lab)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ import (
 // to re-plan.
 func TestEngineStateDeployerJointPickPreviewEqualsApply(t *testing.T) {
 	env := tiertest.Start(t)
-	tiertest.SeedReady(t, env.Store, 24, 2) // 8 compute (512 GB), 4 per rack
+	tiertest.SeedReady(t, env.Store, 21, 2) // 7 compute (512 GB): 4 on r1, 3 on r2
 	ctx := context.Background()
 	o := options(t, env, [3]int{2, 2, 2})
 	const compute = "mem_gb >= 512"
