@@ -8,6 +8,8 @@
 // `removed`, and the tier after the step as `machineIds`. Delete drains and
 // releases every machine. Claims carry the resource's URN as their owner,
 // so a re-run after an interruption adopts what an earlier run claimed.
+// The input `pick` (set by `ironrack scale` from the stack's joint plan)
+// names exactly the machines a step up adds.
 //
 // A tier with the input `shards` keeps its rack-aware shard map in Consul
 // KV through tiers/placement (the reconciler stores it after new machines
