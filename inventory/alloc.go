@@ -31,6 +31,12 @@ type AllocateRequest struct {
 	// they are (ready), writing nothing: the plan a preview shows. The same
 	// request against an unchanged pool then claims exactly those.
 	DryRun bool
+	// IDs, if set, are exactly the machines to claim (a plan made
+	// elsewhere, such as a stack's joint pick across its tiers): Count is
+	// len(IDs) (or must equal it) and Spread is not used. Every one must
+	// exist, be ready and match Where, or nothing is claimed and the
+	// error names each that is not.
+	IDs []string
 }
 
 // ErrInsufficient means the pool has fewer matching ready machines than asked.
@@ -47,6 +53,12 @@ const allocPatience = 2 * time.Minute
 // pool.go); with --spread rack, machines ranked by rendezvous hash of
 // (owner, machine ID), round-robin over racks ranked likewise.
 func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, error) {
+	if len(req.IDs) > 0 && req.Count == 0 {
+		req.Count = len(req.IDs)
+	}
+	if len(req.IDs) > 0 && req.Count != len(req.IDs) {
+		return nil, fmt.Errorf("allocate: count %d but %d machines named", req.Count, len(req.IDs))
+	}
 	if req.Count <= 0 {
 		return nil, fmt.Errorf("allocate: count must be at least 1, got %d", req.Count)
 	}
@@ -74,9 +86,13 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 		var picked []stored
 		var avail int
 		var err error
-		if req.Spread == "" {
+		switch {
+		case len(req.IDs) > 0:
+			picked, err = s.namedPick(ctx, req)
+			avail = len(picked)
+		case req.Spread == "":
 			picked, avail, err = s.ringPick(ctx, req.Count, req.Owner, req.Where)
-		} else {
+		default:
 			picked, avail, err = s.spreadPick(ctx, q, req)
 		}
 		if err != nil {
@@ -131,6 +147,58 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
+}
+
+// namedPick reads the records of req.IDs: every one must exist, be ready
+// and match req.Where. An error names each machine that does not (the
+// pick was made against a pool that has changed since).
+func (s *Store) namedPick(ctx context.Context, req AllocateRequest) ([]stored, error) {
+	seen := map[string]bool{}
+	for _, id := range req.IDs {
+		if seen[id] {
+			return nil, fmt.Errorf("machine %s is named twice", id)
+		}
+		seen[id] = true
+	}
+	recs, err := s.records(ctx, req.IDs)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]stored, len(recs))
+	for _, r := range recs {
+		byID[r.rec.ID] = r
+	}
+	var errs []error
+	out := make([]stored, 0, len(req.IDs))
+	for _, id := range req.IDs {
+		r, ok := byID[id]
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("machine %s: %w", id, ErrNotFound))
+			continue
+		case r.rec.State != StateReady:
+			who := ""
+			if r.rec.Owner != "" {
+				who = " (owner " + r.rec.Owner + ")"
+			}
+			errs = append(errs, fmt.Errorf("machine %s is %s%s, not ready", id, r.rec.State, who))
+			continue
+		case req.Where != nil:
+			ok, err := req.Where.Match(&r.rec.Machine)
+			if err != nil {
+				return nil, fmt.Errorf("machine %s: %w", id, err)
+			}
+			if !ok {
+				errs = append(errs, fmt.Errorf("machine %s does not match %s", id, req.Where))
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("the named machines changed since they were picked: %w", errors.Join(errs...))
+	}
+	return out, nil
 }
 
 // spreadPick ranks every ready machine (a spread needs every rack's
@@ -189,6 +257,26 @@ func (s *Store) spreadPick(ctx context.Context, q Query, req AllocateRequest) ([
 }
 
 func score(owner, key string) uint64 { return hrw.Score(owner, key) }
+
+// Ranked orders machines the way a spread Allocate for owner picks them: by
+// rendezvous score of (owner, machine ID), and with spread round-robin over
+// racks ranked likewise. A spread Allocate of n claims the first n of the
+// ready machines it selects. (Without a spread Allocate walks the pool
+// ring instead; Ranked then orders by score alone.)
+func Ranked(ms []*Machine, owner string, spread bool) []*Machine {
+	pool := make([]cand, len(ms))
+	byID := make(map[string]*Machine, len(ms))
+	for i, m := range ms {
+		pool[i] = cand{id: m.ID, rack: m.Rack}
+		byID[m.ID] = m
+	}
+	ids := pick(pool, len(pool), owner, spread)
+	out := make([]*Machine, len(ids))
+	for i, id := range ids {
+		out[i] = byID[id]
+	}
+	return out
+}
 
 // cand is a machine in the pool.
 type cand struct{ id, rack string }

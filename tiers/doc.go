@@ -20,7 +20,11 @@
 // StateDeployer moves machines through the lifecycle and registers their
 // services in the Consul catalog without touching a machine (for tests and
 // measurements). CheckPool checks that the ready pool meets several tiers'
-// steps at once.
+// steps at once; PlanStack (over JointPick) plans a stack's tiers together,
+// picking their new machines from one read of the pool, disjointly and
+// deterministically, and Spec.Pick makes Plan and Apply take exactly
+// those machines: what `ironrack scale preview` lists is what `scale
+// apply` claims.
 //
 // A tier's services are inventory.DeployServices, checked by the
 // inventory's one rule (Spec.Validate). ProviderConfig is the Pulumi

@@ -25,7 +25,7 @@ type ShortfallError struct {
 }
 
 func (e *ShortfallError) Error() string {
-	return fmt.Sprintf("the ready pool cannot meet the step: tiers %s need %d more machines, %d ready machines match their selectors (short by %d)",
+	return fmt.Sprintf("the ready pool cannot meet the step (not enough ready machines): tiers %s need %d more machines, %d ready machines match their selectors (short by %d)",
 		strings.Join(e.Tiers, "+"), e.Need, e.Have, e.Need-e.Have)
 }
 
@@ -63,52 +63,85 @@ func CheckPool(ctx context.Context, store *inventory.Store, demands []Demand) er
 		return fmt.Errorf("check pool: %w", err)
 	}
 	// Machines by the set of tiers whose selector they match.
+	byMask, err := masks(ready, ws, func(i int) string { return ds[i].Tier })
+	if err != nil {
+		return err
+	}
+	needs := make([]int, len(ds))
+	for i, d := range ds {
+		needs[i] = d.Count
+	}
+	set, need, have, ok := hall(byMask, needs)
+	if ok {
+		return nil
+	}
+	var names []string
+	for i := range ds {
+		if set&(1<<i) != 0 {
+			names = append(names, ds[i].Tier)
+		}
+	}
+	sort.Strings(names)
+	return &ShortfallError{Tiers: names, Need: need, Have: have}
+}
+
+// masks counts machines by the set of selectors (bit i: ws[i]) they match;
+// machines matching none are left out. name names selector i in errors.
+func masks(ms []*inventory.Machine, ws []*inventory.Where, name func(int) string) (map[uint32]int, error) {
 	byMask := map[uint32]int{}
-	for _, m := range ready {
-		var mask uint32
-		for i, w := range ws {
-			ok, err := w.Match(m)
-			if err != nil {
-				return fmt.Errorf("tier %s: selector on machine %s: %w", ds[i].Tier, m.ID, err)
-			}
-			if ok {
-				mask |= 1 << i
-			}
+	for _, m := range ms {
+		mask, err := maskOf(m, ws, name)
+		if err != nil {
+			return nil, err
 		}
 		if mask != 0 {
 			byMask[mask]++
 		}
 	}
-	var worst *ShortfallError
-	for set := uint32(1); set < 1<<len(ds); set++ {
-		need, have := 0, 0
-		for i := range ds {
-			if set&(1<<i) != 0 {
-				need += ds[i].Count
+	return byMask, nil
+}
+
+func maskOf(m *inventory.Machine, ws []*inventory.Where, name func(int) string) (uint32, error) {
+	var mask uint32
+	for i, w := range ws {
+		ok, err := w.Match(m)
+		if err != nil {
+			return 0, fmt.Errorf("tier %s: selector on machine %s: %w", name(i), m.ID, err)
+		}
+		if ok {
+			mask |= 1 << i
+		}
+	}
+	return mask, nil
+}
+
+// hall checks Hall's condition: every set of demands (bit i: needs[i]
+// machines matching selector i) together asks for no more machines than
+// match at least one of them. If not, it returns a failing set with the
+// fewest members (the lowest such), what it needs and what it has.
+func hall(byMask map[uint32]int, needs []int) (set uint32, need, have int, ok bool) {
+	best := -1
+	for s := uint32(1); s < 1<<len(needs); s++ {
+		n, h := 0, 0
+		for i := range needs {
+			if s&(1<<i) != 0 {
+				n += needs[i]
 			}
 		}
-		for mask, n := range byMask {
-			if mask&set != 0 {
-				have += n
-			}
-		}
-		if need <= have {
+		if n == 0 {
 			continue
 		}
-		var names []string
-		for i := range ds {
-			if set&(1<<i) != 0 {
-				names = append(names, ds[i].Tier)
+		for mask, c := range byMask {
+			if mask&s != 0 {
+				h += c
 			}
 		}
-		sort.Strings(names)
-		e := &ShortfallError{Tiers: names, Need: need, Have: have}
-		if worst == nil || bits.OnesCount32(set) < len(worst.Tiers) {
-			worst = e
+		if n <= h {
+			continue
+		}
+		if k := bits.OnesCount32(s); best < 0 || k < best {
+			best, set, need, have = k, s, n, h
 		}
 	}
-	if worst != nil {
-		return worst
-	}
-	return nil
+	return set, need, have, best < 0
 }

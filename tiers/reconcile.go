@@ -177,11 +177,20 @@ func (r *Reconciler) plan(ctx context.Context, owner string, spec Spec, pick boo
 		if err != nil {
 			return nil, err
 		}
+		named, err := spec.picked(members, spec.Size-len(members))
+		if err != nil {
+			return nil, err
+		}
 		p.Add, err = r.Store.Allocate(ctx, inventory.AllocateRequest{
 			Count: spec.Size - len(members), Where: w, Spread: spec.Spread, Owner: owner, Tier: spec.Name, DryRun: true,
+			IDs: named,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("tier %s: step %d → %d: %w", spec.Name, len(members), spec.Size, err)
+		}
+	case len(members) >= spec.Size:
+		if _, err := spec.picked(members, 0); err != nil {
+			return nil, err
 		}
 	}
 	if pick {
@@ -229,8 +238,12 @@ func (r *Reconciler) Apply(ctx context.Context, owner string, spec Spec) (*Plan,
 		if err != nil {
 			return p, nil, err
 		}
+		named, err := spec.picked(keep, n)
+		if err != nil {
+			return p, nil, err
+		}
 		got, err := r.Store.Allocate(ctx, inventory.AllocateRequest{
-			Count: n, Where: w, Spread: spec.Spread, Owner: owner, Tier: spec.Name,
+			Count: n, Where: w, Spread: spec.Spread, Owner: owner, Tier: spec.Name, IDs: named,
 			Change: r.change("allocate", fmt.Sprintf("tier %s steps up to %d", spec.Name, spec.Size)),
 		})
 		if err != nil {
@@ -357,6 +370,28 @@ func (r *Reconciler) release(ctx context.Context, ms []*inventory.Machine, spec 
 		}
 	}
 	return nil
+}
+
+// picked is the spec's Pick less the machines the tier holds: the n
+// machines a step up claims, or nil when the spec names none. A Pick that
+// does not name exactly n more is an error: the tier changed since the
+// joint plan.
+func (s Spec) picked(held []*inventory.Machine, n int) ([]string, error) {
+	if len(s.Pick) == 0 {
+		return nil, nil
+	}
+	have := ids(held)
+	var out []string
+	for _, id := range s.Pick {
+		if !have[id] {
+			out = append(out, id)
+		}
+	}
+	if len(out) != n {
+		return nil, fmt.Errorf("tier %s: the stack's plan picked %d machines to add (%v) but the step from %d to %d needs %d: the tier changed since the plan; plan again",
+			s.Name, len(out), out, len(held), s.Size, n)
+	}
+	return out, nil
 }
 
 // Score is the rendezvous score of a machine for an owner: higher stays

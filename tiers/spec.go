@@ -36,6 +36,13 @@ type Spec struct {
 	// Shards, if set, makes the tier sharded: every step keeps its
 	// rack-aware shard → machine map in Consul (see Reconciler.Shards).
 	Shards *Shards
+	// Pick, if set, are exactly the machines a step up adds (a joint plan
+	// of a stack's tiers: Reconciler.PlanStack), instead of the tier's own
+	// choice. Machines the owner already holds are skipped (a re-run after
+	// an interruption). If the rest are not the number the step needs, or
+	// one is no longer ready and matching, Plan and Apply fail, naming
+	// them, and nothing is claimed: the pool changed since the plan.
+	Pick []string
 }
 
 // FieldError is one bad input, named as the Pulumi input is.
@@ -74,6 +81,16 @@ func (s Spec) Validate() []*FieldError {
 		bad("drainSeconds", "%v is negative", s.Drain)
 	}
 	errs = append(errs, s.validateShards()...)
+	seen := map[string]bool{}
+	for i, id := range s.Pick {
+		switch {
+		case id == "":
+			bad(fmt.Sprintf("pick[%d]", i), "empty machine ID")
+		case seen[id]:
+			bad(fmt.Sprintf("pick[%d]", i), "machine %s is named twice", id)
+		}
+		seen[id] = true
+	}
 	for _, e := range inventory.ValidateServices(s.Services) {
 		bad(e.Field, "%s", e.Problem)
 	}

@@ -8,8 +8,9 @@
 // The model lists hardware classes, each a where-expression of the
 // inventory's where-language with what one machine of the class does per
 // tier: ingestion events/s, storage bytes, query QPS (0: the class does not
-// serve that tier), plus the storage replication factor. A default model is
-// embedded (default-model.json). Planning is pure (Model.Plan); ReadPool
+// serve that tier), plus the storage replication factor. Two models are
+// embedded: the default (default-model.json) and one for the virtual lab's
+// VMs (lab-model.json, NamedModel "lab"). Planning is pure (Model.Plan); ReadPool
 // reads the ready pool through a narrow lister that *inventory.Store
 // satisfies.
 package capacity
@@ -85,10 +86,33 @@ type Model struct {
 //go:embed default-model.json
 var defaultModel []byte
 
+//go:embed lab-model.json
+var labModel []byte
+
 // DefaultModel returns the model shipped with ironrack
 // (tiers/capacity/default-model.json, embedded; a test keeps it valid).
 func DefaultModel() (*Model, error) {
 	return ParseModel("default-model.json (embedded)", bytes.NewReader(defaultModel))
+}
+
+// Models are the names of the embedded models, in the order listed.
+var Models = []string{"default", "lab"}
+
+// NamedModel returns an embedded model by name: "default" (the
+// datacenter's classes, 64 GB and more, replication factor 3) or "lab"
+// (tiers/capacity/lab-model.json: the virtual rack's small VMs, 1-2 GB of
+// memory, 1-2 CPUs, 1-2 small disks, replication factor 2, so a lab of 5
+// machines on 2 racks holds the three tiers). ok is false for another name.
+func NamedModel(name string) (m *Model, ok bool, err error) {
+	switch name {
+	case "default":
+		m, err = DefaultModel()
+	case "lab":
+		m, err = ParseModel("lab-model.json (embedded)", bytes.NewReader(labModel))
+	default:
+		return nil, false, nil
+	}
+	return m, true, err
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)

@@ -206,7 +206,7 @@ func (e *ShortfallError) Is(target error) bool { return target == ErrShortfall }
 // ready pool. A tier that has machines and whose current selector is one of
 // the model's classes stays on that class; otherwise it takes the first
 // class that serves it and that the pool (less what earlier tiers took) can
-// meet. Sizes: ingestion ceil(events/s·(1+headroom) / per-node rate),
+// meet (for a new storage tier: with its machines on R racks). Sizes: ingestion ceil(events/s·(1+headroom) / per-node rate),
 // storage ceil(events/s·bytes/event·86400·days·R·(1+headroom) / per-node
 // bytes) and at least R, query ceil(queries/s·(1+headroom) / per-node QPS);
 // every tier keeps at least one machine. A plan the pool cannot meet is a
@@ -251,10 +251,14 @@ func (m *Model) Plan(in Input, current map[string]Current, pool Pool) (*Plan, er
 				return nil, err
 			}
 			picked := pick(pool[c.Name], used, tp.Add)
-			if len(picked) == tp.Add || i == 0 {
+			fits := len(picked) == tp.Add
+			if fits && tier == Storage && cur.Size == 0 && len(rackCounts(pool[c.Name], picked)) < R {
+				fits = false // a new storage tier's replicas need R racks: try the next class
+			}
+			if fits || i == 0 {
 				tp.Machines = picked
 				chosen, chosenShort = tp, tp.Add-len(picked)
-				if chosenShort == 0 {
+				if fits {
 					break
 				}
 			}

@@ -8,6 +8,8 @@
 // `removed`, and the tier after the step as `machineIds`. Delete drains and
 // releases every machine. Claims carry the resource's URN as their owner,
 // so a re-run after an interruption adopts what an earlier run claimed.
+// The input `pick` (set by `ironrack scale` from the stack's joint plan)
+// names exactly the machines a step up adds.
 //
 // A tier with the input `shards` keeps its rack-aware shard map in Consul
 // KV through tiers/placement (the reconciler stores it after new machines
@@ -248,6 +250,7 @@ type TierArgs struct {
 	Services     []ServiceArgs `pulumi:"services,optional"`
 	DrainSeconds *int          `pulumi:"drainSeconds,optional"`
 	Shards       *ShardsArgs   `pulumi:"shards,optional"`
+	Pick         []string      `pulumi:"pick,optional"`
 }
 
 // Annotate describes the inputs.
@@ -260,6 +263,7 @@ func (t *TierArgs) Annotate(a infer.Annotator) {
 	a.Describe(&t.UserData, "User data handed to the deployed OS.")
 	a.Describe(&t.Services, "Consul services each machine serves; deploys wait until their health checks pass.")
 	a.Describe(&t.DrainSeconds, "Seconds a removed machine gets to finish in-flight work after leaving its services (default 30).")
+	a.Describe(&t.Pick, "Exactly the machines a step up adds, from a joint plan of the stack's tiers (ironrack scale computes it, so tiers sharing a hardware class never pick the same machine); machines the tier holds are skipped. If they are not what the step needs, or one is no longer ready, the step fails and claims nothing. Unset: the tier picks on its own.")
 	a.Describe(&t.Shards, "Makes the tier sharded: every step keeps a rack-aware shard → machine map in Consul KV (<prefix>/shards/<name>), moving as few replicas as possible.")
 }
 
@@ -304,7 +308,7 @@ func (a TierArgs) spec() tiers.Spec {
 		drain = *a.DrainSeconds
 	}
 	s := tiers.Spec{Name: a.Name, Size: a.Size, Selector: a.Selector, Spread: a.Spread, Image: a.Image,
-		UserData: a.UserData, Drain: time.Duration(drain) * time.Second}
+		UserData: a.UserData, Drain: time.Duration(drain) * time.Second, Pick: a.Pick}
 	for _, svc := range a.Services {
 		s.Services = append(s.Services, inventory.DeployService{Name: svc.Name, Port: svc.Port, Check: svc.Check})
 	}

@@ -21,10 +21,16 @@ type tierResource struct {
 
 // Program is the tier program: one ironrack:index:Tier per def, its size
 // and selector from the stack config; drain, if set, is every tier's
-// drainSeconds.
-func Program(defs []TierDef, drain *int) pulumi.RunFunc {
+// drainSeconds. picks, if set, gives each tier's `pick` input: the
+// machines the stack's joint plan adds to it (Runner sets them before
+// every run).
+func Program(defs []TierDef, drain *int, picks func() map[string][]string) pulumi.RunFunc {
 	return func(ctx *pulumi.Context) error {
 		cfg := pconfig.New(ctx, Project)
+		var pick map[string][]string
+		if picks != nil {
+			pick = picks()
+		}
 		for _, t := range defs {
 			key := t.Name + "Size"
 			raw, ok := cfg.Try(key)
@@ -53,6 +59,9 @@ func Program(defs []TierDef, drain *int) pulumi.RunFunc {
 			}
 			if drain != nil {
 				in["drainSeconds"] = pulumi.Int(*drain)
+			}
+			if ids := pick[t.Name]; len(ids) > 0 {
+				in["pick"] = pulumi.ToStringArray(ids)
 			}
 			if t.Sharded {
 				count, replicas, err := shardsConfig(func(k string) (string, bool) { v, err := cfg.Try(k); return v, err == nil }, t.Name)

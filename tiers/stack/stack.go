@@ -12,8 +12,17 @@
 // (deploy/pulumi/tiers): same project name, same resource names and
 // inputs, same stack config keys, so both drive the same tiers.
 //
+// Tiers that share a hardware class would each pick from the ready pool on
+// their own, so a preview could list one machine under two tiers. Preview
+// and Up therefore plan the whole stack's step in-process first
+// (tiers.Reconciler.PlanStack: one read of the pool, a joint, disjoint,
+// deterministic pick) and pass each tier its machines as the `pick` input,
+// which the provider claims exactly. Preview records the plan; Up refuses
+// a step that differs from it (the pool changed in between) unless told
+// to re-plan.
+//
 // The files: tiers.go the tiers (TierDef, DefaultTiers, Specs),
-// program.go the program, workspace.go the workspace, the stack settings
+// joint.go the joint plan and the preview record, program.go the program, workspace.go the workspace, the stack settings
 // and the file backend's locks, events.go the engine's events turned into
 // Steps, stack.go the options and the Runner.
 package stack
@@ -29,6 +38,7 @@ import (
 	"strings"
 
 	"github.com/ironrack/ironrack/internal/tools"
+	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/tiers"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/events"
@@ -72,6 +82,20 @@ type Options struct {
 	Provider tiers.ProviderConfig
 	// DrainSeconds, if set, overrides every tier's drain.
 	DrainSeconds *int
+	// Store is the inventory the provider claims from (the same Consul
+	// and prefix as Provider): Preview and Up plan the stack's step from
+	// it first (Runner.Plan), so the tiers' new machines are picked
+	// jointly and disjointly, and pass each tier its picks. Required for
+	// Preview and Up.
+	Store *inventory.Store
+	// Shards is the shard map store (the same Consul and prefix); with
+	// it, Plan checks a sharded tier's map over the machines after the
+	// step as the provider will. Required when a tier is sharded.
+	Shards tiers.ShardStore
+	// Replan lets Up take a step that differs from the last Preview of
+	// the same config (the pool changed in between); it logs the
+	// difference. Without it Up refuses such a step, claiming nothing.
+	Replan bool
 	// Progress receives the engine's output. If nil, discarded.
 	Progress io.Writer
 	Logger   *slog.Logger
@@ -124,20 +148,42 @@ func (o *Options) defaults() error {
 type Runner struct {
 	st auto.Stack
 	o  Options
+	// picks are the tiers' `pick` inputs for the next run.
+	picks map[string][]string
 }
 
 // Open opens (or creates) the stack and writes its config.
 func Open(ctx context.Context, o Options) (*Runner, error) {
-	st, err := open(ctx, &o)
+	r := &Runner{o: o}
+	st, err := open(ctx, &r.o, func() map[string][]string { return r.picks })
 	if err != nil {
 		return nil, err
 	}
-	return &Runner{st: st, o: o}, nil
+	r.st = st
+	return r, nil
 }
 
-// Preview plans the step and changes nothing: the provider is asked under
-// a preview (DryRun), which claims nothing.
+// Preview plans the step and changes nothing: the stack's joint plan
+// (Plan) picks every tier's new machines, the provider is asked under a
+// preview (DryRun) with those picks, which claims nothing, and the plan is
+// recorded in the work directory for Up to hold to.
 func (r *Runner) Preview(ctx context.Context) ([]Step, error) {
+	plans, err := r.Plan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("preview of stack %s: %w", r.o.Stack, err)
+	}
+	r.picks = picks(plans)
+	steps, err := r.preview(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.savePreview(plans); err != nil {
+		return steps, err
+	}
+	return steps, nil
+}
+
+func (r *Runner) preview(ctx context.Context) ([]Step, error) {
 	ch := make(chan events.EngineEvent)
 	done := make(chan map[string]Step, 1)
 	var diags []string
@@ -151,8 +197,28 @@ func (r *Runner) Preview(ctx context.Context) ([]Step, error) {
 	return ordered(r.o.Tiers, steps), nil
 }
 
-// Up runs the update and returns the steps taken.
+// Up plans the stack's step jointly (Plan), holds it to the last Preview
+// of the same config (a different step is refused, claiming nothing,
+// unless Options.Replan), runs the update with the picks, and returns the
+// steps taken.
 func (r *Runner) Up(ctx context.Context) ([]Step, error) {
+	plans, err := r.Plan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("up of stack %s: refused, nothing claimed: %w", r.o.Stack, err)
+	}
+	if err := r.checkPreview(plans); err != nil {
+		return nil, fmt.Errorf("up of stack %s: refused, nothing claimed: %w", r.o.Stack, err)
+	}
+	r.picks = picks(plans)
+	steps, err := r.up(ctx)
+	if err != nil {
+		return steps, err
+	}
+	r.dropPreview()
+	return steps, nil
+}
+
+func (r *Runner) up(ctx context.Context) ([]Step, error) {
 	ch := make(chan events.EngineEvent)
 	done := make(chan map[string]Step, 1)
 	var diags []string

@@ -2,6 +2,7 @@ package stack_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 	"github.com/ironrack/ironrack/internal/tools"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/tiers"
+	"github.com/ironrack/ironrack/tiers/placement"
 	"github.com/ironrack/ironrack/tiers/stack"
 )
 
@@ -73,6 +75,7 @@ func options(t *testing.T, env *tiertest.Env, sizes [3]int) stack.Options {
 			stack.Project + ":querySize":     strconv.Itoa(sizes[2]),
 		},
 		Provider: tiers.ProviderConfig{Consul: env.Addr, Deployer: "state", HealthTimeoutSeconds: 60}, DrainSeconds: &zero,
+		Store: env.Store, Shards: placement.NewStore(env.Client, placement.StoreConfig{}),
 	}
 }
 
@@ -208,23 +211,23 @@ func TestEngineStateDeployerPlanLargerThanPoolRefused(t *testing.T) {
 	ctx := context.Background()
 	o := options(t, env, [3]int{2, 2, 20})
 	_, err := stack.Preview(ctx, o)
-	if err == nil || !strings.Contains(err.Error(), "not enough ready machines") || !strings.Contains(err.Error(), "query") {
+	if !errors.Is(err, inventory.ErrInsufficient) || !strings.Contains(err.Error(), "not enough ready machines") || !strings.Contains(err.Error(), "query") {
 		t.Fatalf("preview of 20 query machines from 9: %v", err)
 	}
 	_, err = stack.Apply(ctx, o)
-	if err == nil {
-		t.Fatal("apply of 20 query machines from 9 succeeded")
+	if err == nil || !strings.Contains(err.Error(), "refused, nothing claimed") {
+		t.Fatalf("apply of 20 query machines from 9: %v", err)
 	}
+	// The joint plan refuses the whole step before the engine runs:
+	// no tier claimed anything, not even those that fit.
 	ready, err2 := env.Store.List(ctx, inventory.Query{State: inventory.StateReady})
 	if err2 != nil {
 		t.Fatal(err2)
 	}
-	// up ran storage and ingestion (they fit) but the query tier claimed
-	// nothing: all or none per tier.
-	if len(tiertest.Owned(t, env.Store, owner("query"))) != 0 {
-		t.Errorf("query tier claimed machines")
+	if len(ready) != 9 {
+		t.Errorf("%d machines ready after the refused apply, want all 9", len(ready))
 	}
-	t.Logf("apply refused: %v (ready left %d)", err, len(ready))
+	t.Logf("apply refused: %v", err)
 }
 
 // children lists the PIDs of pid's children whose command starts with name.

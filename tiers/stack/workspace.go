@@ -28,7 +28,7 @@ func home() string {
 }
 
 // open upserts the stack with its config.
-func open(ctx context.Context, o *Options) (auto.Stack, error) {
+func open(ctx context.Context, o *Options, picks func() map[string][]string) (auto.Stack, error) {
 	if err := o.defaults(); err != nil {
 		return auto.Stack{}, err
 	}
@@ -51,7 +51,7 @@ func open(ctx context.Context, o *Options) (auto.Stack, error) {
 		Backend: &workspace.ProjectBackend{URL: o.Backend},
 		Plugins: &workspace.Plugins{Providers: []workspace.PluginOptions{{Name: "ironrack", Path: o.ProviderDir}}},
 	}
-	ws0, err := auto.NewLocalWorkspace(ctx, auto.Program(Program(o.Tiers, o.DrainSeconds)),
+	ws0, err := auto.NewLocalWorkspace(ctx, auto.Program(Program(o.Tiers, o.DrainSeconds, picks)),
 		auto.Pulumi(cmd), auto.WorkDir(o.WorkDir), auto.PulumiHome(o.Home), auto.EnvVars(env),
 		auto.Project(proj), auto.SecretsProvider("passphrase"))
 	if err != nil {

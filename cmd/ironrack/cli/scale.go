@@ -74,7 +74,7 @@ func scalePlanCommand(e *env) *cli.Command {
 			&cli.Float64Flag{Name: "bytes-per-event", Required: true, Usage: "stored bytes per event (before replication)"},
 			&cli.Float64Flag{Name: "queries-per-sec", Required: true, Usage: "queries per second"},
 			&cli.Float64Flag{Name: "headroom", Value: capacity.DefaultHeadroom, Usage: "spare capacity: 0.3 plans for 1.3x the demand"},
-			&cli.StringFlag{Name: "model", Usage: "capacity model (JSON; default: the model shipped in tiers/capacity/default-model.json)"},
+			&cli.StringFlag{Name: "model", Usage: "capacity model: an embedded one by name (default: tiers/capacity/default-model.json; lab: tiers/capacity/lab-model.json, sized for `ironrack lab` VMs), else a model file (JSON)"},
 		}, stackFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -147,11 +147,19 @@ func scalePlanCommand(e *env) *cli.Command {
 	}
 }
 
+// loadModel reads --model: an embedded model's name (capacity.Models:
+// default, lab), else a model file's path. "" is the default model.
 func loadModel(file string) (*capacity.Model, error) {
 	if file == "" {
 		return capacity.DefaultModel()
 	}
+	if m, ok, err := capacity.NamedModel(file); ok {
+		return m, err
+	}
 	f, err := os.Open(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("--model %s: neither an embedded model (%s) nor a file", file, strings.Join(capacity.Models, ", "))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("--model: %w", err)
 	}

@@ -76,43 +76,21 @@ func scalePreviewCommand(e *env) *cli.Command {
 func scaleApplyCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name: "apply",
-		Usage: "step the tiers to the stack config: preview, check the ready pool can meet every tier at once, " +
-			"then claim, deploy, drain and release",
-		Flags: engineFlags(),
+		Usage: "step the tiers to the stack config: plan every tier's machines together (as `scale preview` listed them), " +
+			"check the ready pool can meet them at once, then claim, deploy, drain and release",
+		Flags: append(engineFlags(),
+			&cli.BoolFlag{Name: "replan", Usage: "take the step planned now even if it differs from the last `scale preview` of the same config (the pool changed since); without it such a step is refused"}),
 		Action: func(c *cli.Context) error {
 			o, err := e.stackOptions(c)
 			if err != nil {
 				return err
 			}
-			// Plan every tier in-process (no engine run) and check the
-			// ready pool meets them all at once, before anything is claimed.
-			specs, err := stack.Specs(o.Tiers, o.Config)
-			if err != nil {
-				return err
-			}
-			st, err := e.store(c, false)
-			if err != nil {
-				return err
-			}
-			client, err := consulClient(c)
-			if err != nil {
-				return err
-			}
-			// With the shard store, a sharded tier's plan also checks its
-			// machines after the step span the racks its replicas need
-			// (reading the stored map, writing nothing).
-			rec := &tiers.Reconciler{Store: st, Shards: placement.NewStore(client, placement.StoreConfig{Prefix: c.String("prefix")})}
-			var demands []tiers.Demand
-			for _, sp := range specs {
-				p, err := rec.Plan(c.Context, stack.Owner(o.Stack, sp.Name), sp)
-				if err != nil {
-					return fmt.Errorf("refused, nothing claimed: %w", err)
-				}
-				demands = append(demands, tiers.Demand{Tier: sp.Name, Selector: sp.Selector, Count: len(p.Add)})
-			}
-			if err := tiers.CheckPool(c.Context, st, demands); err != nil {
-				return fmt.Errorf("refused, nothing claimed: %w", err)
-			}
+			// stack.Apply plans every tier together in-process first (one
+			// read of the ready pool, a joint, disjoint pick; a sharded
+			// tier's map checked against its racks), refuses a step the
+			// pool cannot meet or one that differs from the last preview,
+			// before anything is claimed, and passes each tier its picks.
+			o.Replan = c.Bool("replan")
 			steps, err := stack.Apply(c.Context, o)
 			if perr := e.printSteps(steps, "apply"); perr != nil && err == nil {
 				err = perr
@@ -184,7 +162,17 @@ func (e *env) stackOptions(c *cli.Context) (stack.Options, error) {
 	if d := c.Int("drain-seconds"); d >= 0 {
 		drain = &d
 	}
+	// The joint plan reads the inventory (and the shard maps) in-process.
+	st, err := e.store(c, false)
+	if err != nil {
+		return stack.Options{}, err
+	}
+	client, err := consulClient(c)
+	if err != nil {
+		return stack.Options{}, err
+	}
 	return stack.Options{
+		Store: st, Shards: placement.NewStore(client, placement.StoreConfig{Prefix: c.String("prefix")}),
 		Stack: c.String("stack"), Backend: backend, Passphrase: pass, PulumiDir: c.String("pulumi-dir"),
 		ProviderDir: provDir, Config: cfg, Tiers: defs, Provider: pc, DrainSeconds: drain,
 		Progress: e.stderrIfDebug(), Logger: e.log,

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,5 +208,57 @@ func TestScalePlanFlagErrors(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestScalePlanLabModel: a lab-shaped pool (5 VMs on 2 racks, 1-2 GB, 1-2
+// CPUs, 1-2 small disks) is refused by the default model and planned by
+// `--model lab` (and by the shipped file's path): ingestion 1, storage 2
+// on both racks, query 1.
+func TestScalePlanLabModel(t *testing.T) {
+	c := newCLI(t)
+	dir := t.TempDir()
+	var sheet strings.Builder
+	sheet.WriteString("rack,slot,serial,bmc_address,bmc_username,bmc_password,vendor,model\n")
+	var facts []map[string]any
+	for i, f := range []struct{ mem, cpu, disks int }{{1, 1, 1}, {2, 2, 2}, {1, 1, 2}, {1, 1, 1}, {2, 2, 1}} {
+		serial := fmt.Sprintf("LAB%02d", i)
+		fmt.Fprintf(&sheet, "r%d,%d,%s,127.0.36.%d,admin,pw,QEMU,Standard PC\n", i%2+1, i/2+1, serial, i+1)
+		var disks []map[string]any
+		for d := range f.disks {
+			disks = append(disks, map[string]any{"name": fmt.Sprintf("vd%c", 'a'+d), "size_bytes": 4 << 30})
+		}
+		facts = append(facts, map[string]any{"serial": serial, "cpu_cores": f.cpu, "mem_gb": f.mem, "disks": disks})
+	}
+	os.WriteFile(filepath.Join(dir, "lab.csv"), []byte(sheet.String()), 0o600)
+	b, _ := json.Marshal(facts)
+	os.WriteFile(filepath.Join(dir, "facts.json"), b, 0o600)
+	c.ok("inventory", "import", filepath.Join(dir, "lab.csv"))
+	c.ok("inventory", "commission", "--facts", filepath.Join(dir, "facts.json"))
+
+	workload := []string{"scale", "plan", "--events-per-sec", "100", "--retention-days", "1", "--bytes-per-event", "50",
+		"--queries-per-sec", "5", "--stack", "lab", "--project-dir", dir}
+	stack := filepath.Join(dir, "Pulumi.lab.yaml")
+	if _, _, err := c.run("", workload...); err == nil || !strings.Contains(err.Error(), "plan refused") {
+		t.Fatalf("the default model on a lab: %v", err)
+	}
+	if _, err := os.Stat(stack); !os.IsNotExist(err) {
+		t.Fatalf("a refused plan wrote %s", stack)
+	}
+	for _, model := range []string{"lab", filepath.Join("..", "..", "..", "tiers", "capacity", "lab-model.json")} {
+		out := c.ok(append(workload, "--model", model)...)
+		cfg := stackConfig(t, stack)
+		for k, want := range map[string]any{"ironrack-tiers:ingestionSize": 1, "ironrack-tiers:storageSize": 2, "ironrack-tiers:querySize": 1} {
+			if cfg[k] != want {
+				t.Errorf("--model %s: %s = %v, want %v\n%s", model, k, cfg[k], want, out)
+			}
+		}
+		if !strings.Contains(out, "replication factor 2") || !strings.Contains(out, "r1:1 r2:1") {
+			t.Errorf("--model %s: output lacks R=2 or storage over both racks:\n%s", model, out)
+		}
+		os.Remove(stack)
+	}
+	if _, _, err := c.run("", append(workload, "--model", "nosuch")...); err == nil || !strings.Contains(err.Error(), "neither an embedded model (default, lab) nor a file") {
+		t.Errorf("--model nosuch: %v", err)
 	}
 }
