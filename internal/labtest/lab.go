@@ -1,4 +1,4 @@
-// Package lab is the QEMU test lab: a boot LAN in a network namespace of the
+// Package labtest is the QEMU test lab: a boot LAN in a network namespace of the
 // test's own (bridge br0 at 192.0.2.1/24, a tap per VM), a real Consul dev
 // agent with the inventory on it, bootserver.Server (what `ironrack
 // serve` runs) with every protocol socket opened inside the namespace, the
@@ -11,7 +11,7 @@
 // starts is stopped by PID when the test ends, before the namespace is
 // deleted. Tests in provision, provision/bootserver, images, tiers and the
 // Pulumi provider share it.
-package lab
+package labtest
 
 import (
 	"bytes"
