@@ -17,7 +17,7 @@ import (
 	"github.com/ironrack/ironrack/inventory"
 )
 
-// TestDiscoveryQEMU network-boots, in internal/lab (the real discovery
+// TestDiscoveryQEMU network-boots, in internal/labtest (the real discovery
 // environment built by images.Discovery — the Go agent as /init, Debian's
 // kernel —, bootserver.Server and a real Consul in a namespace of the
 // test's own), two machines the inventory has never seen, one by BIOS and
