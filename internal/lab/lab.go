@@ -195,14 +195,12 @@ func (c Config) password(i int) string {
 }
 
 // Root is the directory holding every lab's state directory:
-// $IRONRACK_LAB_ROOT, or ~/.ironrack/labs.
+// ~/.ironrack/labs. There is one per machine (root's): a lab's name also
+// names its namespace and veth, which are machine-wide.
 func Root() (string, error) {
-	if d := os.Getenv("IRONRACK_LAB_ROOT"); d != "" {
-		return d, nil
-	}
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return "", fmt.Errorf("find the labs' directory: %w (set IRONRACK_LAB_ROOT)", err)
+		return "", fmt.Errorf("find the labs' directory: %w", err)
 	}
 	return filepath.Join(home, ".ironrack", "labs"), nil
 }

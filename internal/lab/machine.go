@@ -62,7 +62,8 @@ func writeMachine(dir string, m Machine) error {
 	for _, p := range []string{"callback", "user", "operator", "admin"} {
 		fmt.Fprintf(&lan, "    allowed_auths_%s md5\n", p)
 	}
-	fmt.Fprintf(&lan, "    guid %x\n  endlan\n", sha256.Sum256([]byte(m.Serial)))
+	guid := sha256.Sum256([]byte(m.Serial))
+	fmt.Fprintf(&lan, "    guid %x\n  endlan\n", guid[:16])
 	fmt.Fprintf(&lan, "  user 2 true %q %q admin 10 md5\n", m.BMCUser, m.BMCPassword)
 	fmt.Fprintf(&lan, "  chassis_control \"%s %s\"\n", filepath.Join(d, "ctl.sh"), d)
 	files := []struct {

@@ -339,10 +339,11 @@ func (s *Supervisor) stopAll() {
 	}
 }
 
-// Vendor and Model are what the machines' SMBIOS says (QEMU's i440FX).
+// Vendor and Model go into the rack sheet: QEMU's i440FX PC, in the
+// characters a sheet accepts (discovery records the SMBIOS strings).
 const (
 	Vendor = "QEMU"
-	Model  = "Standard PC (i440FX + PIIX, 1996)"
+	Model  = "StandardPC-i440FX"
 )
 
 // writeSheet writes the machines' rack sheet as `inventory import` reads

@@ -109,6 +109,9 @@ func Up(ctx context.Context, cfg Config, supervisor []string, timeout time.Durat
 		}
 		select {
 		case <-exited:
+			if b, err := os.ReadFile(filepath.Join(dir, ErrorFile)); err == nil {
+				return fail(errors.New(string(trimNL(b))))
+			}
 			return fail(fmt.Errorf("lab %s: the supervisor (pid %d) exited before the lab was ready: %s",
 				cfg.Name, sup.PID, logTail(filepath.Join(dir, "supervisor.log"), 5)))
 		case <-ctx.Done():
