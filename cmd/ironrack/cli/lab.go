@@ -46,7 +46,7 @@ func labCommand(e *env) *cli.Command {
 				name(),
 				&cli.IntFlag{Name: "machines", Value: 5, Usage: fmt.Sprintf("QEMU machines, 0 to %d", lab.MaxMachines)},
 				&cli.IntFlag{Name: "racks", Value: 2, Usage: "racks the machines are spread over"},
-				&cli.IntFlag{Name: "uefi", Value: 1, Usage: "how many of the machines boot UEFI (OVMF); the others BIOS"},
+				&cli.IntFlag{Name: "uefi", Value: 1, Usage: "how many of the machines boot UEFI (OVMF); the others BIOS (default: 1, or 0 with --machines 0)"},
 				&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "the boot server's data dir, holding the discovery image (ironrack images build discovery)"},
 				&cli.StringFlag{Name: "consul-binary", EnvVars: []string{"IRONRACK_CONSUL_BIN"},
 					Usage: "the consul binary the lab runs (default: consul on PATH, else the pinned one scripts/setup built)"},
@@ -70,6 +70,9 @@ func labCommand(e *env) *cli.Command {
 				}
 				cfg := lab.Config{Name: c.String("name"), Machines: c.Int("machines"), Racks: c.Int("racks"), UEFI: c.Int("uefi"),
 					DataDir: dataDir, Binary: exe, Consul: consul}
+				if !c.IsSet("uefi") {
+					cfg.UEFI = min(cfg.UEFI, cfg.Machines)
+				}
 				if err := cfg.Check(); err != nil {
 					return err
 				}
