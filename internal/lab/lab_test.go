@@ -336,3 +336,66 @@ func TestTwoLabs(t *testing.T) {
 		t.Errorf("lab down %s left:\n%s", b, strings.Join(left, "\n"))
 	}
 }
+
+// runEnv runs ironrack with the lab's exports (lab env) in its environment.
+func runEnv(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	env := os.Environ()
+	for _, line := range strings.Split(strings.TrimSpace(run(t, "lab", "env", "--name", name)), "\n") {
+		kv := strings.TrimPrefix(line, "export ")
+		k, v, _ := strings.Cut(kv, "=")
+		env = append(env, k+"="+strings.Trim(v, "'"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, ironrack(t), args...)
+	cmd.Env = env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("ironrack %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String()
+}
+
+// TestPowerOnBootsInLab drives a one-machine lab as an operator does, from
+// the host shell: import the lab's sheet, power on over IPMI (the BMC's
+// chassis control starts QEMU), the machine network-boots from the lab's
+// boot server and is discovered and commissioned to ready; the agent then
+// powers it off, which its BMC reports; powered on again and off over
+// IPMI, QEMU starts and ends.
+func TestPowerOnBootsInLab(t *testing.T) {
+	n := labName(t, "p")
+	run(t, "lab", "up", "--name", n, "--machines", "1", "--uefi", "0", "--data-dir", dataDir(t))
+	s := status(t, n)
+	serial := s.Machines[0].Serial
+	runEnv(t, n, "inventory", "import", s.Sheet)
+	runEnv(t, n, "power", "on", "--yes", "--all")
+	deadline := time.Now().Add(4 * time.Minute)
+	waitFor := func(what string, ok func(lab.MachineStatus) bool) {
+		t.Helper()
+		for {
+			st := status(t, n).Machines[0]
+			if ok(st) {
+				return
+			}
+			if time.Now().After(deadline) {
+				b, _ := os.ReadFile(filepath.Join(s.Dir, "serve.log"))
+				t.Fatalf("%s: not %s: %+v; boot server log:\n%s", serial, what, st, labtest.Tail(string(b), 30))
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	waitFor("running", func(m lab.MachineStatus) bool { return m.VMRunning })
+	waitFor("ready", func(m lab.MachineStatus) bool { return m.State == "ready" })
+	waitFor("powered off by its agent", func(m lab.MachineStatus) bool { return !m.VMRunning && m.Power == "off" })
+	runEnv(t, n, "power", "on", "--yes", "--all")
+	waitFor("running again", func(m lab.MachineStatus) bool { return m.VMRunning && m.Power == "on" })
+	runEnv(t, n, "power", "off", "--yes", "--allow-reboot", "--all")
+	waitFor("off", func(m lab.MachineStatus) bool { return !m.VMRunning && m.Power == "off" })
+	recorded, _ := lab.Procs(s.Dir)
+	run(t, "lab", "down", "--name", n)
+	if left := leftovers(t, n, recorded); len(left) > 0 {
+		t.Errorf("lab down left:\n%s", strings.Join(left, "\n"))
+	}
+}
