@@ -22,7 +22,7 @@ import (
 
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/internal/consuldev"
-	"github.com/ironrack/ironrack/internal/lab"
+	"github.com/ironrack/ironrack/internal/labtest"
 	"github.com/ironrack/ironrack/internal/netns"
 )
 
@@ -320,7 +320,7 @@ opt lease 3600
 		"-append", strings.TrimSpace(string(cmdline))+" "+frag,
 		"-drive", "file="+disk+",format=raw,if=virtio",
 		"-netdev", "tap,id=n0,ifname=imtap0,script=no,downscript=no", "-device", "virtio-net-pci,netdev=n0,mac="+mac)
-	console := func() string { b, _ := os.ReadFile(serial); return lab.Tail(string(b), 40) }
+	console := func() string { b, _ := os.ReadFile(serial); return labtest.Tail(string(b), 40) }
 
 	cfg := &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second}

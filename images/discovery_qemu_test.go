@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/ironrack/ironrack/images"
-	"github.com/ironrack/ironrack/internal/lab"
+	"github.com/ironrack/ironrack/internal/labtest"
 	"github.com/ironrack/ironrack/inventory"
 )
 
-// TestDiscoveryQEMU network-boots, in internal/lab (the real discovery
+// TestDiscoveryQEMU network-boots, in internal/labtest (the real discovery
 // environment built by images.Discovery — the Go agent as /init, Debian's
 // kernel —, bootserver.Server and a real Consul in a namespace of the
 // test's own), two machines the inventory has never seen, one by BIOS and
@@ -28,8 +28,8 @@ import (
 // and NIC drivers. Then the first one boots again, ready, with changed
 // hardware, and the boot server flags the drift (driftAfterReady).
 func TestDiscoveryQEMU(t *testing.T) {
-	l := lab.New(t, lab.Config{})
-	if _, err := os.Stat(lab.OVMFCode); err != nil {
+	l := labtest.New(t, labtest.Config{})
+	if _, err := os.Stat(labtest.OVMFCode); err != nil {
 		t.Fatalf("needs ovmf (scripts/setup installs it): %v", err)
 	}
 	ctx := context.Background()
@@ -74,9 +74,9 @@ func TestDiscoveryQEMU(t *testing.T) {
 		}
 	}
 	consoles := make([]string, len(vms))
-	started := make([]*lab.VM, len(vms))
+	started := make([]*labtest.VM, len(vms))
 	for i, v := range vms {
-		started[i] = l.Start(lab.VMSpec{MAC: v.MAC, Serial: v.Serial, UEFI: v.UEFI, MemMiB: v.MemMiB, CPUs: v.CPUs, DiskGB: v.DiskGB,
+		started[i] = l.Start(labtest.VMSpec{MAC: v.MAC, Serial: v.Serial, UEFI: v.UEFI, MemMiB: v.MemMiB, CPUs: v.CPUs, DiskGB: v.DiskGB,
 			UUID: v.UUID, SATAModel: v.SATAModel, SATARPM: v.SATARPM, ExtraNIC: v.ExtraNIC, ExtraMAC: v.ExtraMAC})
 		consoles[i] = started[i].SerialLog
 	}
@@ -89,7 +89,7 @@ func TestDiscoveryQEMU(t *testing.T) {
 		started[i].WaitConsole("ironrack-agent: facts reported", time.Now().Add(30*time.Second))
 		console, _ := os.ReadFile(consoles[i])
 		if err != nil {
-			t.Errorf("%s: %v; console:\n%s", v.MAC, err, lab.Tail(string(console), 30))
+			t.Errorf("%s: %v; console:\n%s", v.MAC, err, labtest.Tail(string(console), 30))
 			continue
 		}
 		checkFacts(t, v, m)
@@ -129,7 +129,7 @@ func TestDiscoveryQEMU(t *testing.T) {
 		}
 		for _, want := range []string{"ironrack-agent: facts reported", `"memory_source":"smbios"`} {
 			if !bytes.Contains(console, []byte(want)) {
-				t.Errorf("%s: console lacks %q:\n%s", v.MAC, want, lab.Tail(string(console), 30))
+				t.Errorf("%s: console lacks %q:\n%s", v.MAC, want, labtest.Tail(string(console), 30))
 			}
 		}
 	}
@@ -142,7 +142,7 @@ func TestDiscoveryQEMU(t *testing.T) {
 // memory and without its e1000e NIC: the agent in standby mode reports its
 // facts, and the boot server flags both differences as drift without
 // changing the machine's facts or state.
-func driftAfterReady(t *testing.T, l *lab.Lab, old *lab.VM, v vmSpec) {
+func driftAfterReady(t *testing.T, l *labtest.Lab, old *labtest.VM, v vmSpec) {
 	t.Helper()
 	if !old.WaitOff(time.Now().Add(60 * time.Second)) {
 		t.Fatalf("%s: still running after its report", v.MAC)
@@ -175,7 +175,7 @@ func driftAfterReady(t *testing.T, l *lab.Lab, old *lab.VM, v vmSpec) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: no drift after a standby boot with changed hardware (%v); console:\n%s", v.MAC, err, lab.Tail(vm.Console(), 30))
+			t.Fatalf("%s: no drift after a standby boot with changed hardware (%v); console:\n%s", v.MAC, err, labtest.Tail(vm.Console(), 30))
 		}
 		time.Sleep(time.Second)
 	}
@@ -285,7 +285,7 @@ func checkFacts(t *testing.T, v vmSpec, m *inventory.Machine) {
 // moves the machine to failed_commissioning with the agent's reason in its
 // history. Its facts are not applied.
 func TestCommissionFailsQEMU(t *testing.T) {
-	l := lab.New(t, lab.Config{})
+	l := labtest.New(t, labtest.Config{})
 	ctx := context.Background()
 	const mac, serial = "52:54:00:50:00:21", "AGENT-FAIL-21"
 	m, _, err := l.Store.Enlist(ctx, inventory.Sighting{Serial: serial, MACs: []string{mac}, Source: "pxe"}, inventory.Change{})
@@ -295,7 +295,7 @@ func TestCommissionFailsQEMU(t *testing.T) {
 	if _, err := l.Store.SetState(ctx, m.ID, inventory.StateCommissioning, inventory.Operator, inventory.Change{What: "state", Why: "test: commission"}); err != nil {
 		t.Fatal(err)
 	}
-	vm := l.Start(lab.VMSpec{MAC: mac, Serial: serial, MemMiB: 1024, CPUs: 1, DiskGB: 1, FailingDisk: true})
+	vm := l.Start(labtest.VMSpec{MAC: mac, Serial: serial, MemMiB: 1024, CPUs: 1, DiskGB: 1, FailingDisk: true})
 	got, err := l.WaitState(vm, inventory.StateFailedCommissioning, time.Now().Add(300*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -312,6 +312,6 @@ func TestCommissionFailsQEMU(t *testing.T) {
 		t.Errorf("the failed machine's facts were applied: %d cores, disks %+v", got.CPUCores, got.Disks)
 	}
 	if !vm.WaitConsole("commissioning failed: reported", time.Now().Add(30*time.Second)) {
-		t.Errorf("console lacks the agent's report:\n%s", lab.Tail(vm.Console(), 30))
+		t.Errorf("console lacks the agent's report:\n%s", labtest.Tail(vm.Console(), 30))
 	}
 }

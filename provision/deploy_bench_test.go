@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ironrack/ironrack/internal/lab"
+	"github.com/ironrack/ironrack/internal/labtest"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision"
 )
@@ -43,13 +43,13 @@ func TestDeployTimings(t *testing.T) {
 var rateRE = regexp.MustCompile(`\(([0-9.]+) MiB/s\)`)
 
 func deployTimings(t *testing.T, n int) {
-	l := lab.New(t, lab.Config{Tools: []string{"mkfs.ext4", "ipmi_sim"}})
+	l := labtest.New(t, labtest.Config{Tools: []string{"mkfs.ext4", "ipmi_sim"}})
 	t.Logf("load average at start: %s", loadavg())
 	ctx := context.Background()
 	image, version, keys := benchImage(t, l)
-	vms := make([]*lab.VM, n)
+	vms := make([]*labtest.VM, n)
 	for i := range vms {
-		vms[i] = l.NewVM(lab.VMSpec{MAC: fmt.Sprintf("52:54:00:31:01:%02x", i+1), Serial: fmt.Sprintf("BENCH-%d", i+1),
+		vms[i] = l.NewVM(labtest.VMSpec{MAC: fmt.Sprintf("52:54:00:31:01:%02x", i+1), Serial: fmt.Sprintf("BENCH-%d", i+1),
 			MemMiB: 1024, CPUs: 1, DiskGB: 3, Reboot: true})
 	}
 	start := time.Now()
@@ -117,8 +117,8 @@ func rounded(ds []time.Duration) []time.Duration {
 
 // benchImage is the image the timings deploy: the Debian image with
 // IRONRACK_BENCH_IMAGE=debian, otherwise the 512 MiB test image.
-func benchImage(t *testing.T, l *lab.Lab) (name, version string, keys []string) {
-	keys = []string{lab.NewSSHKey(t).Authorized}
+func benchImage(t *testing.T, l *labtest.Lab) (name, version string, keys []string) {
+	keys = []string{labtest.NewSSHKey(t).Authorized}
 	if os.Getenv("IRONRACK_BENCH_IMAGE") == "debian" {
 		m := debianImage(t, l)
 		return m.Name, m.Version, keys

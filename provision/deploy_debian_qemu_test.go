@@ -14,21 +14,21 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/ironrack/ironrack/images"
-	"github.com/ironrack/ironrack/internal/lab"
+	"github.com/ironrack/ironrack/internal/labtest"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision"
 )
 
 // debianImage builds the Debian OS image into the lab and registers it
-// (lab.DebianImage).
-func debianImage(t *testing.T, l *lab.Lab) images.Manifest {
+// (labtest.DebianImage).
+func debianImage(t *testing.T, l *labtest.Lab) images.Manifest {
 	t.Helper()
 	return l.DebianImage()
 }
 
 // sshRun runs cmd on addr as root with key, dialing from inside the lab's
 // namespace, retrying the dial until deadline (the machine is booting).
-func sshRun(t *testing.T, l *lab.Lab, addr string, key lab.SSHKey, deadline time.Time, cmds ...string) ([]string, error) {
+func sshRun(t *testing.T, l *labtest.Lab, addr string, key labtest.SSHKey, deadline time.Time, cmds ...string) ([]string, error) {
 	t.Helper()
 	cfg := &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(key.Signer)},
 		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second}
@@ -85,12 +85,12 @@ func sshRun(t *testing.T, l *lab.Lab, addr string, key lab.SSHKey, deadline time
 // disk image file read from the host has zero first and last MiB, and the
 // machine is ready.
 func TestDeployDebianQEMU(t *testing.T) {
-	l := lab.New(t, lab.Config{Tools: []string{"debootstrap", "mkfs.ext4", "ipmi_sim"}})
+	l := labtest.New(t, labtest.Config{Tools: []string{"debootstrap", "mkfs.ext4", "ipmi_sim"}})
 	ctx := context.Background()
 	man := debianImage(t, l)
-	key := lab.NewSSHKey(t)
+	key := labtest.NewSSHKey(t)
 
-	v := l.Start(lab.VMSpec{MAC: "52:54:00:31:00:20", Serial: "DEBIAN-1", MemMiB: 1024, CPUs: 1, DiskGB: 2, Reboot: true})
+	v := l.Start(labtest.VMSpec{MAC: "52:54:00:31:00:20", Serial: "DEBIAN-1", MemMiB: 1024, CPUs: 1, DiskGB: 2, Reboot: true})
 	m, err := l.WaitState(v, inventory.StateReady, time.Now().Add(4*time.Minute))
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ func TestDeployDebianQEMU(t *testing.T) {
 		Hostnames: map[string]string{m.ID: "deb-1"}, SSHKeys: []string{key.Authorized}, Role: "web", Timeout: 10 * time.Minute, Progress: evs.add})
 	t.Logf("deploy events:\n%s", evs.String())
 	if !res[0].OK() || res[0].State != inventory.StateDeployed {
-		t.Fatalf("deploy: %+v\nconsole:\n%s", res, lab.Tail(v.Console(), 40))
+		t.Fatalf("deploy: %+v\nconsole:\n%s", res, labtest.Tail(v.Console(), 40))
 	}
 	m, _ = l.Store.Get(ctx, m.ID)
 	rate := ""
@@ -120,7 +120,7 @@ func TestDeployDebianQEMU(t *testing.T) {
 	// streaming rate's baseline; then what each of the agent's extra costs
 	// (sha256, a disk write) adds to a download, on the first 256 MiB.
 	get := func(limit, sink string) string {
-		req := fmt.Sprintf(`exec 3<>/dev/tcp/%s/8080; printf 'GET /images/debian/%s/root.img HTTP/1.0\r\nHost: %s\r\n\r\n' >&3`, lab.ServerIP, man.Version, lab.ServerIP)
+		req := fmt.Sprintf(`exec 3<>/dev/tcp/%s/8080; printf 'GET /images/debian/%s/root.img HTTP/1.0\r\nHost: %s\r\n\r\n' >&3`, labtest.ServerIP, man.Version, labtest.ServerIP)
 		body := "cat <&3"
 		if limit != "" {
 			body += " | head -c " + limit
@@ -138,7 +138,7 @@ func TestDeployDebianQEMU(t *testing.T) {
 	}
 	out, err := sshRun(t, l, m.IP, key, time.Now().Add(5*time.Minute), cmds...)
 	if err != nil {
-		t.Fatalf("%v\nconsole:\n%s", err, lab.Tail(v.Console(), 40))
+		t.Fatalf("%v\nconsole:\n%s", err, labtest.Tail(v.Console(), 40))
 	}
 	if out[0] != "deb-1" {
 		t.Errorf("hostname %q, want deb-1 (from cloud-init)", out[0])
@@ -173,7 +173,7 @@ func TestDeployDebianQEMU(t *testing.T) {
 
 	res = d.Release(ctx, []string{m.ID}, provision.ReleaseRequest{AllowReboot: true, Timeout: 6 * time.Minute})
 	if !res[0].OK() || res[0].State != inventory.StateReady {
-		t.Fatalf("release: %+v\nconsole:\n%s", res, lab.Tail(v.Console(), 30))
+		t.Fatalf("release: %+v\nconsole:\n%s", res, labtest.Tail(v.Console(), 30))
 	}
 	if !v.WaitOff(time.Now().Add(time.Minute)) {
 		t.Fatalf("wiped machine did not power off")

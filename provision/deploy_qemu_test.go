@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/ironrack/ironrack/images"
-	"github.com/ironrack/ironrack/internal/lab"
+	"github.com/ironrack/ironrack/internal/labtest"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/ipmi"
 	"github.com/ironrack/ironrack/provision"
@@ -29,7 +29,7 @@ import (
 // image's kernel (it has no initrd, so the deployed "OS" is the kernel
 // finding its root by label: what the boot script and its command line
 // carry is what is checked). It returns the version and root.img's bytes.
-func testImage(t *testing.T, l *lab.Lab, version string, sizeMiB int) []byte {
+func testImage(t *testing.T, l *labtest.Lab, version string, sizeMiB int) []byte {
 	t.Helper()
 	tree := t.TempDir()
 	os.MkdirAll(filepath.Join(tree, "etc"), 0o755)
@@ -45,7 +45,7 @@ func testImage(t *testing.T, l *lab.Lab, version string, sizeMiB int) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lab.CopyFile(t, filepath.Join(l.Discovery, "vmlinuz"), filepath.Join(dir, "vmlinuz"))
+	labtest.CopyFile(t, filepath.Join(l.Discovery, "vmlinuz"), filepath.Join(dir, "vmlinuz"))
 	os.WriteFile(filepath.Join(dir, "cmdline"), []byte("root=LABEL=ironrack-root ro console=ttyS0,115200n8\n"), 0o644)
 	man := images.Manifest{Name: "tiny", Version: version, Kernel: "vmlinuz", Root: "root.img"}
 	var sums strings.Builder
@@ -66,7 +66,7 @@ func testImage(t *testing.T, l *lab.Lab, version string, sizeMiB int) []byte {
 	return b
 }
 
-func deployer(l *lab.Lab) *provision.Deployer {
+func deployer(l *labtest.Lab) *provision.Deployer {
 	return &provision.Deployer{
 		Store:  l.Store,
 		Images: &images.Catalog{KV: l.Consul.KV()},
@@ -136,17 +136,17 @@ func readDisk(t *testing.T, path string, off, n int64) []byte {
 //     ends in failed_deployment at the verify step, never deployed, with the
 //     disk's first MiB zeroed.
 func TestDeployQEMU(t *testing.T) {
-	l := lab.New(t, lab.Config{Tools: []string{"mkfs.ext4", "ipmi_sim"}})
+	l := labtest.New(t, labtest.Config{Tools: []string{"mkfs.ext4", "ipmi_sim"}})
 	ctx := context.Background()
 	img := testImage(t, l, "1", 192)
 
-	v := l.Start(lab.VMSpec{MAC: "52:54:00:31:00:10", Serial: "DEPLOY-1", MemMiB: 1024, CPUs: 1, DiskGB: 1, Reboot: true})
+	v := l.Start(labtest.VMSpec{MAC: "52:54:00:31:00:10", Serial: "DEPLOY-1", MemMiB: 1024, CPUs: 1, DiskGB: 1, Reboot: true})
 	m, err := l.WaitState(v, inventory.StateReady, time.Now().Add(4*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !v.WaitOff(time.Now().Add(time.Minute)) {
-		t.Fatalf("discovered VM did not power off:\n%s", lab.Tail(v.Console(), 20))
+		t.Fatalf("discovered VM did not power off:\n%s", labtest.Tail(v.Console(), 20))
 	}
 	l.AttachBMC(v, netip.MustParseAddr("127.0.31.41"), m.ID)
 
@@ -169,10 +169,10 @@ func TestDeployQEMU(t *testing.T) {
 	}
 	start := time.Now()
 	res := d.Deploy(ctx, []string{m.ID}, provision.DeployRequest{Owner: "test", Image: "tiny", Version: "1", HostnamePrefix: "web",
-		SSHKeys: []string{lab.NewSSHKey(t).Authorized}, Timeout: 8 * time.Minute, Progress: evs.add})
+		SSHKeys: []string{labtest.NewSSHKey(t).Authorized}, Timeout: 8 * time.Minute, Progress: evs.add})
 	t.Logf("deploy took %v; events:\n%s", time.Since(start), evs.String())
 	if len(res) != 1 || !res[0].OK() || res[0].State != inventory.StateDeployed || res[0].Hostname != "web-1" {
-		t.Fatalf("deploy: %+v\nconsole:\n%s", res, lab.Tail(v.Console(), 40))
+		t.Fatalf("deploy: %+v\nconsole:\n%s", res, labtest.Tail(v.Console(), 40))
 	}
 	select {
 	case <-restarted:
@@ -190,7 +190,7 @@ func TestDeployQEMU(t *testing.T) {
 	}
 	// The next boot is the image's kernel, with the NoCloud seed.
 	if !v.WaitConsole("ds=nocloud-net;s=http://192.0.2.1:8080/nocloud/"+m.ID+".", time.Now().Add(3*time.Minute)) {
-		t.Errorf("deployed machine did not boot the image's kernel with the NoCloud seed:\n%s", lab.Tail(v.Console(), 30))
+		t.Errorf("deployed machine did not boot the image's kernel with the NoCloud seed:\n%s", labtest.Tail(v.Console(), 30))
 	}
 	if got := readDisk(t, v.Disk, 0, int64(len(img))); !bytes.Equal(got, img) {
 		t.Fatalf("the disk does not hold the image")
@@ -204,7 +204,7 @@ func TestDeployQEMU(t *testing.T) {
 	res = d.Release(ctx, []string{m.ID}, provision.ReleaseRequest{AllowReboot: true, Timeout: 6 * time.Minute, Progress: evs.add})
 	t.Logf("release events:\n%s", evs.String())
 	if !res[0].OK() || res[0].State != inventory.StateReady {
-		t.Fatalf("release: %+v\nconsole:\n%s", res, lab.Tail(v.Console(), 30))
+		t.Fatalf("release: %+v\nconsole:\n%s", res, labtest.Tail(v.Console(), 30))
 	}
 	if !v.WaitOff(time.Now().Add(time.Minute)) {
 		t.Fatalf("wiped machine did not power off")
@@ -221,7 +221,7 @@ func TestDeployQEMU(t *testing.T) {
 	b[len(b)/2] ^= 0xff
 	os.WriteFile(corrupt, b, 0o644)
 	evs = events{}
-	res = d.Deploy(ctx, []string{m.ID}, provision.DeployRequest{Owner: "test", Image: "tiny", Version: "1", SSHKeys: []string{lab.NewSSHKey(t).Authorized}, Timeout: 6 * time.Minute, Progress: evs.add})
+	res = d.Deploy(ctx, []string{m.ID}, provision.DeployRequest{Owner: "test", Image: "tiny", Version: "1", SSHKeys: []string{labtest.NewSSHKey(t).Authorized}, Timeout: 6 * time.Minute, Progress: evs.add})
 	t.Logf("corrupt deploy events:\n%s", evs.String())
 	if res[0].OK() || res[0].State != inventory.StateFailedDeployment || res[0].Step != "agent" || !strings.Contains(res[0].Error, "verify") {
 		t.Fatalf("deploy of a corrupt image: %+v", res)

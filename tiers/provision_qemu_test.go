@@ -20,7 +20,7 @@ import (
 
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/internal/consuldev"
-	"github.com/ironrack/ironrack/internal/lab"
+	"github.com/ironrack/ironrack/internal/labtest"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/ipmi"
 	"github.com/ironrack/ironrack/provision"
@@ -55,16 +55,16 @@ import (
 // 52 s, apply to a passing check 3 min, step down 19 s): more than go
 // test's default 10 min timeout is wise; scripts/test gives 25m.
 func TestTierProvisionDeployerQEMU(t *testing.T) {
-	l := lab.New(t, lab.Config{Tools: []string{"debootstrap", "mkfs.ext4", "ipmi_sim"}})
+	l := labtest.New(t, labtest.Config{Tools: []string{"debootstrap", "mkfs.ext4", "ipmi_sim"}})
 	ctx := context.Background()
 	start := time.Now()
 	l.DebianImage()
 	services := servicesConsul(t, l)
 
-	v := l.Start(lab.VMSpec{MAC: "52:54:00:37:00:20", Serial: "TIER-QEMU-1", MemMiB: 1024, CPUs: 1, DiskGB: 2, Reboot: true})
+	v := l.Start(labtest.VMSpec{MAC: "52:54:00:37:00:20", Serial: "TIER-QEMU-1", MemMiB: 1024, CPUs: 1, DiskGB: 2, Reboot: true})
 	m, err := l.WaitState(v, inventory.StateReady, time.Now().Add(5*time.Minute))
 	if err != nil {
-		t.Fatalf("%v\nconsole:\n%s", err, lab.Tail(v.Console(), 30))
+		t.Fatalf("%v\nconsole:\n%s", err, labtest.Tail(v.Console(), 30))
 	}
 	if !v.WaitOff(time.Now().Add(time.Minute)) {
 		t.Fatal("discovered VM did not power off")
@@ -86,7 +86,7 @@ func TestTierProvisionDeployerQEMU(t *testing.T) {
 			Fleet: &provision.Fleet{Inventory: l.Store, Logger: l.Logger(),
 				Controller: &ipmi.Controller{Timeout: 5 * time.Second}, Bulk: ipmi.BulkOptions{CallTimeout: 5 * time.Second}},
 		},
-		ConsulJoin:  lab.ServerIP,
+		ConsulJoin:  labtest.ServerIP,
 		SSHKeys:     []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp))) + " test@lab"},
 		AgentClient: nsHTTP(l, 10*time.Second),
 		Timeout:     8 * time.Minute,
@@ -100,7 +100,7 @@ func TestTierProvisionDeployerQEMU(t *testing.T) {
 	step := time.Now()
 	_, got, err := r.Apply(ctx, owner, spec)
 	if err != nil {
-		t.Fatalf("apply size 1: %v\nconsole:\n%s", err, lab.Tail(v.Console(), 40))
+		t.Fatalf("apply size 1: %v\nconsole:\n%s", err, labtest.Tail(v.Console(), 40))
 	}
 	t.Logf("apply size 1 (deploy → ssh check passing): %v", time.Since(step).Round(time.Second))
 	if len(got) != 1 || got[0].ID != m.ID || got[0].State != inventory.StateDeployed || got[0].Owner != owner || got[0].Tier != "query" {
@@ -138,7 +138,7 @@ func TestTierProvisionDeployerQEMU(t *testing.T) {
 	spec.Size = 0
 	p, got, err := r.Apply(ctx, owner, spec)
 	if err != nil {
-		t.Fatalf("apply size 0: %v\nconsole:\n%s", err, lab.Tail(v.Console(), 30))
+		t.Fatalf("apply size 0: %v\nconsole:\n%s", err, labtest.Tail(v.Console(), 30))
 	}
 	t.Logf("apply size 0 (drain, wipe): %v", time.Since(step).Round(time.Second))
 	if len(p.Remove) != 1 || p.Remove[0].ID != m.ID || len(got) != 0 {
@@ -192,7 +192,7 @@ func TestTierProvisionDeployerQEMU(t *testing.T) {
 // the default ports), the one the deployed OS's agent joins, and returns a
 // client that reaches it inside the namespace. It is killed by PID when the
 // test ends.
-func servicesConsul(t *testing.T, l *lab.Lab) *api.Client {
+func servicesConsul(t *testing.T, l *labtest.Lab) *api.Client {
 	t.Helper()
 	bin, err := consuldev.Binary()
 	if err != nil {
@@ -205,17 +205,17 @@ func servicesConsul(t *testing.T, l *lab.Lab) *api.Client {
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(log.Name())
-			t.Logf("services consul log:\n%s", lab.Tail(string(b), 30))
+			t.Logf("services consul log:\n%s", labtest.Tail(string(b), 30))
 		}
 		log.Close()
 	})
 	// Gossip timings for a guest under TCG on a loaded host: the dev
 	// defaults declare it dead between two slow acks.
 	l.NS.Start(func(c *exec.Cmd) { c.Stdout, c.Stderr = log, log }, bin, "agent", "-dev", "-node", "services",
-		"-bind", lab.ServerIP, "-client", lab.ServerIP, "-hcl", "ports { dns = -1 grpc = -1 grpc_tls = -1 }",
+		"-bind", labtest.ServerIP, "-client", labtest.ServerIP, "-hcl", "ports { dns = -1 grpc = -1 grpc_tls = -1 }",
 		"-hcl", "disable_update_check = true",
 		"-hcl", `gossip_lan { probe_interval = "2s" probe_timeout = "1500ms" suspicion_mult = 8 }`)
-	c, err := api.NewClient(&api.Config{Address: net.JoinHostPort(lab.ServerIP, "8500"), HttpClient: nsHTTP(l, 10*time.Second)})
+	c, err := api.NewClient(&api.Config{Address: net.JoinHostPort(labtest.ServerIP, "8500"), HttpClient: nsHTTP(l, 10*time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func servicesConsul(t *testing.T, l *lab.Lab) *api.Client {
 			return c
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("services consul on %s: no leader within 1 min: %v", lab.ServerIP, err)
+			t.Fatalf("services consul on %s: no leader within 1 min: %v", labtest.ServerIP, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -234,7 +234,7 @@ func servicesConsul(t *testing.T, l *lab.Lab) *api.Client {
 
 // nsHTTP is an HTTP client whose connections are dialed inside the lab's
 // namespace.
-func nsHTTP(l *lab.Lab, timeout time.Duration) *http.Client {
+func nsHTTP(l *labtest.Lab, timeout time.Duration) *http.Client {
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn

@@ -1,369 +1,251 @@
-// Package lab is the QEMU test lab: a boot LAN in a network namespace of the
-// test's own (bridge br0 at 192.0.2.1/24, a tap per VM), a real Consul dev
-// agent with the inventory on it, bootserver.Server (what `ironrack
-// serve` runs) with every protocol socket opened inside the namespace, the
-// real discovery environment (images.Discovery: the Go agent as /init and
-// Debian's kernel), and QEMU (TCG) machines that boot from that LAN —
-// started directly, or powered on and off by an OpenIPMI ipmi_sim BMC
-// (internal/ipmisim) whose chassis control starts and stops the VM.
+// Package lab is the virtual rack behind `ironrack lab`: a private network
+// namespace with a bridge, reached from the host through a veth pair; a
+// Consul dev agent; one OpenIPMI ipmi_sim BMC per machine, whose chassis
+// power starts and stops that machine's QEMU (TCG); and `ironrack serve` on
+// the bridge. A supervisor process (`ironrack lab supervise`, started by Up
+// in its own session) owns every child and outlives the command that
+// started it.
 //
-// Nothing connects the namespace to a real interface. Everything the lab
-// starts is stopped by PID when the test ends, before the namespace is
-// deleted. Tests in provision, provision/bootserver, images, tiers and the
-// Pulumi provider share it.
+// Each lab has a name and a state directory (Root()/NAME) holding its
+// configuration (lab.json), the PID and start time of every process it
+// started (pids), logs, the BMCs' files, the VMs' disks, the key file and
+// the rack sheet. Down stops, by PID, only processes whose start time still
+// matches, deletes the namespace and the host's veth, and removes the state
+// directory: it is idempotent and works on a half-started lab. Everything a
+// lab creates on the host is named after the lab (Layout), so labs of other
+// names are never touched.
+//
+// It is not test code (the CLI imports it); only cmd and tests import it.
 package lab
 
 import (
-	"bytes"
-	"context"
-	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
+	"regexp"
 	"strings"
-	"sync"
-	"testing"
-	"time"
-
-	"github.com/hashicorp/consul/api"
-
-	"github.com/ironrack/ironrack/images"
-	"github.com/ironrack/ironrack/internal/consuldev"
-	"github.com/ironrack/ironrack/internal/netns"
-	"github.com/ironrack/ironrack/inventory"
-	"github.com/ironrack/ironrack/provision/bootserver"
-	"github.com/ironrack/ironrack/provision/dhcp"
 )
 
-// The boot LAN's addresses.
+// Ports the lab's services listen on, at Layout.Server.
 const (
-	Bridge     = "br0"
-	ServerCIDR = "192.0.2.1/24"
-	ServerIP   = "192.0.2.1"
+	ConsulPort = 8500
+	BootPort   = 8080
 )
 
-// OVMFCode is the UEFI firmware QEMU runs for UEFI machines (Debian's ovmf).
+// MaxMachines is the most machines a lab holds: BMC addresses are .11 to
+// .90 of its /24, DHCP leases .100 to .199.
+const MaxMachines = 80
+
+// OVMFCode is the UEFI firmware of UEFI machines (Debian's ovmf).
 const OVMFCode = "/usr/share/OVMF/OVMF_CODE.fd"
 
-// Config configures a Lab. The zero value works.
+// Config is what a lab was asked for; Up saves it as lab.json in the state
+// directory, and the supervisor, Status and Env read it back.
 type Config struct {
-	// Tools are more programs the test needs in PATH (besides ip and
-	// qemu-system-x86_64); a missing one fails the test.
-	Tools []string
-	// Sealer seals BMC passwords in the inventory. If nil, a random key
-	// (AttachBMC stores the sims' passwords with it).
-	Sealer *inventory.Sealer
-	// BootConfig, if set, adjusts the boot server's config before it is
-	// built (the lab fills in interface, address, range, data dir, store
-	// and logger first).
-	BootConfig func(*bootserver.Config)
+	// Name names the lab, its state directory, namespace and devices:
+	// lower-case letters, digits and '-', at most 20, starting with a letter
+	// or digit.
+	Name string `json:"name"`
+	// Machines is how many machines (0 to MaxMachines), spread over Racks
+	// racks (at least 1); the last UEFI of them boot UEFI (OVMF), the others
+	// BIOS (QEMU's iPXE ROM).
+	Machines int `json:"machines"`
+	Racks    int `json:"racks"`
+	UEFI     int `json:"uefi"`
+	// DataDir is the boot server's data dir; it must hold the discovery
+	// image (images/agent/current).
+	DataDir string `json:"data_dir"`
+	// Binary is the ironrack binary the supervisor runs `serve` with, and
+	// Consul the consul binary.
+	Binary string `json:"binary"`
+	Consul string `json:"consul"`
+	// Subnet is the lab's /24, chosen by Up (free on the host and among
+	// labs).
+	Subnet netip.Prefix `json:"subnet"`
+	// Secret seeds the BMC passwords (random per lab).
+	Secret string `json:"secret"`
 }
 
-// Lab is one boot LAN. Make it with New.
-type Lab struct {
-	T testing.TB
-	// NS is the namespace with the bridge, the taps and the boot server's
-	// sockets.
-	NS *netns.NS
-	// Consul is a client of the lab's Consul dev agent; ConsulAddr its
-	// HTTP address.
-	Consul     *api.Client
-	ConsulAddr string
-	// Store is the inventory on that Consul (Who "test").
-	Store *inventory.Store
-	// Data is the boot server's data dir (the discovery image is in
-	// images/agent/current/).
-	Data string
-	// Discovery is the discovery image's version dir, shared by the test
-	// binary's labs (read-only).
-	Discovery string
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,19}$`)
 
-	cfg  Config
-	logs *syncBuffer
-
-	bootMu     sync.Mutex
-	boot       *bootserver.Server
-	bootCancel context.CancelFunc
-	bootWG     sync.WaitGroup
-
-	mu   sync.Mutex
-	taps int
+// CheckName says what is wrong with a lab name, or nil.
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("lab name %q: want 1-20 lower-case letters, digits or '-', starting with a letter or digit", name)
+	}
+	return nil
 }
 
-// New builds the lab: it fails t if a privilege or tool is missing and
-// skips it under -short (netns.Require).
-func New(t testing.TB, cfg Config) *Lab {
-	t.Helper()
-	netns.Require(t, append([]string{"qemu-system-x86_64", "go"}, cfg.Tools...)...)
-	disc := DiscoveryImage(t)
-	agent := consuldev.T(t)
-	client, err := api.NewClient(&api.Config{Address: agent.Addr})
-	if err != nil {
-		t.Fatal(err)
+// Check validates the counts.
+func (c Config) Check() error {
+	if err := CheckName(c.Name); err != nil {
+		return err
 	}
-	if cfg.Sealer == nil {
-		var key [32]byte
-		if _, err := io.ReadFull(rand.Reader, key[:]); err != nil {
-			t.Fatal(err)
+	switch {
+	case c.Machines < 0 || c.Machines > MaxMachines:
+		return fmt.Errorf("--machines %d: want 0 to %d", c.Machines, MaxMachines)
+	case c.Racks < 1 || c.Racks > 26:
+		return fmt.Errorf("--racks %d: want 1 to 26", c.Racks)
+	case c.UEFI < 0 || c.UEFI > c.Machines:
+		return fmt.Errorf("--uefi %d: want 0 to --machines (%d)", c.UEFI, c.Machines)
+	}
+	return nil
+}
+
+// Layout is everything a lab's configuration implies: names, addresses and
+// machines. It is a pure function of the Config.
+type Layout struct {
+	// NS is the network namespace; Bridge the bridge in it.
+	NS, Bridge string
+	// HostLink is the host's end of the veth (HostIP/24 on it); PeerLink
+	// its other end, a port of Bridge inside NS.
+	HostLink, PeerLink string
+	HostIP             netip.Addr
+	// Server is the bridge's address: Consul and the boot server.
+	Server netip.Addr
+	// DHCPFirst and DHCPLast are the boot server's dynamic range.
+	DHCPFirst, DHCPLast netip.Addr
+	Machines            []Machine
+}
+
+// Machine is one QEMU machine and its BMC.
+type Machine struct {
+	// Index is 1-based; Serial the SMBIOS serial, MAC its only NIC's.
+	Index  int    `json:"index"`
+	Serial string `json:"serial"`
+	MAC    string `json:"mac"`
+	Rack   string `json:"rack"`
+	Slot   int    `json:"slot"`
+	// BMC is the ipmi_sim's address (port 623) with its admin user.
+	BMC         netip.Addr `json:"bmc_address"`
+	BMCUser     string     `json:"bmc_username"`
+	BMCPassword string     `json:"-"`
+	MemMiB      int        `json:"mem_mib"`
+	CPUs        int        `json:"cpus"`
+	// DisksGiB are the sizes of its virtio disks (sparse files).
+	DisksGiB []int `json:"disks_gib"`
+	UEFI     bool  `json:"uefi"`
+	// Tap is its tap device in the namespace.
+	Tap string `json:"tap"`
+}
+
+// Firmware is "uefi" or "bios".
+func (m Machine) Firmware() string {
+	if m.UEFI {
+		return "uefi"
+	}
+	return "bios"
+}
+
+// hash8 is 8 hex digits of sha256(name): the lab's device names.
+func hash8(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(h[:4])
+}
+
+// Names are the host-visible names of a lab's namespace and veth, derived
+// from its name alone, so Down finds them without its state directory.
+func Names(name string) (ns, hostLink, peerLink string) {
+	h := hash8(name)
+	return "ironrack-lab-" + name, "irl" + h + "h", "irl" + h + "p"
+}
+
+// Layout derives the lab's names, addresses and machines.
+func (c Config) Layout() Layout {
+	ns, host, peer := Names(c.Name)
+	base := c.Subnet.Masked().Addr().As4()
+	at := func(last byte) netip.Addr { b := base; b[3] = last; return netip.AddrFrom4(b) }
+	l := Layout{NS: ns, Bridge: "br0", HostLink: host, PeerLink: peer,
+		HostIP: at(1), Server: at(2), DHCPFirst: at(100), DHCPLast: at(199)}
+	racks := max(c.Racks, 1)
+	for i := range c.Machines {
+		m := Machine{
+			Index:       i + 1,
+			Serial:      fmt.Sprintf("%s-%03d", strings.ToUpper(c.Name), i+1),
+			MAC:         fmt.Sprintf("52:54:00:%02x:%02x:%02x", base[1], base[2], i+1),
+			Rack:        fmt.Sprintf("r%d", i%racks+1),
+			Slot:        i/racks + 1,
+			BMC:         at(byte(11 + i)),
+			BMCUser:     "admin",
+			BMCPassword: c.password(i + 1),
+			MemMiB:      []int{1024, 1536}[i%2],
+			CPUs:        []int{1, 2}[(i/2)%2],
+			DisksGiB:    [][]int{{4}, {6}, {8, 2}}[i%3],
+			UEFI:        i >= c.Machines-c.UEFI,
+			Tap:         fmt.Sprintf("tap%d", i+1),
 		}
-		cfg.Sealer = inventory.NewSealer(key)
+		l.Machines = append(l.Machines, m)
 	}
-	l := &Lab{
-		T: t, Consul: client, ConsulAddr: agent.Addr, Data: t.TempDir(), Discovery: disc, cfg: cfg,
-		Store: inventory.New(client, inventory.Config{Who: "test", Sealer: cfg.Sealer}),
-		logs:  &syncBuffer{},
-	}
-	for _, f := range []string{images.KernelFile, images.InitrdFile} {
-		CopyFile(t, filepath.Join(disc, f), filepath.Join(images.AgentDir(l.Data), f))
-	}
-	l.NS = netns.New(t)
-	l.NS.AddBridge(Bridge, ServerCIDR)
-	l.StartBootServer()
-	t.Cleanup(func() {
-		l.StopBootServer()
-		if t.Failed() {
-			t.Logf("boot server log:\n%s", l.LogTail(200))
-		}
-	})
 	return l
 }
 
-// Logger is the lab's debug logger (the boot server's log, dumped when the
-// test fails).
-func (l *Lab) Logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+// password is machine i's BMC password: 16 hex digits of
+// sha256(secret, i).
+func (c Config) password(i int) string {
+	h := sha256.New()
+	h.Write([]byte(c.Secret))
+	_ = binary.Write(h, binary.BigEndian, uint32(i))
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// Boot is the running boot server (nil while stopped).
-func (l *Lab) Boot() *bootserver.Server {
-	l.bootMu.Lock()
-	defer l.bootMu.Unlock()
-	return l.boot
-}
-
-// StartBootServer builds and starts the boot server inside the namespace.
-// New starts it; a test that stopped it (StopBootServer) starts it again
-// with this, as a restarted `ironrack serve` would be.
-func (l *Lab) StartBootServer() {
-	l.T.Helper()
-	l.bootMu.Lock()
-	defer l.bootMu.Unlock()
-	if l.boot != nil {
-		l.T.Fatal("lab: boot server already running")
-	}
-	cfg := bootserver.Config{
-		DHCP: dhcp.Config{
-			Interface:  Bridge,
-			Address:    netip.MustParsePrefix(ServerCIDR),
-			RangeFirst: netip.MustParseAddr("192.0.2.100"),
-			RangeLast:  netip.MustParseAddr("192.0.2.199"),
-			LeaseTime:  10 * time.Minute,
-		},
-		DataDir: l.Data,
-		Store:   l.Store,
-		Logger:  l.Logger(),
-	}
-	if l.cfg.BootConfig != nil {
-		l.cfg.BootConfig(&cfg)
-	}
-	port := cfg.HTTPPort
-	if port == 0 {
-		port = 8080
-	}
-	boot, err := bootserver.New(cfg)
+// Root is the directory holding every lab's state directory:
+// ~/.ironrack/labs. There is one per machine (root's): a lab's name also
+// names its namespace and veth, which are machine-wide.
+func Root() (string, error) {
+	home, err := os.UserHomeDir()
 	if err != nil {
-		l.T.Fatal(err)
+		return "", fmt.Errorf("find the labs' directory: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	l.boot, l.bootCancel = boot, cancel
-	for _, p := range boot.Parts() {
-		l.bootWG.Add(1)
-		go func() {
-			defer l.bootWG.Done()
-			if err := l.NS.Do(func() error { return p.Serve(ctx) }); err != nil && ctx.Err() == nil {
-				l.T.Errorf("lab: boot server %s: %v", p.Name, err)
-			}
-		}()
-	}
-	// Serve opens its sockets before it returns to Do's caller only for
-	// some servers; wait until HTTP answers so a test that restarts the
-	// server knows it is back.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := l.NS.Do(func() error {
-			c, err := net.DialTimeout("tcp", net.JoinHostPort(ServerIP, strconv.Itoa(port)), time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err
-		})
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return filepath.Join(home, ".ironrack", "labs"), nil
 }
 
-// StopBootServer stops every protocol server of the boot server and waits
-// for them. Machines booting meanwhile see a dead server.
-func (l *Lab) StopBootServer() {
-	l.bootMu.Lock()
-	cancel := l.bootCancel
-	l.boot, l.bootCancel = nil, nil
-	l.bootMu.Unlock()
-	if cancel != nil {
-		cancel()
-		l.bootWG.Wait()
+// Dir is the state directory of the lab name.
+func Dir(name string) (string, error) {
+	if err := CheckName(name); err != nil {
+		return "", err
 	}
-}
-
-// LogTail is the last n lines of the boot server's log.
-func (l *Lab) LogTail(n int) string { return Tail(l.logs.String(), n) }
-
-// WaitState waits (bounded by deadline) until the machine with mac is in
-// state want, and returns it. The error names the state it is in and ends
-// with v's console.
-func (l *Lab) WaitState(v *VM, want inventory.State, deadline time.Time) (*inventory.Machine, error) {
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		m, err := l.Store.Find(ctx, v.Spec.MAC)
-		cancel()
-		if err == nil && m.State == want {
-			return m, nil
-		}
-		if time.Now().After(deadline) {
-			state := "not enlisted"
-			if m != nil {
-				state = string(m.State)
-			} else if err != nil && !errors.Is(err, inventory.ErrNotFound) {
-				state = err.Error()
-			}
-			return nil, fmt.Errorf("%s: still %s, want %s; console:\n%s", v.Spec.MAC, state, want, Tail(v.Console(), 30))
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-}
-
-// History returns a machine's history entries as "what: why", oldest first.
-func (l *Lab) History(id string) []string {
-	l.T.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	h, err := l.Store.History(ctx, id)
+	root, err := Root()
 	if err != nil {
-		l.T.Fatal(err)
+		return "", err
 	}
-	out := make([]string, 0, len(h))
-	for _, e := range h {
-		out = append(out, e.What+": "+e.Why)
-	}
-	return out
+	return filepath.Join(root, name), nil
 }
 
-// HistoryHas reports whether an entry of the machine's history starts with
-// what.
-func (l *Lab) HistoryHas(id, what string) bool {
-	for _, h := range l.History(id) {
-		if strings.HasPrefix(h, what) {
-			return true
-		}
-	}
-	return false
-}
+// Files in a lab's state directory.
+const (
+	ConfigFile = "lab.json"
+	PIDFile    = "pids"
+	ReadyFile  = "ready"
+	ErrorFile  = "error"
+	SheetFile  = "rack-sheet.csv"
+	KeyFile    = "key"
+)
 
-// Machine puts a machine with mac and serial into state st the way the
-// workflows would: enlist, commission, then the table's transitions. It
-// returns the machine's ID.
-func (l *Lab) Machine(ctx context.Context, mac, serial string, st inventory.State) string {
-	l.T.Helper()
-	m, _, err := l.Store.Enlist(ctx, inventory.Sighting{Serial: serial, MACs: []string{mac}, Source: "pxe"}, inventory.Change{})
+// ErrNoLab is returned for a lab without a state directory.
+var ErrNoLab = errors.New("no such lab")
+
+// Load reads the configuration of the lab name.
+func Load(name string) (Config, string, error) {
+	dir, err := Dir(name)
 	if err != nil {
-		l.T.Fatal(err)
+		return Config{}, "", err
 	}
-	id := m.ID
-	set := func(to inventory.State, by inventory.Actor) {
-		l.T.Helper()
-		if _, err := l.Store.SetState(ctx, id, to, by, inventory.Change{What: "state", Why: "test setup"}); err != nil {
-			l.T.Fatal(err)
-		}
+	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return Config{}, dir, fmt.Errorf("lab %s: %w (start it with `ironrack lab up --name %s`)", name, ErrNoLab, name)
 	}
-	switch st {
-	case inventory.StateNew:
-		return id
-	case inventory.StateCommissioning:
-		set(inventory.StateCommissioning, inventory.Operator)
-		return id
-	case inventory.StateFailedCommissioning:
-		set(inventory.StateCommissioning, inventory.System)
-		set(inventory.StateFailedCommissioning, inventory.System)
-		return id
-	}
-	if _, err := l.Store.Commission(ctx, id, inventory.Facts{Serial: serial, CPUCores: 1, MemGB: 1, NICs: []inventory.NIC{{MAC: mac}}}, inventory.Change{}); err != nil {
-		l.T.Fatal(err)
-	}
-	switch st {
-	case inventory.StateDeployed:
-		set(inventory.StateAllocated, inventory.System)
-		set(inventory.StateDeploying, inventory.System)
-		set(inventory.StateDeployed, inventory.System)
-	case inventory.StateRetired:
-		set(inventory.StateRetired, inventory.Operator)
-	}
-	return id
-}
-
-// CopyFile copies src to dst, creating dst's directory.
-func CopyFile(t testing.TB, src, dst string) {
-	t.Helper()
-	in, err := os.Open(src)
 	if err != nil {
-		t.Fatal(err)
+		return Config{}, dir, fmt.Errorf("lab %s: %w", name, err)
 	}
-	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		t.Fatal(err)
+	var c Config
+	if err := json.Unmarshal(b, &c); err != nil {
+		return Config{}, dir, fmt.Errorf("lab %s: %s: %w", name, filepath.Join(dir, ConfigFile), err)
 	}
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// Tail is the last n lines of s.
-func Tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	return c, dir, nil
 }

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ironrack/ironrack/images"
-	"github.com/ironrack/ironrack/internal/lab"
+	"github.com/ironrack/ironrack/internal/labtest"
 	"github.com/ironrack/ironrack/internal/netns"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision/bootserver"
@@ -29,13 +29,13 @@ const bootWait = 240 * time.Second
 // report commissions it: MAC, -smp, -m, -drive size and -smbios serial land
 // in Consul, and every step is in its history.
 func TestBootUnknownMachines(t *testing.T) {
-	l := lab.New(t, lab.Config{})
-	if _, err := os.Stat(lab.OVMFCode); err != nil {
+	l := labtest.New(t, labtest.Config{})
+	if _, err := os.Stat(labtest.OVMFCode); err != nil {
 		t.Fatalf("needs ovmf (scripts/setup installs it): %v", err)
 	}
-	vms := []*lab.VM{
-		l.Start(lab.VMSpec{MAC: "52:54:00:10:00:01", Serial: "BIOS-0001", MemMiB: 1024, CPUs: 1, DiskGB: 2}),
-		l.Start(lab.VMSpec{MAC: "52:54:00:10:00:02", Serial: "UEFI-0002", UEFI: true, NoROM: true, MemMiB: 2048, CPUs: 2, DiskGB: 3}),
+	vms := []*labtest.VM{
+		l.Start(labtest.VMSpec{MAC: "52:54:00:10:00:01", Serial: "BIOS-0001", MemMiB: 1024, CPUs: 1, DiskGB: 2}),
+		l.Start(labtest.VMSpec{MAC: "52:54:00:10:00:02", Serial: "UEFI-0002", UEFI: true, NoROM: true, MemMiB: 2048, CPUs: 2, DiskGB: 3}),
 	}
 	deadline := time.Now().Add(bootWait)
 	for _, v := range vms {
@@ -52,7 +52,7 @@ func TestBootUnknownMachines(t *testing.T) {
 			}
 		}
 		if !v.WaitConsole("ironrack-agent: facts reported", time.Now().Add(30*time.Second)) {
-			t.Errorf("%s: console lacks the agent's report:\n%s", v.Spec.MAC, lab.Tail(v.Console(), 20))
+			t.Errorf("%s: console lacks the agent's report:\n%s", v.Spec.MAC, labtest.Tail(v.Console(), 20))
 		}
 	}
 	if !strings.Contains(l.LogTail(5000), `msg="tftp: sent" file=ipxe.efi`) {
@@ -65,10 +65,10 @@ func TestBootUnknownMachines(t *testing.T) {
 // command line on the console is the image's, and the agent never runs);
 // a retired and a failed one boot nothing (iPXE exits; no kernel starts).
 func TestBootByState(t *testing.T) {
-	l := lab.New(t, lab.Config{})
+	l := labtest.New(t, labtest.Config{})
 	ctx := context.Background()
 	img := images.Dir(l.Data, "debian", "12.7")
-	lab.CopyFile(t, filepath.Join(images.AgentDir(l.Data), "vmlinuz"), filepath.Join(img, images.KernelFile))
+	labtest.CopyFile(t, filepath.Join(images.AgentDir(l.Data), "vmlinuz"), filepath.Join(img, images.KernelFile))
 	// No initrd: the kernel cannot mount the (blank) disk, panics and, with
 	// panic=1 and -no-reboot, QEMU exits. What matters is which kernel and
 	// command line were booted.
@@ -82,9 +82,9 @@ func TestBootByState(t *testing.T) {
 	retired := l.Machine(ctx, "52:54:00:20:00:02", "RET-2", inventory.StateRetired)
 	failed := l.Machine(ctx, "52:54:00:20:00:03", "FAIL-3", inventory.StateFailedCommissioning)
 
-	dv := l.Start(lab.VMSpec{MAC: "52:54:00:20:00:01", Serial: "DEP-1", MemMiB: 512, CPUs: 1, DiskGB: 1})
-	rv := l.Start(lab.VMSpec{MAC: "52:54:00:20:00:02", Serial: "RET-2", MemMiB: 512, CPUs: 1, DiskGB: 1})
-	fv := l.Start(lab.VMSpec{MAC: "52:54:00:20:00:03", Serial: "FAIL-3", UEFI: true, MemMiB: 512, CPUs: 1, DiskGB: 1})
+	dv := l.Start(labtest.VMSpec{MAC: "52:54:00:20:00:01", Serial: "DEP-1", MemMiB: 512, CPUs: 1, DiskGB: 1})
+	rv := l.Start(labtest.VMSpec{MAC: "52:54:00:20:00:02", Serial: "RET-2", MemMiB: 512, CPUs: 1, DiskGB: 1})
+	fv := l.Start(labtest.VMSpec{MAC: "52:54:00:20:00:03", Serial: "FAIL-3", UEFI: true, MemMiB: 512, CPUs: 1, DiskGB: 1})
 
 	deadline := time.Now().Add(bootWait)
 	for !strings.Contains(dv.Console(), "Kernel command line:") && time.Now().Before(deadline) {
@@ -97,9 +97,9 @@ func TestBootByState(t *testing.T) {
 		}
 	}
 	if !strings.Contains(cmdline, "root=LABEL=ironrack-root") || strings.Contains(cmdline, "ironrack.") {
-		t.Errorf("deployed machine booted command line %q, want the image's (root=LABEL=ironrack-root, no ironrack.*); console:\n%s", cmdline, lab.Tail(dv.Console(), 20))
+		t.Errorf("deployed machine booted command line %q, want the image's (root=LABEL=ironrack-root, no ironrack.*); console:\n%s", cmdline, labtest.Tail(dv.Console(), 20))
 	}
-	for _, v := range []*lab.VM{rv, fv} {
+	for _, v := range []*labtest.VM{rv, fv} {
 		id := retired
 		if v == fv {
 			id = failed
@@ -113,16 +113,16 @@ func TestBootByState(t *testing.T) {
 	}
 	// Give any wrongly booted kernel time to show itself.
 	time.Sleep(10 * time.Second)
-	for _, v := range []*lab.VM{rv, fv} {
+	for _, v := range []*labtest.VM{rv, fv} {
 		if c := v.Console(); strings.Contains(c, "Linux version") || strings.Contains(c, "ironrack-agent") {
-			t.Errorf("%s booted a kernel, want nothing:\n%s", v.Spec.MAC, lab.Tail(c, 20))
+			t.Errorf("%s booted a kernel, want nothing:\n%s", v.Spec.MAC, labtest.Tail(c, 20))
 		}
 	}
 	if !l.HistoryHas(deployed, "boot os") || l.HistoryHas(deployed, "boot agent") {
 		t.Errorf("deployed machine's history, want boot os and no agent: %q", l.History(deployed))
 	}
 	if strings.Contains(dv.Console(), "ironrack-agent") {
-		t.Errorf("deployed machine ran the agent:\n%s", lab.Tail(dv.Console(), 20))
+		t.Errorf("deployed machine ran the agent:\n%s", labtest.Tail(dv.Console(), 20))
 	}
 	for id, want := range map[string]inventory.State{deployed: inventory.StateDeployed, retired: inventory.StateRetired, failed: inventory.StateFailedCommissioning} {
 		m, err := l.Store.Get(ctx, id)
@@ -138,11 +138,11 @@ func TestBootByState(t *testing.T) {
 // TestBootFourAtOnce boots four unknown machines at once, two by BIOS and
 // two by UEFI (QEMU's iPXE ROM), and all four must commission.
 func TestBootFourAtOnce(t *testing.T) {
-	l := lab.New(t, lab.Config{})
-	var vms []*lab.VM
+	l := labtest.New(t, labtest.Config{})
+	var vms []*labtest.VM
 	for i, uefi := range []bool{false, true, false, true} {
 		mac := "52:54:00:30:00:0" + string(rune('1'+i))
-		vms = append(vms, l.Start(lab.VMSpec{MAC: mac, Serial: "FOUR-" + string(rune('1'+i)), UEFI: uefi, MemMiB: 1024, CPUs: 1, DiskGB: 1 + i}))
+		vms = append(vms, l.Start(labtest.VMSpec{MAC: mac, Serial: "FOUR-" + string(rune('1'+i)), UEFI: uefi, MemMiB: 1024, CPUs: 1, DiskGB: 1 + i}))
 	}
 	deadline := time.Now().Add(bootWait + 60*time.Second)
 	var wg sync.WaitGroup
@@ -170,7 +170,7 @@ func TestBootFourAtOnce(t *testing.T) {
 // tftp-hpa fetches that file from that server through ironrack's TFTP, and
 // it must equal Debian's undionly.kpxe byte for byte.
 func TestTFTPChainBIOS(t *testing.T) {
-	l := lab.New(t, lab.Config{Tools: []string{"busybox", "tftp"}})
+	l := labtest.New(t, labtest.Config{Tools: []string{"busybox", "tftp"}})
 	cli := netns.New(t)
 	l.NS.AddVeth("v0", "c0", "br0", cli)
 	dir := t.TempDir()
@@ -226,7 +226,7 @@ func TestTFTPChainBIOS(t *testing.T) {
 }
 
 // checkFacts checks that the inventory holds what QEMU was given.
-func checkFacts(t *testing.T, v *lab.VM, m *inventory.Machine) {
+func checkFacts(t *testing.T, v *labtest.VM, m *inventory.Machine) {
 	t.Helper()
 	s := v.Spec
 	if m.Serial != s.Serial {
@@ -269,16 +269,16 @@ func checkFacts(t *testing.T, v *lab.VM, m *inventory.Machine) {
 // iPXE then asks again (a new transaction, iPXE by its options), gets its
 // script over HTTP, and the agent commissions the machine.
 func TestBootBIOSThroughTFTP(t *testing.T) {
-	l := lab.New(t, lab.Config{BootConfig: func(c *bootserver.Config) { c.DHCP.ChainFirstTFTP = true }})
-	v := l.Start(lab.VMSpec{MAC: "52:54:00:10:00:31", Serial: "BIOS-TFTP-31", MemMiB: 1024, CPUs: 1, DiskGB: 2})
+	l := labtest.New(t, labtest.Config{BootConfig: func(c *bootserver.Config) { c.DHCP.ChainFirstTFTP = true }})
+	v := l.Start(labtest.VMSpec{MAC: "52:54:00:10:00:31", Serial: "BIOS-TFTP-31", MemMiB: 1024, CPUs: 1, DiskGB: 2})
 	m, err := l.WaitState(v, inventory.StateReady, time.Now().Add(bootWait))
 	if err != nil {
-		t.Fatalf("%v\nconsole:\n%s\nserver log:\n%s", err, lab.Tail(v.Console(), 30), l.LogTail(40))
+		t.Fatalf("%v\nconsole:\n%s\nserver log:\n%s", err, labtest.Tail(v.Console(), 30), l.LogTail(40))
 	}
 	checkFacts(t, v, m)
 	log := l.LogTail(5000)
 	if !strings.Contains(log, `msg="tftp: sent" file=undionly.kpxe`) {
-		t.Errorf("the VM did not fetch undionly.kpxe over TFTP:\n%s", lab.Tail(log, 40))
+		t.Errorf("the VM did not fetch undionly.kpxe over TFTP:\n%s", labtest.Tail(log, 40))
 	}
 	// The ROM's ACK names undionly.kpxe, undionly's the script's URL (the
 	// agent's own DHCP client comes after, with no boot file).
@@ -294,6 +294,6 @@ func TestBootBIOSThroughTFTP(t *testing.T) {
 		t.Errorf("ACKs carried boot files %q, want undionly.kpxe, then the script's URL", files)
 	}
 	if !v.WaitConsole("ironrack-agent: facts reported", time.Now().Add(30*time.Second)) {
-		t.Errorf("console lacks the agent's report:\n%s", lab.Tail(v.Console(), 20))
+		t.Errorf("console lacks the agent's report:\n%s", labtest.Tail(v.Console(), 20))
 	}
 }

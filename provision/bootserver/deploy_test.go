@@ -17,7 +17,7 @@ import (
 
 	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/images"
-	"github.com/ironrack/ironrack/internal/lab"
+	"github.com/ironrack/ironrack/internal/labtest"
 	"github.com/ironrack/ironrack/internal/servetest"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision"
@@ -117,7 +117,7 @@ func deployingMachine(t *testing.T, st *inventory.Store, mac, serial string) (st
 		t.Fatal(err)
 	}
 	_, spec, err := st.StartDeploy(ctx, m.ID, inventory.DeploySpec{Image: "debian", ImageVersion: "1", Hostname: "web-7",
-		SSHKeys: []string{lab.NewSSHKey(t).Authorized}, Role: "web", UserData: "#cloud-config\nruncmd: [touch /x]\n",
+		SSHKeys: []string{labtest.NewSSHKey(t).Authorized}, Role: "web", UserData: "#cloud-config\nruncmd: [touch /x]\n",
 		ConsulJoin: "192.0.2.1", Services: []inventory.DeployService{{Name: "ssh", Port: 22}, {Name: "api", Port: 8080, Check: "http:/healthz"}}}, inventory.Change{})
 	if err != nil {
 		t.Fatal(err)
