@@ -57,6 +57,11 @@ func Program(defs []TierDef, drain *int, picks func() map[string][]string) pulum
 				"image":    pulumi.String(cfg.Get("image")),
 				"services": svcs,
 			}
+			if ud := cfg.Get("userData"); ud != "" {
+				// The operator's cloud-init, after ironrack's own: what the
+				// tier's machines run (the tiers' software, or a stand-in).
+				in["userData"] = pulumi.String(ud)
+			}
 			if drain != nil {
 				in["drainSeconds"] = pulumi.Int(*drain)
 			}
