@@ -89,7 +89,7 @@ func run(t *testing.T, args ...string) string {
 func status(t *testing.T, name string) lab.Status {
 	t.Helper()
 	var s lab.Status
-	if err := json.Unmarshal([]byte(run(t, "lab", "status", "--name", name, "-o", "json")), &s); err != nil {
+	if err := json.Unmarshal([]byte(run(t, "-o", "json", "lab", "status", "--name", name)), &s); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -112,9 +112,8 @@ func labCommand(e *env) *cli.Command {
 		}, {
 			Name:      "status",
 			Usage:     "show a lab's processes and machines: BMC, power (asked over IPMI), VM and inventory state",
-			UsageText: "ironrack lab status [--name N] [-o table|json]",
-			Flags: []cli.Flag{name(),
-				&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "table or json (default: the global --output)"}},
+			UsageText: "ironrack [-o json] lab status [--name N]",
+			Flags:     []cli.Flag{name()},
 			Action: func(c *cli.Context) error {
 				if err := noArgs(c); err != nil {
 					return err
@@ -123,15 +122,11 @@ func labCommand(e *env) *cli.Command {
 				if err != nil {
 					return err
 				}
-				switch f := c.String("output"); f {
-				case "json":
+				if e.format == "json" {
 					return writeJSON(e.stdout, s)
-				case "table", "":
-					printLabStatus(e.stdout, s)
-					return nil
-				default:
-					return fmt.Errorf("lab status: --output %q: want table or json", f)
 				}
+				printLabStatus(e.stdout, s)
+				return nil
 			},
 		}, {
 			Name:      "down",
