@@ -225,6 +225,16 @@ func (m *Model) Plan(in Input, current map[string]Current, pool Pool) (*Plan, er
 	units := map[string]string{Ingestion: "events/s", Storage: "bytes", Query: "queries/s"}
 	minSize := map[string]int{Ingestion: 1, Storage: R, Query: 1}
 	used := map[string]bool{}
+	// versatility is how many of the model's classes take each ready
+	// machine: a tier takes the machines fewest other classes want first, so
+	// an earlier tier does not take the one machine a later tier's narrower
+	// class needs (ingestion's compute pick leaving storage its 2-disk ones).
+	versatility := map[string]int{}
+	for _, cands := range pool {
+		for _, c := range cands {
+			versatility[c.ID]++
+		}
+	}
 	p := &Plan{Input: in, ReplicationFactor: R}
 	short := map[string]*ClassUse{}
 	needed := map[string]int{}
@@ -250,7 +260,7 @@ func (m *Model) Plan(in Input, current map[string]Current, pool Pool) (*Plan, er
 			if err != nil {
 				return nil, err
 			}
-			picked := pick(pool[c.Name], used, tp.Add)
+			picked := pick(pool[c.Name], used, tp.Add, versatility)
 			fits := len(picked) == tp.Add
 			if fits && tier == Storage && cur.Size == 0 && len(rackCounts(pool[c.Name], picked)) < R {
 				fits = false // a new storage tier's replicas need R racks: try the next class
@@ -335,9 +345,10 @@ func size(tier string, c *Class, demand float64, unit string, minSize, current i
 
 // pick takes n unused machines from a class's ready list (sorted by rack,
 // ID): each from the rack with the most unused machines left (ties by rack
-// name), so the step spreads over racks and drains them evenly; fewer when
-// the list runs out.
-func pick(cands []Candidate, used map[string]bool, n int) []string {
+// name), so the step spreads over racks and drains them evenly; within a
+// rack the machine fewest classes take first (versatility; ties by ID);
+// fewer when the list runs out.
+func pick(cands []Candidate, used map[string]bool, n int, versatility map[string]int) []string {
 	byRack := map[string][]string{}
 	var racks []string
 	for _, c := range cands {
@@ -348,6 +359,9 @@ func pick(cands []Candidate, used map[string]bool, n int) []string {
 			racks = append(racks, c.Rack)
 		}
 		byRack[c.Rack] = append(byRack[c.Rack], c.ID)
+	}
+	for _, ids := range byRack {
+		sort.SliceStable(ids, func(i, j int) bool { return versatility[ids[i]] < versatility[ids[j]] })
 	}
 	out := []string{}
 	for len(out) < n {

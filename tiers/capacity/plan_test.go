@@ -3,6 +3,7 @@ package capacity
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"testing"
 
@@ -252,4 +253,46 @@ func TestInputValidate(t *testing.T) {
 			t.Errorf("%s: err = %v", field, err)
 		}
 	}
+}
+
+// TestPlanLeavesNarrowClassItsMachines is the operator's day's lab: the two
+// machines with a second disk are the only storage ones, and compute takes
+// them too. Ingestion and query (compute) must take the compute-only
+// machines, not storage's, or storage falls a machine short.
+func TestPlanLeavesNarrowClassItsMachines(t *testing.T) {
+	m, _, err := NamedModel("lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// IDs sort the storage machines first within their racks, so a plain
+	// first-by-ID pick would hand them to ingestion.
+	store1, store2 := Candidate{ID: "m-0a", Rack: "r1"}, Candidate{ID: "m-0b", Rack: "r2"}
+	comp := []Candidate{store1, {ID: "m-1c", Rack: "r1"}, store2, {ID: "m-1d", Rack: "r2"}, {ID: "m-1e", Rack: "r2"}}
+	any := append(append([]Candidate{}, comp...), Candidate{ID: "m-2f", Rack: "r1"})
+	pool := Pool{"lab-storage": {store1, store2}, "lab-compute": comp, "lab-any": any}
+	in := Input{EventsPerSec: 100, RetentionDays: 1, BytesPerEvent: 50, QueriesPerSec: 5, Headroom: 0.3}
+	p, err := m.Plan(in, nil, pool)
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	got := map[string][]string{}
+	for _, tp := range p.Tiers {
+		got[tp.Tier] = tp.Machines
+	}
+	if diff := cmp.Diff([]string{"m-0a", "m-0b"}, sorted(got[Storage])); diff != "" {
+		t.Errorf("storage machines (-want +got):\n%s", diff)
+	}
+	for _, tier := range []string{Ingestion, Query} {
+		for _, id := range got[tier] {
+			if id == "m-0a" || id == "m-0b" {
+				t.Errorf("%s took storage's machine %s", tier, id)
+			}
+		}
+	}
+}
+
+func sorted(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
 }
