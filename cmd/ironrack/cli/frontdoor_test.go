@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ironrack/ironrack/tiers/stack"
 )
 
 // closedPort returns a loopback address nothing listens on.
@@ -106,5 +108,28 @@ func TestVersionAndCompletion(t *testing.T) {
 		if err != nil || !strings.Contains("\n"+string(b), "\n"+want+"\n") {
 			t.Errorf("complete %q: %v, got %q, want %q", line, err, b, want)
 		}
+	}
+}
+
+// TestReadTierConfigOperatorKeys: the stack file's image and userData (a
+// block scalar) reach the engine with the sizes; a missing size is named.
+func TestReadTierConfigOperatorKeys(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "Pulumi.day.yaml")
+	body := "config:\n  ironrack-tiers:image: debian\n  ironrack-tiers:userData: |\n    #cloud-config\n    runcmd:\n      - [true]\n" +
+		"  ironrack-tiers:ingestionSize: \"1\"\n  ironrack-tiers:storageSize: \"2\"\n  ironrack-tiers:querySize: \"1\"\n"
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readTierConfig(path, stack.DefaultTiers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["ironrack-tiers:image"] != "debian" || got["ironrack-tiers:userData"] != "#cloud-config\nruncmd:\n  - [true]\n" || got["ironrack-tiers:storageSize"] != "2" {
+		t.Errorf("config: %q", got)
+	}
+	os.WriteFile(path, []byte("config:\n  ironrack-tiers:ingestionSize: \"1\"\n"), 0o644)
+	if _, err := readTierConfig(path, stack.DefaultTiers()); err == nil || !strings.Contains(err.Error(), "ironrack-tiers:storageSize is not set") {
+		t.Errorf("missing size: %v", err)
 	}
 }

@@ -213,10 +213,14 @@ func readTierConfig(path string, defs []stack.TierDef) (map[string]string, error
 			}
 		}
 	}
-	if v, ok, err := sf.String(tiersProject + ":image"); err != nil {
-		return nil, err
-	} else if ok {
-		out[tiersProject+":image"] = v
+	// The operator's keys for every tier (docs/tiers.md): the image, and the
+	// user-data the machines run.
+	for _, k := range []string{tiersProject + ":image", tiersProject + ":userData"} {
+		if v, ok, err := sf.String(k); err != nil {
+			return nil, err
+		} else if ok {
+			out[k] = v
+		}
 	}
 	return out, nil
 }
