@@ -1,7 +1,6 @@
 package provision_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -175,14 +174,7 @@ func TestDeployDebianQEMU(t *testing.T) {
 	if !res[0].OK() || res[0].State != inventory.StateReady {
 		t.Fatalf("release: %+v\nconsole:\n%s", res, labtest.Tail(v.Console(), 30))
 	}
-	if !v.WaitOff(time.Now().Add(time.Minute)) {
-		t.Fatalf("wiped machine did not power off")
-	}
-	zero := make([]byte, 1<<20)
-	size := int64(v.Spec.DiskGB) << 30
-	if !bytes.Equal(readDisk(t, v.Disk, 0, 1<<20), zero) || !bytes.Equal(readDisk(t, v.Disk, size-1<<20, 1<<20), zero) {
-		t.Fatal("after release, the disk's first or last MiB is not zero")
-	}
+	checkWiped(t, v)
 	if _, err := l.Store.Deploy(ctx, m.ID); err == nil {
 		t.Error("the deploy spec outlived the release")
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"testing"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // T starts a dev agent for a test and stops it when the test ends. Under
@@ -33,4 +35,15 @@ func TWith(tb testing.TB, opt Options) *Agent {
 	}
 	tb.Cleanup(func() { a.Stop() })
 	return a
+}
+
+// Client is an API client for the agent (no token: give one with the
+// request options when ACLs are on), or fails the test.
+func (a *Agent) Client(tb testing.TB) *api.Client {
+	tb.Helper()
+	c, err := api.NewClient(&api.Config{Address: a.Addr})
+	if err != nil {
+		tb.Fatalf("consul client for %s: %v", a.Addr, err)
+	}
+	return c
 }

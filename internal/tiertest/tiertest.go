@@ -7,7 +7,6 @@ package tiertest
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -31,22 +30,8 @@ type Env struct {
 // Under -short the test is skipped; a missing consul fails it.
 func Start(t testing.TB) *Env {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a real consul agent; skipped under -short")
-	}
-	opt := consuldev.Options{Bind: Bind}
-	if os.Getenv("IRONRACK_CONSUL_LOG") != "" {
-		opt.Log = os.Stderr
-	}
-	a, err := consuldev.Start(context.Background(), opt)
-	if err != nil {
-		t.Fatalf("consul: %v", err)
-	}
-	t.Cleanup(func() { a.Stop() })
-	c, err := api.NewClient(&api.Config{Address: a.Addr})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := consuldev.TWith(t, consuldev.Options{Bind: Bind}) // TWith logs with IRONRACK_CONSUL_LOG
+	c := a.Client(t)
 	var key [32]byte
 	copy(key[:], "tiers-test-key-0123456789abcdef!")
 	sealer := inventory.NewSealer(key)

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hashicorp/consul/api"
 	"github.com/ironrack/ironrack/internal/consuldev"
 	"github.com/ironrack/ironrack/inventory"
 )
@@ -18,18 +17,7 @@ import (
 // edge).
 func exampleStore(t *testing.T) *inventory.Store {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a real consul agent; skipped under -short")
-	}
-	a, err := consuldev.Start(context.Background(), consuldev.Options{Bind: "127.0.35.2"})
-	if err != nil {
-		t.Fatalf("consul: %v", err)
-	}
-	t.Cleanup(func() { a.Stop() })
-	c, err := api.NewClient(&api.Config{Address: a.Addr})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := consuldev.TWith(t, consuldev.Options{Bind: "127.0.35.2"}).Client(t)
 	var key [32]byte
 	s := inventory.New(c, inventory.Config{Sealer: inventory.NewSealer(key), Who: "test"})
 	ctx := context.Background()

@@ -15,19 +15,7 @@ import (
 // address and returns a client for it.
 func testClient(t *testing.T) *api.Client {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a real consul agent; skipped under -short")
-	}
-	a, err := consuldev.Start(context.Background(), consuldev.Options{Bind: "127.0.35.1"})
-	if err != nil {
-		t.Fatalf("consul: %v", err)
-	}
-	t.Cleanup(func() { a.Stop() })
-	c, err := api.NewClient(&api.Config{Address: a.Addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return consuldev.TWith(t, consuldev.Options{Bind: "127.0.35.1"}).Client(t)
 }
 
 func TestStoreCAS(t *testing.T) {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -28,11 +27,7 @@ func engineCLI(t *testing.T) (*cliEnv, []string) {
 	if _, err := os.Stat(filepath.Join(pulumiDir, "bin", "pulumi")); err != nil {
 		t.Fatalf("pulumi engine: %v (run scripts/setup)", err)
 	}
-	a, err := consuldev.Start(context.Background(), consuldev.Options{Bind: "127.0.33.2"})
-	if err != nil {
-		t.Fatalf("consul: %v", err)
-	}
-	t.Cleanup(func() { a.Stop() })
+	a := consuldev.TWith(t, consuldev.Options{Bind: "127.0.33.2"})
 	c := &cliEnv{t: t, addr: a.Addr, key: filepath.Join(t.TempDir(), "key")}
 	c.ok("inventory", "import", example("rack-sheet.csv"))
 	c.ok("inventory", "commission", "--facts", example("facts.json"))

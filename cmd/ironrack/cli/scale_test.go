@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -19,14 +18,7 @@ import (
 // the default model's classes).
 func newScaleCLI(t *testing.T) *cliEnv {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a real consul agent; skipped under -short")
-	}
-	a, err := consuldev.Start(context.Background(), consuldev.Options{Bind: "127.0.35.3"})
-	if err != nil {
-		t.Fatalf("consul: %v", err)
-	}
-	t.Cleanup(func() { a.Stop() })
+	a := consuldev.TWith(t, consuldev.Options{Bind: "127.0.35.3"})
 	c := &cliEnv{t: t, addr: a.Addr, key: filepath.Join(t.TempDir(), "key")}
 	c.ok("inventory", "import", example("rack-sheet.csv"))
 	c.ok("inventory", "commission", "--facts", example("facts.json"))
