@@ -29,6 +29,8 @@ package stack
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -64,7 +66,7 @@ type Options struct {
 	// Home is PULUMI_HOME. If empty, ~/.ironrack/pulumi-home.
 	Home string
 	// WorkDir holds the program's Pulumi.yaml and Pulumi.<stack>.yaml
-	// (config, encryption salt). If empty, Home/work.
+	// (config, encryption salt). If empty, Home/work/<hash of Backend>.
 	WorkDir string
 	// Passphrase protects the stack's secrets.
 	Passphrase string
@@ -112,7 +114,11 @@ func (o *Options) defaults() error {
 		o.Home = filepath.Join(home(), ".ironrack", "pulumi-home")
 	}
 	if o.WorkDir == "" {
-		o.WorkDir = filepath.Join(o.Home, "work")
+		// One work dir per backend: a stack's settings file there keeps the
+		// encryption salt of its backend's secrets, so the same stack name
+		// in another backend (another passphrase) must not find it.
+		sum := sha256.Sum256([]byte(o.Backend))
+		o.WorkDir = filepath.Join(o.Home, "work", hex.EncodeToString(sum[:6]))
 	}
 	if o.Passphrase == "" {
 		return errors.New("no passphrase: the stack's secrets need one (PULUMI_CONFIG_PASSPHRASE or --passphrase-env)")

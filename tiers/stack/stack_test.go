@@ -328,3 +328,22 @@ func TestEngineStateDeployerKilledUpConverges(t *testing.T) {
 		t.Errorf("%d machines out of the pool, want 44", count)
 	}
 }
+
+// TestSameStackTwoBackends: the same stack name in two backends, each with
+// its own passphrase, from one PULUMI_HOME (the CLI's default work dir).
+// The work dir's settings file keeps a backend's encryption salt, so a
+// shared one refused the second backend ("incorrect passphrase").
+func TestSameStackTwoBackends(t *testing.T) {
+	env := tiertest.Start(t)
+	tiertest.SeedReady(t, env.Store, 3, 3)
+	o := options(t, env, [3]int{1, 0, 0})
+	o.WorkDir = "" // the default: per backend
+	dir := t.TempDir()
+	for i, pass := range []string{"first-passphrase", "second-passphrase"} {
+		o.Backend = "file://" + filepath.Join(dir, fmt.Sprintf("state%d", i))
+		o.Passphrase = pass
+		if _, err := stack.Preview(context.Background(), o); err != nil {
+			t.Fatalf("preview in backend %d: %v", i, err)
+		}
+	}
+}
