@@ -70,7 +70,11 @@ func (e *NotReady) Error() string {
 
 func (e *NotReady) Unwrap() error { return e.Err }
 
-var errNoAttempt = errors.New("no attempt yet")
+var (
+	errNoAttempt = errors.New("no attempt yet")
+	// errCut marks a login that its deadline ended, not the machine.
+	errCut = errors.New("cut short by the deadline")
+)
 
 // Wait returns nil once t is ready, or a *NotReady when ctx ends first.
 func (c Config) Wait(ctx context.Context, t Target) error {
@@ -107,8 +111,8 @@ func (c Config) Wait(ctx context.Context, t Target) error {
 			}
 			err = fmt.Errorf("health: %w", err)
 		}
-		if err != nil && (ctx.Err() == nil || last == errNoAttempt) {
-			// An attempt that ctx's end cut short says nothing new.
+		if err != nil && (!errors.Is(err, errCut) || last == errNoAttempt) {
+			// An attempt that the deadline cut short says nothing new.
 			last = err
 		}
 		if err != nil {
@@ -123,6 +127,7 @@ func (c Config) Wait(ctx context.Context, t Target) error {
 }
 
 // login dials addr, runs cmd and wants exit status 0, all within Attempt.
+// A login its deadline (Attempt's or ctx's) ended is marked errCut.
 func (c Config) login(ctx context.Context, addr, cmd string) error {
 	d := c.Attempt
 	if d <= 0 {
@@ -130,6 +135,15 @@ func (c Config) login(ctx context.Context, addr, cmd string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
+	err := c.attempt(ctx, addr, cmd)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%w: %w", errCut, err)
+	}
+	return err
+}
+
+// attempt is one login under ctx.
+func (c Config) attempt(ctx context.Context, addr, cmd string) error {
 	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err
