@@ -28,12 +28,8 @@ const Version = tools.ConsulVersion
 // must exist.
 func Binary() (string, error) {
 	if p := os.Getenv("IRONRACK_CONSUL_BIN"); p != "" {
-		fi, err := os.Stat(p)
-		if err != nil {
+		if err := tools.Executable(p); err != nil {
 			return "", fmt.Errorf("IRONRACK_CONSUL_BIN: %w", err)
-		}
-		if fi.Mode()&0o111 == 0 {
-			return "", fmt.Errorf("IRONRACK_CONSUL_BIN: %s is not executable", p)
 		}
 		return p, nil
 	}

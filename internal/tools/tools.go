@@ -42,7 +42,10 @@ func Consul() (string, error) {
 		return "", err
 	}
 	p := filepath.Join(dir, "consul-"+ConsulVersion, "consul")
-	return p, executable(p)
+	if err := Executable(p); err != nil {
+		return p, fmt.Errorf("%w (scripts/setup builds it)", err)
+	}
+	return p, nil
 }
 
 // PulumiDir returns the pinned Pulumi engine's root in the tools cache (the
@@ -55,10 +58,12 @@ func PulumiDir() (string, error) {
 	return filepath.Join(dir, "pulumi-"+PulumiVersion), nil
 }
 
-func executable(p string) error {
+// Executable checks that p is a file with an execute bit: the stat error
+// as it is (it names p), or one saying p is not executable.
+func Executable(p string) error {
 	fi, err := os.Stat(p)
 	if err != nil {
-		return fmt.Errorf("%s: %w (scripts/setup builds it)", p, err)
+		return err
 	}
 	if fi.IsDir() || fi.Mode()&0o111 == 0 {
 		return fmt.Errorf("%s is not an executable file", p)

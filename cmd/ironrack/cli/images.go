@@ -351,12 +351,8 @@ func debianCommand(e *env) *cli.Command {
 // one.
 func consulBinary(flag string) (string, error) {
 	if flag != "" {
-		fi, err := os.Stat(flag)
-		if err != nil {
+		if err := tools.Executable(flag); err != nil {
 			return "", fmt.Errorf("--consul-binary: %w", err)
-		}
-		if fi.IsDir() || fi.Mode()&0o111 == 0 {
-			return "", fmt.Errorf("--consul-binary %s is not an executable file", flag)
 		}
 		return flag, nil
 	}
