@@ -201,12 +201,17 @@ func (e *env) workflowRun(c *cli.Context, columns []string, run func(*provision.
 	if err != nil {
 		return err
 	}
+	roots, err := bmcRoots(c)
+	if err != nil {
+		return err
+	}
 	d := &provision.Deployer{
 		Store:  s,
 		Images: cat,
 		Logger: e.log,
 		Fleet: &provision.Fleet{
 			Inventory:  s,
+			BMCRoots:   roots,
 			Controller: &ipmi.Controller{Logger: e.log, Timeout: c.Duration("bmc-timeout")},
 			Logger:     e.log,
 			Bulk:       ipmi.BulkOptions{CallTimeout: c.Duration("bmc-timeout")},

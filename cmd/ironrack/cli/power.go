@@ -159,9 +159,14 @@ func (e *env) bmcRun(c *cli.Context, change bool, run func(*provision.Fleet, []p
 	if retries == 0 {
 		retries = -1 // BulkOptions: 0 means the default
 	}
+	roots, err := bmcRoots(c)
+	if err != nil {
+		return err
+	}
 	prog := e.progress(name, len(sel))
 	f := &provision.Fleet{
 		Inventory:  s,
+		BMCRoots:   roots,
 		Controller: &ipmi.Controller{Logger: e.log, Timeout: c.Duration("timeout")},
 		Logger:     e.log,
 		Bulk: ipmi.BulkOptions{Concurrency: c.Int("concurrency"), PerBMC: c.Int("per-bmc"),
