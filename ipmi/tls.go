@@ -51,19 +51,12 @@ func Fingerprint(cert *x509.Certificate) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// ParseFingerprint normalizes a fingerprint as people copy it ("sha256:"
-// optional, hex in either case, with or without colons) to Fingerprint's
-// form, or says what is wrong with it.
-func ParseFingerprint(s string) (string, error) {
-	h := strings.TrimSpace(s)
-	if len(h) >= 7 && strings.EqualFold(h[:7], "sha256:") {
-		h = h[7:]
-	}
-	h = strings.ToLower(strings.ReplaceAll(h, ":", ""))
-	if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
-		return "", fmt.Errorf("fingerprint %q: want sha256: and 64 hex digits", s)
-	}
-	return "sha256:" + h, nil
+// validPin reports whether pin has Fingerprint's form. People's spellings
+// (colons, upper case) are the inventory's to normalize (inventory.ParseTLS).
+func validPin(pin string) bool {
+	h, ok := strings.CutPrefix(pin, "sha256:")
+	b, err := hex.DecodeString(h)
+	return ok && err == nil && len(b) == sha256.Size && h == strings.ToLower(h)
 }
 
 // ErrTLS: the BMC's certificate is not trusted (unknown CA, wrong name,
@@ -87,14 +80,13 @@ func pinVerifier(pin string) func(tls.ConnectionState) error {
 // off, the fingerprint check on (Go runs VerifyConnection even when
 // InsecureSkipVerify is set).
 func pinnedClient(pin string) (*http.Client, error) {
-	p, err := ParseFingerprint(pin)
-	if err != nil {
-		return nil, fmt.Errorf("pinned certificate: %w", err)
+	if !validPin(pin) {
+		return nil, fmt.Errorf("pinned certificate %q: want sha256: and 64 lowercase hex digits, as Fingerprint writes it", pin)
 	}
 	return &http.Client{
 		Timeout: 2 * time.Minute, // bmclib sets it to the call's deadline on open
 		Transport: &http.Transport{
-			TLSClientConfig:     &tls.Config{InsecureSkipVerify: true, VerifyConnection: pinVerifier(p)}, //nolint:gosec // the pin is checked
+			TLSClientConfig:     &tls.Config{InsecureSkipVerify: true, VerifyConnection: pinVerifier(pin)}, //nolint:gosec // the pin is checked
 			DisableKeepAlives:   true,
 			TLSHandshakeTimeout: 30 * time.Second,
 			Proxy:               nil,
