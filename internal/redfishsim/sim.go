@@ -181,7 +181,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	return nil
 }
 
-// Resets is how many Reset actions the BMC received.
+// Resets is how many Reset actions with a valid ResetType the BMC
+// received, applied or not.
 func (s *Server) Resets() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
