@@ -185,6 +185,10 @@ func (e *env) workflowRun(c *cli.Context, columns []string, run func(*provision.
 	if c.Duration("timeout") <= 0 || c.Duration("bmc-timeout") <= 0 {
 		return fmt.Errorf("%s: --timeout and --bmc-timeout want positive durations", name)
 	}
+	roots, err := bmcRoots(c)
+	if err != nil {
+		return err
+	}
 	sel, s, err := e.selectMachines(c)
 	if err != nil {
 		return err
@@ -198,10 +202,6 @@ func (e *env) workflowRun(c *cli.Context, columns []string, run func(*provision.
 		}
 	}
 	cat, err := catalog(c)
-	if err != nil {
-		return err
-	}
-	roots, err := bmcRoots(c)
 	if err != nil {
 		return err
 	}

@@ -140,6 +140,10 @@ func setPasswordCommand(e *env) *cli.Command {
 // progress, print the summary, and fail if any machine failed.
 func (e *env) bmcRun(c *cli.Context, change bool, run func(*provision.Fleet, []provision.Selected) []provision.Outcome) error {
 	name := commandPath(c)
+	roots, err := bmcRoots(c)
+	if err != nil {
+		return err
+	}
 	sel, s, err := e.selectMachines(c)
 	if err != nil {
 		return err
@@ -158,10 +162,6 @@ func (e *env) bmcRun(c *cli.Context, change bool, run func(*provision.Fleet, []p
 	retries := c.Int("retries")
 	if retries == 0 {
 		retries = -1 // BulkOptions: 0 means the default
-	}
-	roots, err := bmcRoots(c)
-	if err != nil {
-		return err
 	}
 	prog := e.progress(name, len(sel))
 	f := &provision.Fleet{

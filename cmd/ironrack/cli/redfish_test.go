@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"os"
@@ -271,5 +272,29 @@ func TestImportPinsCertificate(t *testing.T) {
 	}
 	if out := c.ok("power", "status", "S23-1"); !strings.Contains(out, "1 ok, 0 failed") {
 		t.Errorf("status through the pin:\n%s", out)
+	}
+}
+
+// TestParseCAFile: every certificate of a site's CA file is taken; a block
+// that is not a certificate, or does not parse, is named by FILE:LINE.
+func TestParseCAFile(t *testing.T) {
+	a, b := redfishtest.NewCA(t), redfishtest.NewCA(t)
+	good := append(append([]byte("# the site's BMC CAs\n"), a.PEM()...), b.PEM()...)
+	pool, err := parseCAFile("ca.pem", good)
+	if err != nil || !pool.Equal(func() *x509.CertPool { p := a.Pool(); p.AddCert(b.Cert); return p }()) {
+		t.Fatalf("two CAs: %v", err)
+	}
+	lines := strings.Count(string(a.PEM()), "\n")
+	for name, tc := range map[string]struct {
+		data string
+		want string
+	}{
+		"empty":   {"", "ca.pem:1: no PEM certificate"},
+		"a key":   {string(a.PEM()) + "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n", fmt.Sprintf("ca.pem:%d: a EC PRIVATE KEY block, want CERTIFICATE", lines+1)},
+		"not DER": {"\n\n-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "ca.pem:3: certificate: x509:"},
+	} {
+		if _, err := parseCAFile("ca.pem", []byte(tc.data)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		}
 	}
 }
