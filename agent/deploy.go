@@ -352,3 +352,86 @@ func (t *Throttle) Due(percent int) bool {
 	}
 	return false
 }
+
+// ErrDrift is a deploy whose root-disk hint was applied to disks the agent
+// does not see: one gone, added or changed since the record's facts.
+var ErrDrift = errors.New("drift")
+
+// ChooseDisks applies rule to the disks under fsys's sys/block. FirstFit
+// is ChooseDisk's one disk. Hint checks that the disks the agent sees are
+// the record's (rule.Known: same names, sizes and rotational flags, and
+// serial, model and WWN where both sides know them) — the hint chose from
+// those, so it would choose the same here — and returns rule.Disks as seen,
+// each writable and holding at least MinBytes. A difference is ErrDrift,
+// naming both sides.
+func ChooseDisks(fsys fs.FS, rule wire.DiskRule) ([]Disk, error) {
+	if rule.Rule != wire.Hint {
+		d, err := ChooseDisk(fsys, rule)
+		if err != nil {
+			return nil, err
+		}
+		return []Disk{d}, nil
+	}
+	seen := disks(fsys)
+	byName := make(map[string]Disk, len(seen))
+	for _, d := range seen {
+		byName[d.Name] = d
+	}
+	var diffs []string
+	known := make(map[string]bool, len(rule.Known))
+	for _, k := range rule.Known {
+		known[k.Name] = true
+		d, ok := byName[k.Name]
+		if !ok {
+			diffs = append(diffs, k.Name+" is gone")
+			continue
+		}
+		if why := diskDiffers(k, d); why != "" {
+			diffs = append(diffs, k.Name+" "+why)
+		}
+	}
+	for _, d := range seen {
+		if !known[d.Name] {
+			diffs = append(diffs, fmt.Sprintf("%s is new (%d bytes)", d.Name, d.SizeBytes))
+		}
+	}
+	if len(diffs) > 0 {
+		return nil, fmt.Errorf("%w: root disk hint %q was applied to the recorded disks, and this machine's differ: %s",
+			ErrDrift, rule.Hint, strings.Join(diffs, "; "))
+	}
+	out := make([]Disk, 0, len(rule.Disks))
+	for _, want := range rule.Disks {
+		d := byName[want.Name]
+		dir := "sys/block/" + d.Name
+		switch {
+		case !known[d.Name]:
+			return nil, fmt.Errorf("root disk %s is not among the recorded disks", want.Name)
+		case readText(fsys, dir+"/removable") == "1":
+			return nil, fmt.Errorf("root disk %s is removable", d.Name)
+		case readText(fsys, dir+"/ro") == "1":
+			return nil, fmt.Errorf("root disk %s is read-only", d.Name)
+		case int64(d.SizeBytes) < rule.MinBytes:
+			return nil, fmt.Errorf("root disk %s holds %d bytes, the image needs %d", d.Name, d.SizeBytes, rule.MinBytes)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// diskDiffers says how the disk seen differs from the recorded one, or "".
+func diskDiffers(rec wire.Disk, d Disk) string {
+	var why []string
+	if rec.SizeBytes != d.SizeBytes {
+		why = append(why, fmt.Sprintf("size %d, recorded %d", d.SizeBytes, rec.SizeBytes))
+	}
+	if rec.Rotational != d.Rotational {
+		why = append(why, fmt.Sprintf("rotational %t, recorded %t", d.Rotational, rec.Rotational))
+	}
+	for _, f := range []struct{ name, rec, seen string }{{"serial", rec.Serial, d.Serial}, {"model", rec.Model, d.Model}, {"wwn", rec.WWN, d.WWN}} {
+		r, s := strings.TrimSpace(f.rec), strings.TrimSpace(f.seen)
+		if r != "" && s != "" && r != s {
+			why = append(why, fmt.Sprintf("%s %q, recorded %q", f.name, s, r))
+		}
+	}
+	return strings.Join(why, ", ")
+}

@@ -44,6 +44,9 @@ type Disk struct {
 	Model      string `json:"model"`
 	Serial     string `json:"serial"`
 	Rotational bool   `json:"rotational"`
+	// WWN is the kernel's World Wide Name of the disk (device/wwid, wwid or
+	// device/wwn), empty when it has none.
+	WWN string `json:"wwn,omitempty"`
 }
 
 // NIC is one physical Ethernet interface from /sys/class/net.
@@ -183,6 +186,11 @@ func disks(fsys fs.FS) []Disk {
 		}
 		if d.Serial == "" {
 			d.Serial = readText(fsys, dir+"/serial") // virtio-blk keeps it here
+		}
+		for _, f := range []string{"/device/wwid", "/wwid", "/device/wwn"} { // SCSI/ATA, NVMe, some HBAs
+			if d.WWN = readText(fsys, dir+f); d.WWN != "" {
+				break
+			}
 		}
 		out = append(out, d)
 	}

@@ -28,7 +28,7 @@ func (f Facts) Report() wire.Report {
 		rf.NICs = append(rf.NICs, wire.NIC{MAC: n.MAC, Name: n.Name, SpeedMbps: n.SpeedMbps, Driver: n.Driver})
 	}
 	for _, d := range f.Disks {
-		rf.Disks = append(rf.Disks, wire.Disk{Name: d.Name, SizeBytes: d.SizeBytes, Serial: d.Serial, Model: d.Model, Rotational: d.Rotational})
+		rf.Disks = append(rf.Disks, wire.Disk{Name: d.Name, SizeBytes: d.SizeBytes, Serial: d.Serial, Model: d.Model, Rotational: d.Rotational, WWN: d.WWN})
 	}
 	return wire.Report{Kind: "facts", Facts: rf}
 }

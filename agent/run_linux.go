@@ -217,9 +217,19 @@ func deploy(ctx context.Context, p *Poster, say func(string, ...any)) (bool, err
 	if err != nil {
 		return fail("instructions", err)
 	}
-	disk, err := ChooseDisk(os.DirFS("/"), in.Disk)
+	chosen, err := ChooseDisks(os.DirFS("/"), in.Disk)
+	if errors.Is(err, ErrDrift) {
+		return fail("drift", err)
+	}
 	if err != nil {
 		return fail("disk", err)
+	}
+	if len(chosen) != 1 {
+		return fail("disk", fmt.Errorf("root layout %s over %d disks: this agent writes one disk", in.Disk.Layout, len(chosen)))
+	}
+	disk := chosen[0]
+	if in.Disk.Rule == wire.Hint {
+		say("root disk %s chosen by hint %q; the disks seen are the recorded ones", disk.Name, in.Disk.Hint)
 	}
 	dev := filepath.Join("/dev", disk.Name)
 	f, err := os.OpenFile(dev, os.O_WRONLY, 0)

@@ -49,6 +49,16 @@ type DeploySpec struct {
 	// Services are registered with the deployed OS's Consul agent, which
 	// runs their health checks; they need ConsulJoin.
 	Services []DeployService `json:"services,omitempty"`
+	// RootDisk is the root-device hint: a where-expression over one disk's
+	// fields (ParseDiskWhere). Empty: the agent takes the first disk that
+	// fits (today's rule).
+	RootDisk string `json:"root_disk,omitempty"`
+	// RootLayout is LayoutFlat (or empty) or LayoutMirror.
+	RootLayout string `json:"root_layout,omitempty"`
+	// RootDisks are the disks RootDisk chose from the machine's facts when
+	// the deploy was requested (one, or two for a mirror). Set by
+	// StartDeploy; the agent checks them against what it sees.
+	RootDisks []Disk `json:"root_disks,omitempty"`
 	// NoCloudToken authenticates the machine's NoCloud requests:
 	// "<id>.<48 hex>". Set by StartDeploy.
 	NoCloudToken string `json:"nocloud_token"`
@@ -229,6 +239,16 @@ func (d *DeploySpec) Validate() error {
 			}
 		}
 	}
+	if len(d.RootDisk) > 4096 {
+		errs = append(errs, fmt.Errorf("deploy spec: root disk hint is %d characters, at most 4096", len(d.RootDisk)))
+	} else if d.RootDisk != "" {
+		if _, err := ParseDiskWhere(d.RootDisk); err != nil {
+			errs = append(errs, fmt.Errorf("deploy spec: %w", err))
+		}
+	}
+	if err := ValidateLayout(d.RootLayout, d.RootDisk); err != nil {
+		errs = append(errs, fmt.Errorf("deploy spec: %w", err))
+	}
 	if len(d.Services) > 0 && d.ConsulJoin == "" {
 		errs = append(errs, errors.New("deploy spec: services need a Consul agent on the machine: give consul_join"))
 	}
@@ -289,7 +309,9 @@ func (s *Store) Claim(ctx context.Context, id, owner, tier string, change Change
 
 // StartDeploy moves an allocated machine to deploying and stores spec
 // (with a fresh NoCloud token, the owner and the time) in the same
-// transaction. It returns the machine and the spec as stored.
+// transaction. A root-disk hint is applied to the record's disks in that
+// transaction (ChooseRootDisks); no match fails before anything is written.
+// It returns the machine and the spec as stored.
 func (s *Store) StartDeploy(ctx context.Context, id string, spec DeploySpec, change Change) (*Machine, *DeploySpec, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("machine %s: %w", id, err)
@@ -311,12 +333,31 @@ func (s *Store) StartDeploy(ctx context.Context, id string, spec DeploySpec, cha
 		return nil, nil, err
 	}
 	put := api.TxnOps{&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.deployKey(id), Value: b}}}
-	m, err := s.update(ctx, id, System, change, put, func(m *Machine) error {
+	m, err := s.updateWith(ctx, id, System, put, func(m *Machine, c *Change) error {
+		*c = change
 		if m.State != StateAllocated {
 			return fmt.Errorf("is %s: only allocated machines are deployed", m.State)
 		}
 		if m.Owner == "" {
 			return errors.New("is allocated to no owner")
+		}
+		spec.RootDisks = nil
+		if spec.RootDisk != "" {
+			chosen, err := ChooseRootDisks(spec.RootDisk, spec.RootLayout, m.Disks)
+			if err != nil {
+				return err
+			}
+			spec.RootDisks = chosen
+			names := make([]string, len(chosen))
+			for i, d := range chosen {
+				names[i] = d.Name
+			}
+			c.Why += fmt.Sprintf("; root disk %s (%s, hint %q)", strings.Join(names, "+"), layoutName(spec.RootLayout), spec.RootDisk)
+			b, err := json.Marshal(spec)
+			if err != nil {
+				return err
+			}
+			put[0].KV.Value = b
 		}
 		m.State = StateDeploying
 		return nil

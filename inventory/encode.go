@@ -58,6 +58,7 @@ type diskJSON struct {
 	Model      string `json:"model,omitempty"`
 	Serial     string `json:"serial,omitempty"`
 	Rotational bool   `json:"rotational,omitempty"`
+	WWN        string `json:"wwn,omitempty"`
 }
 
 func (r record) MarshalJSON() ([]byte, error) {

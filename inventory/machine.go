@@ -114,6 +114,9 @@ type Disk struct {
 	Model      string `json:"model"`
 	Serial     string `json:"serial"`
 	Rotational bool   `json:"rotational"`
+	// WWN is the disk's World Wide Name as the kernel reads it
+	// (/sys/block/NAME/device/wwid or wwn), empty when it has none.
+	WWN string `json:"wwn,omitempty"`
 }
 
 // Drift is one difference between the record and a later hardware report.

@@ -93,6 +93,15 @@ var unknown = unknownT{}
 // ParseWhere compiles a where-expression. An empty string selects every
 // machine. Errors name the position and what is wrong.
 func ParseWhere(src string) (*Where, error) {
+	return compileWhere(src, fieldSet, machineNames)
+}
+
+// machineNames are what an unknown-field error offers for a machine.
+var machineNames = append(slices.Clone(Fields), "tags.KEY")
+
+// compileWhere compiles src over the names in fields (names lists them
+// for errors).
+func compileWhere(src string, fields map[string]bool, names []string) (*Where, error) {
 	w := &Where{src: src, idents: map[string]bool{}, pushdown: map[string]string{}}
 	if strings.TrimSpace(src) == "" {
 		return w, nil
@@ -100,7 +109,7 @@ func ParseWhere(src string) (*Where, error) {
 	if len(src) > 4096 {
 		return nil, fmt.Errorf("where-expression longer than 4096 characters")
 	}
-	p := &patcher{w: w}
+	p := &patcher{w: w, fields: fields, names: names}
 	regexes := &sync.Map{}
 	prog, err := expr.Compile(src,
 		expr.AllowUndefinedVariables(),
@@ -131,8 +140,12 @@ func (w *Where) String() string { return w.src }
 // patcher rewrites comparisons and boolean operators into three-valued
 // functions, and records which fields are read.
 type patcher struct {
-	w   *Where
-	err error
+	w *Where
+	// fields are the names the expression may read (names in order, for
+	// the error).
+	fields map[string]bool
+	names  []string
+	err    error
 }
 
 var cmpOps = map[string]bool{"==": true, "!=": true, "<": true, "<=": true, ">": true, ">=": true,
@@ -144,8 +157,8 @@ func (p *patcher) Visit(node *ast.Node) {
 		if strings.HasPrefix(n.Value, "__") || n.Value == "$env" {
 			return
 		}
-		if !fieldSet[n.Value] && p.err == nil {
-			p.err = fmt.Errorf("unknown field %q (fields: %s; tags.KEY)", n.Value, strings.Join(Fields, ", "))
+		if !p.fields[n.Value] && p.err == nil {
+			p.err = fmt.Errorf("unknown field %q (fields: %s)", n.Value, strings.Join(p.names, ", "))
 		}
 		p.w.idents[n.Value] = true
 	case *ast.MemberNode:
@@ -534,7 +547,7 @@ func machineEnv(m *Machine, idents map[string]bool) map[string]any {
 		case "disks":
 			l := make([]any, len(m.Disks))
 			for i, d := range m.Disks {
-				l[i] = map[string]any{"name": d.Name, "size_bytes": int(d.SizeBytes), "model": d.Model, "serial": d.Serial, "rotational": d.Rotational}
+				l[i] = map[string]any{"name": d.Name, "size_bytes": int(d.SizeBytes), "model": d.Model, "serial": d.Serial, "rotational": d.Rotational, "wwn": d.WWN}
 			}
 			env[f] = l
 		case "created_at":

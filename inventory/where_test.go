@@ -125,7 +125,7 @@ func TestWhereErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ParseWhere(`disks.rotation`); err == nil || !strings.Contains(err.Error(), `disks has no field "rotation" (fields: name, size_bytes, model, serial, rotational)`) {
+	if _, err := ParseWhere(`disks.rotation`); err == nil || !strings.Contains(err.Error(), `disks has no field "rotation" (fields: name, size_bytes, model, serial, rotational, wwn)`) {
 		t.Errorf("disks.rotation: %v", err)
 	}
 	// A type mismatch on a present field is an error, not a silent miss.

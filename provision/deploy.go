@@ -88,6 +88,12 @@ type DeployRequest struct {
 	// Services are registered with each machine's own Consul agent (which
 	// needs ConsulJoin), with their health checks.
 	Services []inventory.DeployService
+	// RootDisk is the root-device hint (inventory.ParseDiskWhere), applied
+	// to each machine's recorded disks before anything changes: no match
+	// fails the machine at "select". Empty: the agent's first fit.
+	RootDisk string
+	// RootLayout is inventory.LayoutFlat (or empty) or LayoutMirror.
+	RootLayout string
 	// AllowReboot lets the workflow power-cycle a machine that is on;
 	// without it such a machine fails before anything changes.
 	AllowReboot bool
@@ -205,7 +211,8 @@ func (d *Deployer) Deploy(ctx context.Context, ids []string, req DeployRequest) 
 		}
 		j.res.Hostname = names[j.m.ID]
 		j.spec = inventory.DeploySpec{Image: req.Image, ImageVersion: version, Hostname: names[j.m.ID], SSHKeys: req.SSHKeys,
-			Role: req.Role, UserData: req.UserData, ConsulJoin: req.ConsulJoin, Services: req.Services}
+			Role: req.Role, UserData: req.UserData, ConsulJoin: req.ConsulJoin, Services: req.Services,
+			RootDisk: req.RootDisk, RootLayout: req.RootLayout}
 		switch {
 		case verr != nil:
 			j.res.fail("image", verr)
@@ -218,6 +225,14 @@ func (d *Deployer) Deploy(ctx context.Context, ids []string, req DeployRequest) 
 			if err == nil {
 				// What cloud-init will get must render, before anything changes.
 				err = NoCloudSeed(j.m.ID, &j.spec, inventory.AgentSecrets{}).Validate()
+			}
+			if err == nil && j.spec.RootLayout == inventory.LayoutMirror {
+				err = errors.New("root layout mirror: this version's agent cannot build the array yet; use flat")
+			}
+			if err == nil && j.spec.RootDisk != "" {
+				// The hint against the record's facts, before anything changes;
+				// StartDeploy applies it again in its transaction.
+				_, err = inventory.ChooseRootDisks(j.spec.RootDisk, j.spec.RootLayout, j.m.Disks)
 			}
 			if err != nil {
 				j.res.fail("select", fmt.Errorf("machine %s: %w", j.m.ID, err))

@@ -27,6 +27,9 @@ type Spec struct {
 	Image string
 	// UserData is handed to the deployed OS.
 	UserData string
+	// RootDisk is the root-device hint each new machine is deployed with
+	// (inventory.ParseDiskWhere); empty: the agent's first fit.
+	RootDisk string
 	// Services are the Consul services each machine serves; Apply waits
 	// until their health checks pass on every machine.
 	Services []inventory.DeployService
@@ -79,6 +82,11 @@ func (s Spec) Validate() []*FieldError {
 	}
 	if s.Drain < 0 {
 		bad("drainSeconds", "%v is negative", s.Drain)
+	}
+	if s.RootDisk != "" {
+		if _, err := inventory.ParseDiskWhere(s.RootDisk); err != nil {
+			bad("rootDisk", "%v", err)
+		}
 	}
 	errs = append(errs, s.validateShards()...)
 	seen := map[string]bool{}

@@ -48,6 +48,8 @@ type Disk struct {
 	Serial     string `json:"serial,omitempty"`
 	Model      string `json:"model,omitempty"`
 	Rotational bool   `json:"rotational,omitempty"`
+	// WWN is the kernel's wwid (or wwn) of the disk, when it has one.
+	WWN string `json:"wwn,omitempty"`
 }
 
 // NIC is one network interface's details.
@@ -172,6 +174,9 @@ func (f *Facts) validate() error {
 			return err
 		}
 		if err := text("disk "+d.Name+" model", d.Model, maxStringLen); err != nil {
+			return err
+		}
+		if err := text("disk "+d.Name+" wwn", d.WWN, maxStringLen); err != nil {
 			return err
 		}
 	}

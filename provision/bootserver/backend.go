@@ -404,7 +404,7 @@ func FactsFromReport(f *wire.Facts) inventory.Facts {
 	}
 	for _, d := range f.Disks {
 		out.Disks = append(out.Disks, inventory.Disk{Name: d.Name, SizeBytes: int64(min(d.SizeBytes, 1<<62)),
-			Serial: inventory.DescrText(d.Serial), Model: inventory.DescrText(d.Model), Rotational: d.Rotational})
+			Serial: inventory.DescrText(d.Serial), Model: inventory.DescrText(d.Model), Rotational: d.Rotational, WWN: inventory.DescrText(d.WWN)})
 	}
 	details := map[string]wire.NIC{}
 	for _, n := range f.NICs {

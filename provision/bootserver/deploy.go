@@ -32,7 +32,9 @@ func (a *Backend) manifest(name, version string) (images.Manifest, error) {
 
 // DeployInstructions implements httpboot.Deploys: the root image of the
 // machine's deploy spec, with its sha256 and size from the version's
-// manifest on this boot server.
+// manifest on this boot server. A spec with a root-disk hint gives the
+// agent the disks the hint chose (wire.Hint) and the record's disks, which
+// the agent checks against what it sees.
 func (a *Backend) DeployInstructions(ctx context.Context, id string) (wire.Instructions, error) {
 	m, err := a.Store.Get(ctx, id)
 	if err != nil {
@@ -57,15 +59,32 @@ func (a *Backend) DeployInstructions(ctx context.Context, id string) (wire.Instr
 	}
 	for _, f := range man.Files {
 		if f.Name == man.Root {
-			return wire.Instructions{
+			in := wire.Instructions{
 				Image: spec.Image, Version: spec.ImageVersion,
 				URL:    ipxe.ImagePath(spec.Image, spec.ImageVersion, f.Name),
 				SHA256: f.SHA256, Size: f.Size,
 				Disk: wire.DiskRule{Rule: wire.FirstFit, MinBytes: f.Size},
-			}, nil
+			}
+			if spec.RootDisk != "" {
+				in.Disk = wire.DiskRule{Rule: wire.Hint, MinBytes: f.Size, Hint: spec.RootDisk, Layout: spec.RootLayout,
+					Disks: wireDisks(spec.RootDisks), Known: wireDisks(m.Disks)}
+			}
+			if err := in.Validate(); err != nil {
+				return wire.Instructions{}, fmt.Errorf("machine %s: %w: %w", id, err, httpboot.ErrNoDeploy)
+			}
+			return in, nil
 		}
 	}
 	return wire.Instructions{}, fmt.Errorf("machine %s: image %s/%s lists no file %s: %w", id, spec.Image, spec.ImageVersion, man.Root, httpboot.ErrNoDeploy)
+}
+
+// wireDisks are ds as the agent API carries them.
+func wireDisks(ds []inventory.Disk) []wire.Disk {
+	out := make([]wire.Disk, len(ds))
+	for i, d := range ds {
+		out[i] = wire.Disk{Name: d.Name, SizeBytes: uint64(max(d.SizeBytes, 0)), Serial: d.Serial, Model: d.Model, Rotational: d.Rotational, WWN: d.WWN}
+	}
+	return out
 }
 
 // NoCloud implements httpboot.Deploys: the deploy spec's NoCloud files.

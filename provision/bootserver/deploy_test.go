@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/google/go-cmp/cmp"
 	"io"
 	"net"
 	"net/http"
@@ -159,8 +160,8 @@ func TestDeployEndpoints(t *testing.T) {
 	}
 	want := wire.Instructions{Image: "debian", Version: "1", URL: "/images/debian/1/root.img", SHA256: sum, Size: int64(len(root)),
 		Disk: wire.DiskRule{Rule: "first-fit", MinBytes: int64(len(root))}}
-	if in != want {
-		t.Errorf("instructions %+v, want %+v", in, want)
+	if d := cmp.Diff(want, in); d != "" {
+		t.Errorf("instructions (-want +got):\n%s", d)
 	}
 
 	// The image file carries its sum from SHA256SUMS, whole and by range.

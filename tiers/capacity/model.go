@@ -45,6 +45,10 @@ type Class struct {
 	Name string `json:"name"`
 	// Where selects the class's machines (inventory where-language).
 	Where string `json:"where"`
+	// RootDisk is the class's root-device hint (inventory.ParseDiskWhere):
+	// which disk of its machines takes the OS. Empty: the first that fits.
+	// The plan hands it to the tier (stack config <tier>RootDisk).
+	RootDisk string `json:"root_disk,omitempty"`
 	// IngestionEventsPerSec is what one machine ingests; 0: not an
 	// ingestion class.
 	IngestionEventsPerSec float64 `json:"ingestion_events_per_sec"`
@@ -163,6 +167,11 @@ func (m *Model) check() error {
 			errs = append(errs, fmt.Errorf("%s: where: %w", what, err))
 		} else {
 			c.where = w
+		}
+		if c.RootDisk != "" {
+			if _, err := inventory.ParseDiskWhere(c.RootDisk); err != nil {
+				errs = append(errs, fmt.Errorf("%s: root_disk: %w", what, err))
+			}
 		}
 		for _, f := range []struct {
 			key string

@@ -127,6 +127,9 @@ type TierPlan struct {
 	// where-expression, which goes into the stack config.
 	Class    string `json:"class"`
 	Selector string `json:"selector"`
+	// RootDisk is the class's root-device hint, which also goes into the
+	// stack config; empty: none.
+	RootDisk string `json:"root_disk,omitempty"`
 	// Demand is what the tier must carry, headroom included, in Unit.
 	Demand float64 `json:"demand"`
 	Unit   string  `json:"unit"`
@@ -333,7 +336,7 @@ func size(tier string, c *Class, demand float64, unit string, minSize, current i
 			tier, c.Name, n, demand, unit, per, MaxTierSize)
 	}
 	target := max(int(n), minSize)
-	tp := &TierPlan{Tier: tier, Class: c.Name, Selector: c.Where, Demand: demand, Unit: unit, PerNode: per,
+	tp := &TierPlan{Tier: tier, Class: c.Name, Selector: c.Where, RootDisk: c.RootDisk, Demand: demand, Unit: unit, PerNode: per,
 		Current: current, Target: target, Racks: []RackCount{}, Machines: []string{}}
 	if target > current {
 		tp.Add = target - current

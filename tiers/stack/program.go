@@ -62,6 +62,10 @@ func Program(defs []TierDef, drain *int, picks func() map[string][]string) pulum
 				// tier's machines run (the tiers' software, or a stand-in).
 				in["userData"] = pulumi.String(ud)
 			}
+			if rd := cfg.Get(t.Name + "RootDisk"); rd != "" {
+				// The tier's class's root-device hint (ironrack scale writes it).
+				in["rootDisk"] = pulumi.String(rd)
+			}
 			if drain != nil {
 				in["drainSeconds"] = pulumi.Int(*drain)
 			}

@@ -39,8 +39,9 @@ func deployCommand(e *env) *cli.Command {
 		Description: "Select machines by ID, serial or MAC, or with --where/--rack/--state/--tier/--all.\n" +
 			"Each must be ready (it is claimed for --owner) or allocated to --owner, and off unless\n" +
 			"--allow-reboot. Each is set to network boot and powered on through its BMC; the agent\n" +
-			"streams the image to the first disk that fits, verifies its sha256 while writing, and\n" +
-			"reboots into it. The command waits for every machine (--timeout) and exits non-zero if\n" +
+			"streams the image to the first disk that fits (or the one --root-disk chooses from the\n" +
+			"machine's recorded disks: smallest match, then first by name), verifies its sha256\n" +
+			"while writing, and reboots into it. The command waits for every machine (--timeout) and exits non-zero if\n" +
 			"any failed; the failed step is in the table and in the machine's history.",
 		Flags: append(workflowFlags(30*time.Minute),
 			&cli.StringFlag{Name: "image", Required: true, Usage: "image as NAME or NAME:VERSION (ironrack images list)"},
@@ -51,6 +52,8 @@ func deployCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "role", Usage: "tier role: the deployed Consul agent's ironrack_role node meta"},
 			&cli.StringFlag{Name: "consul-join", Usage: "Consul address the deployed OS's agent joins (HOST[:PORT])"},
 			&cli.StringSliceFlag{Name: "service", Usage: "Consul service the deployed OS's agent registers, with a check it runs on the machine: NAME:PORT[/tcp|/http:PATH] (repeatable; needs --consul-join)"},
+			&cli.StringFlag{Name: "root-disk", Usage: "root-device hint: a where-expression over one disk's " + strings.Join(inventory.DiskFields, ", ") + ` (e.g. 'not rotational and size_bytes < 1e12'); default: the first disk that fits`},
+			&cli.StringFlag{Name: "root-layout", Value: inventory.LayoutFlat, Usage: "flat (one disk) or mirror (RAID 1 over the two disks --root-disk matches)"},
 		),
 		Action: func(c *cli.Context) error {
 			name, version, _ := strings.Cut(c.String("image"), ":")
@@ -64,6 +67,15 @@ func deployCommand(e *env) *cli.Command {
 			}
 			if req.Owner == "" {
 				req.Owner = defaultOwner()
+			}
+			req.RootDisk, req.RootLayout = c.String("root-disk"), c.String("root-layout")
+			if req.RootDisk != "" {
+				if _, err := inventory.ParseDiskWhere(req.RootDisk); err != nil {
+					return fmt.Errorf("--root-disk: %w", err)
+				}
+			}
+			if err := inventory.ValidateLayout(req.RootLayout, req.RootDisk); err != nil {
+				return fmt.Errorf("--root-layout: %w", err)
 			}
 			for _, text := range c.StringSlice("service") {
 				svc, err := inventory.ParseDeployService(text)

@@ -138,6 +138,9 @@ func scalePlanCommand(e *env) *cli.Command {
 			for _, tp := range plan.Tiers {
 				sf.Set(sizeKey(tp.Tier), tp.Target)
 				sf.Set(selectorKey(tp.Tier), tp.Selector)
+				if _, had, _ := sf.String(rootDiskKey(tp.Tier)); had || tp.RootDisk != "" {
+					sf.Set(rootDiskKey(tp.Tier), tp.RootDisk)
+				}
 			}
 			if err := sf.Write(); err != nil {
 				return err

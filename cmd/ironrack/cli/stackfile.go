@@ -21,6 +21,7 @@ const tiersProject = "ironrack-tiers"
 // sizeKey and selectorKey are a tier's stack config keys.
 func sizeKey(tier string) string     { return tiersProject + ":" + tier + "Size" }
 func selectorKey(tier string) string { return tiersProject + ":" + tier + "Selector" }
+func rootDiskKey(tier string) string { return tiersProject + ":" + tier + "RootDisk" }
 
 var stackNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
 
