@@ -287,3 +287,94 @@ func TestThrottle(t *testing.T) {
 		}
 	}
 }
+
+// TestChooseDisksHint: the Hint rule writes the disk the boot server chose
+// when the disks the agent sees are the recorded ones, and fails as drift
+// (naming each difference) when one is gone, new or changed; the chosen
+// disk must still be writable and large enough.
+func TestChooseDisksHint(t *testing.T) {
+	sysfs := func(disks ...wire.Disk) fstest.MapFS {
+		fsys := fstest.MapFS{}
+		for _, d := range disks {
+			dir := "sys/block/" + d.Name
+			fsys[dir+"/size"] = &fstest.MapFile{Data: []byte(fmt.Sprint(d.SizeBytes / 512))}
+			fsys[dir+"/removable"] = &fstest.MapFile{Data: []byte("0\n")}
+			fsys[dir+"/ro"] = &fstest.MapFile{Data: []byte("0\n")}
+			fsys[dir+"/device/model"] = &fstest.MapFile{Data: []byte(d.Model + "  \n")}
+			fsys[dir+"/device/serial"] = &fstest.MapFile{Data: []byte(d.Serial + "\n")}
+			fsys[dir+"/device/wwid"] = &fstest.MapFile{Data: []byte(d.WWN + "\n")}
+			rot := "0"
+			if d.Rotational {
+				rot = "1"
+			}
+			fsys[dir+"/queue/rotational"] = &fstest.MapFile{Data: []byte(rot + "\n")}
+		}
+		return fsys
+	}
+	hdd := wire.Disk{Name: "sda", SizeBytes: 64 << 30, Model: "QEMU HARDDISK", Serial: "DATA", Rotational: true, WWN: "naa.5000c500a1b2c3d4"}
+	ssd := wire.Disk{Name: "sdb", SizeBytes: 8 << 30, Model: "QEMU HARDDISK", Serial: "ROOT"}
+	rule := wire.DiskRule{Rule: wire.Hint, Hint: "not rotational", MinBytes: 1 << 30, Disks: []wire.Disk{ssd}, Known: []wire.Disk{hdd, ssd}}
+	if err := (wire.Instructions{SHA256: strings.Repeat("0", 64), Size: 1, URL: "/images/x", Disk: rule}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := agent.ChooseDisks(sysfs(hdd, ssd), rule)
+	if err != nil || len(got) != 1 || got[0].Name != "sdb" || got[0].Serial != "ROOT" {
+		t.Fatalf("chose %+v, %v; want sdb", got, err)
+	}
+	bigger := ssd
+	bigger.SizeBytes = 16 << 30
+	spinning := hdd
+	spinning.Serial = "SWAPPED"
+	extra := wire.Disk{Name: "sdc", SizeBytes: 4 << 30}
+	otherWWN := hdd
+	otherWWN.WWN = "naa.5000c500ffffffff"
+	for name, tc := range map[string]struct {
+		seen []wire.Disk
+		want []string
+	}{
+		"gone":    {[]wire.Disk{ssd}, []string{"sda is gone"}},
+		"new":     {[]wire.Disk{hdd, ssd, extra}, []string{"sdc is new (4294967296 bytes)"}},
+		"resized": {[]wire.Disk{hdd, bigger}, []string{"sdb size 17179869184, recorded 8589934592"}},
+		"swapped": {[]wire.Disk{spinning, ssd}, []string{`sda serial "SWAPPED", recorded "DATA"`}},
+		"wwn":     {[]wire.Disk{otherWWN, ssd}, []string{`sda wwn "naa.5000c500ffffffff", recorded "naa.5000c500a1b2c3d4"`}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := agent.ChooseDisks(sysfs(tc.seen...), rule)
+			if !errors.Is(err, agent.ErrDrift) {
+				t.Fatalf("err %v, want drift", err)
+			}
+			for _, w := range append(tc.want, `hint "not rotational"`) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("err %v does not say %q", err, w)
+				}
+			}
+		})
+	}
+	// A recorded but unknown field (no WWN in the record) is not drift.
+	noWWN := rule
+	noWWN.Known = []wire.Disk{{Name: "sda", SizeBytes: hdd.SizeBytes, Model: hdd.Model, Serial: hdd.Serial, Rotational: true}, ssd}
+	if _, err := agent.ChooseDisks(sysfs(hdd, ssd), noWWN); err != nil {
+		t.Errorf("unrecorded wwn: %v", err)
+	}
+	small := rule
+	small.MinBytes = 9 << 30
+	if _, err := agent.ChooseDisks(sysfs(hdd, ssd), small); err == nil || errors.Is(err, agent.ErrDrift) || !strings.Contains(err.Error(), "root disk sdb holds 8589934592 bytes") {
+		t.Errorf("too small: %v", err)
+	}
+	ro := sysfs(hdd, ssd)
+	ro["sys/block/sdb/ro"] = &fstest.MapFile{Data: []byte("1\n")}
+	if _, err := agent.ChooseDisks(ro, rule); err == nil || !strings.Contains(err.Error(), "root disk sdb is read-only") {
+		t.Errorf("read-only: %v", err)
+	}
+	// The rule's own consistency: a chosen disk that is not known.
+	bad := rule
+	bad.Disks = []wire.Disk{extra}
+	if err := (wire.Instructions{SHA256: strings.Repeat("0", 64), Size: 1, URL: "/images/x", Disk: bad}).Validate(); err == nil || !strings.Contains(err.Error(), "root disk sdc is not among the known disks") {
+		t.Errorf("validate: %v", err)
+	}
+	mirror := rule
+	mirror.Layout = "mirror"
+	if err := (wire.Instructions{SHA256: strings.Repeat("0", 64), Size: 1, URL: "/images/x", Disk: mirror}).Validate(); err == nil || !strings.Contains(err.Error(), "names 1 disks, layout mirror needs 2") {
+		t.Errorf("validate mirror: %v", err)
+	}
+}
