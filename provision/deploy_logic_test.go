@@ -21,13 +21,36 @@ func TestDeployerWithoutAgent(t *testing.T) {
 	r := newTestRack(t, "127.0.31.30", 2, -1)
 	ctx := context.Background()
 	for _, m := range r.ms {
-		if _, err := r.store.Commission(ctx, m.ID, inventory.Facts{Serial: m.Serial, CPUCores: 1, MemGB: 1}, inventory.Change{}); err != nil {
+		if _, err := r.store.Commission(ctx, m.ID, inventory.Facts{Serial: m.Serial, CPUCores: 1, MemGB: 1,
+			Disks: []inventory.Disk{{Name: "sda", SizeBytes: 8e12, Rotational: true}, {Name: "sdb", SizeBytes: 480e9}}}, inventory.Change{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	d := &Deployer{Store: r.store, Fleet: &Fleet{Inventory: r.store}, WatchWait: time.Second}
 	ids := []string{r.ms[0].ID, r.ms[1].ID}
 	req := DeployRequest{Owner: "alice", Image: "debian", Version: "1", HostnamePrefix: "web", SSHKeys: []string{logicKey}, Timeout: 3 * time.Second}
+
+	// A root-disk hint that matches none of the recorded disks fails
+	// before anything changes (not even the claim); so does a mirror, which
+	// this agent cannot build.
+	for hint, want := range map[string]string{
+		"size_bytes > 1e15": `root disk hint "size_bytes > 1e15" matches 0 of the machine's disks, flat needs 1 (disks: sda (8000000000000 bytes, rotational), sdb (480000000000 bytes, not rotational))`,
+		"mirror":            "root layout mirror: this version's agent cannot build the array yet",
+	} {
+		bad := req
+		bad.RootDisk = hint
+		if hint == "mirror" {
+			bad.RootDisk, bad.RootLayout = "size_bytes > 0", inventory.LayoutMirror
+		}
+		for _, x := range d.Deploy(ctx, ids, bad) {
+			if x.OK() || x.Step != "select" || !strings.Contains(x.Error, want) || x.State != inventory.StateReady {
+				t.Errorf("deploy with %q: %+v, want select failing with %q", hint, x, want)
+			}
+			if m, _ := r.store.Get(ctx, x.Machine); m.Owner != "" {
+				t.Errorf("a refused hint claimed %s for %q", m.ID, m.Owner)
+			}
+		}
+	}
 
 	// Both sims start powered on: refused, nothing changed, no BMC set.
 	res := d.Deploy(ctx, ids, req)
