@@ -122,7 +122,24 @@ func inventoryCommand(e *env) *cli.Command {
 							}
 						}
 					}
-					return e.printMachine(m, why)
+					if err := e.printMachine(m, why); err != nil {
+						return err
+					}
+					if e.format != "table" {
+						return nil
+					}
+					// The deploy record's root disk, while there is one.
+					spec, err := s.Deploy(c.Context, m.ID)
+					if errors.Is(err, inventory.ErrNotFound) {
+						return nil
+					}
+					if err != nil {
+						return err
+					}
+					if text := rootDiskText(spec); text != "" {
+						fmt.Fprintf(e.stdout, "root disk:  %s\n", text)
+					}
+					return nil
 				},
 			},
 			{
@@ -416,4 +433,24 @@ func importFailed(err error) error {
 		return fmt.Errorf("import refused, nothing stored (%d problems):\n%w", len(se), se)
 	}
 	return err
+}
+
+// rootDiskText describes a deploy record's root disk: the disks its hint
+// chose, the layout and the hint; "" without a hint.
+func rootDiskText(spec *inventory.DeploySpec) string {
+	if spec.RootDisk == "" {
+		return ""
+	}
+	names := make([]string, len(spec.RootDisks))
+	for i, d := range spec.RootDisks {
+		names[i] = d.Name
+		if d.Serial != "" {
+			names[i] += " (serial " + d.Serial + ")"
+		}
+	}
+	layout := spec.RootLayout
+	if layout == "" {
+		layout = inventory.LayoutFlat
+	}
+	return fmt.Sprintf("%s, %s, hint %q", strings.Join(names, " + "), layout, spec.RootDisk)
 }
