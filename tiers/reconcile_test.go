@@ -215,6 +215,7 @@ func TestSpecValidateNamesInputs(t *testing.T) {
 		"size":     {tiers.Spec{Name: "q", Size: -1}, "size"},
 		"selector": {tiers.Spec{Name: "q", Size: 1, Selector: "memory >= 3"}, "selector"},
 		"spread":   {tiers.Spec{Name: "q", Size: 1, Spread: "row"}, "spread"},
+		"rootDisk": {tiers.Spec{Name: "q", Size: 1, RootDisk: "mem_gb > 1"}, "rootDisk"},
 		"port":     {tiers.Spec{Name: "q", Size: 1, Services: []inventory.DeployService{{Name: "a", Port: 0}}}, "services[0].port"},
 		"check":    {tiers.Spec{Name: "q", Size: 1, Services: []inventory.DeployService{{Name: "a", Port: 1, Check: "http:x"}}}, "services[0].check"},
 		"dup":      {tiers.Spec{Name: "q", Size: 1, Services: []inventory.DeployService{{Name: "a", Port: 1}, {Name: "a", Port: 2}}}, "services[1].name"},
@@ -227,7 +228,7 @@ func TestSpecValidateNamesInputs(t *testing.T) {
 			}
 		})
 	}
-	if errs := (tiers.Spec{Name: "ingestion", Size: 3, Selector: "mem_gb >= 256", Spread: "rack"}).Validate(); len(errs) > 0 {
+	if errs := (tiers.Spec{Name: "ingestion", Size: 3, Selector: "mem_gb >= 256", Spread: "rack", RootDisk: "not rotational"}).Validate(); len(errs) > 0 {
 		t.Errorf("good spec: %v", errs)
 	}
 }

@@ -58,3 +58,18 @@ func TestSpecsShards(t *testing.T) {
 		})
 	}
 }
+
+// TestSpecsRootDisk: a tier's root-device hint comes from <tier>RootDisk.
+func TestSpecsRootDisk(t *testing.T) {
+	cfg := map[string]string{Project + ":ingestionSize": "1", Project + ":storageSize": "1", Project + ":querySize": "0",
+		Project + ":storageRootDisk": "not rotational"}
+	specs, err := Specs(DefaultTiers(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range specs {
+		if want := map[string]string{"storage": "not rotational"}[s.Name]; s.RootDisk != want {
+			t.Errorf("tier %s: root disk %q, want %q", s.Name, s.RootDisk, want)
+		}
+	}
+}
