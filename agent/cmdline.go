@@ -3,9 +3,10 @@ package agent
 import "strings"
 
 // Cmdline is what the boot server passes the agent on the kernel command
-// line (provision/ipxe.Render): ironrack.mode, .url, .machine, .token and .mac.
+// line (provision/ipxe.Render): ironrack.mode, .url, .machine, .token, .mac
+// and, for a wipe, .erase.
 type Cmdline struct {
-	Mode, URL, Machine, Token, MAC string
+	Mode, URL, Machine, Token, MAC, Erase string
 }
 
 // ParseCmdline reads /proc/cmdline's text. Unknown words are ignored; a
@@ -26,6 +27,8 @@ func ParseCmdline(s string) Cmdline {
 			c.Machine = v
 		case "ironrack.token":
 			c.Token = v
+		case "ironrack.erase":
+			c.Erase = v
 		case "ironrack.mac":
 			c.MAC = strings.ToLower(v)
 		}

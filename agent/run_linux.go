@@ -125,7 +125,9 @@ func run(ctx context.Context, log io.Writer, next *Next) error {
 		}
 		return err
 	case "wipe":
-		return wipe(rctx, p, facts, say)
+		// Not rctx: a zero erase of large disks takes far longer than a
+		// report; wipe bounds each report itself.
+		return wipe(ctx, p, facts, cl.Erase, say)
 	}
 	if err := p.Post(rctx, facts.Report()); err != nil {
 		return fmt.Errorf("facts NOT reported: %w", err)
@@ -286,43 +288,89 @@ func deploy(ctx context.Context, p *Poster, say func(string, ...any)) (bool, err
 	return true, nil
 }
 
-// wipe clears every disk's first and last MiB (partition tables, the
-// backup GPT, file system superblocks), then reports done or which disks
-// failed.
-func wipe(ctx context.Context, p *Poster, facts Facts, say func(string, ...any)) error {
-	if err := p.Post(ctx, wire.EventReport("wipe", "started", "")); err != nil {
+// wipe erases every disk at the erase level (quick if empty: the first
+// and last MiB, where partition tables, the backup GPT and file system
+// superblocks are; zero: every byte, with progress events; secure: the
+// drive's own erase, SecureErase, which refuses disks that have none),
+// then reports done or which disks failed or were refused.
+func wipe(ctx context.Context, p *Poster, facts Facts, erase string, say func(string, ...any)) error {
+	if erase == "" {
+		erase = EraseQuick
+	}
+	post := func(r wire.Report) error {
+		rctx, cancel := context.WithTimeout(ctx, reportWait)
+		defer cancel()
+		return p.Post(rctx, r)
+	}
+	if err := post(wire.EventReport("wipe", "started", "erase "+erase)); err != nil {
 		return fmt.Errorf("wipe start NOT reported: %w", err)
+	}
+	var total, before int64
+	for _, d := range facts.Disks {
+		total += int64(d.SizeBytes)
+	}
+	th := &Throttle{Step: 5, Interval: 2 * time.Second}
+	progress := func(dev string, written int64) {
+		pct := 100
+		if total > 0 {
+			pct = int((before + written) * 100 / total)
+		}
+		if !th.Due(pct) {
+			return
+		}
+		say("wipe %d%%", pct)
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer pcancel()
+		r := wire.EventReport("wipe", "progress", fmt.Sprintf("erase zero: %s at %d bytes, %d of %d bytes in all", dev, written, before+written, total))
+		r.Event.Percent = pct
+		_ = (&Poster{URL: p.URL, Token: p.Token, Client: p.Client, Sleep: func(context.Context, time.Duration) error { return errors.New("no retry") }}).Post(pctx, r)
 	}
 	var done, failed []string
 	for _, d := range facts.Disks {
 		dev := filepath.Join("/dev", d.Name)
 		err := func() error {
+			if erase == EraseSecure {
+				return SecureErase(d.Name)
+			}
 			f, err := os.OpenFile(dev, os.O_WRONLY, 0)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			if err := WipeDisk(f, int64(d.SizeBytes)); err != nil {
+			switch erase {
+			case EraseZero:
+				err = ZeroDisk(f, int64(d.SizeBytes), func(n int64) { progress(dev, n) })
+			case EraseQuick:
+				err = WipeDisk(f, int64(d.SizeBytes))
+			default:
+				err = fmt.Errorf("erase level %q: this agent knows quick, zero and secure", erase)
+			}
+			if err != nil {
 				return err
 			}
 			return f.Sync()
 		}()
+		before += int64(d.SizeBytes)
 		if err != nil {
 			say("wipe %s: %v", dev, err)
 			failed = append(failed, fmt.Sprintf("%s: %v", dev, err))
 			continue
 		}
-		say("wiped %s", dev)
+		say("wiped %s (%s)", dev, erase)
 		done = append(done, dev)
 	}
-	status, msg := "done", fmt.Sprintf("first and last MiB zeroed on %s", strings.Join(done, ", "))
+	what := map[string]string{EraseQuick: "first and last MiB zeroed", EraseZero: "every byte zeroed", EraseSecure: "secure erase (NVMe format, user data erase)"}[erase]
+	status, msg := "done", fmt.Sprintf("erase %s: %s on %s", erase, what, strings.Join(done, ", "))
 	if len(failed) > 0 {
-		status, msg = "failed", strings.Join(failed, "; ")
+		status, msg = "failed", fmt.Sprintf("erase %s: %s", erase, strings.Join(failed, "; "))
+		if len(done) > 0 {
+			msg += fmt.Sprintf(" (%s on %s)", what, strings.Join(done, ", "))
+		}
 	}
 	if len(done) == 0 && len(failed) == 0 {
-		msg = "no disks"
+		msg = "erase " + erase + ": no disks"
 	}
-	if err := p.Post(ctx, wire.EventReport("wipe", status, msg)); err != nil {
+	if err := post(wire.EventReport("wipe", status, msg)); err != nil {
 		return fmt.Errorf("wipe %s NOT reported: %w", status, err)
 	}
 	say("wipe %s: reported", status)

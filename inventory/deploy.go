@@ -269,7 +269,8 @@ func (s *Store) deployOps(w *write) api.TxnOps {
 	}
 	back := w.next != nil && w.next.State == StateReady && w.prev.State != StateReady && w.prev.State != StateAllocated
 	if w.next == nil || back {
-		return api.TxnOps{&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.deployKey(w.prev.ID)}}}
+		return api.TxnOps{&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.deployKey(w.prev.ID)}},
+			&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.releaseKey(w.prev.ID)}}}
 	}
 	return nil
 }
@@ -414,13 +415,31 @@ func (s *Store) FinishDeploy(ctx context.Context, id string, failure error, chan
 }
 
 // StartRelease moves a deployed machine (or one whose deploy or wipe
-// failed) to releasing: the agent wipes it next. Allocated machines that
-// never deployed are released with Release.
+// failed) to releasing with a quick erase: StartReleaseErase(EraseQuick).
 func (s *Store) StartRelease(ctx context.Context, id string, change Change) (*Machine, error) {
+	return s.StartReleaseErase(ctx, id, EraseQuick, change)
+}
+
+// StartReleaseErase moves a deployed machine (or one whose deploy or wipe
+// failed) to releasing, the agent's wipe next, and stores the erase level
+// (PREFIX/release/<id>, a ReleaseSpec) in the same transaction; the history
+// entry names the level. The key goes with the deploy spec when the machine
+// is ready again. Allocated machines that never deployed are released with
+// Release.
+func (s *Store) StartReleaseErase(ctx context.Context, id, erase string, change Change) (*Machine, error) {
+	if err := ValidateErase(erase); err != nil {
+		return nil, fmt.Errorf("machine %s: %w", id, err)
+	}
 	if change.What == "" {
 		change.What = "release"
 	}
-	return s.Update(ctx, id, System, change, func(m *Machine) error {
+	change.Why = strings.TrimPrefix(change.Why+"; erase "+erase, "; ")
+	b, err := json.Marshal(ReleaseSpec{Erase: erase, RequestedAt: s.cfg.Now().UTC()})
+	if err != nil {
+		return nil, err
+	}
+	put := api.TxnOps{&api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.releaseKey(id), Value: b}}}
+	return s.update(ctx, id, System, change, put, func(m *Machine) error {
 		switch m.State {
 		case StateDeployed, StateFailedDeployment, StateFailedReleasing:
 			m.State = StateReleasing
@@ -526,4 +545,56 @@ func sortHistory(h []HistoryEntry) {
 			h[j], h[j-1] = h[j-1], h[j]
 		}
 	}
+}
+
+// Erase levels of a release: what the agent's wipe does to every disk.
+const (
+	// EraseQuick zeroes each disk's first and last MiB (partition tables,
+	// the backup GPT, file system signatures).
+	EraseQuick = "quick"
+	// EraseZero overwrites every byte with zeros, reporting progress.
+	EraseZero = "zero"
+	// EraseSecure uses the drive's own erase (NVMe format with user data
+	// erase); a disk that cannot is refused, and the wipe fails naming it.
+	EraseSecure = "secure"
+)
+
+// EraseLevels are the erase levels, quickest first.
+var EraseLevels = []string{EraseQuick, EraseZero, EraseSecure}
+
+// ValidateErase checks an erase level.
+func ValidateErase(erase string) error {
+	for _, l := range EraseLevels {
+		if erase == l {
+			return nil
+		}
+	}
+	return fmt.Errorf("erase level %q: want %s", erase, strings.Join(EraseLevels, ", "))
+}
+
+// ReleaseSpec is how a releasing machine is wiped, at PREFIX/release/<id>
+// from StartReleaseErase until the machine is ready again.
+type ReleaseSpec struct {
+	Erase       string    `json:"erase"`
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+func (s *Store) releaseKey(id string) string { return s.key("release", id) }
+
+// ReleaseSpec returns a releasing machine's release spec, or ErrNotFound.
+func (s *Store) ReleaseSpec(ctx context.Context, id string) (*ReleaseSpec, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	kv, _, err := s.c.KV().Get(s.releaseKey(id), (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read release spec of %s: %w", id, err)
+	}
+	if kv == nil {
+		return nil, fmt.Errorf("machine %s has no release spec: %w", id, ErrNotFound)
+	}
+	var r ReleaseSpec
+	if err := json.Unmarshal(kv.Value, &r); err != nil {
+		return nil, fmt.Errorf("release spec of %s: corrupt: %w", id, err)
+	}
+	return &r, nil
 }

@@ -256,3 +256,73 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("range: %+v %v", h, err)
 	}
 }
+
+// TestReleaseErase: the erase level is stored with releasing (one
+// transaction) and named in the history; a releasing machine cannot be
+// claimed or allocated until its wipe finished; a failed wipe leaves it
+// failed_releasing (still not claimable) and a second release may take
+// another level; the level's key goes when the machine is ready.
+func TestReleaseErase(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	id := deployableMachine(t, s, "ERASE-1")
+	if _, err := s.Claim(ctx, id, "alice", "", Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.StartDeploy(ctx, id, goodSpec(), Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.FinishDeploy(ctx, id, nil, Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.StartReleaseErase(ctx, id, "shred", Change{}); err == nil || !strings.Contains(err.Error(), `erase level "shred": want quick, zero, secure`) {
+		t.Fatalf("unknown level: %v", err)
+	}
+	if m, _ := s.Get(ctx, id); m.State != StateDeployed {
+		t.Fatalf("an unknown level changed the state to %s", m.State)
+	}
+	if _, err := s.StartReleaseErase(ctx, id, EraseSecure, Change{Why: "decommission"}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.ReleaseSpec(ctx, id); err != nil || r.Erase != EraseSecure {
+		t.Fatalf("release spec %+v, %v", r, err)
+	}
+	notClaimable := func(when string) {
+		t.Helper()
+		if _, err := s.Claim(ctx, id, "bob", "", Change{}); !errors.Is(err, ErrConflict) {
+			t.Errorf("claim while %s: %v, want ErrConflict", when, err)
+		}
+		got, err := s.Allocate(ctx, AllocateRequest{Owner: "bob", Count: 1})
+		if err == nil && len(got) > 0 {
+			t.Errorf("allocate while %s took %v", when, got[0].ID)
+		}
+	}
+	notClaimable("releasing")
+	if _, err := s.FinishRelease(ctx, id, errors.New("agent: wipe failed: erase secure: /dev/vda: no secure erase"), Change{}); err != nil {
+		t.Fatal(err)
+	}
+	notClaimable("failed_releasing")
+	if _, err := s.StartReleaseErase(ctx, id, EraseZero, Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.ReleaseSpec(ctx, id); err != nil || r.Erase != EraseZero {
+		t.Fatalf("second release spec %+v, %v", r, err)
+	}
+	if _, err := s.FinishRelease(ctx, id, nil, Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReleaseSpec(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("release spec after ready: %v, want gone", err)
+	}
+	h, _ := s.History(ctx, id)
+	var whys []string
+	for _, e := range h {
+		whys = append(whys, e.What+": "+e.Why)
+	}
+	all := strings.Join(whys, "\n")
+	for _, want := range []string{"release: decommission; erase secure", "release: erase zero", "no secure erase"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("history lacks %q:\n%s", want, all)
+		}
+	}
+}

@@ -31,7 +31,7 @@ type DeployStore interface {
 	Claim(ctx context.Context, id, owner, tier string, change inventory.Change) (*inventory.Machine, error)
 	StartDeploy(ctx context.Context, id string, spec inventory.DeploySpec, change inventory.Change) (*inventory.Machine, *inventory.DeploySpec, error)
 	FinishDeploy(ctx context.Context, id string, failure error, change inventory.Change) (*inventory.Machine, error)
-	StartRelease(ctx context.Context, id string, change inventory.Change) (*inventory.Machine, error)
+	StartReleaseErase(ctx context.Context, id, erase string, change inventory.Change) (*inventory.Machine, error)
 	FinishRelease(ctx context.Context, id string, failure error, change inventory.Change) (*inventory.Machine, error)
 	Release(ctx context.Context, ms []*inventory.Machine, change inventory.Change) ([]*inventory.Machine, error)
 	SetState(ctx context.Context, id string, to inventory.State, by inventory.Actor, change inventory.Change) (*inventory.Machine, error)
@@ -111,6 +111,9 @@ type ReleaseRequest struct {
 	// AllowReboot lets the workflow power-cycle a machine that is on to
 	// wipe it; without it such a machine fails before anything changes.
 	AllowReboot bool
+	// Erase is the wipe's erase level (inventory.EraseQuick, EraseZero,
+	// EraseSecure). If empty, quick.
+	Erase string
 	// Timeout bounds the wait for every wipe. If 0, 20 minutes.
 	Timeout  time.Duration
 	Reason   string
@@ -274,6 +277,14 @@ func (d *Deployer) Deploy(ctx context.Context, ids []string, req DeployRequest) 
 // reports the wipe done. A ready machine is left alone.
 func (d *Deployer) Release(ctx context.Context, ids []string, req ReleaseRequest) []Result {
 	jobs, timeout, deadline, prog := d.begin(ctx, ids, "release", req.Timeout, 20*time.Minute, req.Progress)
+	if req.Erase == "" {
+		req.Erase = inventory.EraseQuick
+	}
+	if err := inventory.ValidateErase(req.Erase); err != nil {
+		for _, j := range live(jobs) {
+			j.res.fail("select", err)
+		}
+	}
 	var wipe []*wjob
 	for _, j := range live(jobs) {
 		switch j.m.State {
@@ -291,7 +302,7 @@ func (d *Deployer) Release(ctx context.Context, ids []string, req ReleaseRequest
 	}
 	d.checkPower(ctx, wipe, req.AllowReboot, "release")
 	for _, j := range live(wipe) {
-		m, err := d.Store.StartRelease(ctx, j.m.ID, inventory.Change{Who: d.Who, Why: req.Reason})
+		m, err := d.Store.StartReleaseErase(ctx, j.m.ID, req.Erase, inventory.Change{Who: d.Who, Why: req.Reason})
 		if err != nil {
 			j.res.fail("release", err)
 			continue

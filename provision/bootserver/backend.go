@@ -228,6 +228,16 @@ func (a *Backend) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (ipxe.
 	if out.State == ipxe.StateDeployed {
 		out.Image = a.deployedImage(ctx, m)
 	}
+	if m.State == inventory.StateReleasing {
+		// The release's erase level; without a spec (released before
+		// erase levels), quick.
+		switch r, err := a.Store.ReleaseSpec(ctx, m.ID); {
+		case err == nil:
+			out.Erase = r.Erase
+		case !errors.Is(err, inventory.ErrNotFound):
+			return ipxe.Machine{}, err
+		}
+	}
 	if ipxe.Decide(out).Action == ipxe.ActionAgent {
 		tok, err := a.Store.IssueBootToken(ctx, m.ID)
 		if err != nil {

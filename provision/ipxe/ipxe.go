@@ -57,6 +57,9 @@ type Machine struct {
 	// Token authenticates this boot's agent to the agent API. The
 	// inventory mints a new one per boot; empty for an unknown MAC.
 	Token string
+	// Erase is a wipe's erase level (ironrack.erase=); empty: the agent's
+	// default, quick.
+	Erase string
 }
 
 // Action is what a machine boots.
@@ -185,6 +188,9 @@ func Render(d Decision, m Machine, env Env) string {
 		}
 		if m.MAC != "" {
 			args = append(args, "ironrack.mac="+clean(m.MAC))
+		}
+		if d.Mode == ModeWipe && m.Erase != "" {
+			args = append(args, "ironrack.erase="+clean(m.Erase))
 		}
 		args = append(args, clean(env.AgentCmdline))
 		bootKernel(&b, env.BaseURL, img, strings.Join(args, " "))

@@ -116,13 +116,22 @@ func releaseCommand(e *env) *cli.Command {
 		ArgsUsage: "[ID|SERIAL|MAC...]",
 		Description: "An allocated machine goes back to ready at once. A deployed machine (or one whose deploy\n" +
 			"or wipe failed) is set to network boot and powered on (cycled with --allow-reboot when\n" +
-			"it is on); the agent clears the partition tables and file system signatures of every\n" +
-			"disk, reports, and powers off; the machine is then ready.",
-		Flags: workflowFlags(20 * time.Minute),
+			"it is on); the agent erases every disk at the --erase level (quick: the first and last\n" +
+			"MiB, where partition tables and file system signatures live; zero: every byte, with\n" +
+			"progress; secure: the drive's own erase, NVMe format with user data erase, refusing\n" +
+			"each disk that cannot), reports, and powers off; the machine is then ready. A machine\n" +
+			"cannot be claimed while it is releasing; a refused or failed erase leaves it\n" +
+			"failed_releasing, to be released again.",
+		Flags: append(workflowFlags(20*time.Minute),
+			&cli.StringFlag{Name: "erase", Value: inventory.EraseQuick, Usage: "erase level: " + strings.Join(inventory.EraseLevels, ", ")},
+		),
 		Action: func(c *cli.Context) error {
+			if err := inventory.ValidateErase(c.String("erase")); err != nil {
+				return fmt.Errorf("--erase: %w", err)
+			}
 			return e.workflowRun(c, deployColumns, func(d *provision.Deployer, sel []provision.Selected, prog func(provision.Event)) []provision.Result {
 				return d.Release(c.Context, machineIDs(sel), provision.ReleaseRequest{AllowReboot: c.Bool("allow-reboot"), Timeout: c.Duration("timeout"),
-					Reason: c.String("reason"), Progress: prog})
+					Erase: c.String("erase"), Reason: c.String("reason"), Progress: prog})
 			})
 		},
 	}
