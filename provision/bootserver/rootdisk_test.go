@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/internal/labtest"
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/provision/ipxe"
 )
 
 // TestDeployRootDiskHint: a deploy with a root-disk hint chooses from the
@@ -95,5 +97,31 @@ func TestDeployRootDiskHint(t *testing.T) {
 	}
 	if m, _ := f.store.Get(ctx, id2); m.State != inventory.StateAllocated {
 		t.Errorf("state %s after a failed hint, want allocated", m.State)
+	}
+}
+
+// TestWipeEraseLevel: a releasing machine's boot carries its release's
+// erase level to the agent (ironrack.erase= on the wipe's command line).
+func TestWipeEraseLevel(t *testing.T) {
+	f := startDeployServer(t, "127.0.31.23:18080")
+	ctx := context.Background()
+	writeImage(t, f.inv.DataDir, "debian", "1", []byte("root"))
+	id, _, _ := deployingMachine(t, f.store, "52:54:00:31:00:24", "ERASE-BS-1")
+	if _, err := f.store.FinishDeploy(ctx, id, nil, inventory.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.StartReleaseErase(ctx, id, inventory.EraseZero, inventory.Change{}); err != nil {
+		t.Fatal(err)
+	}
+	mac, _ := net.ParseMAC("52:54:00:31:00:24")
+	m, err := f.inv.MachineByMAC(ctx, mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Erase != inventory.EraseZero {
+		t.Errorf("erase level %q, want zero", m.Erase)
+	}
+	if s := ipxe.Script(m, ipxe.Env{BaseURL: f.base}); !strings.Contains(s, "ironrack.mode=wipe ") || !strings.Contains(s, " ironrack.erase=zero ") {
+		t.Errorf("wipe script:\n%s", s)
 	}
 }
