@@ -45,6 +45,21 @@ type VMSpec struct {
 	// FailingDisk adds a 64 MiB virtio disk (vdb) every read of which
 	// fails with EIO (QEMU's blkdebug error injection).
 	FailingDisk bool
+	// SCSIDisks are disks on a virtio-scsi controller (sda, sdb, … in
+	// order: scsi-id i), and NVMeDisks NVMe controllers with one namespace
+	// each (nvme0n1, …); their files are VM.ExtraDisk("scsi", i) and
+	// ("nvme", i). With DiskGB 0 the machine has no virtio disk.
+	SCSIDisks, NVMeDisks []ExtraDisk
+}
+
+// ExtraDisk is a raw, sparse disk file of MiB mebibytes. RPM is a SCSI
+// disk's rotation rate (1: solid state; 0: not reported, which Linux takes
+// as rotational); WWN, if set, its World Wide Name (e.g. 0x5000c500a1b2c3d4).
+type ExtraDisk struct {
+	MiB    int
+	RPM    int
+	Serial string
+	WWN    string
 }
 
 // VM is one QEMU (TCG) machine on its own tap on the bridge. Its disk is a
@@ -82,6 +97,17 @@ func (l *Lab) NewVM(spec VMSpec) *VM {
 	if err := os.Truncate(v.Disk, int64(spec.DiskGB)<<30); err != nil {
 		l.T.Fatal(err)
 	}
+	for kind, disks := range map[string][]ExtraDisk{"scsi": spec.SCSIDisks, "nvme": spec.NVMeDisks} {
+		for i, d := range disks {
+			path := v.ExtraDisk(kind, i)
+			if err := os.WriteFile(path, nil, 0o644); err != nil {
+				l.T.Fatal(err)
+			}
+			if err := os.Truncate(path, int64(d.MiB)<<20); err != nil {
+				l.T.Fatal(err)
+			}
+		}
+	}
 	for _, extra := range []struct {
 		on   bool
 		name string
@@ -106,6 +132,11 @@ func (l *Lab) NewVM(spec VMSpec) *VM {
 	return v
 }
 
+// ExtraDisk is the file of the i-th disk of kind "scsi" or "nvme".
+func (v *VM) ExtraDisk(kind string, i int) string {
+	return fmt.Sprintf("%s.%s%d", v.Disk, kind, i)
+}
+
 // Start boots a new machine from the network: NewVM, then PowerOn.
 func (l *Lab) Start(spec VMSpec) *VM {
 	l.T.Helper()
@@ -122,10 +153,29 @@ func (v *VM) argv() []string {
 		"-display", "none", "-monitor", "none",
 		"-chardev", "file,id=con0,append=on,path=" + v.SerialLog, "-serial", "chardev:con0",
 		"-netdev", "tap,id=n0,ifname=" + v.tap + ",script=no,downscript=no",
-		"-drive", "file=" + v.Disk + ",format=raw,if=virtio",
 		"-smbios", "type=1,serial=" + s.Serial}
 	if s.UUID != "" {
 		argv[len(argv)-1] += ",uuid=" + s.UUID
+	}
+	if s.DiskGB > 0 {
+		argv = append(argv, "-drive", "file="+v.Disk+",format=raw,if=virtio")
+	}
+	if len(s.SCSIDisks) > 0 {
+		argv = append(argv, "-device", "virtio-scsi-pci,id=scsi0")
+	}
+	for i, d := range s.SCSIDisks {
+		dev := fmt.Sprintf("scsi-hd,drive=scsi%d,bus=scsi0.0,channel=0,scsi-id=%d,lun=0,rotation_rate=%d", i, i, d.RPM)
+		if d.Serial != "" {
+			dev += ",serial=" + d.Serial
+		}
+		if d.WWN != "" {
+			dev += ",wwn=" + d.WWN
+		}
+		argv = append(argv, "-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=scsi%d", v.ExtraDisk("scsi", i), i), "-device", dev)
+	}
+	for i, d := range s.NVMeDisks {
+		argv = append(argv, "-drive", fmt.Sprintf("file=%s,format=raw,if=none,id=nvme%d", v.ExtraDisk("nvme", i), i),
+			"-device", fmt.Sprintf("nvme,drive=nvme%d,serial=%s", i, d.Serial))
 	}
 	if s.SATAModel != "" {
 		argv = append(argv, "-device", "ahci,id=ahci0",
