@@ -35,6 +35,11 @@ func TestDeployReleaseRefusals(t *testing.T) {
 		"image not in catalog": {[]string{"-o", "json", "deploy", "--image", "debian", "--ssh-key", key, "SN1001X"}, "1 of 1 machines failed"},
 		"flag after args":      {[]string{"release", "SN1001X", "--allow-reboot"}, "put flags first"},
 		"bad timeout":          {[]string{"release", "--timeout", "0s", "SN1001X"}, "--timeout"},
+		"root disk not a disk field": {[]string{"deploy", "--image", "debian", "--ssh-key", key, "--root-disk", "mem_gb > 1", "SN1001X"},
+			`--root-disk: root disk hint: where-expression "mem_gb > 1": unknown field "mem_gb" (fields: name, size_bytes, model, serial, rotational, wwn)`},
+		"root layout":         {[]string{"deploy", "--image", "debian", "--ssh-key", key, "--root-layout", "raid5", "SN1001X"}, `--root-layout: root layout "raid5": want flat or mirror`},
+		"mirror without hint": {[]string{"deploy", "--image", "debian", "--ssh-key", key, "--root-layout", "mirror", "SN1001X"}, "--root-layout: root layout mirror needs a root disk hint"},
+		"erase level":         {[]string{"release", "--erase", "shred", "SN1001X"}, `--erase: erase level "shred": want quick, zero, secure`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
