@@ -1,0 +1,49 @@
+package builtin
+
+import (
+	"testing"
+
+	"github.com/ironrack/ironrack/inventory"
+)
+
+// Every built-in parses, and deploy plans for a machine with its vars.
+func TestBuiltinsParse(t *testing.T) {
+	if len(Names()) == 0 {
+		t.Fatal("no built-in playbooks")
+	}
+	for _, n := range Names() {
+		if _, err := Load(n); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	pb, err := Load("deploy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &inventory.Machine{ID: "m1"}
+	hp, err := pb.Plan(m, map[string]string{"service": "ingest", "release": "/etc/hostname"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hp.Vars["version"] != "hostname" || hp.Vars["base"] != "/srv/ingest" {
+		t.Errorf("vars: %v", hp.Vars)
+	}
+	if _, err := pb.Plan(m, map[string]string{"service": "ingest"}, nil); err == nil {
+		t.Error("deploy without a release planned")
+	} else {
+		t.Log(err)
+	}
+	if _, err := pb.Plan(m, map[string]string{"release": "x.tgz"}, nil); err == nil {
+		t.Error("deploy without a service planned")
+	} else {
+		t.Log(err)
+	}
+	if _, err := pb.Plan(m, map[string]string{"service": "a", "release": "/x/../..tar.gz"}, nil); err == nil {
+		t.Error("version .. planned")
+	} else {
+		t.Log(err)
+	}
+	if _, err := Load("nope"); err == nil {
+		t.Error("Load(nope) worked")
+	}
+}
