@@ -108,14 +108,21 @@ func (hp *HostPlan) Apply(ctx context.Context, r Runner, out io.Writer, opt Opti
 
 // run runs cmd, its output to out, and returns its exit status.
 func run(ctx context.Context, r Runner, cmd string, stdin io.Reader, out io.Writer) (int, error) {
-	return r.Run(ctx, cmd, stdin, out, out)
+	code, err := r.Run(ctx, cmd, stdin, out, out)
+	if err != nil {
+		return code, &notRun{err}
+	}
+	return code, nil
 }
 
 // capture runs cmd and returns its stdout; stderr goes to out.
 func capture(ctx context.Context, r Runner, cmd string, out io.Writer) (string, int, error) {
 	var b bytes.Buffer
 	code, err := r.Run(ctx, cmd, nil, &b, out)
-	return b.String(), code, err
+	if err != nil {
+		return "", code, &notRun{err}
+	}
+	return b.String(), code, nil
 }
 
 func (s *PlannedStep) apply(ctx context.Context, hp *HostPlan, r Runner, out io.Writer, opt Options) (Status, string, bool, error) {

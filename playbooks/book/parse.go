@@ -101,7 +101,7 @@ type ReadFile func(name string) ([]byte, error)
 func Parse(file string, data []byte, read ReadFile) (*Playbook, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %s", file, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, yamlErr(file, err)
 	}
 	p := &parser{file: file, read: read}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
@@ -112,6 +112,26 @@ func Parse(file string, data []byte, read ReadFile) (*Playbook, error) {
 		return nil, err
 	}
 	return pb, nil
+}
+
+var yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// yamlErr turns yaml.v3's "yaml: line N: msg" into FILE:N: msg.
+func yamlErr(file string, err error) error {
+	var lines []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		l = strings.TrimSpace(strings.TrimPrefix(l, "yaml: unmarshal errors:"))
+		if l == "" {
+			continue
+		}
+		if m := yamlLineRE.FindStringSubmatch(l); m != nil {
+			l = file + ":" + m[1] + ": " + m[2]
+		} else {
+			l = file + ": " + strings.TrimPrefix(l, "yaml: ")
+		}
+		lines = append(lines, l)
+	}
+	return errors.New(strings.Join(lines, "\n"))
 }
 
 type parser struct {
