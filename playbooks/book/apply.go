@@ -260,19 +260,19 @@ func (s *PlannedStep) copy(ctx context.Context, r Runner, out io.Writer, opt Opt
 		send, diffs = true, []string{"create"}
 	case len(lines) == 4:
 		if lines[0] != s.SHA256 {
-			send, diffs = true, []string{"content sha256 " + short(lines[0]) + " → " + short(s.SHA256)}
+			send, diffs = true, []string{"rewrite content sha256 " + short(lines[0]) + " → " + short(s.SHA256)}
 		}
 		if s.Mode != "" {
 			want, _ := strconv.ParseUint(s.Mode, 8, 32)
 			have, _ := strconv.ParseUint(lines[1], 8, 32)
 			if want != have {
-				diffs = append(diffs, fmt.Sprintf("mode %04o → %04o", have, want))
+				diffs = append(diffs, fmt.Sprintf("set mode %04o → %04o", have, want))
 			}
 		}
 		if s.Owner != "" {
 			u, g, hasGroup := strings.Cut(s.Owner, ":")
 			if u != lines[2] || hasGroup && g != lines[3] {
-				diffs = append(diffs, fmt.Sprintf("owner %s:%s → %s", lines[2], lines[3], s.Owner))
+				diffs = append(diffs, fmt.Sprintf("set owner %s:%s → %s", lines[2], lines[3], s.Owner))
 			}
 		}
 	default:
