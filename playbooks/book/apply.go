@@ -211,6 +211,10 @@ func (s *PlannedStep) apply(ctx context.Context, hp *HostPlan, r Runner, out io.
 	return "", "", false, fmt.Errorf("unknown step kind %q", s.Kind)
 }
 
+// waitHealthy polls the Gate until every check has passed, without a
+// break, for Settle: right after a restart Consul still shows the result of
+// the check's last run, from before the restart, until the check runs
+// again; a Settle longer than the checks' interval sees the new process.
 func (s *PlannedStep) waitHealthy(ctx context.Context, id string, opt Options) (Status, string, bool, error) {
 	poll := opt.Poll
 	if poll <= 0 {
@@ -219,15 +223,25 @@ func (s *PlannedStep) waitHealthy(ctx context.Context, id string, opt Options) (
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
+	var passing time.Time // start of the current run of passing reads
 	for {
 		err := opt.Gate.Healthy(wctx, id)
-		if err == nil {
+		switch {
+		case err != nil:
+			passing = time.Time{}
+		case passing.IsZero():
+			passing = time.Now()
+		}
+		if err == nil && time.Since(passing) >= s.Settle {
 			return Changed, "healthy after " + time.Since(start).Round(100*time.Millisecond).String(), false, nil
 		}
 		select {
 		case <-wctx.Done():
 			if ctx.Err() != nil {
-				return "", "", false, fmt.Errorf("not healthy: %w (%w)", err, ctx.Err())
+				return "", "", false, fmt.Errorf("not healthy: %v (%w)", err, ctx.Err())
+			}
+			if err == nil {
+				return "", "", false, fmt.Errorf("not healthy for %s in a row within %s", s.Settle, s.Timeout)
 			}
 			return "", "", false, fmt.Errorf("not healthy within %s: %w", s.Timeout, err)
 		case <-time.After(poll):

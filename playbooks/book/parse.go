@@ -76,8 +76,9 @@ type Step struct {
 	// "systemctl").
 	Unit, Systemctl *template.Template
 	Action          string
-	// drain: Reason. wait-healthy: Timeout (a duration; default 5m).
-	Reason, Timeout *template.Template
+	// drain: Reason. wait-healthy: Timeout (a duration; default 5m) and
+	// Settle (default 0).
+	Reason, Timeout, Settle *template.Template
 }
 
 // Where is FILE:LINE of the step.
@@ -317,7 +318,7 @@ var options = map[Kind]struct{ required, optional []string }{
 	KindService:     {[]string{"name", "action"}, []string{"systemctl"}},
 	KindDrain:       {nil, []string{"reason"}},
 	KindUndrain:     {nil, nil},
-	KindWaitHealthy: {nil, []string{"timeout"}},
+	KindWaitHealthy: {nil, []string{"timeout", "settle"}},
 	KindOnlyIf:      {[]string{"cmd"}, nil},
 }
 
@@ -389,7 +390,8 @@ func (p *parser) step(n *yaml.Node) (*Step, error) {
 		}
 		return p.tmpl(opts[key], what+" "+key)
 	}
-	var errs [9]error
+	var errs [10]error
+	s.Settle, errs[9] = t("settle")
 	s.Cmd, errs[0] = t("cmd")
 	s.Unless, errs[1] = t("unless")
 	s.Src, errs[2] = t("src")

@@ -56,8 +56,10 @@ type PlannedStep struct {
 
 	Unit, Action, Systemctl string
 
-	Reason  string
-	Timeout time.Duration
+	Reason string
+	// Timeout bounds wait-healthy; Settle is how long every check must
+	// pass without a break before the machine counts as healthy.
+	Timeout, Settle time.Duration
 }
 
 // Hasher hashes the local files copy steps send, once per path: share one
@@ -218,6 +220,7 @@ func (s *Step) plan(file string, d Data, h *Hasher) (PlannedStep, error) {
 	ps.Systemctl = strings.TrimSpace(str(s.Systemctl, "systemctl"))
 	ps.Reason = str(s.Reason, "reason")
 	timeout := strings.TrimSpace(str(s.Timeout, "timeout"))
+	settle := strings.TrimSpace(str(s.Settle, "settle"))
 	src := strings.TrimSpace(str(s.Src, "src"))
 	content := str(s.Content, "content")
 	if err != nil {
@@ -264,6 +267,16 @@ func (s *Step) plan(file string, d Data, h *Hasher) (PlannedStep, error) {
 				return ps, fmt.Errorf("timeout %q: want a duration such as 5m", timeout)
 			}
 			ps.Timeout = t
+		}
+		if settle != "" {
+			t, err := time.ParseDuration(settle)
+			if err != nil || t < 0 {
+				return ps, fmt.Errorf("settle %q: want a duration such as 15s", settle)
+			}
+			ps.Settle = t
+		}
+		if ps.Settle >= ps.Timeout {
+			return ps, fmt.Errorf("settle %s is not shorter than timeout %s", ps.Settle, ps.Timeout)
 		}
 	case KindDrain:
 		if ps.Reason == "" {
