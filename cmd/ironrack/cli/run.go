@@ -59,13 +59,19 @@ func runCommand(e *env) *cli.Command {
 			"Host keys are checked strictly; a changed key is refused. A timeout, an abort with --abort-now\n" +
 			"or Ctrl-C ends the remote command too. Identical output is folded into host ranges, then a\n" +
 			"summary table; -o json gives every machine's full output. Exits non-zero when any machine failed.",
-		Flags: fanoutFlags(),
+		Flags: append(fanoutFlags(),
+			&cli.StringFlag{Name: "hosts-file", Usage: "run on the hosts listed in FILE instead of inventory machines: one per line, ADDR or NAME ADDR (ADDR is host or host:port; # comments)"}),
 		Action: func(c *cli.Context) error {
 			ids, cmd, err := splitCommand(e.args, c.Args().Slice())
 			if err != nil {
 				return err
 			}
-			hosts, err := e.fanoutHosts(c, ids)
+			var hosts []fanout.Host
+			if f := c.String("hosts-file"); f != "" {
+				hosts, err = hostsFile(f, ids, c)
+			} else {
+				hosts, err = e.fanoutHosts(c, ids)
+			}
 			if err != nil {
 				return err
 			}
@@ -152,6 +158,46 @@ func (e *env) fanoutHosts(c *cli.Context, ids []string) ([]fanout.Host, error) {
 		ms[i] = x.Machine
 	}
 	return hostsOf(name, ms, c.String("user"), c.Int("port"))
+}
+
+// hostsFile reads --hosts-file: hosts outside the inventory.
+func hostsFile(path string, ids []string, c *cli.Context) ([]fanout.Host, error) {
+	if len(ids) > 0 || c.String("where") != "" || c.String("tier") != "" || c.String("rack") != "" || c.String("state") != "" {
+		return nil, errors.New("run: --hosts-file names the hosts: give no machine IDs nor --where/--rack/--state/--tier with it")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--hosts-file: %w", err)
+	}
+	var hosts []fanout.Host
+	seen := map[string]int{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) > 2 {
+			return nil, fmt.Errorf("%s:%d: %d fields: want ADDR or NAME ADDR", path, i+1, len(f))
+		}
+		addr := f[len(f)-1]
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			addr = net.JoinHostPort(strings.Trim(addr, "[]"), strconv.Itoa(c.Int("port")))
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			return nil, fmt.Errorf("%s:%d: address %q: want host or host:port", path, i+1, f[len(f)-1])
+		}
+		name := f[0]
+		if at, ok := seen[name]; ok {
+			return nil, fmt.Errorf("%s:%d: host %s again (first on line %d)", path, i+1, name, at)
+		}
+		seen[name] = i + 1
+		hosts = append(hosts, fanout.Host{ID: name, Addr: addr, User: c.String("user")})
+	}
+	if len(hosts) == 0 {
+		return nil, fmt.Errorf("--hosts-file %s: no hosts", path)
+	}
+	return hosts, nil
 }
 
 // hostsOf turns machines into hosts at IP:port, sorted by ID.

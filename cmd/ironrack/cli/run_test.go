@@ -178,6 +178,26 @@ func TestRunCommand(t *testing.T) {
 		}
 	})
 
+	t.Run("hosts file", func(t *testing.T) {
+		dir := t.TempDir()
+		hf := filepath.Join(dir, "hosts")
+		os.WriteFile(hf, []byte("# bench hosts\nweb1 "+fx.hosts.Hosts[0].IP+"\n\n"+fx.hosts.Hosts[1].Addr+"  # by address\n"), 0o600)
+		out, _, err := fx.run(ctx, append(append([]string{"run", "--hosts-file", hf}, flags...), "--", "cat", "/srv/ident")...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		for _, want := range []string{"web1\n", "h01\n", fx.hosts.Hosts[1].Addr + "\n", "h02\n", "2 ok"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		bad := filepath.Join(dir, "bad")
+		os.WriteFile(bad, []byte("a 10.0.0.1\nb c d\n"), 0o600)
+		if _, _, err := fx.run(ctx, "run", "--hosts-file", bad, "--", "true"); err == nil || !strings.Contains(err.Error(), bad+":2:") {
+			t.Errorf("err %v, want %s:2", err, bad)
+		}
+	})
+
 	t.Run("refusals", func(t *testing.T) {
 		for args, want := range map[string]string{
 			"run --tier web true":                                  "no command",
