@@ -17,12 +17,12 @@ type Group struct {
 }
 
 // Fold groups results by identical output, in the order each output first
-// appears. Hosts that never ran (skipped) are left out.
+// appears. Hosts where nothing ran (skipped, unreachable) are left out.
 func Fold(results []Result) []Group {
 	var groups []Group
 	at := map[string]int{}
 	for _, r := range results {
-		if r.Status == StatusSkipped {
+		if r.Status == StatusSkipped || r.Status == StatusUnreachable {
 			continue
 		}
 		k := string(r.Output)

@@ -3,15 +3,24 @@
 // strict host-key checking through a callback the caller supplies.
 //
 // A command that its context ends (timeout, cancel, Ctrl-C) is ended on the
-// machine too, not only its session: Run sends the "signal" channel request
-// (RFC 4254 6.9), on which OpenSSH's sshd calls killpg on the session's
-// process group, TERM first and KILL after a grace period. A command that
-// puts itself in another process group (setsid, a daemon) escapes this, as it
-// escapes ssh(1).
+// machine too, not only its session, TERM first and KILL after a grace
+// period. Closing a session without a PTY leaves its processes running, and
+// OpenSSH's sshd refuses the "signal" channel request (RFC 4254 6.9) for
+// root logins ("session signalling requires privilege separation": a root
+// session runs without the post-auth privilege separation child). So Run
+// marks each command: it runs `IRONRACK_RUN=<random>; export IRONRACK_RUN;`
+// before it, and on cancel a second session finds the processes carrying
+// that mark in /proc/PID/environ and signals their process groups (which
+// hold the shell: a non-interactive shell has no job control). It sends the
+// signal request as well, which is enough for other users. A command that
+// leaves its process group and clears its environment escapes this, as
+// daemons escape ssh(1).
 package remote
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -203,7 +212,11 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 		stderr = io.Discard
 	}
 	s.Stdout, s.Stderr = stdout, stderr
-	if err := s.Start(cmd); err != nil {
+	mark, err := newMark()
+	if err != nil {
+		return -1, err
+	}
+	if err := s.Start("IRONRACK_RUN=" + mark + "; export IRONRACK_RUN; " + cmd); err != nil {
 		return -1, fmt.Errorf("machine %s: start command: %w", c.Target.ID, err)
 	}
 	done := make(chan error, 1)
@@ -212,14 +225,14 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 	select {
 	case werr = <-done:
 	case <-ctx.Done():
-		return -1, c.end(ctx, s, done)
+		return -1, c.end(ctx, s, mark, done)
 	}
 	return exitOf(c.Target, werr)
 }
 
 // end stops a command whose ctx ended: TERM to its process group, KILL after
 // the grace period, and the session closed either way.
-func (c *Client) end(ctx context.Context, s *ssh.Session, done <-chan error) error {
+func (c *Client) end(ctx context.Context, s *ssh.Session, mark string, done <-chan error) error {
 	grace := c.opts.KillGrace
 	if grace <= 0 {
 		grace = 2 * time.Second
@@ -236,14 +249,51 @@ func (c *Client) end(ctx context.Context, s *ssh.Session, done <-chan error) err
 			return false
 		}
 	}
-	if s.Signal(ssh.SIGTERM) == nil && ended(grace) {
-		return fmt.Errorf("machine %s: command %s; ended with SIGTERM: %w", c.Target.ID, why, ctx.Err())
-	}
-	if s.Signal(ssh.SIGKILL) == nil && ended(grace) {
-		return fmt.Errorf("machine %s: command %s; ended with SIGKILL: %w", c.Target.ID, why, ctx.Err())
+	for _, sig := range []ssh.Signal{ssh.SIGTERM, ssh.SIGKILL} {
+		s.Signal(sig)
+		c.killMarked(mark, sig, grace)
+		if ended(grace) {
+			return fmt.Errorf("machine %s: command %s; ended with SIG%s: %w", c.Target.ID, why, sig, ctx.Err())
+		}
 	}
 	s.Close()
 	return fmt.Errorf("machine %s: command %s; it did not end on TERM nor KILL, session closed: %w", c.Target.ID, why, ctx.Err())
+}
+
+// killScript signals the process groups of the processes whose environment
+// holds IRONRACK_RUN=$1, with signal $2. Plain POSIX sh over /proc, fed on
+// stdin to `sh -s`.
+const killScript = `for e in /proc/[0-9]*/environ; do
+  if tr '\0' '\n' < "$e" 2>/dev/null | grep -qx "IRONRACK_RUN=$1"; then
+    p=${e#/proc/}; p=${p%/environ}
+    g=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f3)
+    [ -n "$g" ] && [ "$g" -gt 1 ] && kill -s "$2" -- "-$g" 2>/dev/null
+    kill -s "$2" "$p" 2>/dev/null
+  fi
+done; true`
+
+// killMarked runs killScript in a session of its own, bounded by limit.
+func (c *Client) killMarked(mark string, sig ssh.Signal, limit time.Duration) {
+	s, err := c.conn.NewSession()
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	done := make(chan error, 1)
+	s.Stdin = strings.NewReader(killScript)
+	go func() { done <- s.Run("sh -s " + mark + " " + string(sig)) }()
+	select {
+	case <-done:
+	case <-time.After(limit):
+	}
+}
+
+func newMark() (string, error) {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
 }
 
 func exitOf(t Target, err error) (int, error) {
