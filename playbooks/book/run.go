@@ -50,45 +50,77 @@ func (p *Playbook) PlanAll(targets []Target, vars map[string]string) (map[string
 	return plans, nil
 }
 
-// Run plans the playbook for every target (refusing it, before any host
-// is touched, if any plan fails), then applies it through the fan-out:
-// batches, failure thresholds and timeouts are plan's. A host whose step
-// fails ends with exit status 1 (its output names the step, FILE:LINE);
-// one that cannot be reached is the fan-out's unreachable. The error is
-// the fan-out's (fanout.ErrAborted when a batch exceeded its threshold).
-func (p *Playbook) Run(ctx context.Context, targets []Target, vars map[string]string, plan fanout.Plan, opt Options) (*Report, error) {
+// Prepared is a playbook planned for every target, ready to run through
+// the fan-out: Work is its fanout.Work.
+type Prepared struct {
+	plans map[string]*HostPlan
+	hosts []fanout.Host
+	opt   Options
+	mu    sync.Mutex
+	steps map[string][]StepResult
+}
+
+// Prepare plans the playbook for every target (PlanAll: refused, before any
+// host is touched, if any plan fails) and returns what the fan-out runs.
+func (p *Playbook) Prepare(targets []Target, vars map[string]string, opt Options) (*Prepared, error) {
 	plans, err := p.PlanAll(targets, vars)
 	if err != nil {
 		return nil, err
 	}
-	hosts := make([]fanout.Host, len(targets))
-	for i, t := range targets {
-		hosts[i] = t.Host
+	pr := &Prepared{plans: plans, opt: opt, steps: map[string][]StepResult{}}
+	for _, t := range targets {
+		pr.hosts = append(pr.hosts, t.Host)
 	}
-	rep := &Report{Steps: map[string][]StepResult{}}
-	var mu sync.Mutex
-	work := func(ctx context.Context, h fanout.Host, c *remote.Client, out io.Writer) (int, error) {
-		res, err := plans[h.ID].Apply(ctx, c, out, opt)
-		mu.Lock()
-		rep.Steps[h.ID] = res
-		mu.Unlock()
-		if err == nil {
-			return 0, nil
-		}
-		fmt.Fprintf(out, "failed: %v\n", err)
-		if ctx.Err() != nil {
-			// Timed out or cancelled: the fan-out says which.
-			return -1, err
-		}
-		var nr *notRun
-		if errors.As(err, &nr) {
-			return -1, err
-		}
-		return 1, nil
+	return pr, nil
+}
+
+// Hosts are the targets' hosts, in the order given.
+func (pr *Prepared) Hosts() []fanout.Host { return pr.hosts }
+
+// Steps returns each host's step results so far, by machine ID.
+func (pr *Prepared) Steps() map[string][]StepResult {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	out := make(map[string][]StepResult, len(pr.steps))
+	for k, v := range pr.steps {
+		out[k] = v
 	}
-	fr, err := fanout.Run(ctx, hosts, plan, work)
-	rep.Report = fr
-	return rep, err
+	return out
+}
+
+// Work applies the host's plan over c. A host whose step fails ends with
+// exit status 1 (its output names the step, FILE:LINE); a command cut off
+// (connection lost, timeout, cancel) is an error, as the fan-out wants.
+func (pr *Prepared) Work(ctx context.Context, h fanout.Host, c *remote.Client, out io.Writer) (int, error) {
+	hp := pr.plans[h.ID]
+	if hp == nil {
+		return -1, fmt.Errorf("machine %s was not planned", h.ID)
+	}
+	res, err := hp.Apply(ctx, c, out, pr.opt)
+	pr.mu.Lock()
+	pr.steps[h.ID] = res
+	pr.mu.Unlock()
+	if err == nil {
+		return 0, nil
+	}
+	fmt.Fprintf(out, "failed: %v\n", err)
+	var nr *notRun
+	if ctx.Err() != nil || errors.As(err, &nr) {
+		return -1, err
+	}
+	return 1, nil
+}
+
+// Run prepares the playbook and runs it through the fan-out: batches,
+// failure thresholds and timeouts are plan's. The error is the fan-out's
+// (fanout.ErrAborted when a batch exceeded its threshold).
+func (p *Playbook) Run(ctx context.Context, targets []Target, vars map[string]string, plan fanout.Plan, opt Options) (*Report, error) {
+	pr, err := p.Prepare(targets, vars, opt)
+	if err != nil {
+		return nil, err
+	}
+	fr, err := fanout.Run(ctx, pr.Hosts(), plan, pr.Work)
+	return &Report{Report: fr, Steps: pr.Steps()}, err
 }
 
 // notRun marks an error where a command could not be run to an exit status

@@ -86,6 +86,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			releaseCommand(e),
 			readyCommand(e),
 			runCommand(e),
+			playbookCommand(e),
 			labCommand(e),
 			versionCommand(e),
 			completionCommand(e),

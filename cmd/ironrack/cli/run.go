@@ -127,6 +127,16 @@ func splitCommand(raw, positional []string) (ids []string, cmd string, err error
 // fanoutHosts resolves the selection to hosts at their inventory IPs,
 // refusing machines without one.
 func (e *env) fanoutHosts(c *cli.Context, ids []string) ([]fanout.Host, error) {
+	ms, err := e.fanoutMachines(c, ids)
+	if err != nil {
+		return nil, err
+	}
+	return hostsOf(commandPath(c), ms, c.String("user"), c.Int("port"))
+}
+
+// fanoutMachines resolves the selection (IDs, or --where/--rack/--state/
+// --tier) to machine records; playbooks need the records for templates.
+func (e *env) fanoutMachines(c *cli.Context, ids []string) ([]*inventory.Machine, error) {
 	name := commandPath(c)
 	byFlags := false
 	for _, f := range []string{"where", "state", "rack", "tier"} {
@@ -157,7 +167,7 @@ func (e *env) fanoutHosts(c *cli.Context, ids []string) ([]fanout.Host, error) {
 	for i, x := range sel {
 		ms[i] = x.Machine
 	}
-	return hostsOf(name, ms, c.String("user"), c.Int("port"))
+	return ms, nil
 }
 
 // hostsFile reads --hosts-file: hosts outside the inventory.
