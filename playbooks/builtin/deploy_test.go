@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ironrack/ironrack/internal/consuldev"
-	"github.com/ironrack/ironrack/internal/sshdtest"
+	"github.com/ironrack/ironrack/internal/sshhosts"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/playbooks/book"
 	"github.com/ironrack/ironrack/playbooks/fanout"
@@ -120,7 +120,18 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 	ids := []string{"h1", "h2", "h3", "h4", "h5", "h6"}
 	const bad = "h3" // app-2 never gets healthy here
 	root := t.TempDir()
-	hostDir := func(id string) string { return filepath.Join(root, "hosts", id) }
+	// Hosts: a real sshd each in its own network and mount namespaces, with
+	// a private /srv (hostDir on this side), logged in to as root with host
+	// keys checked strictly.
+	hosts := sshhosts.Start(t, len(ids))
+	hostDir := func(id string) string {
+		for i, x := range ids {
+			if x == id {
+				return filepath.Join(hosts.Hosts[i].Dir, "srv")
+			}
+		}
+		return filepath.Join(root, "no-such-host") // health reads fail: critical
+	}
 
 	// Each host's "service" runs what the last restart saw as current;
 	// its health check is served here from that file.
@@ -155,24 +166,22 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 		}
 	}
 
-	// Hosts: a real sshd each, a systemctl stand-in that records calls and
-	// "starts" the current release.
+	// Each host's systemctl stand-in records its calls and "starts" the
+	// current release.
 	var targets []book.Target
-	var signers []ssh.Signer
-	for _, id := range ids {
-		s := sshdtest.Start(t)
-		signers = append(signers, s.Signer)
-		if err := os.MkdirAll(hostDir(id), 0o755); err != nil {
+	for i, id := range ids {
+		h := hosts.Hosts[i]
+		script := "#!/bin/sh\necho \"$*\" >> /srv/systemctl.log\n" +
+			"if [ \"$1\" = restart ]; then readlink /srv/app/current > /srv/running; fi\n"
+		if err := os.MkdirAll(filepath.Join(hostDir(id), "bin"), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %[1]s/systemctl.log\n"+
-			"if [ \"$1\" = restart ]; then readlink %[1]s/srv/app/current > %[1]s/running; fi\n", hostDir(id))
-		if err := os.WriteFile(filepath.Join(hostDir(id), "systemctl"), []byte(script), 0o755); err != nil {
+		if err := os.WriteFile(filepath.Join(hostDir(id), "bin/systemctl"), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		targets = append(targets, book.Target{
-			Machine: &inventory.Machine{ID: id, IP: "127.0.0.1", Tier: "ingestion"},
-			Host:    fanout.Host{ID: id, Addr: s.Addr, User: s.User},
+			Machine: &inventory.Machine{ID: id, IP: h.IP, Tier: "ingestion"},
+			Host:    fanout.Host{ID: id, Addr: h.Addr, User: "root"},
 		})
 	}
 	pb, err := Load("deploy")
@@ -181,13 +190,12 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 	}
 	gate := &book.Consul{Client: cl.server, AgentAddr: func(n *api.Node) string { return cl.agents[n.Node] }}
 	dialOpts := fanout.Plan{}.Dial
-	dialOpts.HostKeyCallback = ssh.InsecureIgnoreHostKey() // fresh test host keys
-	dialOpts.Auth = []ssh.AuthMethod{ssh.PublicKeys(signers...)}
+	dialOpts.HostKeyCallback = hosts.HostKeyCallback()
+	dialOpts.Auth = []ssh.AuthMethod{ssh.PublicKeys(hosts.Signer)}
 	vars := func(kv ...string) map[string]string {
 		m := map[string]string{
 			"service":        "app",
-			"base":           root + "/hosts/{{.Machine.ID}}/srv/app",
-			"systemctl":      root + "/hosts/{{.Machine.ID}}/systemctl",
+			"systemctl":      "/srv/bin/systemctl",
 			"health_timeout": "8s",
 			"health_settle":  "2500ms", // the checks run every 1s
 		}
@@ -221,12 +229,19 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 		return rep, err
 	}
 	current := func(id string) string {
-		l, _ := os.Readlink(filepath.Join(hostDir(id), "srv/app/current"))
+		l, _ := os.Readlink(filepath.Join(hostDir(id), "app/current"))
 		return l
 	}
 	restarts := func(id string) int {
 		b, _ := os.ReadFile(filepath.Join(hostDir(id), "systemctl.log"))
 		return strings.Count(string(b), "restart app\n")
+	}
+	allHosts := func() string {
+		var b strings.Builder
+		for _, id := range ids {
+			b.WriteString(treeHash(t, hostDir(id)))
+		}
+		return b.String()
 	}
 	status := func(rep *book.Report) string {
 		var s []string
@@ -244,7 +259,7 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 		if current(id) != "releases/app-1" || restarts(id) != 1 || cl.maintenance(t, id) {
 			t.Fatalf("%s after app-1: current %q, %d restarts, maintenance %v", id, current(id), restarts(id), cl.maintenance(t, id))
 		}
-		if b, _ := os.ReadFile(filepath.Join(hostDir(id), "srv/app/current/VERSION")); string(b) != "app-1\n" {
+		if b, _ := os.ReadFile(filepath.Join(hostDir(id), "app/current/VERSION")); string(b) != "app-1\n" {
 			t.Fatalf("%s: current/VERSION %q", id, b)
 		}
 	}
@@ -269,7 +284,7 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 		}
 	}
 	for _, id := range []string{"h5", "h6"} {
-		if _, err := os.Stat(filepath.Join(hostDir(id), "srv/app/releases/app-2")); err == nil || restarts(id) != 1 || cl.maintenance(t, id) {
+		if _, err := os.Stat(filepath.Join(hostDir(id), "app/releases/app-2")); err == nil || restarts(id) != 1 || cl.maintenance(t, id) {
 			t.Errorf("untouched %s was touched: app-2 unpacked (stat err %v), %d restarts, maintenance %v", id, err, restarts(id), cl.maintenance(t, id))
 		}
 	}
@@ -283,12 +298,12 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 	}
 
 	// 3. --check of the rollback changes nothing on any host.
-	before := treeHash(t, filepath.Join(root, "hosts"))
+	before := allHosts()
 	rep, err = run("rollback --check", "2", true, vars("rollback", "true", "version", "app-2"))
 	if err != nil || rep.Failed() > 0 {
 		t.Fatalf("rollback --check: %v (%s)", err, status(rep))
 	}
-	if after := treeHash(t, filepath.Join(root, "hosts")); after != before {
+	if after := allHosts(); after != before {
 		t.Errorf("--check changed the hosts:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 	if !cl.maintenance(t, bad) || cl.maintenance(t, "h1") {
@@ -316,7 +331,7 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 			t.Errorf("%s after the rollback: %v", id, err)
 		}
 	}
-	if l, _ := os.Readlink(filepath.Join(hostDir("h1"), "srv/app/previous")); l != "releases/app-2" {
+	if l, _ := os.Readlink(filepath.Join(hostDir("h1"), "app/previous")); l != "releases/app-2" {
 		t.Errorf("h1 previous %q, want releases/app-2 (a second rollback rolls forward)", l)
 	}
 }
