@@ -7,8 +7,10 @@
 //   - fanout: the fan-out engine behind `ironrack run` and playbooks: at
 //     most F hosts in flight, batches (N, P%, lists as Ansible's serial),
 //     per-batch failure thresholds that abort (unreachable hosts count), a
-//     Result per host, and the dshbak-style folding of identical output.
+//     Result per host, and the dshbak-style folding of identical output;
+//   - book: playbook files (parsed with FILE:LINE refusals, planned for
+//     every machine before any is touched), their step kinds and --check;
+//   - builtin: the built-in playbooks, embedded YAML (deploy).
 //
-// Playbook files and their steps, and host-key trust, live in further
-// sub-packages.
+// Host-key trust lives in a further sub-package.
 package playbooks
