@@ -2,23 +2,18 @@ package book
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/ironrack/ironrack/images"
+	"github.com/ironrack/ironrack/provision/ready"
 )
-
-// serviceMaintPrefix starts the CheckID of the critical check Consul adds
-// to a service in maintenance.
-const serviceMaintPrefix = "_service_maintenance:"
 
 // Consul is the Gate on Consul. A machine's services are those registered
 // on its deployed OS's own Consul agent: the node whose meta
@@ -142,45 +137,7 @@ func (c *Consul) Undrain(ctx context.Context, machineID string) error {
 
 // Healthy is nil when every check of the machine's agent's node passes,
 // the drain's service maintenance checks aside (a batch is waited on while
-// still drained). A node without checks is not healthy.
+// still drained): provision/ready's definition of a healthy machine.
 func (c *Consul) Healthy(ctx context.Context, machineID string) error {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout())
-	defer cancel()
-	q := (&api.QueryOptions{NodeMeta: map[string]string{images.MetaMachine: machineID}}).WithContext(ctx)
-	nodes, _, err := c.Client.Catalog().Nodes(q)
-	if err != nil {
-		return fmt.Errorf("read the catalog: %w", err)
-	}
-	if len(nodes) == 0 {
-		return fmt.Errorf("no Consul agent of machine %s has joined (no node with meta %s=%s)", machineID, images.MetaMachine, machineID)
-	}
-	var bad []string
-	for _, n := range nodes {
-		checks, _, err := c.Client.Health().Node(n.Node, (&api.QueryOptions{}).WithContext(ctx))
-		if err != nil {
-			return fmt.Errorf("read node %s's checks: %w", n.Node, err)
-		}
-		counted := 0
-		for _, ck := range checks {
-			if strings.HasPrefix(ck.CheckID, serviceMaintPrefix) {
-				continue
-			}
-			counted++
-			if ck.Status != api.HealthPassing {
-				out := strings.TrimSpace(ck.Output)
-				if len(out) > 120 {
-					out = out[:120] + "…"
-				}
-				bad = append(bad, fmt.Sprintf("node %s check %q is %s: %s", n.Node, ck.Name, ck.Status, out))
-			}
-		}
-		if counted == 0 {
-			bad = append(bad, fmt.Sprintf("node %s has no checks", n.Node))
-		}
-	}
-	if len(bad) > 0 {
-		sort.Strings(bad)
-		return errors.New(strings.Join(bad, "; "))
-	}
-	return nil
+	return ready.ConsulAgent{Client: c.Client, Timeout: c.timeout(), SkipServiceMaintenance: true}.Healthy(ctx, machineID)
 }
