@@ -11,6 +11,7 @@ import (
 
 	"github.com/ironrack/ironrack/playbooks/book"
 	"github.com/ironrack/ironrack/playbooks/builtin"
+	"github.com/ironrack/ironrack/playbooks/fanout"
 )
 
 // playbookCommand is `ironrack playbook run|list`.
@@ -102,7 +103,7 @@ func playbookCommand(e *env) *cli.Command {
 				if rep == nil {
 					return err
 				}
-				if perr := e.printRun(rep); perr != nil {
+				if perr := e.printPlaybook(rep, pr.Steps()); perr != nil {
 					return perr
 				}
 				if err != nil {
@@ -167,4 +168,30 @@ func parseVars(flags []string) (map[string]string, error) {
 		vars[k] = v
 	}
 	return vars, nil
+}
+
+// printPlaybook writes a playbook run as printRun writes `run`'s, and with
+// -o json each machine's step results too.
+func (e *env) printPlaybook(rep *fanout.Report, steps map[string][]book.StepResult) error {
+	if e.format != "json" {
+		return e.printRun(rep)
+	}
+	type machine struct {
+		runJSON
+		Steps []book.StepResult `json:"steps"`
+	}
+	out := struct {
+		Machines []machine `json:"machines"`
+		Batches  []int     `json:"batches"`
+		Aborted  string    `json:"aborted,omitempty"`
+	}{Machines: []machine{}, Batches: rep.Batches, Aborted: rep.Aborted}
+	for _, r := range rep.Results {
+		st := steps[r.Host.ID]
+		if st == nil {
+			st = []book.StepResult{}
+		}
+		out.Machines = append(out.Machines, machine{runJSON{ID: r.Host.ID, Addr: r.Host.Addr, Batch: r.Batch, Result: string(r.Status),
+			Exit: r.Exit, Seconds: r.Duration.Seconds(), Output: string(r.Output), Error: r.Error}, st})
+	}
+	return writeJSON(e.stdout, out)
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -150,6 +151,26 @@ steps:
 		}
 		if srvHash(t, fx) != before {
 			t.Error("--check changed a host's /srv")
+		}
+	})
+
+	t.Run("json with each machine's steps", func(t *testing.T) {
+		out, _, err := fx.run(ctx, append(append([]string{"-o", "json"}, base...), "--check", pbFile)...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		var got struct {
+			Machines []struct {
+				ID, Result string
+				Steps      []struct{ Where, Step, Status string }
+			}
+		}
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("%v:\n%s", err, out)
+		}
+		if len(got.Machines) != 4 || len(got.Machines[0].Steps) != 3 || got.Machines[0].Steps[2].Where != pbFile+":7" ||
+			got.Machines[0].Steps[2].Status != "would-change" || got.Machines[0].Steps[1].Status != "unchanged" || got.Machines[0].Steps[0].Status != "would-change" {
+			t.Errorf("json: %+v", got)
 		}
 	})
 
