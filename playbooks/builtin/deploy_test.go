@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -333,5 +334,32 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 	}
 	if l, _ := os.Readlink(filepath.Join(hostDir("h1"), "app/previous")); l != "releases/app-2" {
 		t.Errorf("h1 previous %q, want releases/app-2 (a second rollback rolls forward)", l)
+	}
+
+	// 5. A release the hosts fetch themselves over HTTP (as from the boot
+	// server), onto h5 and h6: the version comes from the URL's file name.
+	l, err := net.Listen("tcp", net.JoinHostPort(hosts.Subnet.Addr().Next().String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := httptest.NewUnstartedServer(http.FileServer(http.Dir(root)))
+	files.Listener.Close()
+	files.Listener = l
+	files.Start()
+	t.Cleanup(files.Close)
+	all := targets
+	targets = all[4:]
+	rep, err = run("deploy app-2 by URL onto h5, h6", "", false, vars("release", files.URL+"/app-2.tar.gz", "health_timeout", "15s"))
+	targets = all
+	if err != nil || rep.Failed() > 0 {
+		t.Fatalf("deploy by URL: %v (%s)", err, status(rep))
+	}
+	for _, id := range []string{"h5", "h6"} {
+		if b, _ := os.ReadFile(filepath.Join(hostDir(id), "app/current/VERSION")); current(id) != "releases/app-2" || string(b) != "app-2\n" {
+			t.Errorf("%s after the deploy by URL: current %q, VERSION %q", id, current(id), b)
+		}
+	}
+	if s := rep.Steps["h5"]; s[2].Status != book.Changed || s[3].Status != book.Skipped {
+		t.Errorf("h5's fetch and copy steps: %+v", s)
 	}
 }
