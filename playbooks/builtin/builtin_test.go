@@ -43,6 +43,18 @@ func TestBuiltinsParse(t *testing.T) {
 	} else {
 		t.Log(err)
 	}
+	for _, v := range []map[string]string{
+		{"service": "a", "release": "x.tgz", "version": "1; rm -rf /"},
+		{"service": "a", "rollback": "true", "version": "../etc"},
+		{"service": "a", "rollback": "yes"},
+		{"service": "a b", "release": "x.tgz"},
+	} {
+		if _, err := pb.Plan(m, v, nil); err == nil {
+			t.Errorf("deploy with %v planned", v)
+		} else {
+			t.Log(err)
+		}
+	}
 	if _, err := Load("nope"); err == nil {
 		t.Error("Load(nope) worked")
 	}
