@@ -1,6 +1,6 @@
 // Package builtin embeds the playbooks ironrack ships (deploy.yaml, ...):
 // `ironrack playbook run NAME` runs one by name, `ironrack playbook list`
-// lists them. They are files in this directory, parsed by playbooks/book.
+// lists them, `ironrack playbook show NAME` prints one. They are files in this directory, parsed by playbooks/book.
 package builtin
 
 import (
@@ -33,11 +33,20 @@ func Names() []string {
 	return out
 }
 
-// Load parses the built-in playbook name.
-func Load(name string) (*book.Playbook, error) {
+// Source returns the built-in playbook's file, to read or adapt.
+func Source(name string) ([]byte, error) {
 	b, err := files.ReadFile(name + ".yaml")
 	if err != nil {
 		return nil, fmt.Errorf("no built-in playbook %q (built-ins: %s)", name, strings.Join(Names(), ", "))
+	}
+	return b, nil
+}
+
+// Load parses the built-in playbook name.
+func Load(name string) (*book.Playbook, error) {
+	b, err := Source(name)
+	if err != nil {
+		return nil, err
 	}
 	return book.Parse(path.Join(dir, name+".yaml"), b, func(p string) ([]byte, error) {
 		return files.ReadFile(strings.TrimPrefix(p, dir+"/"))

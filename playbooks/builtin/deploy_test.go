@@ -252,6 +252,17 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 		return strings.Join(s, " ")
 	}
 
+	// The gate names a machine without an agent of its own.
+	if err := gate.Drain(context.Background(), "h9", "test"); err == nil || !strings.Contains(err.Error(), "no Consul agent of machine h9 has joined") {
+		t.Errorf("drain of a machine without an agent: %v", err)
+	}
+	if err := gate.Healthy(context.Background(), "h9"); err == nil || !strings.Contains(err.Error(), "ironrack_machine=h9") {
+		t.Errorf("health of a machine without an agent: %v", err)
+	}
+	if err := gate.Healthy(context.Background(), "h1"); err == nil || !strings.Contains(err.Error(), `check "app health" is critical`) {
+		t.Errorf("health of h1 before its first deploy: %v", err)
+	}
+
 	// 1. app-1 everywhere, one batch.
 	if rep, err := run("deploy app-1", "", false, vars("release", filepath.Join(root, "app-1.tar.gz"))); err != nil || rep.Failed() > 0 {
 		t.Fatalf("deploy app-1: %v (%s)", err, status(rep))

@@ -18,7 +18,7 @@ import (
 func playbookCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "playbook",
-		Usage: "run playbooks (YAML files of steps) across machines over SSH; list the built-ins",
+		Usage: "run playbooks (YAML files of steps) across machines over SSH; list and show the built-ins",
 		Subcommands: []*cli.Command{{
 			Name:      "run",
 			Usage:     "run a playbook (a built-in's NAME or a FILE) on machines, in batches, stopping at a failure threshold",
@@ -113,6 +113,21 @@ func playbookCommand(e *env) *cli.Command {
 					return fmt.Errorf("playbook %s: %d of %d machines failed", pb.File, n, len(rep.Results))
 				}
 				return nil
+			},
+		}, {
+			Name:      "show",
+			Usage:     "print a built-in playbook's file (to read it, or to copy and adapt it)",
+			ArgsUsage: "NAME",
+			Action: func(c *cli.Context) error {
+				if c.Args().Len() != 1 {
+					return errors.New("playbook show: give one built-in's NAME (ironrack playbook list)")
+				}
+				b, err := builtin.Source(c.Args().First())
+				if err != nil {
+					return err
+				}
+				_, err = e.stdout.Write(b)
+				return err
 			},
 		}, {
 			Name:  "list",

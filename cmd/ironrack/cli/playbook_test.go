@@ -179,5 +179,9 @@ steps:
 		if err != nil || !strings.Contains(out, "deploy") || !strings.Contains(out, "service (required)") {
 			t.Errorf("list: %v\n%s", err, out)
 		}
+		out, _, err = fx.run(ctx, "playbook", "show", "deploy")
+		if err != nil || !strings.HasPrefix(out, "name: deploy\n") {
+			t.Errorf("show: %v\n%s", err, out)
+		}
 	})
 }
