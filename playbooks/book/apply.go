@@ -76,6 +76,10 @@ func (hp *HostPlan) Apply(ctx context.Context, r Runner, out io.Writer, opt Opti
 	n := len(hp.Steps)
 	for i := range hp.Steps {
 		s := &hp.Steps[i]
+		if err := ctx.Err(); err != nil {
+			// Cancelled or timed out between steps: start no other.
+			return results, fmt.Errorf("before %s (%s): %w", s.Label, s.Where, err)
+		}
 		res := StepResult{Where: s.Where, Step: s.Label}
 		var err error
 		var stop bool
