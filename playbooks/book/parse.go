@@ -508,9 +508,20 @@ var funcs = template.FuncMap{
 		}
 		return s, nil
 	},
+	// number returns s if it is a whole number (0 or more), else fails
+	// naming what.
+	"number": func(what, s string) (string, error) {
+		if !numberRE.MatchString(s) {
+			return "", fmt.Errorf("%s %q: want a whole number", what, s)
+		}
+		return s, nil
+	},
 }
 
-var pathNameRE = regexp.MustCompile(`^[A-Za-z0-9._+-]+$`)
+var (
+	pathNameRE = regexp.MustCompile(`^[A-Za-z0-9._+-]+$`)
+	numberRE   = regexp.MustCompile(`^[0-9]{1,6}$`)
+)
 
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"

@@ -47,6 +47,7 @@ func TestBuiltinsParse(t *testing.T) {
 		{"service": "a", "release": "x.tgz", "version": "1; rm -rf /"},
 		{"service": "a", "rollback": "true", "version": "../etc"},
 		{"service": "a", "rollback": "yes"},
+		{"service": "a", "release": "x.tgz", "keep": "-1"},
 		{"service": "a b", "release": "x.tgz"},
 	} {
 		if _, err := pb.Plan(m, v, nil); err == nil {

@@ -154,7 +154,7 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 	cl := startCluster(t, ids, func(id string) string { return health.URL + "/h/" + id })
 
 	// Releases: tarballs with a VERSION file.
-	for _, v := range []string{"app-1", "app-2"} {
+	for _, v := range []string{"app-1", "app-2", "app-3"} {
 		src := filepath.Join(root, "src", v)
 		if err := os.MkdirAll(filepath.Join(src, "bin"), 0o755); err != nil {
 			t.Fatal(err)
@@ -372,5 +372,25 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 	}
 	if s := rep.Steps["h5"]; s[2].Status != book.Changed || s[3].Status != book.Skipped {
 		t.Errorf("h5's fetch and copy steps: %+v", s)
+	}
+
+	// 6. app-3 onto h5 keeping 1: app-3 (current) and app-2 (previous)
+	// stay, app-1 and its tarball go.
+	targets = all[4:5]
+	rep, err = run("deploy app-3 onto h5, keep 1", "", false, vars("release", filepath.Join(root, "app-3.tar.gz"), "keep", "1"))
+	targets = all
+	if err != nil || rep.Failed() > 0 {
+		t.Fatalf("deploy app-3: %v (%s)", err, status(rep))
+	}
+	ents, err := os.ReadDir(filepath.Join(hostDir("h5"), "app/releases"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, " "); got != ".app-2.tar .app-3.tar app-2 app-3" {
+		t.Errorf("h5's releases after keeping 1: %s", got)
 	}
 }
