@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/ssh/run.sh: `ironrack run` against `pdsh -R ssh -f 64` and a
+# bench/ssh/run.sh (make bench-ssh): `ironrack run` against `pdsh -R ssh -f 64` and a
 # sequential ssh loop, on 100 and 500 real sshd hosts, host keys checked
 # strictly by all three, in the same run. Not part of CI. Run as root from
 # the repo root:

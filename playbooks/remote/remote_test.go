@@ -83,7 +83,7 @@ func TestRemote(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		}()
-		exit, err := cl.Run(tctx, "sleep "+marker+"; echo not reached", nil, nil, nil)
+		exit, err := cl.Run(tctx, "sleep "+marker+"; touch /srv/not-reached", nil, nil, nil)
 		<-done
 		if !errors.Is(err, context.DeadlineExceeded) || exit != -1 {
 			t.Fatalf("exit %d, err %v: want a deadline error", exit, err)
@@ -97,6 +97,11 @@ func TestRemote(t *testing.T) {
 				t.Fatalf("remote processes %v still run on %s after the timeout (err %v); log: %s", h.Procs(marker), h.Name, err, h.Log())
 			}
 			time.Sleep(50 * time.Millisecond)
+		}
+		// The shell went with its command: it did not carry on.
+		time.Sleep(200 * time.Millisecond)
+		if _, err := os.Stat(filepath.Join(h.Dir, "srv", "not-reached")); err == nil {
+			t.Error("the remote shell ran on after its command was ended")
 		}
 		// The connection is still usable.
 		if exit, err := cl.Run(ctx, "true", nil, nil, nil); err != nil || exit != 0 {

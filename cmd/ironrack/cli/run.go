@@ -87,6 +87,9 @@ func runCommand(e *env) *cli.Command {
 			if perr := e.printRun(rep); perr != nil {
 				return perr
 			}
+			if c.Context.Err() != nil {
+				return fmt.Errorf("run: interrupted; %d of %d machines did not end ok", rep.Failed(), len(rep.Results))
+			}
 			if err != nil {
 				return fmt.Errorf("run: %w", err)
 			}
