@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -141,6 +142,44 @@ func TestRemote(t *testing.T) {
 		_, err := remote.Dial(ctx, remote.Target{ID: "m-02", Addr: c.Hosts[1].Addr}, o)
 		if err == nil || !strings.Contains(err.Error(), "no host key recorded") || !strings.Contains(err.Error(), "m-02") {
 			t.Fatalf("err %v", err)
+		}
+	})
+
+	t.Run("login through a real ssh-agent", func(t *testing.T) {
+		sock := filepath.Join(t.TempDir(), "agent.sock")
+		agent := exec.Command("ssh-agent", "-D", "-a", sock)
+		if err := agent.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { agent.Process.Kill(); agent.Wait() }()
+		for i := 0; i < 100; i++ {
+			if _, err := os.Stat(sock); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, _, err := remote.AgentAuth(sock); err == nil || !strings.Contains(err.Error(), "holds no key") {
+			t.Errorf("empty agent: err %v", err)
+		}
+		add := exec.Command("ssh-add", c.KeyFile)
+		add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+		if out, err := add.CombinedOutput(); err != nil {
+			t.Fatalf("ssh-add: %v: %s", err, out)
+		}
+		auth, closer, err := remote.AgentAuth(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closer.Close()
+		o := opts
+		o.Auth = []ssh.AuthMethod{auth}
+		ac, err := remote.Dial(ctx, remote.Target{ID: "m-01", Addr: h.Addr}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ac.Close()
+		if exit, err := ac.Run(ctx, "true", nil, nil, nil); err != nil || exit != 0 {
+			t.Fatalf("exit %d, err %v", exit, err)
 		}
 	})
 
