@@ -14,7 +14,8 @@
 // hold the shell: a non-interactive shell has no job control). It sends the
 // signal request as well, which is enough for other users. A command that
 // leaves its process group and clears its environment escapes this, as
-// daemons escape ssh(1).
+// daemons escape ssh(1). The prefix needs a POSIX-style login shell (sh,
+// dash, bash, zsh, ksh).
 package remote
 
 import (

@@ -183,6 +183,19 @@ func TestRemote(t *testing.T) {
 		}
 	})
 
+	t.Run("a lost connection is an error, not an exit status", func(t *testing.T) {
+		lc, err := remote.Dial(ctx, remote.Target{ID: "m-01", Addr: h.Addr}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lc.Close()
+		// The shell's parent is sshd's process for this connection.
+		exit, err := lc.Run(ctx, "kill -KILL $PPID; sleep 5", nil, nil, nil)
+		if err == nil || exit != -1 || !strings.Contains(err.Error(), "m-01") {
+			t.Fatalf("exit %d, err %v: want an error naming the machine", exit, err)
+		}
+	})
+
 	t.Run("no callback, no login", func(t *testing.T) {
 		o := opts
 		o.HostKeyCallback = nil
