@@ -196,6 +196,24 @@ func TestRemote(t *testing.T) {
 		}
 	})
 
+	t.Run("a machine off the network mid-command: keepalives end the wait", func(t *testing.T) {
+		o := opts
+		o.KeepAlive = 200 * time.Millisecond
+		h2 := c.Hosts[1]
+		kc, err := remote.Dial(ctx, remote.Target{ID: "m-02", Addr: h2.Addr}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer kc.Close()
+		time.AfterFunc(300*time.Millisecond, func() { h2.SetUnreachable(true) })
+		defer h2.SetUnreachable(false)
+		start := time.Now()
+		exit, err := kc.Run(ctx, "sleep 20", nil, nil, nil)
+		if err == nil || exit != -1 || !strings.Contains(err.Error(), "m-02: connection lost") || time.Since(start) > 5*time.Second {
+			t.Fatalf("exit %d, err %v after %v: want connection lost within a few keepalive periods", exit, err, time.Since(start))
+		}
+	})
+
 	t.Run("no callback, no login", func(t *testing.T) {
 		o := opts
 		o.HostKeyCallback = nil
