@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/ssh/run.sh: `ironrack run` against `pdsh -R ssh -f 64` and a
+# bench/ssh/run.sh (make bench-ssh): `ironrack run` against `pdsh -R ssh -f 64` and a
 # sequential ssh loop, on 100 and 500 real sshd hosts, host keys checked
 # strictly by all three, in the same run. Not part of CI. Run as root from
 # the repo root:
@@ -89,20 +89,21 @@ done
 
 SSHOPTS=(-F /dev/null -i "$WORK/id" -o UserKnownHostsFile="$WORK/known_hosts" -o GlobalKnownHostsFile=/dev/null
          -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=10)
-# Each client prints its output to a file; a round counts only if every host answered.
+# Each client prints its output to a file; a round counts only if every host
+# answered. Every round is bounded (timeout), so is each ssh of the loop.
 ironrack_round() {
-  ip netns exec "$NS" "$WORK/ironrack" run --hosts-file "$WORK/hosts-$1" --identity "$WORK/id" \
+  timeout 900 ip netns exec "$NS" "$WORK/ironrack" run --hosts-file "$WORK/hosts-$1" --identity "$WORK/id" \
     --known-hosts "$WORK/known_hosts" --fanout "$FANOUT" --connect-timeout 10s -- "$CMD" >"$WORK/out" 2>&1 \
     || { echo "ironrack run failed:" >&2; tail -5 "$WORK/out" >&2; return 1; }
 }
 pdsh_round() {
-  ip netns exec "$NS" env PDSH_SSH_ARGS_APPEND="${SSHOPTS[*]}" pdsh -R ssh -f "$FANOUT" -l root -w "^$WORK/addrs-$1" "$CMD" >"$WORK/out" 2>&1
+  timeout 900 ip netns exec "$NS" env PDSH_SSH_ARGS_APPEND="${SSHOPTS[*]}" pdsh -R ssh -f "$FANOUT" -l root -w "^$WORK/addrs-$1" "$CMD" >"$WORK/out" 2>&1
   if grep -q 'pdsh@' "$WORK/out"; then echo "pdsh: failures:" >&2; grep 'pdsh@' "$WORK/out" | head -5 >&2; return 1; fi
 }
 seq_round() {
   local a
   while read -r a; do
-    ip netns exec "$NS" ssh "${SSHOPTS[@]}" "root@$a" "$CMD" >>"$WORK/out" 2>&1 </dev/null || { echo "ssh $a failed" >&2; return 1; }
+    timeout 60 ip netns exec "$NS" ssh "${SSHOPTS[@]}" "root@$a" "$CMD" >>"$WORK/out" 2>&1 </dev/null || { echo "ssh $a failed" >&2; return 1; }
   done <"$WORK/addrs-$1"
 }
 timed() { local s e; s=$(date +%s.%N); "$@"; e=$(date +%s.%N); echo "$e - $s" | bc; }

@@ -42,6 +42,8 @@ type Options struct {
 	Gate Gate
 	// Poll is wait-healthy's pause between reads. If 0, 1s.
 	Poll time.Duration
+	// OnStep, when set, is called as each step starts (i counts from 0).
+	OnStep func(i int, s *PlannedStep)
 }
 
 // Status is what a step did.
@@ -79,6 +81,9 @@ func (hp *HostPlan) Apply(ctx context.Context, r Runner, out io.Writer, opt Opti
 		if err := ctx.Err(); err != nil {
 			// Cancelled or timed out between steps: start no other.
 			return results, fmt.Errorf("before %s (%s): %w", s.Label, s.Where, err)
+		}
+		if opt.OnStep != nil {
+			opt.OnStep(i, s)
 		}
 		res := StepResult{Where: s.Where, Step: s.Label}
 		var err error

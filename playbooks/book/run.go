@@ -58,6 +58,7 @@ type Prepared struct {
 	opt   Options
 	mu    sync.Mutex
 	steps map[string][]StepResult
+	doing map[string]string
 }
 
 // Prepare plans the playbook for every target (PlanAll: refused, before any
@@ -67,7 +68,7 @@ func (p *Playbook) Prepare(targets []Target, vars map[string]string, opt Options
 	if err != nil {
 		return nil, err
 	}
-	pr := &Prepared{plans: plans, opt: opt, steps: map[string][]StepResult{}}
+	pr := &Prepared{plans: plans, opt: opt, steps: map[string][]StepResult{}, doing: map[string]string{}}
 	for _, t := range targets {
 		pr.hosts = append(pr.hosts, t.Host)
 	}
@@ -88,6 +89,17 @@ func (pr *Prepared) Steps() map[string][]StepResult {
 	return out
 }
 
+// Doing says which step the machine is at: "step 4/10 copy (FILE:LINE)",
+// or "logging in" before its first.
+func (pr *Prepared) Doing(id string) string {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if d, ok := pr.doing[id]; ok {
+		return d
+	}
+	return "logging in"
+}
+
 // Work applies the host's plan over c. A host whose step fails ends with
 // exit status 1 (its output names the step, FILE:LINE); a command cut off
 // (connection lost, timeout, cancel) is an error, as the fan-out wants.
@@ -96,7 +108,16 @@ func (pr *Prepared) Work(ctx context.Context, h fanout.Host, c *remote.Client, o
 	if hp == nil {
 		return -1, fmt.Errorf("machine %s was not planned", h.ID)
 	}
-	res, err := hp.Apply(ctx, c, out, pr.opt)
+	opt := pr.opt
+	opt.OnStep = func(i int, s *PlannedStep) {
+		pr.mu.Lock()
+		pr.doing[h.ID] = fmt.Sprintf("step %d/%d %s (%s)", i+1, len(hp.Steps), s.Label, s.Where)
+		pr.mu.Unlock()
+		if pr.opt.OnStep != nil {
+			pr.opt.OnStep(i, s)
+		}
+	}
+	res, err := hp.Apply(ctx, c, out, opt)
 	pr.mu.Lock()
 	pr.steps[h.ID] = res
 	pr.mu.Unlock()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ironrack/ironrack/internal/sshdtest"
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/playbooks/fanout"
 	"github.com/ironrack/ironrack/playbooks/remote"
 )
 
@@ -271,5 +272,38 @@ func TestStepFailures(t *testing.T) {
 	hp, _ = pb.Plan(&inventory.Machine{ID: "m-2"}, nil, nil)
 	if _, err := hp.Apply(context.Background(), c, nil, Options{}); err == nil || !strings.HasPrefix(err.Error(), "h.yaml:2: drain: no Consul") {
 		t.Errorf("err %v", err)
+	}
+}
+
+// Prepared.Work runs a machine's plan and Doing names its current step
+// (what Ctrl-C prints); a failed step is exit status 1, not an error.
+func TestPreparedWork(t *testing.T) {
+	s := sshdtest.Start(t)
+	c := dial(t, s, "m-3")
+	pb, err := Parse("w.yaml", []byte("steps:\n  - run: echo one\n  - name: last\n    run: exit 4\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &inventory.Machine{ID: "m-3"}
+	pr, err := pb.Prepare([]Target{{Machine: m, Host: fanout.Host{ID: "m-3", Addr: s.Addr}}}, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := pr.Doing("m-3"); d != "logging in" {
+		t.Errorf("doing before: %q", d)
+	}
+	var out strings.Builder
+	code, err := pr.Work(context.Background(), pr.Hosts()[0], c, &out)
+	if code != 1 || err != nil {
+		t.Errorf("work: %d, %v\n%s", code, err, out.String())
+	}
+	if d := pr.Doing("m-3"); d != `step 2/2 run "last" (w.yaml:3)` {
+		t.Errorf("doing after: %q", d)
+	}
+	if !strings.Contains(out.String(), "one\n") || !strings.Contains(out.String(), "failed: w.yaml:3: run \"last\": exit status 4") {
+		t.Errorf("output:\n%s", out.String())
+	}
+	if st := pr.Steps()["m-3"]; len(st) != 2 || st[1].Status != Failed {
+		t.Errorf("steps: %+v", st)
 	}
 }

@@ -99,7 +99,7 @@ func playbookCommand(e *env) *cli.Command {
 				if opt.Check {
 					fmt.Fprintf(e.stderr, "check: %s on %d machines; nothing is changed\n", pb.File, len(hosts))
 				}
-				rep, err := e.runFanout(c, pr.Hosts(), plan, "playbook "+pb.File, pr.Work)
+				rep, err := e.runFanout(c, pr.Hosts(), plan, pr.Doing, pr.Work)
 				if rep == nil {
 					return err
 				}

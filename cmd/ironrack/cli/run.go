@@ -80,12 +80,15 @@ func runCommand(e *env) *cli.Command {
 				return err
 			}
 			defer closeAuth()
-			rep, err := e.runFanout(c, hosts, plan, cmd, fanout.Command(cmd))
+			rep, err := e.runFanout(c, hosts, plan, func(string) string { return cmd }, fanout.Command(cmd))
 			if rep == nil {
 				return err
 			}
 			if perr := e.printRun(rep); perr != nil {
 				return perr
+			}
+			if c.Context.Err() != nil {
+				return fmt.Errorf("run: interrupted; %d of %d machines did not end ok", rep.Failed(), len(rep.Results))
 			}
 			if err != nil {
 				return fmt.Errorf("run: %w", err)
@@ -299,9 +302,10 @@ func runHostKeys(c *cli.Context, _ []fanout.Host) (ssh.HostKeyCallback, error) {
 }
 
 // runFanout runs work with a progress bar on a terminal. When the command's
-// context ends (Ctrl-C), it first prints what each host in flight is doing,
-// then cancels them.
-func (e *env) runFanout(c *cli.Context, hosts []fanout.Host, plan fanout.Plan, what string, work fanout.Work) (*fanout.Report, error) {
+// context ends (Ctrl-C), it first prints what each host in flight is doing
+// (doing(machine ID): the command, or a playbook's current step), then
+// cancels them.
+func (e *env) runFanout(c *cli.Context, hosts []fanout.Host, plan fanout.Plan, doing func(id string) string, work fanout.Work) (*fanout.Report, error) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(c.Context))
 	defer cancel()
 	var mu sync.Mutex
@@ -342,7 +346,7 @@ func (e *env) runFanout(c *cli.Context, hosts []fanout.Host, plan fanout.Plan, w
 		sort.Strings(ids)
 		fmt.Fprintf(e.stderr, "interrupted: %d machines in flight, cancelling them:\n", len(ids))
 		for _, id := range ids {
-			fmt.Fprintf(e.stderr, "  %s  %s  running for %s\n", id, what, time.Since(inflight[id]).Round(time.Millisecond))
+			fmt.Fprintf(e.stderr, "  %s  %s  running for %s\n", id, doing(id), time.Since(inflight[id]).Round(time.Millisecond))
 		}
 		mu.Unlock()
 		cancel()

@@ -178,6 +178,17 @@ func TestRunCommand(t *testing.T) {
 		}
 	})
 
+	t.Run("where", func(t *testing.T) {
+		args := append(append([]string{"run", "--where", fmt.Sprintf(`tier == "web" and id in [%q, %q]`, fx.ids[1], fx.ids[3])}, flags...), "--", "cat", "/srv/ident")
+		out, _, err := fx.run(ctx, args...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if !strings.Contains(out, "h02\n") || !strings.Contains(out, "h04\n") || strings.Contains(out, "h01") || !strings.Contains(out, "2 ok") {
+			t.Errorf("want machines %s and %s (hosts h02, h04):\n%s", fx.ids[1], fx.ids[3], out)
+		}
+	})
+
 	t.Run("hosts file", func(t *testing.T) {
 		dir := t.TempDir()
 		hf := filepath.Join(dir, "hosts")
