@@ -281,7 +281,7 @@ mkdir -p "$d"
 cat > "$d/new.nft"
 nft -c -f "$d/new.nft"
 pending=
-if [ -s "$d/rollback.pid" ] && kill -0 -- "-$(cat "$d/rollback.pid")" 2>/dev/null; then
+if [ -s "$d/rollback.pid" ] && kill -s 0 -- "-$(cat "$d/rollback.pid")" 2>/dev/null; then
   kill -- "-$(cat "$d/rollback.pid")" 2>/dev/null || true
   pending=1
 fi
@@ -302,7 +302,8 @@ echo "armed $!"
 func confirmScript(dir string) string {
 	return fmt.Sprintf(`d=%[1]s
 v=$(nft list table inet %[2]s 2>/dev/null | sed -n 's/.*comment "%[3]s\([^"]*\)".*/\1/p' | head -n1)
-if [ -s "$d/rollback.pid" ] && kill -- "-$(cat "$d/rollback.pid")" 2>/dev/null; then
+p=$(cat "$d/rollback.pid" 2>/dev/null)
+if [ -n "$p" ] && { kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null; }; then
   rm -f "$d/rollback.pid"
   v=$(nft list table inet %[2]s 2>/dev/null | sed -n 's/.*comment "%[3]s\([^"]*\)".*/\1/p' | head -n1)
   echo "confirmed $v"
@@ -422,7 +423,7 @@ func (f *Firewall) Pending(ctx context.Context, m *inventory.Machine) (bool, err
 		return false, err
 	}
 	defer done()
-	out, _, err := f.run(ctx, r, m, "read rollback", fmt.Sprintf(`d=%s; if [ -s "$d/rollback.pid" ] && kill -0 -- "-$(cat "$d/rollback.pid")" 2>/dev/null; then echo pending; else echo none; fi`, dir), nil)
+	out, _, err := f.run(ctx, r, m, "read rollback", fmt.Sprintf(`d=%s; if [ -s "$d/rollback.pid" ] && kill -s 0 -- "-$(cat "$d/rollback.pid")" 2>/dev/null; then echo pending; else echo none; fi`, dir), nil)
 	return strings.TrimSpace(out) == "pending", err
 }
 
