@@ -111,8 +111,12 @@ func (r nsRunner) Close() error {
 // fails when the host's firewall drops it. Only then does it hand out a
 // shell in the host's namespaces, which stands in for the SSH session.
 func (l *lan) dialer(t *testing.T) Dialer {
+	seen := map[*testHost]bool{}
 	for _, h := range l.hosts {
-		h.listenTCP(t, 22)
+		if !seen[h] {
+			seen[h] = true
+			h.listenTCP(t, 22)
+		}
 	}
 	return func(ctx context.Context, m *inventory.Machine) (Runner, error) {
 		h := l.hosts[m.ID]
