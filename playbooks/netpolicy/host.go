@@ -269,7 +269,9 @@ func orNone(s string) string {
 // applyScript installs stdin as the ironrack table in one nft -f
 // transaction after arming the rollback: a process in its own session
 // (setsid), detached from the connection, that restores the saved table
-// after the delay unless confirm kills it first. The saved table is the
+// after the delay unless confirm kills it first. It starts with an empty
+// environment, so nothing that ends the session's processes by a mark in
+// their environment (playbooks/remote on cancel) ends it too. The saved table is the
 // one from before the first unconfirmed apply: a second apply while one
 // is pending keeps it.
 func applyScript(dir string, within time.Duration) string {
@@ -290,7 +292,7 @@ if [ -z "$pending" ]; then
   mv "$d/rollback.tmp" "$d/rollback.nft"
 fi
 rm -f "$d/rolledback"
-setsid sh -c 'sleep %[2]d; nft -f "$0/rollback.nft" && date +%%s > "$0/rolledback"; rm -f "$0/rollback.pid"' "$d" </dev/null >/dev/null 2>&1 &
+env -i PATH="$PATH" setsid sh -c 'sleep %[2]d; nft -f "$0/rollback.nft" && date +%%s > "$0/rolledback"; rm -f "$0/rollback.pid"' "$d" </dev/null >/dev/null 2>&1 &
 echo $! > "$d/rollback.pid"
 nft -f "$d/new.nft"
 echo "armed $!"
