@@ -25,7 +25,7 @@ func TestPolicyRefusals(t *testing.T) {
 			wantErr: `p.yaml:3: where-expression`},
 		"bad port": {src: base + "  - from: {tier: query}\n    to: {tier: storage}\n    ports: [9100/tcp, 70000/tcp]\n",
 			wantErr: `p.yaml:5: port "70000/tcp"`},
-		"bad yaml": {src: "admins: [10.0.0.1\nrules: x\n", wantErr: `p.yaml: yaml: line`},
+		"bad yaml":    {src: "admins: [10.0.0.1\nrules: x\n", wantErr: `p.yaml: yaml: line`},
 		"unknown key": {src: "admins: [10.0.0.1]\nrulez: []\n", wantErr: `p.yaml:2: unknown key "rulez"`},
 		"bad cidr":    {src: "admins: [10.0.0.300/24]\n", wantErr: `p.yaml:1: admins: "10.0.0.300/24" is not an address or CIDR`},
 		"rule without ports": {src: base + "  - from: {tier: query}\n    to: {tier: storage}\n",
