@@ -129,6 +129,21 @@ type Policy struct {
 	BootServers []Selector
 	// Rules are the grants, in file order.
 	Rules []Rule
+	// Mesh, if set, moves the admin ports onto the WireGuard admin mesh:
+	// they answer only on its interface, from its admin range.
+	Mesh *Mesh
+}
+
+// Mesh is the policy's mesh section.
+type Mesh struct {
+	// Interface is the mesh interface. If "", wg0.
+	Interface string
+	// AdminRange holds the admins' mesh addresses (playbooks/mesh's
+	// admin range).
+	AdminRange netip.Prefix
+	// Port is WireGuard's UDP port, open to the admin sources.
+	Port int
+	line int
 }
 
 // Known is what a policy's names are checked against.
@@ -139,6 +154,9 @@ type Known struct {
 	// Machines is the inventory today: tag keys are known when a machine
 	// carries them, and a selector matching none of them is a warning.
 	Machines []*inventory.Machine
+	// MeshAdmins counts the admins in the mesh (a policy with a mesh
+	// section and none cuts every admin off).
+	MeshAdmins int
 }
 
 // Load reads and parses a policy file and checks it against known.
@@ -197,8 +215,10 @@ func Parse(file string, data []byte) (*Policy, error) {
 			p.BootServers, err = parseSources(file, v, "boot_servers")
 		case "rules":
 			p.Rules, err = parseRules(file, v)
+		case "mesh":
+			p.Mesh, err = parseMesh(file, v)
 		default:
-			err = lineErr(file, k.Line, "unknown key %q (want admins, admin_ports, drainers, consul_servers, boot_servers, rules)", k.Value)
+			err = lineErr(file, k.Line, "unknown key %q (want admins, admin_ports, drainers, consul_servers, boot_servers, rules, mesh)", k.Value)
 		}
 		if err != nil {
 			return nil, err
@@ -307,6 +327,38 @@ func parseSelector(file string, n *yaml.Node, dest bool) (Selector, error) {
 		return s, lineErr(file, k.Line, "unknown selector %q (want tier, tag, where or cidrs)", k.Value)
 	}
 	return s, nil
+}
+
+func parseMesh(file string, n *yaml.Node) (*Mesh, error) {
+	if n.Kind != yaml.MappingNode {
+		return nil, lineErr(file, n.Line, "mesh: want a mapping with interface, admin_range, port")
+	}
+	m := &Mesh{Interface: "wg0", AdminRange: netip.MustParsePrefix("10.99.0.0/24"), Port: 51820, line: n.Line}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch k.Value {
+		case "interface":
+			if !validIdent(strings.ReplaceAll(v.Value, "-", "_")) || len(v.Value) > 15 {
+				return nil, lineErr(file, v.Line, "mesh interface %q: want an interface name", v.Value)
+			}
+			m.Interface = v.Value
+		case "admin_range":
+			pfx, err := netip.ParsePrefix(v.Value)
+			if err != nil {
+				return nil, lineErr(file, v.Line, "mesh admin_range %q: want a CIDR", v.Value)
+			}
+			m.AdminRange = pfx.Masked()
+		case "port":
+			p, err := strconv.Atoi(v.Value)
+			if err != nil || p < 1 || p > 65535 {
+				return nil, lineErr(file, v.Line, "mesh port %q: want 1-65535", v.Value)
+			}
+			m.Port = p
+		default:
+			return nil, lineErr(file, k.Line, "unknown mesh key %q (want interface, admin_range, port)", k.Value)
+		}
+	}
+	return m, nil
 }
 
 func parsePorts(file string, n *yaml.Node) ([]Port, error) {
@@ -428,6 +480,9 @@ func (p *Policy) Check(known Known) (warnings []string, err error) {
 		if err := check("rule to", r.To); err != nil {
 			return warnings, err
 		}
+	}
+	if p.Mesh != nil && known.MeshAdmins == 0 {
+		return warnings, fmt.Errorf("%s:%d: %w: admin ports answer only over the mesh, and the mesh has no admin (`ironrack vpn add-admin` first: mesh before firewall)", p.File, p.Mesh.line, ErrNoAdmin)
 	}
 	if len(addrsOf(p.Admins, known.Machines)) == 0 {
 		return warnings, fmt.Errorf("%s: %w: its admin sources match no address today (give a CIDR, or a selector that matches a machine with an address)", p.File, ErrNoAdmin)

@@ -193,9 +193,23 @@ func (c *Compiled) Render(m *inventory.Machine) *Ruleset {
 		fmt.Sprintf(`udp sport %d udp dport %d accept comment "failsafe: DHCP client replies"`, PortDHCPServer, PortDHCPClient),
 		fmt.Sprintf(`udp sport %d udp dport %d accept comment "failsafe: DHCPv6 client replies"`, PortDHCP6Srv, PortDHCP6Cli),
 	)
-	for _, proto := range []string{"tcp", "udp"} {
-		if ps := portsOf(c.p.AdminPorts, proto); ps != "" {
-			accept("admins", proto+" dport "+ps, "failsafe: admin ports from admins")
+	if ms := c.p.Mesh; ms != nil {
+		fam := "ip"
+		if ms.AdminRange.Addr().Is6() {
+			fam = "ip6"
+		}
+		for _, proto := range []string{"tcp", "udp"} {
+			if ps := portsOf(c.p.AdminPorts, proto); ps != "" {
+				rules = append(rules, fmt.Sprintf(`iifname %q %s saddr %s %s dport %s accept comment "failsafe: admin ports over the mesh"`,
+					ms.Interface, fam, ms.AdminRange, proto, ps))
+			}
+		}
+		accept("admins", fmt.Sprintf("udp dport %d", ms.Port), "failsafe: WireGuard from admins")
+	} else {
+		for _, proto := range []string{"tcp", "udp"} {
+			if ps := portsOf(c.p.AdminPorts, proto); ps != "" {
+				accept("admins", proto+" dport "+ps, "failsafe: admin ports from admins")
+			}
 		}
 	}
 	accept("members", fmt.Sprintf("meta l4proto { tcp, udp } th dport %d", PortSerfLAN), "failsafe: Consul serf LAN between members")
@@ -228,11 +242,15 @@ func (c *Compiled) Render(m *inventory.Machine) *Ruleset {
 	for _, b := range bases {
 		rs.Sets = append(rs.Sets, c.sets(b)...)
 	}
-	skeleton := renderText(rs.Sets, rules, "", false)
+	var output []string
+	if ms := c.p.Mesh; ms != nil {
+		output = append(output, fmt.Sprintf(`oifname %q ct state new drop comment "machines reach nothing through the mesh"`, ms.Interface))
+	}
+	skeleton := renderText(rs.Sets, rules, output, "", false)
 	h := sha256.Sum256([]byte(skeleton))
 	rs.Version = "v1-" + hex.EncodeToString(h[:6])
 	rs.Text = fmt.Sprintf("# ironrack firewall for %s, from %s, version %s\n", m.ID, c.p.File, rs.Version) +
-		renderText(rs.Sets, rules, rs.Version, true)
+		renderText(rs.Sets, rules, output, rs.Version, true)
 	return rs
 }
 
@@ -273,7 +291,7 @@ func portsOf(ps []Port, proto string) string {
 	return "{ " + strings.Join(parts, ", ") + " }"
 }
 
-func renderText(sets []Set, rules []string, version string, withElements bool) string {
+func renderText(sets []Set, rules, output []string, version string, withElements bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "add table inet %s\ndelete table inet %s\ntable inet %s {\n", Table, Table, Table)
 	if version != "" {
@@ -297,7 +315,15 @@ func renderText(sets []Set, rules []string, version string, withElements bool) s
 	for _, r := range rules {
 		fmt.Fprintf(&b, "\t\t%s\n", r)
 	}
-	b.WriteString("\t}\n}\n")
+	b.WriteString("\t}\n")
+	if len(output) > 0 {
+		b.WriteString("\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n")
+		for _, r := range output {
+			fmt.Fprintf(&b, "\t\t%s\n", r)
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
 	return b.String()
 }
 
