@@ -80,6 +80,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			releaseCommand(e),
 			readyCommand(e),
 			fwCommand(e),
+			vpnCommand(e),
 			labCommand(e),
 			versionCommand(e),
 			completionCommand(e),

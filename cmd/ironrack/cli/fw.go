@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/playbooks/mesh"
 	"github.com/ironrack/ironrack/playbooks/netpolicy"
 	"github.com/ironrack/ironrack/playbooks/remote"
 	"github.com/ironrack/ironrack/tiers/stack"
@@ -192,7 +193,17 @@ func (e *env) fwSetup(c *cli.Context, store *inventory.Store) (*netpolicy.Policy
 	for _, t := range stack.DefaultTiers() {
 		tiers = append(tiers, t.Name)
 	}
-	p, warn, err := netpolicy.Load(c.String("policy"), netpolicy.Known{Tiers: tiers, Machines: all})
+	known := netpolicy.Known{Tiers: tiers, Machines: all}
+	peers, err := (&mesh.Store{Client: client, Prefix: c.String("prefix")}).List(c.Context)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range peers {
+		if p.Kind == mesh.Admin {
+			known.MeshAdmins++
+		}
+	}
+	p, warn, err := netpolicy.Load(c.String("policy"), known)
 	for _, w := range warn {
 		fmt.Fprintln(e.stderr, "warning:", w)
 	}

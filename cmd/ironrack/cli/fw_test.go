@@ -75,3 +75,25 @@ func TestFwCLI(t *testing.T) {
 	}
 	t.Log(out)
 }
+
+// TestVpnCLI: add-admin refuses a bad key and a reused one, list and
+// config show public data only.
+func TestVpnCLI(t *testing.T) {
+	c := newCLI(t)
+	const key = "p+J6wbX3LPOdPLegRYo48NGQjFTrmF91/PSf13Hk4Vg="
+	if _, _, err := c.run("", "vpn", "add-admin", "--no-push", "--public-key", "nope", "alice"); err == nil || !strings.Contains(err.Error(), `public key "nope"`) {
+		t.Errorf("bad key: %v", err)
+	}
+	if out := c.ok("vpn", "add-admin", "--no-push", "--public-key", key, "alice"); !strings.Contains(out, "admin alice at 10.99.0.1") {
+		t.Errorf("add-admin: %s", out)
+	}
+	if _, _, err := c.run("", "vpn", "add-admin", "--no-push", "--public-key", key, "bob"); err == nil || !strings.Contains(err.Error(), "already alice's") {
+		t.Errorf("reused key: %v", err)
+	}
+	if out := c.ok("vpn", "list"); !strings.Contains(out, "alice") || !strings.Contains(out, key) {
+		t.Errorf("list: %s", out)
+	}
+	if out := c.ok("vpn", "config", "alice"); !strings.Contains(out, "Address = 10.99.0.1/32") || strings.Contains(out, "\nPrivateKey =") {
+		t.Errorf("config: %s", out)
+	}
+}
