@@ -432,11 +432,19 @@ func (f *Firewall) Pending(ctx context.Context, m *inventory.Machine) (bool, err
 // UpdateSets replaces the elements of sets on m in one nft transaction,
 // rules untouched.
 func (f *Firewall) UpdateSets(ctx context.Context, m *inventory.Machine, sets []Set) error {
+	return f.nftInput(ctx, m, "update sets", SetUpdate(sets))
+}
+
+// nftInput runs nft -f - with input on m: one transaction.
+func (f *Firewall) nftInput(ctx context.Context, m *inventory.Machine, what, input string) error {
+	if input == "" {
+		return nil
+	}
 	r, done, err := f.dial(ctx, m)
 	if err != nil {
 		return err
 	}
 	defer done()
-	_, _, err = f.run(ctx, r, m, "update sets", "nft -f -", strings.NewReader(SetUpdate(sets)))
+	_, _, err = f.run(ctx, r, m, what, "nft -f -", strings.NewReader(input))
 	return err
 }

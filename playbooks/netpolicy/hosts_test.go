@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -75,6 +76,26 @@ func newLAN(t *testing.T, machines ...*inventory.Machine) *lan {
 			time.Sleep(20 * time.Millisecond)
 		}
 		l.hosts[m.ID] = h
+	}
+	// Wait for the LAN: a connection to a closed port is refused (RST)
+	// once the path works; before, it times out.
+	for _, h := range l.hosts {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := l.admin.Do(func() error {
+				c, err := net.DialTimeout("tcp", net.JoinHostPort(h.ip, "9"), 500*time.Millisecond)
+				if err == nil {
+					c.Close()
+				}
+				return err
+			})
+			if err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("host %s not reachable on the test LAN in 10s: %v", h.m.ID, err)
+			}
+		}
 	}
 	return l
 }
@@ -182,16 +203,27 @@ func (h *testHost) listenUDP(t *testing.T, port int) {
 	}()
 }
 
+// reachSoon is reach tried up to three times: for connections that must
+// get through on a loaded machine.
+func reachSoon(from *netns.NS, proto, addr string) bool {
+	for range 3 {
+		if reach(from, proto, addr) {
+			return true
+		}
+	}
+	return false
+}
+
 // reach tries a TCP connection (reading "ok") or a UDP round trip from
-// namespace from to addr, with a 500ms timeout.
+// namespace from to addr, with a 1s timeout.
 func reach(from *netns.NS, proto, addr string) bool {
 	err := from.Do(func() error {
-		c, err := net.DialTimeout(proto, addr, 500*time.Millisecond)
+		c, err := net.DialTimeout(proto, addr, time.Second)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(500 * time.Millisecond))
+		c.SetDeadline(time.Now().Add(time.Second))
 		if proto == "udp" {
 			if _, err := c.Write([]byte("ping")); err != nil {
 				return err

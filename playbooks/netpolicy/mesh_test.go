@@ -107,7 +107,7 @@ func TestMeshRevoke(t *testing.T) {
 	}
 	meshSSH := net.JoinHostPort(stoPeer.Address.String(), "22")
 	hs.listenTCP(t, 22) // the machine's SSH port, on every address
-	if !reach(ha1.ns, "tcp", meshSSH) || !reach(ha2.ns, "tcp", meshSSH) {
+	if !reachSoon(ha1.ns, "tcp", meshSSH) || !reachSoon(ha2.ns, "tcp", meshSSH) {
 		t.Fatalf("admins do not reach the machine over the mesh; machine: %s", hs.sh(t, "wg show wg0"))
 	}
 
@@ -143,7 +143,7 @@ func TestMeshRevoke(t *testing.T) {
 	if reach(ha1.ns, "tcp", "10.77.0.21:22") {
 		t.Error("SSH answers over the LAN with the mesh policy")
 	}
-	if !reach(ha1.ns, "tcp", meshSSH) || !reach(ha2.ns, "tcp", meshSSH) {
+	if !reachSoon(ha1.ns, "tcp", meshSSH) || !reachSoon(ha2.ns, "tcp", meshSSH) {
 		t.Fatal("SSH over the mesh denied by the firewall")
 	}
 	ha1.listenTCP(t, 7000)
@@ -172,7 +172,7 @@ func TestMeshRevoke(t *testing.T) {
 	if hsk := ha1.sh(t, "wg show wg0 latest-handshakes"); !strings.HasSuffix(hsk, "\t0") {
 		t.Errorf("alice completed a handshake after the revoke: %q", hsk)
 	}
-	if !reach(ha2.ns, "tcp", meshSSH) {
+	if !reachSoon(ha2.ns, "tcp", meshSSH) {
 		t.Error("bob, not revoked, is cut off")
 	}
 	if peersNow := hs.sh(t, "wg show wg0 peers"); strings.Count(peersNow, "=") != 1 {

@@ -30,6 +30,8 @@ type Set struct {
 	Interval bool
 	// Elements are the addresses (CIDR form for prefixes), sorted.
 	Elements []string
+	// joined is Elements joined by ", ", rendered once per Compile.
+	joined string
 }
 
 // Ruleset is one machine's rendered firewall.
@@ -46,11 +48,12 @@ type Ruleset struct {
 	Text string
 }
 
-// group is a set of sources before it is split by family.
+// group is a set of sources, split by family, rendered once per Compile.
 type group struct {
 	base     string
 	interval bool
 	v4, v6   []netip.Prefix
+	sets     []Set
 }
 
 // Compiled is a policy resolved against one view of the inventory: every
@@ -84,6 +87,10 @@ func (c *Compiled) add(base string, interval bool, sel []Selector) {
 		} else {
 			g.v6 = append(g.v6, p)
 		}
+	}
+	g.sets = []Set{
+		{Name: base + "_v4", Type: "ipv4_addr", Interval: interval, Elements: elements(g.v4), joined: strings.Join(elements(g.v4), ", ")},
+		{Name: base + "_v6", Type: "ipv6_addr", Interval: interval, Elements: elements(g.v6), joined: strings.Join(elements(g.v6), ", ")},
 	}
 	c.groups[base] = g
 }
@@ -159,14 +166,9 @@ func elements(ps []netip.Prefix) []string {
 	return out
 }
 
-// sets are the v4 and v6 sets of group base.
-func (c *Compiled) sets(base string) []Set {
-	g := c.groups[base]
-	return []Set{
-		{Name: base + "_v4", Type: "ipv4_addr", Interval: g.interval, Elements: elements(g.v4)},
-		{Name: base + "_v6", Type: "ipv6_addr", Interval: g.interval, Elements: elements(g.v6)},
-	}
-}
+// sets are the v4 and v6 sets of group base (shared by every machine's
+// Ruleset: read only).
+func (c *Compiled) sets(base string) []Set { return c.groups[base].sets }
 
 // Render renders machine m's ruleset.
 func Render(p *Policy, machines []*inventory.Machine, m *inventory.Machine) *Ruleset {
@@ -176,6 +178,29 @@ func Render(p *Policy, machines []*inventory.Machine, m *inventory.Machine) *Rul
 // Render renders machine m's ruleset: input policy drop; established and
 // related, loopback, the failsafe rules, then the policy's grants for m.
 func (c *Compiled) Render(m *inventory.Machine) *Ruleset {
+	rules, sets := c.rules(m)
+	rs := &Ruleset{Machine: m.ID, Sets: sets}
+	var output []string
+	if ms := c.p.Mesh; ms != nil {
+		output = append(output, fmt.Sprintf(`oifname %q ct state new drop comment "machines reach nothing through the mesh"`, ms.Interface))
+	}
+	skeleton := renderText("", rs.Sets, rules, output, "", false)
+	h := sha256.Sum256([]byte(skeleton))
+	rs.Version = "v1-" + hex.EncodeToString(h[:6])
+	rs.Text = renderText(fmt.Sprintf("# ironrack firewall for %s, from %s, version %s\n", m.ID, c.p.File, rs.Version),
+		rs.Sets, rules, output, rs.Version, true)
+	return rs
+}
+
+// SetsFor are the sets machine m's ruleset uses, without rendering it:
+// what the watcher compares and pushes.
+func (c *Compiled) SetsFor(m *inventory.Machine) []Set {
+	_, sets := c.rules(m)
+	return sets
+}
+
+// rules are m's input rules and the sets they use, sorted by name.
+func (c *Compiled) rules(m *inventory.Machine) ([]string, []Set) {
 	var rules []string
 	used := map[string]bool{}
 	accept := func(base, match, comment string) {
@@ -238,20 +263,11 @@ func (c *Compiled) Render(m *inventory.Machine) *Ruleset {
 		bases = append(bases, b)
 	}
 	slices.Sort(bases)
-	rs := &Ruleset{Machine: m.ID}
+	var sets []Set
 	for _, b := range bases {
-		rs.Sets = append(rs.Sets, c.sets(b)...)
+		sets = append(sets, c.sets(b)...)
 	}
-	var output []string
-	if ms := c.p.Mesh; ms != nil {
-		output = append(output, fmt.Sprintf(`oifname %q ct state new drop comment "machines reach nothing through the mesh"`, ms.Interface))
-	}
-	skeleton := renderText(rs.Sets, rules, output, "", false)
-	h := sha256.Sum256([]byte(skeleton))
-	rs.Version = "v1-" + hex.EncodeToString(h[:6])
-	rs.Text = fmt.Sprintf("# ironrack firewall for %s, from %s, version %s\n", m.ID, c.p.File, rs.Version) +
-		renderText(rs.Sets, rules, output, rs.Version, true)
-	return rs
+	return rules, sets
 }
 
 func matchesAny(sel []Selector, m *inventory.Machine) bool {
@@ -291,8 +307,16 @@ func portsOf(ps []Port, proto string) string {
 	return "{ " + strings.Join(parts, ", ") + " }"
 }
 
-func renderText(sets []Set, rules, output []string, version string, withElements bool) string {
+func renderText(header string, sets []Set, rules, output []string, version string, withElements bool) string {
 	var b strings.Builder
+	size := 4096 + 200*len(rules)
+	for _, s := range sets {
+		size += 100 + len(s.joined)
+	}
+	if withElements {
+		b.Grow(size)
+	}
+	b.WriteString(header)
 	fmt.Fprintf(&b, "add table inet %s\ndelete table inet %s\ntable inet %s {\n", Table, Table, Table)
 	if version != "" {
 		fmt.Fprintf(&b, "\tcomment %q\n", versionComment+version)
@@ -303,7 +327,13 @@ func renderText(sets []Set, rules, output []string, version string, withElements
 			b.WriteString("\t\tflags interval\n\t\tauto-merge\n")
 		}
 		if withElements && len(s.Elements) > 0 {
-			fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(s.Elements, ", "))
+			j := s.joined
+			if j == "" {
+				j = strings.Join(s.Elements, ", ")
+			}
+			b.WriteString("\t\telements = { ")
+			b.WriteString(j)
+			b.WriteString(" }\n")
 		}
 		b.WriteString("\t}\n")
 	}
@@ -336,6 +366,39 @@ func SetUpdate(sets []Set) string {
 		if len(s.Elements) > 0 {
 			fmt.Fprintf(&b, "add element inet %s %s { %s }\n", Table, s.Name, strings.Join(s.Elements, ", "))
 		}
+	}
+	return b.String()
+}
+
+// SetDelta is the nft -f input that turns set name's elements from old
+// into new with add and delete element, one transaction, O(change). The
+// transaction fails as a whole if the host's set is not old (an element
+// to delete is missing, or the set is): the watcher then falls back to
+// SetUpdate.
+func SetDelta(name string, old, new []string) string {
+	have := make(map[string]bool, len(old))
+	for _, e := range old {
+		have[e] = true
+	}
+	want := make(map[string]bool, len(new))
+	var add, del []string
+	for _, e := range new {
+		want[e] = true
+		if !have[e] {
+			add = append(add, e)
+		}
+	}
+	for _, e := range old {
+		if !want[e] {
+			del = append(del, e)
+		}
+	}
+	var b strings.Builder
+	if len(del) > 0 {
+		fmt.Fprintf(&b, "delete element inet %s %s { %s }\n", Table, name, strings.Join(del, ", "))
+	}
+	if len(add) > 0 {
+		fmt.Fprintf(&b, "add element inet %s %s { %s }\n", Table, name, strings.Join(add, ", "))
 	}
 	return b.String()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -110,12 +111,12 @@ func (w *Watcher) sync(ctx context.Context, log *slog.Logger, ms []*inventory.Ma
 		if m.IP == "" || !target(m) {
 			continue
 		}
-		rs := c.Render(m)
+		sets := c.SetsFor(m)
 		mu.Lock()
 		prev := w.pushed[m.ID]
 		mu.Unlock()
 		var changed []Set
-		for _, s := range rs.Sets {
+		for _, s := range sets {
 			if old, ok := prev[s.Name]; !ok || !slices.Equal(old, s.Elements) {
 				changed = append(changed, s)
 			}
@@ -125,7 +126,20 @@ func (w *Watcher) sync(ctx context.Context, log *slog.Logger, ms []*inventory.Ma
 		}
 		g.Go(func() error {
 			start := time.Now()
-			err := w.Firewall.UpdateSets(gctx, m, changed)
+			var err error
+			if prev != nil {
+				// Only what changed: add and delete element.
+				var delta strings.Builder
+				for _, s := range changed {
+					delta.WriteString(SetDelta(s.Name, prev[s.Name], s.Elements))
+				}
+				err = w.Firewall.nftInput(gctx, m, "update sets", delta.String())
+			}
+			if prev == nil || err != nil {
+				// First push, or the host's sets are not as last pushed:
+				// flush and fill every set.
+				err = w.Firewall.UpdateSets(gctx, m, sets)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -135,7 +149,7 @@ func (w *Watcher) sync(ctx context.Context, log *slog.Logger, ms []*inventory.Ma
 				return nil
 			}
 			now := map[string][]string{}
-			for _, s := range rs.Sets {
+			for _, s := range sets {
 				now[s.Name] = s.Elements
 			}
 			w.pushed[m.ID] = now
