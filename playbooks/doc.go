@@ -7,7 +7,12 @@
 //   - fanout: the fan-out engine behind `ironrack run` and playbooks: at
 //     most F hosts in flight, batches (N, P%, lists as Ansible's serial),
 //     per-batch failure thresholds that abort (unreachable hosts count), a
-//     Result per host, and the dshbak-style folding of identical output.
+//     Result per host, and the dshbak-style folding of identical output;
+//   - netpolicy: the firewall: the policy file, per-machine nftables
+//     rulesets with tier membership in named sets, plan/apply (rollback
+//     armed on the host)/confirm/status, and the membership watcher;
+//   - mesh: the WireGuard admin mesh (public keys in Consul, keys made on
+//     each machine, configs from the admin and machine groups, revoke).
 //
 // Playbook files and their steps, and host-key trust, live in further
 // sub-packages.
