@@ -279,8 +279,18 @@ func matchesAny(sel []Selector, m *inventory.Machine) bool {
 	return false
 }
 
+// trunc makes s safe inside an nft comment (printable ASCII, no quote or
+// backslash) and at most n bytes.
 func trunc(s string, n int) string {
-	s = strings.ReplaceAll(s, `"`, "'")
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r == '"':
+			return '\''
+		case r == '\\' || r < ' ' || r > '~':
+			return '?'
+		}
+		return r
+	}, s)
 	if len(s) > n {
 		return s[:n-3] + "..."
 	}
