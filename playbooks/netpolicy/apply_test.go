@@ -127,9 +127,16 @@ func TestApplyAllowsAndDenies(t *testing.T) {
 			t.Errorf("%s: rollback still pending after confirm (%v)", m.ID, err)
 		}
 	}
+	// A plan against a changed policy names the rules by comment.
+	p2 := mustPolicy(t, lanPolicy+"  - from: {tier: query}\n    to: {tier: storage}\n    ports: [9102/tcp]\n", ms)
+	hs, _ := fw.Read(ctx, ms[1])
+	d2 := strings.Join(Diff(hs, Compile(p2, ms).Render(ms[1])), "\n")
+	if !strings.Contains(d2, "~ rules: version") || strings.Count(d2, "+ rule: policy line 9: from tier query") != 2 || strings.Contains(d2, "- rule") {
+		t.Errorf("plan for a new rule:\n%s", d2)
+	}
 	// A plan against a changed inventory names the set elements.
 	more := append(lanMachines(), &inventory.Machine{ID: "ing2", IP: "10.77.0.12", Tier: "ingestion"})
-	hs, _ := fw.Read(ctx, ms[1])
+	hs, _ = fw.Read(ctx, ms[1])
 	d := strings.Join(Diff(hs, Compile(p, more).Render(more[1])), "\n")
 	if !strings.Contains(d, "+ tier_ingestion_v4 10.77.0.12") || strings.Contains(d, "rules") {
 		t.Errorf("plan for a new ingestion machine:\n%s", d)

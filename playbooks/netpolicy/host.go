@@ -114,6 +114,9 @@ type HostState struct {
 	Sets map[string][]string
 	// Rules counts the ironrack table's rules.
 	Rules int
+	// Comments are the comments of its rules that have one, but for the
+	// version's.
+	Comments []string
 	// OtherTables are the host's other tables (family name), left alone.
 	OtherTables []string
 }
@@ -164,8 +167,12 @@ func ParseRuleset(b []byte) (*HostState, error) {
 				continue
 			}
 			hs.Rules++
-			if v, ok := strings.CutPrefix(r.Comment, versionComment); ok && hs.Version == "" {
-				hs.Version = v
+			if v, ok := strings.CutPrefix(r.Comment, versionComment); ok {
+				if hs.Version == "" {
+					hs.Version = v
+				}
+			} else if r.Comment != "" {
+				hs.Comments = append(hs.Comments, r.Comment)
 			}
 		}
 	}
@@ -220,6 +227,24 @@ func Diff(have *HostState, want *Ruleset) []string {
 		out = append(out, fmt.Sprintf("+ table inet %s, version %s (the host has none)", Table, want.Version))
 	case have.Version != want.Version:
 		out = append(out, fmt.Sprintf("~ rules: version %s (%d rules) -> %s", orNone(have.Version), have.Rules, want.Version))
+		// Rules by their comments, as a multiset.
+		count := map[string]int{}
+		for _, c := range have.Comments {
+			count[c]++
+		}
+		for _, c := range want.Comments {
+			if count[c] > 0 {
+				count[c]--
+				continue
+			}
+			out = append(out, "+ rule: "+c)
+		}
+		for _, c := range have.Comments {
+			if count[c] > 0 {
+				count[c]--
+				out = append(out, "- rule: "+c)
+			}
+		}
 	}
 	wantNames := map[string]bool{}
 	for _, s := range want.Sets {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -46,6 +47,24 @@ type Ruleset struct {
 	// Text is the nft -f input: it replaces the ironrack table, and only
 	// it, in one transaction.
 	Text string
+	// Comments are the comments of the rules, in order (plan compares
+	// them with the host's when the versions differ).
+	Comments []string
+}
+
+var ruleComment = regexp.MustCompile(`comment "([^"]*)"$`)
+
+// comments are the comments of rules that have one.
+func comments(rules ...[]string) []string {
+	var out []string
+	for _, rs := range rules {
+		for _, r := range rs {
+			if m := ruleComment.FindStringSubmatch(r); m != nil {
+				out = append(out, m[1])
+			}
+		}
+	}
+	return out
 }
 
 // group is a set of sources, split by family, rendered once per Compile.
@@ -184,6 +203,7 @@ func (c *Compiled) Render(m *inventory.Machine) *Ruleset {
 	if ms := c.p.Mesh; ms != nil {
 		output = append(output, fmt.Sprintf(`oifname %q ct state new drop comment "machines reach nothing through the mesh"`, ms.Interface))
 	}
+	rs.Comments = comments(rules, output)
 	skeleton := renderText("", rs.Sets, rules, output, "", false)
 	h := sha256.Sum256([]byte(skeleton))
 	rs.Version = "v1-" + hex.EncodeToString(h[:6])
