@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ironrack/ironrack/internal/consuldev"
+	"github.com/ironrack/ironrack/internal/netns"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/playbooks/mesh"
 )
@@ -32,9 +32,7 @@ func (h *testHost) sh(t *testing.T, cmd string) string {
 // within 5s while the other still gets through. Userspace WireGuard
 // (wireguard-go) in namespaces, each host with a private /run.
 func TestMeshRevoke(t *testing.T) {
-	if _, err := exec.LookPath("wireguard-go"); err != nil {
-		t.Fatalf("wireguard-go: %v (scripts/setup installs it)", err)
-	}
+	netns.Require(t, "wireguard-go", "wg")
 	sto := &inventory.Machine{ID: "sto", IP: "10.77.0.21", Tier: "storage"}
 	a1 := &inventory.Machine{ID: "alice", IP: "10.77.0.201"}
 	a2 := &inventory.Machine{ID: "bob", IP: "10.77.0.202"}

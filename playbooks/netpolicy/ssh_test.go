@@ -19,8 +19,8 @@ import (
 // confirmed, and the timer, detached from the session, restores the
 // previous ruleset so a new SSH login works again.
 func TestApplyOverSSH(t *testing.T) {
-	guardRootRuleset(t)
 	c := sshhosts.Start(t, 1)
+	guardRootRuleset(t)
 	h := c.Hosts[0]
 	admin := c.Subnet.Addr().Next().String() // the test process's end of the LAN
 	m := &inventory.Machine{ID: h.Name, IP: h.IP, Tier: "storage"}
