@@ -81,6 +81,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			deployCommand(e),
 			releaseCommand(e),
 			readyCommand(e),
+			fwCommand(e),
+			vpnCommand(e),
 			labCommand(e),
 			versionCommand(e),
 			completionCommand(e),
