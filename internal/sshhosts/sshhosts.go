@@ -1,7 +1,8 @@
 // Package sshhosts runs many real OpenSSH servers for tests, each a "host"
 // of its own: its own network namespace, joined to the test process by a
 // veth to a bridge in a hub namespace, and its own mount namespace with
-// private /etc/ssh (config, host key, authorized_keys), /srv and /run. Hosts
+// private /etc/ssh (config, host key, authorized_keys), /srv, /run and /root
+// (root's home: the test machine's shell start-up files stay out). Hosts
 // share no file, and nothing touches the test machine's own sshd or /etc.
 //
 // Every host accepts root logins with one client key (Cluster.Signer,
@@ -62,8 +63,8 @@ type Host struct {
 	IP, Addr string
 	// HostKey is the public host key the host offers.
 	HostKey ssh.PublicKey
-	// Dir is the host's private tree: etc-ssh, srv and run are mounted on
-	// /etc/ssh, /srv and /run inside the host.
+	// Dir is the host's private tree: etc-ssh, srv, run and root are
+	// mounted on /etc/ssh, /srv, /run and /root inside the host.
 	Dir string
 	NS  *netns.NS
 
@@ -160,7 +161,7 @@ func (h *Host) setup(t testing.TB, authorized []byte) {
 	h.NS = netns.New(t)
 	h.c.hub.AddVeth(h.link, "eth0", "br0", h.NS)
 	h.NS.Run("ip", "addr", "add", h.IP+"/24", "dev", "eth0")
-	for _, d := range []string{"etc-ssh", "srv", "run"} {
+	for _, d := range []string{"etc-ssh", "srv", "run", "root"} {
 		if err := os.MkdirAll(filepath.Join(h.Dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -202,12 +203,13 @@ LogLevel INFO
 
 // start runs sshd inside the host's namespaces: a mount namespace of its own
 // (unshare, private propagation) in which the host's tree is bind-mounted
-// over /etc/ssh, /srv and /run.
+// over /etc/ssh, /srv, /run and /root.
 func (h *Host) start(t testing.TB) {
 	script := fmt.Sprintf(`set -e
 mount --bind %[1]s/etc-ssh /etc/ssh
 mount --bind %[1]s/srv /srv
 mount --bind %[1]s/run /run
+mount --bind %[1]s/root /root
 mkdir -p /run/sshd
 exec %[2]s -D -e -f /etc/ssh/sshd_config 2>>%[1]s/sshd.log`, h.Dir, Binary)
 	h.NS.Start(nil, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)

@@ -14,7 +14,8 @@
 // hold the shell: a non-interactive shell has no job control). It sends the
 // signal request as well, which is enough for other users. A command that
 // leaves its process group and clears its environment escapes this, as
-// daemons escape ssh(1).
+// daemons escape ssh(1). The prefix needs a POSIX-style login shell (sh,
+// dash, bash, zsh, ksh).
 package remote
 
 import (
@@ -27,6 +28,8 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -64,6 +67,12 @@ type Options struct {
 	// KillGrace is how long Run waits after sending TERM to a command whose
 	// context ended before it sends KILL. If 0, 2s.
 	KillGrace time.Duration
+	// KeepAlive is how often the connection is probed while open
+	// (keepalive@openssh.com); a probe unanswered for 3 periods closes the
+	// connection, so a command on a machine that dropped off the network
+	// ends with a "connection lost" error instead of hanging. If 0, 15s;
+	// negative: no probes.
+	KeepAlive time.Duration
 	// DialContext opens the TCP connection. If nil, a net.Dialer's.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
@@ -74,6 +83,11 @@ type Client struct {
 	Target Target
 	conn   *ssh.Client
 	opts   Options
+	// closed ends the keepalive goroutine; lost is set when it closed the
+	// connection.
+	closed    chan struct{}
+	closeOnce sync.Once
+	lost      atomic.Bool
 }
 
 // HostKeyMismatch is Dial's error when the machine offers a key other than
@@ -156,7 +170,45 @@ func Dial(ctx context.Context, t Target, o Options) (*Client, error) {
 		return nil, fmt.Errorf("machine %s: ssh %s@%s: %w", t.ID, t.user(), t.Addr, err)
 	}
 	nc.SetDeadline(time.Time{})
-	return &Client{Target: t, conn: ssh.NewClient(sc, chans, reqs), opts: o}, nil
+	c := &Client{Target: t, conn: ssh.NewClient(sc, chans, reqs), opts: o, closed: make(chan struct{})}
+	if every := o.KeepAlive; every >= 0 {
+		if every == 0 {
+			every = 15 * time.Second
+		}
+		go c.keepAlive(every)
+	}
+	return c, nil
+}
+
+// keepAlive probes the connection every period until Close; a probe
+// unanswered for 3 periods closes the connection.
+func (c *Client) keepAlive(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-t.C:
+		}
+		reply := make(chan error, 1)
+		go func() {
+			_, _, err := c.conn.SendRequest("keepalive@openssh.com", true, nil)
+			reply <- err
+		}()
+		select {
+		case <-c.closed:
+			return
+		case err := <-reply:
+			if err != nil {
+				return // the connection is gone; Run reports it
+			}
+		case <-time.After(3 * every):
+			c.lost.Store(true)
+			c.conn.Close()
+			return
+		}
+	}
 }
 
 // cause prefers ctx's reason to the I/O error it caused.
@@ -171,7 +223,10 @@ func cause(ctx context.Context, err error) error {
 }
 
 // Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return c.conn.Close()
+}
 
 // SignalError is Run's error for a command that a signal ended.
 type SignalError struct {
@@ -217,6 +272,9 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 		return -1, err
 	}
 	if err := s.Start("IRONRACK_RUN=" + mark + "; export IRONRACK_RUN; " + cmd); err != nil {
+		if c.lost.Load() {
+			return -1, fmt.Errorf("machine %s: connection lost: no answer to keepalives", c.Target.ID)
+		}
 		return -1, fmt.Errorf("machine %s: start command: %w", c.Target.ID, err)
 	}
 	done := make(chan error, 1)
@@ -227,7 +285,17 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader, stdout, s
 	case <-ctx.Done():
 		return -1, c.end(ctx, s, mark, done)
 	}
+	if werr != nil && c.lost.Load() {
+		return -1, fmt.Errorf("machine %s: connection lost: no answer to keepalives for %v", c.Target.ID, 3*c.keepAlivePeriod())
+	}
 	return exitOf(c.Target, werr)
+}
+
+func (c *Client) keepAlivePeriod() time.Duration {
+	if c.opts.KeepAlive == 0 {
+		return 15 * time.Second
+	}
+	return c.opts.KeepAlive
 }
 
 // end stops a command whose ctx ended: TERM to its process group, KILL after

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -83,7 +84,7 @@ func TestRemote(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		}()
-		exit, err := cl.Run(tctx, "sleep "+marker+"; echo not reached", nil, nil, nil)
+		exit, err := cl.Run(tctx, "sleep "+marker+"; touch /srv/not-reached", nil, nil, nil)
 		<-done
 		if !errors.Is(err, context.DeadlineExceeded) || exit != -1 {
 			t.Fatalf("exit %d, err %v: want a deadline error", exit, err)
@@ -97,6 +98,11 @@ func TestRemote(t *testing.T) {
 				t.Fatalf("remote processes %v still run on %s after the timeout (err %v); log: %s", h.Procs(marker), h.Name, err, h.Log())
 			}
 			time.Sleep(50 * time.Millisecond)
+		}
+		// The shell went with its command: it did not carry on.
+		time.Sleep(200 * time.Millisecond)
+		if _, err := os.Stat(filepath.Join(h.Dir, "srv", "not-reached")); err == nil {
+			t.Error("the remote shell ran on after its command was ended")
 		}
 		// The connection is still usable.
 		if exit, err := cl.Run(ctx, "true", nil, nil, nil); err != nil || exit != 0 {
@@ -136,6 +142,75 @@ func TestRemote(t *testing.T) {
 		_, err := remote.Dial(ctx, remote.Target{ID: "m-02", Addr: c.Hosts[1].Addr}, o)
 		if err == nil || !strings.Contains(err.Error(), "no host key recorded") || !strings.Contains(err.Error(), "m-02") {
 			t.Fatalf("err %v", err)
+		}
+	})
+
+	t.Run("login through a real ssh-agent", func(t *testing.T) {
+		sock := filepath.Join(t.TempDir(), "agent.sock")
+		agent := exec.Command("ssh-agent", "-D", "-a", sock)
+		if err := agent.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { agent.Process.Kill(); agent.Wait() }()
+		for i := 0; i < 100; i++ {
+			if _, err := os.Stat(sock); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, _, err := remote.AgentAuth(sock); err == nil || !strings.Contains(err.Error(), "holds no key") {
+			t.Errorf("empty agent: err %v", err)
+		}
+		add := exec.Command("ssh-add", c.KeyFile)
+		add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+		if out, err := add.CombinedOutput(); err != nil {
+			t.Fatalf("ssh-add: %v: %s", err, out)
+		}
+		auth, closer, err := remote.AgentAuth(sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closer.Close()
+		o := opts
+		o.Auth = []ssh.AuthMethod{auth}
+		ac, err := remote.Dial(ctx, remote.Target{ID: "m-01", Addr: h.Addr}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ac.Close()
+		if exit, err := ac.Run(ctx, "true", nil, nil, nil); err != nil || exit != 0 {
+			t.Fatalf("exit %d, err %v", exit, err)
+		}
+	})
+
+	t.Run("a lost connection is an error, not an exit status", func(t *testing.T) {
+		lc, err := remote.Dial(ctx, remote.Target{ID: "m-01", Addr: h.Addr}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lc.Close()
+		// The shell's parent is sshd's process for this connection.
+		exit, err := lc.Run(ctx, "kill -KILL $PPID; sleep 5", nil, nil, nil)
+		if err == nil || exit != -1 || !strings.Contains(err.Error(), "m-01") {
+			t.Fatalf("exit %d, err %v: want an error naming the machine", exit, err)
+		}
+	})
+
+	t.Run("a machine off the network mid-command: keepalives end the wait", func(t *testing.T) {
+		o := opts
+		o.KeepAlive = 200 * time.Millisecond
+		h2 := c.Hosts[1]
+		kc, err := remote.Dial(ctx, remote.Target{ID: "m-02", Addr: h2.Addr}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer kc.Close()
+		time.AfterFunc(300*time.Millisecond, func() { h2.SetUnreachable(true) })
+		defer h2.SetUnreachable(false)
+		start := time.Now()
+		exit, err := kc.Run(ctx, "sleep 20", nil, nil, nil)
+		if err == nil || exit != -1 || !strings.Contains(err.Error(), "m-02: connection lost") || time.Since(start) > 5*time.Second {
+			t.Fatalf("exit %d, err %v after %v: want connection lost within a few keepalive periods", exit, err, time.Since(start))
 		}
 	})
 
