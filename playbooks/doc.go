@@ -10,7 +10,12 @@
 //     Result per host, and the dshbak-style folding of identical output;
 //   - book: playbook files (parsed with FILE:LINE refusals, planned for
 //     every machine before any is touched), their step kinds and --check;
-//   - builtin: the built-in playbooks, embedded YAML (deploy).
+//   - builtin: the built-in playbooks, embedded YAML (deploy);
+//   - netpolicy: the firewall: the policy file, per-machine nftables
+//     rulesets with tier membership in named sets, plan/apply (rollback
+//     armed on the host)/confirm/status, and the membership watcher;
+//   - mesh: the WireGuard admin mesh (public keys in Consul, keys made on
+//     each machine, configs from the admin and machine groups, revoke).
 //
 // Host-key trust lives in a further sub-package.
 package playbooks

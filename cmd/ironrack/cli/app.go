@@ -89,6 +89,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			readyCommand(e),
 			runCommand(e),
 			playbookCommand(e),
+			fwCommand(e),
+			vpnCommand(e),
 			labCommand(e),
 			versionCommand(e),
 			completionCommand(e),
