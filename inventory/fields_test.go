@@ -228,6 +228,7 @@ func fullMachine(t *testing.T) *Machine {
 	m.Firmware = FirmwareUEFI
 	m.IP = "192.0.2.7"
 	m.State = StateDeployed
+	m.Face = FaceRear
 	m.BMC.Protocol = ProtocolRedfish
 	m.NICs[0].MAC = "52:54:00:12:34:56"
 	if errs := m.Validate(); len(errs) > 0 {

@@ -474,6 +474,12 @@ func machineEnv(m *Machine, idents map[string]bool) map[string]any {
 			str(f, m.Rack)
 		case "slot":
 			str(f, m.Slot)
+		case "face":
+			str(f, m.Face)
+		case "u_height":
+			if m.UHeight > 0 {
+				env[f] = m.UHeight
+			}
 		case "vendor":
 			str(f, m.Vendor)
 		case "model":
