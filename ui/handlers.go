@@ -81,8 +81,8 @@ func (s *Server) admin(h handler) http.HandlerFunc {
 			http.Error(w, "refused: log in with an admin token first", http.StatusUnauthorized)
 			return
 		}
-		if ss.role != RoleAdmin {
-			http.Error(w, fmt.Sprintf("refused: token %s is a viewer; actions need an admin token", ss.name), http.StatusForbidden)
+		if ss.Role != RoleAdmin {
+			http.Error(w, fmt.Sprintf("refused: token %s is a viewer; actions need an admin token", ss.Name), http.StatusForbidden)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
@@ -90,9 +90,9 @@ func (s *Server) admin(h handler) http.HandlerFunc {
 			http.Error(w, "refused: the form's CSRF token is missing or wrong (reload the page)", http.StatusForbidden)
 			return
 		}
-		if tok, err := s.tokens.Lookup(r.Context(), ss.name); err != nil || tok.Role != RoleAdmin {
+		if tok, err := s.tokens.Lookup(r.Context(), ss.Name); err != nil || tok.Role != RoleAdmin {
 			s.sessions.drop(r)
-			http.Error(w, "refused: token "+ss.name+" no longer exists or is no longer an admin", http.StatusUnauthorized)
+			http.Error(w, "refused: token "+ss.Name+" no longer exists or is no longer an admin", http.StatusUnauthorized)
 			return
 		}
 		h(w, r, ss)
@@ -111,7 +111,7 @@ type pageData struct {
 func (s *Server) page(ss *session, nav, title string, body any) pageData {
 	p := pageData{Title: title, Nav: nav, Session: ss, Body: body}
 	if ss != nil {
-		p.Admin, p.CSRF = ss.role == RoleAdmin, ss.csrf
+		p.Admin, p.CSRF = ss.Role == RoleAdmin, ss.CSRF
 	}
 	return p
 }
@@ -386,7 +386,7 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request, ss *session) {
 	}
 	ctx := r.Context()
 	res := actionResult{Machine: id, Action: act}
-	fleet := s.cfg.Fleet(ss.name)
+	fleet := s.cfg.Fleet(ss.Name)
 	power := func(a ipmi.PowerAction) []provision.Outcome {
 		sel, err := provision.Select(ctx, s.cfg.Store, []string{id}, inventory.Query{})
 		if err != nil {
@@ -412,7 +412,7 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request, ss *session) {
 	case "set-state":
 		to, err := inventory.ParseState(r.PostFormValue("state"))
 		if err == nil {
-			_, err = s.cfg.Store.SetState(ctx, id, to, inventory.Operator, inventory.Change{What: "set-state", Why: reason, Who: ss.name})
+			_, err = s.cfg.Store.SetState(ctx, id, to, inventory.Operator, inventory.Change{What: "set-state", Why: reason, Who: ss.Name})
 		}
 		res.OK, res.Outcome = err == nil, "state "+r.PostFormValue("state")
 		if err != nil {
@@ -429,7 +429,7 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request, ss *session) {
 			res.Outcome = o.Reason + ": " + o.Err.Error()
 		}
 	}
-	s.log.Info("ui: action", "token", ss.name, "machine", id, "action", act, "ok", res.OK, "outcome", res.Outcome)
+	s.log.Info("ui: action", "token", ss.Name, "machine", id, "action", act, "ok", res.OK, "outcome", res.Outcome)
 	status := http.StatusOK
 	if !res.OK {
 		status = http.StatusConflict

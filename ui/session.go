@@ -14,8 +14,8 @@ const cookieName = "ironrack_session"
 // session is one login: the token's name and role, and the CSRF token
 // every form of the session carries.
 type session struct {
-	name, role string
-	csrf       string
+	Name, Role string
+	CSRF       string
 	expires    time.Time
 }
 
@@ -41,7 +41,7 @@ func randomString() string {
 // create starts a session and returns its ID.
 func (ss *sessions) create(name, role string) (string, *session) {
 	id := randomString()
-	s := &session{name: name, role: role, csrf: randomString(), expires: time.Now().Add(ss.ttl)}
+	s := &session{Name: name, Role: role, CSRF: randomString(), expires: time.Now().Add(ss.ttl)}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	now := time.Now()
@@ -86,5 +86,5 @@ func (s *session) checkCSRF(r *http.Request) bool {
 		}
 	}
 	got := r.PostFormValue("csrf")
-	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.csrf)) == 1
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.CSRF)) == 1
 }

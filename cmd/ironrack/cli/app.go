@@ -80,6 +80,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			releaseCommand(e),
 			readyCommand(e),
 			labCommand(e),
+			uiCommand(e),
 			versionCommand(e),
 			completionCommand(e),
 		},

@@ -40,6 +40,9 @@
     es.onopen = function () { if (dot) dot.className = "live on"; document.body.dataset.live = "on"; };
     es.onerror = function () { if (dot) dot.className = "live"; document.body.dataset.live = "off"; };
     es.addEventListener("machines", function (e) { apply(JSON.parse(e.data)); });
+    // A stream left open would hold one of the browser's few connections
+    // to this host after the page is gone.
+    window.addEventListener("pagehide", function () { es.close(); });
   }
   function card() {
     var aside = document.getElementById("card");
