@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ type cache struct {
 	mu    sync.RWMutex
 	byID  map[string]inventory.StoredMachine
 	list  []*inventory.Machine // sorted by rack, slot, ID
+	envs  map[*inventory.Machine]inventory.Env
 	index uint64
 	ready chan struct{} // closed after the first load
 
@@ -29,7 +31,7 @@ type cache struct {
 }
 
 func newCache(s *inventory.Store, wait time.Duration, log *slog.Logger) *cache {
-	return &cache{store: s, wait: wait, log: log, byID: map[string]inventory.StoredMachine{},
+	return &cache{store: s, wait: wait, log: log, byID: map[string]inventory.StoredMachine{}, envs: map[*inventory.Machine]inventory.Env{},
 		ready: make(chan struct{}), subs: map[chan []*inventory.Machine]struct{}{}}
 }
 
@@ -75,19 +77,25 @@ func (c *cache) apply(got []inventory.StoredMachine) {
 	list := make([]*inventory.Machine, len(got))
 	var changed []*inventory.Machine
 	c.mu.RLock()
-	old := c.byID
+	old, oldEnvs := c.byID, c.envs
 	c.mu.RUnlock()
+	envs := make(map[*inventory.Machine]inventory.Env, len(got))
 	for i, sm := range got {
 		byID[sm.Machine.ID] = sm
 		list[i] = sm.Machine
 		if p, ok := old[sm.Machine.ID]; !ok || p.Index != sm.Index {
 			changed = append(changed, sm.Machine)
 		}
+		e, ok := oldEnvs[sm.Machine]
+		if !ok {
+			e = inventory.NewEnv(sm.Machine)
+		}
+		envs[sm.Machine] = e
 	}
 	inventory.SortMachines(list)
 	c.mu.Lock()
 	first := c.index == 0 && len(c.byID) == 0
-	c.byID, c.list = byID, list
+	c.byID, c.list, c.envs = byID, list, envs
 	c.index++
 	c.mu.Unlock()
 	select {
@@ -132,21 +140,48 @@ func (c *cache) get(id string) *inventory.Machine {
 	return c.byID[id].Machine
 }
 
-// filter returns the machines w selects (nil: all), sorted.
+// filter returns the machines w selects (nil: all), sorted. Each machine's
+// where-environment is built once per version (apply), the list is cut
+// into one chunk per CPU evaluated in parallel, and a machine that fails
+// the expression's plain equalities (Prefilter) is not evaluated.
 func (c *cache) filter(w *inventory.Where) ([]*inventory.Machine, error) {
-	all := c.machines()
+	c.mu.RLock()
+	all, envs := c.list, c.envs
+	c.mu.RUnlock()
 	if w == nil || w.String() == "" {
 		return all, nil
 	}
-	out := make([]*inventory.Machine, 0, 64)
-	for _, m := range all {
-		ok, err := w.Match(m)
-		if err != nil {
-			return nil, err
+	parts := max(1, min(runtime.GOMAXPROCS(0), len(all)/512))
+	hits := make([][]*inventory.Machine, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := range parts {
+		lo, hi := p*len(all)/parts, (p+1)*len(all)/parts
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, m := range all[lo:hi] {
+				if !w.Prefilter(m) {
+					continue
+				}
+				ok, err := w.MatchEnv(envs[m])
+				if err != nil {
+					errs[p] = err
+					return
+				}
+				if ok {
+					hits[p] = append(hits[p], m)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var out []*inventory.Machine
+	for p := range parts {
+		if errs[p] != nil {
+			return nil, errs[p]
 		}
-		if ok {
-			out = append(out, m)
-		}
+		out = append(out, hits[p]...)
 	}
 	return out, nil
 }

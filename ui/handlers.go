@@ -2,6 +2,8 @@ package ui
 
 import (
 	"context"
+	"html"
+	"html/template"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -157,28 +159,15 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 
 // ---- racks
 
-type slotView struct {
-	ID, Serial, State, Tier, Title, Class, Fill, Face string
-	Slot                                              string
-	Y, H                                              int
-}
-
+// rackView is one rack's elevation: its SVG (front and rear side by side,
+// one rack unit UnitPx high) and the machines it cannot draw.
 type rackView struct {
-	Name        string
-	Units       int
-	UnitPx      int
-	Height      int // px
-	FaceW       int
-	RearX       int
-	Width       int
-	Front, Rear []slotView
-	Labels      []unitLabel
-	Unplaced    []*inventory.Machine
-	Count       int
-}
-
-type unitLabel struct {
-	U, Y int
+	Name     string
+	Units    int
+	Count    int
+	SVG      template.HTML
+	Unplaced []*inventory.Machine
+	machines []*inventory.Machine
 }
 
 func (s *Server) racksPage(w http.ResponseWriter, r *http.Request, ss *session) {
@@ -191,10 +180,6 @@ func (s *Server) racksPage(w http.ResponseWriter, r *http.Request, ss *session) 
 		for _, rk := range rs {
 			heights[rk.Name] = rk.Units()
 		}
-	}
-	unitPx, faceW := 10, 110
-	if only != "" {
-		unitPx, faceW = 18, 200
 	}
 	var racks []*rackView
 	idx := map[string]*rackView{}
@@ -213,51 +198,108 @@ func (s *Server) racksPage(w http.ResponseWriter, r *http.Request, ss *session) 
 			if u == 0 {
 				u = inventory.DefaultRackHeight
 			}
-			rv = &rackView{Name: m.Rack, Units: u, UnitPx: unitPx, Height: u * unitPx, FaceW: faceW}
-			rv.RearX = 24 + faceW + 16
-			rv.Width = rv.RearX + faceW + 4
-			for i := 1; i <= u; i++ {
-				rv.Labels = append(rv.Labels, unitLabel{U: i, Y: (u-i)*unitPx + unitPx - 2})
-			}
+			rv = &rackView{Name: m.Rack, Units: u}
 			idx[m.Rack] = rv
 			racks = append(racks, rv)
 		}
 		rv.Count++
-		slot, err := strconv.Atoi(m.Slot)
-		if err != nil || slot < 1 || slot+m.Units()-1 > rv.Units {
-			rv.Unplaced = append(rv.Unplaced, m)
-			continue
-		}
-		v := slotFor(m, slot, rv, byTier)
-		if m.OnFace(false) {
-			f := v
-			f.Face = "front"
-			rv.Front = append(rv.Front, f)
-		}
-		if m.OnFace(true) {
-			b := v
-			b.Face = "rear"
-			rv.Rear = append(rv.Rear, b)
-		}
+		rv.machines = append(rv.machines, m)
 	}
 	sort.Slice(racks, func(i, j int) bool { return racks[i].Name < racks[j].Name })
+	geo := overview
+	if only != "" {
+		geo = single
+	}
+	for _, rv := range racks {
+		rv.SVG, rv.Unplaced = elevation(rv.Name, rv.Units, rv.machines, geo, byTier)
+	}
 	color := "state"
 	if byTier {
 		color = "tier"
 	}
+	view := "overview"
+	if only != "" {
+		view = "single"
+	}
 	s.render(w, http.StatusOK, "racks", s.page(ss, "racks", "Racks", map[string]any{
-		"Racks": racks, "Only": only, "Color": color, "Unracked": unracked, "States": inventory.States()}))
+		"Racks": racks, "Only": only, "Color": color, "View": view, "Unracked": unracked, "States": inventory.States()}))
 }
 
-func slotFor(m *inventory.Machine, slot int, rv *rackView, byTier bool) slotView {
-	top := slot + m.Units() - 1
-	v := slotView{ID: m.ID, Serial: m.Serial, State: string(m.State), Tier: m.Tier, Slot: m.Slot,
-		Y: (rv.Units-top)*rv.UnitPx + 1, H: m.Units()*rv.UnitPx - 2, Class: "slot " + stateClass(m.State)}
-	if byTier {
-		v.Fill, v.Class = tierColor(m.Tier), "slot"
+// geometry is how an elevation is drawn: px per rack unit, the width of
+// a face (the stylesheet sets the slots' width to match: .overview and
+// .single), and whether slots carry the serial as a label.
+type geometry struct {
+	unitPx, faceW, labelEvery int
+	labels                    bool
+}
+
+var (
+	overview = geometry{unitPx: 8, faceW: 60, labelEvery: 5}
+	single   = geometry{unitPx: 18, faceW: 200, labelEvery: 1, labels: true}
+)
+
+// elevation draws one rack as SVG: the front face left, the rear right,
+// unit 1 at the bottom, each machine from its slot up Units() units, on
+// the faces it fills. The markup is written directly (not through a
+// template): it is most of the racks page, and 2,000 machines must render
+// fast. Every value in it is escaped.
+func elevation(name string, units int, ms []*inventory.Machine, g geometry, byTier bool) (template.HTML, []*inventory.Machine) {
+	h := units * g.unitPx
+	left, rearX := 24, 24+g.faceW+16
+	width := rearX + g.faceW + 4
+	var b strings.Builder
+	b.Grow(256 + len(ms)*180)
+	fmt.Fprintf(&b, `<svg width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="rack %s">`,
+		width, h+16, width, h+16, html.EscapeString(name))
+	fmt.Fprintf(&b, `<text x="%d" y="%d" class="face">front</text><text x="%d" y="%d" class="face">rear</text>`, left, h+13, rearX, h+13)
+	fmt.Fprintf(&b, `<rect x="%d" y="0" width="%d" height="%d" class="frame"/><rect x="%d" y="0" width="%d" height="%d" class="frame"/>`,
+		left, g.faceW, h, rearX, g.faceW, h)
+	for u := 1; u <= units; u++ {
+		if u == 1 || u%g.labelEvery == 0 {
+			fmt.Fprintf(&b, `<text x="20" y="%d" class="u">%d</text>`, (units-u)*g.unitPx+g.unitPx-2, u)
+		}
 	}
-	v.Title = fmt.Sprintf("%s %s/%s %s %s", m.Serial, m.Rack, m.Slot, m.State, m.Tier)
-	return v
+	var unplaced []*inventory.Machine
+	type placed struct {
+		m    *inventory.Machine
+		y, h int
+	}
+	var ps []placed
+	for _, m := range ms {
+		slot, err := strconv.Atoi(m.Slot)
+		if err != nil || slot < 1 || slot+m.Units()-1 > units {
+			unplaced = append(unplaced, m)
+			continue
+		}
+		top := slot + m.Units() - 1
+		ps = append(ps, placed{m, (units-top)*g.unitPx + 1, m.Units()*g.unitPx - 2})
+	}
+	for _, face := range []string{"front", "rear"} {
+		x := left + 1
+		if face == "rear" {
+			x = rearX + 1
+		}
+		fmt.Fprintf(&b, `<g data-face="%s" transform="translate(%d 0)">`, face, x)
+		for _, p := range ps {
+			if !p.m.OnFace(face == "rear") {
+				continue
+			}
+			id := html.EscapeString(p.m.ID)
+			if byTier {
+				fmt.Fprintf(&b, `<rect y="%d" height="%d" class="slot" fill="%s" data-id="%s" data-slot="%s"/>`,
+					p.y, p.h, tierColor(p.m.Tier), id, html.EscapeString(p.m.Slot))
+			} else {
+				fmt.Fprintf(&b, `<rect y="%d" height="%d" class="slot st-%s" data-id="%s" data-slot="%s"/>`,
+					p.y, p.h, html.EscapeString(string(p.m.State)), id, html.EscapeString(p.m.Slot))
+			}
+			if g.labels {
+				fmt.Fprintf(&b, `<text x="4" y="%d" class="lbl">%s</text>`, p.y+p.h-4, html.EscapeString(p.m.Serial))
+			}
+		}
+		b.WriteString(`</g>`)
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String()), unplaced
 }
 
 // ---- machines
