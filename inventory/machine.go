@@ -20,8 +20,8 @@ type Machine struct {
 	Serial string `json:"serial"`
 	// UUID is the SMBIOS system UUID, lower-case 8-4-4-4-12; "" until
 	// discovery reports it.
-	UUID   string `json:"uuid"`
-	Rack   string `json:"rack"`
+	UUID string `json:"uuid"`
+	Rack string `json:"rack"`
 	// Slot is the machine's position in its rack: the lowest rack unit it
 	// occupies when it is a number (the elevation draws it there).
 	Slot string `json:"slot"`

@@ -25,6 +25,8 @@ import (
 	"github.com/ironrack/ironrack/internal/netns"
 	"github.com/ironrack/ironrack/internal/servetest"
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/tiers/capacity"
+	"github.com/ironrack/ironrack/tiers/plans"
 )
 
 // inNSEnv marks the test binary re-run inside the test's namespace.
@@ -270,6 +272,20 @@ func browserInNS(t *testing.T) {
 			t.Errorf("history after the admin's action: %+v, want alice: new → broken, PSU smoke", last)
 		}
 	})
+
+	// The latest scale plan, as `scale plan` stores it.
+	plan := capacity.Plan{ReplicationFactor: 2, Input: capacity.Input{EventsPerSec: 250000, RetentionDays: 14, QueriesPerSec: 500, Headroom: 0.3},
+		Tiers: []capacity.TierPlan{
+			{Tier: "ingestion", Class: "compute", Current: 2, Target: 4, Add: 2, Racks: []capacity.RackCount{{Rack: "r1", Count: 1}, {Rack: "r2", Count: 1}}},
+			{Tier: "storage", Class: "storage-dense", Current: 6, Target: 7, Add: 1, Racks: []capacity.RackCount{{Rack: "r2", Count: 1}}},
+			{Tier: "query", Class: "compute", Current: 4, Target: 3, Remove: 1}}}
+	if err := plans.NewStore(client, "").Save(ctx, plans.Record{At: time.Now(), Stack: "prod", Plan: plan, ShardMoves: 37, ShardNote: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	do("tiers", chromedp.Navigate(base+"/tiers"), chromedp.WaitReady(chromedp.CSS("svg.plan")))
+	if moves, err := chromedp.Run(bctx, chromedp.Text(chromedp.ID("shard-moves"))); err != nil || moves != "37" {
+		t.Errorf("tiers page: shard moves %q (%v), want 37", moves, err)
+	}
 
 	// One screenshot of each page.
 	m, _ := s.Find(ctx, "SN-r1-1")

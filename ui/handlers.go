@@ -2,11 +2,11 @@ package ui
 
 import (
 	"context"
-	"html"
-	"html/template"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
+	"html/template"
 	"io/fs"
 	"net/http"
 	"net/url"
@@ -19,6 +19,7 @@ import (
 	"github.com/ironrack/ironrack/ipmi"
 	"github.com/ironrack/ironrack/provision"
 	"github.com/ironrack/ironrack/tiers/capacity"
+	"github.com/ironrack/ironrack/tiers/plans"
 )
 
 // Handler is the UI's HTTP handler (Serve uses it; tests may too).
@@ -490,11 +491,11 @@ type tierView struct {
 }
 
 type classHeadroom struct {
-	Class            string
-	PerNode          float64
-	Ready            int
-	Headroom         float64
-	Unit             string
+	Class    string
+	PerNode  float64
+	Ready    int
+	Headroom float64
+	Unit     string
 }
 
 var tierUnits = map[string]string{capacity.Ingestion: "events/s", capacity.Storage: "bytes", capacity.Query: "queries/s"}
@@ -550,7 +551,45 @@ func (s *Server) tiersPage(w http.ResponseWriter, r *http.Request, ss *session) 
 	if err != nil {
 		data["Error"] = err.Error()
 	}
+	rec, err := s.plans.Latest(r.Context())
+	if err != nil {
+		data["Error"] = err.Error()
+	}
+	if rec != nil {
+		data["Plan"], data["PlanChart"] = rec, planChart(rec)
+	}
 	s.render(w, http.StatusOK, "tiers", s.page(ss, "tiers", "Tiers", data))
+}
+
+// planChart draws the plan's step as SVG: per tier a bar for its size
+// before and one after, to one scale, with the numbers.
+func planChart(rec *plans.Record) template.HTML {
+	most := 1
+	for _, tp := range rec.Plan.Tiers {
+		most = max(most, tp.Current, tp.Target)
+	}
+	const rowH, barH, labelW, barW = 46, 16, 90, 420
+	var b strings.Builder
+	h := len(rec.Plan.Tiers)*rowH + 20
+	fmt.Fprintf(&b, `<svg class="plan" width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="plan before and after">`,
+		labelW+barW+80, h, labelW+barW+80, h)
+	for i, tp := range rec.Plan.Tiers {
+		y := 10 + i*rowH
+		fmt.Fprintf(&b, `<text x="0" y="%d" class="tl">%s</text>`, y+barH+4, html.EscapeString(tp.Tier))
+		for j, n := range []int{tp.Current, tp.Target} {
+			cls, what := "before", "before"
+			if j == 1 {
+				cls, what = "after", "after"
+			}
+			w := n * barW / most
+			by := y + j*(barH+2)
+			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" class="%s" data-tier="%s" data-%s="%d"/>`,
+				labelW, by, max(w, 1), barH, cls, html.EscapeString(tp.Tier), what, n)
+			fmt.Fprintf(&b, `<text x="%d" y="%d" class="n">%s %d</text>`, labelW+max(w, 1)+4, by+barH-3, what, n)
+		}
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
 }
 
 // ---- boot server

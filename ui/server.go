@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision"
+	"github.com/ironrack/ironrack/tiers/plans"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -59,6 +60,7 @@ type Server struct {
 	tokens   *Tokens
 	sessions *sessions
 	tmpl     *templates
+	plans    *plans.Store
 }
 
 // New checks cfg and returns a Server.
@@ -102,7 +104,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return &Server{cfg: cfg, log: log, cache: newCache(cfg.Store, cfg.WatchWait, log),
-		tokens: &Tokens{Client: cfg.Consul, Prefix: cfg.Prefix}, sessions: newSessions(cfg.SessionTTL), tmpl: t}, nil
+		tokens: &Tokens{Client: cfg.Consul, Prefix: cfg.Prefix}, sessions: newSessions(cfg.SessionTTL), tmpl: t,
+		plans: plans.NewStore(cfg.Consul, cfg.Prefix)}, nil
 }
 
 // checkListen refuses a non-loopback address without TLS.
