@@ -27,12 +27,33 @@ type cache struct {
 	ready chan struct{} // closed after the first load
 
 	subMu sync.Mutex
-	subs  map[chan []*inventory.Machine]struct{}
+	subs  map[*subscriber]struct{}
+}
+
+// subscriber is one live stream's queue: the machines changed since it
+// last took them (latest version of each; a slow stream misses no machine,
+// it gets the newest state of each), and a wake-up.
+type subscriber struct {
+	mu      sync.Mutex
+	pending map[string]*inventory.Machine
+	wake    chan struct{}
+}
+
+// take returns the pending machines and clears them.
+func (s *subscriber) take() []*inventory.Machine {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*inventory.Machine, 0, len(s.pending))
+	for _, m := range s.pending {
+		out = append(out, m)
+	}
+	clear(s.pending)
+	return out
 }
 
 func newCache(s *inventory.Store, wait time.Duration, log *slog.Logger) *cache {
 	return &cache{store: s, wait: wait, log: log, byID: map[string]inventory.StoredMachine{}, envs: map[*inventory.Machine]inventory.Env{},
-		ready: make(chan struct{}), subs: map[chan []*inventory.Machine]struct{}{}}
+		ready: make(chan struct{}), subs: map[*subscriber]struct{}{}}
 }
 
 // run follows the machine records until ctx is done. A failed query is
@@ -107,10 +128,15 @@ func (c *cache) apply(got []inventory.StoredMachine) {
 		return
 	}
 	c.subMu.Lock()
-	for ch := range c.subs {
+	for sub := range c.subs {
+		sub.mu.Lock()
+		for _, m := range changed {
+			sub.pending[m.ID] = m
+		}
+		sub.mu.Unlock()
 		select {
-		case ch <- changed:
-		default: // a slow stream misses this batch; it reloads on its next
+		case sub.wake <- struct{}{}:
+		default: // already woken
 		}
 	}
 	c.subMu.Unlock()
@@ -186,15 +212,15 @@ func (c *cache) filter(w *inventory.Where) ([]*inventory.Machine, error) {
 	return out, nil
 }
 
-// subscribe returns a channel of changed machines and its cancel.
-func (c *cache) subscribe() (<-chan []*inventory.Machine, func()) {
-	ch := make(chan []*inventory.Machine, 16)
+// subscribe returns a queue of changed machines and its cancel.
+func (c *cache) subscribe() (*subscriber, func()) {
+	sub := &subscriber{pending: map[string]*inventory.Machine{}, wake: make(chan struct{}, 1)}
 	c.subMu.Lock()
-	c.subs[ch] = struct{}{}
+	c.subs[sub] = struct{}{}
 	c.subMu.Unlock()
-	return ch, func() {
+	return sub, func() {
 		c.subMu.Lock()
-		delete(c.subs, ch)
+		delete(c.subs, sub)
 		c.subMu.Unlock()
 	}
 }

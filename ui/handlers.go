@@ -645,7 +645,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, ss *session) {
 		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
-	ch, cancel := s.cache.subscribe()
+	sub, cancel := s.cache.subscribe()
 	defer cancel()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
@@ -660,7 +660,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, ss *session) {
 			return
 		case <-keep.C:
 			fmt.Fprint(w, ": keepalive\n\n")
-		case ms := <-ch:
+		case <-sub.wake:
+			ms := sub.take()
+			if len(ms) == 0 {
+				continue
+			}
 			out := make([]liveMachine, len(ms))
 			for i, m := range ms {
 				out[i] = liveMachine{ID: m.ID, State: string(m.State), Tier: m.Tier, Fill: tierColor(m.Tier),
