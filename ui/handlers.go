@@ -484,6 +484,7 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request, ss *session) {
 
 type tierView struct {
 	Name    string
+	Chart   template.HTML
 	Size    int
 	States  map[inventory.State]int
 	Color   string
@@ -542,12 +543,19 @@ func (s *Server) tiersPage(w http.ResponseWriter, r *http.Request, ss *session) 
 			}
 		}
 	}
+	series, read := s.tierLog.series()
+	for name, pts := range series {
+		if tiers[name] == nil && len(pts) > 0 {
+			tiers[name] = &tierView{Name: name, States: map[inventory.State]int{}, Color: tierColor(name)}
+		}
+	}
 	var list []*tierView
 	for _, tv := range tiers {
+		tv.Chart = sizeChart(tv.Name, series[tv.Name], time.Now())
 		list = append(list, tv)
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
-	data := map[string]any{"Tiers": list, "Ready": len(ready)}
+	data := map[string]any{"Tiers": list, "Ready": len(ready), "HistoriesRead": read, "Machines": len(s.cache.machines())}
 	if err != nil {
 		data["Error"] = err.Error()
 	}
@@ -559,6 +567,40 @@ func (s *Server) tiersPage(w http.ResponseWriter, r *http.Request, ss *session) 
 		data["Plan"], data["PlanChart"] = rec, planChart(rec)
 	}
 	s.render(w, http.StatusOK, "tiers", s.page(ss, "tiers", "Tiers", data))
+}
+
+// sizeChart draws a tier's size over time as a step line, from its first
+// member to now, with the peak and the current size written out.
+func sizeChart(tier string, pts []tierPoint, now time.Time) template.HTML {
+	if len(pts) == 0 {
+		return ""
+	}
+	const w, h, pad = 480, 70, 4
+	start := pts[0].At
+	span := now.Sub(start)
+	if span <= 0 {
+		span = time.Second
+	}
+	peak := 1
+	for _, p := range pts {
+		peak = max(peak, p.Size)
+	}
+	x := func(t time.Time) int { return pad + int(float64(w-2*pad)*float64(t.Sub(start))/float64(span)) }
+	y := func(n int) int { return h - pad - (h-2*pad)*n/peak }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg class="size" width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="size of %s over time" data-tier="%s" data-points="%d" data-last="%d" data-peak="%d">`,
+		w+120, h+14, w+120, h+14, html.EscapeString(tier), html.EscapeString(tier), len(pts), pts[len(pts)-1].Size, peak)
+	fmt.Fprintf(&b, `<rect x="0" y="0" width="%d" height="%d" class="bg"/><path class="line" fill="none" stroke="%s" d="M%d %d`, w, h, tierColor(tier), x(start), y(0))
+	prev := 0
+	for _, p := range pts {
+		fmt.Fprintf(&b, ` H%d V%d`, x(p.At), y(p.Size))
+		prev = p.Size
+	}
+	fmt.Fprintf(&b, ` H%d"/>`, x(now))
+	fmt.Fprintf(&b, `<text x="%d" y="12" class="n">peak %d</text><text x="%d" y="%d" class="n">now %d</text>`, w+6, peak, w+6, y(prev)+4, prev)
+	fmt.Fprintf(&b, `<text x="0" y="%d" class="n">%s</text><text x="%d" y="%d" class="n" text-anchor="end">now</text></svg>`,
+		h+12, start.UTC().Format("2006-01-02 15:04"), w, h+12)
+	return template.HTML(b.String())
 }
 
 // planChart draws the plan's step as SVG: per tier a bar for its size

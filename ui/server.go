@@ -61,6 +61,7 @@ type Server struct {
 	sessions *sessions
 	tmpl     *templates
 	plans    *plans.Store
+	tierLog  *tierLog
 }
 
 // New checks cfg and returns a Server.
@@ -103,9 +104,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: log, cache: newCache(cfg.Store, cfg.WatchWait, log),
+	c := newCache(cfg.Store, cfg.WatchWait, log)
+	return &Server{cfg: cfg, log: log, cache: c,
 		tokens: &Tokens{Client: cfg.Consul, Prefix: cfg.Prefix}, sessions: newSessions(cfg.SessionTTL), tmpl: t,
-		plans: plans.NewStore(cfg.Consul, cfg.Prefix)}, nil
+		plans:   plans.NewStore(cfg.Consul, cfg.Prefix),
+		tierLog: &tierLog{store: cfg.Store, cache: c, events: map[string][]tierEvent{}}}, nil
 }
 
 // checkListen refuses a non-loopback address without TLS.
@@ -157,6 +160,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.cache.run(gctx) })
+	g.Go(func() error { return s.tierLog.run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
