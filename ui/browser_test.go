@@ -273,6 +273,22 @@ func browserInNS(t *testing.T) {
 		}
 	})
 
+	// A tier with history, for the tiers page: three machines claimed.
+	for _, serial := range []string{"SN-r2-4", "SN-r2-5", "SN-r2-6"} {
+		m, err := s.Find(ctx, serial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range []inventory.State{inventory.StateCommissioning, inventory.StateReady} {
+			if _, err := s.SetState(ctx, m.ID, st, inventory.System, inventory.Change{What: "test"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := s.Allocate(ctx, inventory.AllocateRequest{Count: 3, Owner: "q", Tier: "query"}); err != nil {
+		t.Fatal(err)
+	}
+
 	// The latest scale plan, as `scale plan` stores it.
 	plan := capacity.Plan{ReplicationFactor: 2, Input: capacity.Input{EventsPerSec: 250000, RetentionDays: 14, QueriesPerSec: 500, Headroom: 0.3},
 		Tiers: []capacity.TierPlan{
@@ -282,7 +298,17 @@ func browserInNS(t *testing.T) {
 	if err := plans.NewStore(client, "").Save(ctx, plans.Record{At: time.Now(), Stack: "prod", Plan: plan, ShardMoves: 37, ShardNote: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	do("tiers", chromedp.Navigate(base+"/tiers"), chromedp.WaitReady(chromedp.CSS("svg.plan")))
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		do("tiers", chromedp.Navigate(base+"/tiers"), chromedp.WaitReady(chromedp.CSS("svg.plan")))
+		n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll('svg.size[data-tier="query"][data-last="3"]').length`))
+		if err == nil && n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tiers page: no size chart of query at 3 machines (%v)", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	if moves, err := chromedp.Run(bctx, chromedp.Text(chromedp.ID("shard-moves"))); err != nil || moves != "37" {
 		t.Errorf("tiers page: shard moves %q (%v), want 37", moves, err)
 	}

@@ -597,7 +597,11 @@ func sizeChart(tier string, pts []tierPoint, now time.Time) template.HTML {
 		prev = p.Size
 	}
 	fmt.Fprintf(&b, ` H%d"/>`, x(now))
-	fmt.Fprintf(&b, `<text x="%d" y="12" class="n">peak %d</text><text x="%d" y="%d" class="n">now %d</text>`, w+6, peak, w+6, y(prev)+4, prev)
+	if prev == peak {
+		fmt.Fprintf(&b, `<text x="%d" y="12" class="n">now %d, the peak</text>`, w+6, prev)
+	} else {
+		fmt.Fprintf(&b, `<text x="%d" y="12" class="n">peak %d</text><text x="%d" y="%d" class="n">now %d</text>`, w+6, peak, w+6, max(y(prev)+4, 26), prev)
+	}
 	fmt.Fprintf(&b, `<text x="0" y="%d" class="n">%s</text><text x="%d" y="%d" class="n" text-anchor="end">now</text></svg>`,
 		h+12, start.UTC().Format("2006-01-02 15:04"), w, h+12)
 	return template.HTML(b.String())
