@@ -88,6 +88,13 @@ func (c *cache) run(ctx context.Context) error {
 		}
 		index = next
 		c.apply(got)
+		// Coalesce bursts (a bulk deploy changes machines many times a
+		// second, and each answer is every record): at most four answers
+		// a second, well within the 2 s a change may take to show.
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	return nil
 }
