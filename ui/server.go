@@ -130,7 +130,7 @@ func checkListen(addr string, tls bool) error {
 	return nil
 }
 
-// URL is where the server is reached (its listener's address).
+// scheme is http, or https with TLS.
 func (s *Server) scheme() string {
 	if s.cfg.TLSCert != "" {
 		return "https"

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ironrack/ironrack/inventory"
 )
 
 // templates are the pages, each parsed with the shared layout.
@@ -91,6 +90,3 @@ func ago(t time.Time) string {
 	}
 	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
 }
-
-// stateClass is the CSS class of a machine's state.
-func stateClass(st inventory.State) string { return "st-" + string(st) }
