@@ -16,7 +16,7 @@ import (
 // MachineWatcher is a blocking query on the inventory's machines.
 // *inventory.Store satisfies it.
 type MachineWatcher interface {
-	WatchMachines(ctx context.Context, index uint64, wait time.Duration) ([]*inventory.Machine, uint64, error)
+	WatchMachines(ctx context.Context, index uint64, wait time.Duration, prev map[string]inventory.StoredMachine) ([]inventory.StoredMachine, uint64, error)
 }
 
 // Watcher follows the inventory with blocking queries and, on every change,
@@ -54,13 +54,14 @@ func (w *Watcher) Serve(ctx context.Context) error {
 	}
 	w.pushed = map[string]map[string][]string{}
 	var index uint64
+	var prev map[string]inventory.StoredMachine // the last answer: only changed records are decoded again
 	retry := false
 	for ctx.Err() == nil {
 		wt := wait
 		if retry {
 			wt = 2 * time.Second // a failed push is tried again soon
 		}
-		ms, next, err := w.Inventory.WatchMachines(ctx, index, wt)
+		got, next, err := w.Inventory.WatchMachines(ctx, index, wt, prev)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -79,6 +80,13 @@ func (w *Watcher) Serve(ctx context.Context) error {
 			continue
 		}
 		index = next
+		prev = make(map[string]inventory.StoredMachine, len(got))
+		ms := make([]*inventory.Machine, 0, len(got))
+		for _, sm := range got {
+			prev[sm.Machine.ID] = sm
+			ms = append(ms, sm.Machine)
+		}
+		inventory.SortMachines(ms)
 		retry = w.sync(ctx, log, ms) > 0
 	}
 	return nil

@@ -92,6 +92,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			fwCommand(e),
 			vpnCommand(e),
 			labCommand(e),
+			uiCommand(e),
 			versionCommand(e),
 			completionCommand(e),
 		},
