@@ -153,7 +153,8 @@ func consulClient(c *cli.Context) (*api.Client, error) {
 			return conn, err
 		}
 	}
-	client, err := api.NewClient(cfg)
+	// ironrack's retry policy for a leaderless cluster (inventory/retry.go).
+	client, err := inventory.NewConsulClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("--consul %s: %w", cfg.Address, err)
 	}
