@@ -308,47 +308,55 @@ func (c *Cluster) Followers(ctx context.Context) ([]*Server, error) {
 // WaitHealthy waits until autopilot reports the cluster healthy with every
 // server a voter.
 func (c *Cluster) WaitHealthy(ctx context.Context) error {
+	// A server killed a moment ago still reads healthy until autopilot
+	// notices: ask for five healthy reports in a row (half a second).
 	streak := 0
-	return c.waitFor(ctx, "autopilot to report every server a healthy voter", func(cl *api.Client) (bool, error) {
-		req, err := http.NewRequestWithContext(ctx, "GET", "http://consul/v1/operator/autopilot/health", nil)
-		if err != nil {
+	return c.waitFor(ctx, "autopilot to report every server a healthy voter", func(*api.Client) (bool, error) {
+		if err := c.healthy(ctx); err != nil {
+			streak = 0
 			return false, err
 		}
-		r, err := c.httpClient().Do(req)
-		if err != nil {
-			return false, err
-		}
-		defer r.Body.Close()
-		var h struct {
-			Healthy bool
-			Servers []struct {
-				Name       string
-				Healthy    bool
-				Voter      bool
-				SerfStatus string
-			}
-		}
-		streak = 0 // until this report says healthy
-		if r.StatusCode != 200 {
-			b, _ := io.ReadAll(r.Body)
-			return false, fmt.Errorf("autopilot health: %s: %s", r.Status, strings.TrimSpace(string(b)))
-		}
-		if err := json.NewDecoder(r.Body).Decode(&h); err != nil {
-			return false, err
-		}
-		if !h.Healthy || len(h.Servers) != len(c.Servers) {
-			return false, fmt.Errorf("autopilot: healthy %v, %d of %d servers", h.Healthy, len(h.Servers), len(c.Servers))
-		}
-		for _, s := range h.Servers {
-			if !s.Healthy || !s.Voter || s.SerfStatus != "alive" {
-				return false, fmt.Errorf("autopilot: server %s healthy %v voter %v serf %s", s.Name, s.Healthy, s.Voter, s.SerfStatus)
-			}
-		}
-		// A server killed a moment ago still reads healthy until autopilot
-		// notices: ask for a few reports in a row.
 		streak++
 		return streak >= 5, nil
 	})
+}
+
+// healthy asks autopilot once: nil if every server is a healthy voter.
+func (c *Cluster) healthy(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://consul/v1/operator/autopilot/health", nil)
+	if err != nil {
+		return err
+	}
+	r, err := c.httpClient().Do(req)
+	if err != nil {
+		return err
+	}
+	defer r.Body.Close()
+	var h struct {
+		Healthy bool
+		Servers []struct {
+			Name       string
+			Healthy    bool
+			Voter      bool
+			SerfStatus string
+		}
+	}
+	if r.StatusCode != 200 {
+		b, _ := io.ReadAll(r.Body)
+		return fmt.Errorf("autopilot health: %s: %s", r.Status, strings.TrimSpace(string(b)))
+	}
+	if err := json.NewDecoder(r.Body).Decode(&h); err != nil {
+		return err
+	}
+	if !h.Healthy || len(h.Servers) != len(c.Servers) {
+		return fmt.Errorf("autopilot: healthy %v, %d of %d servers", h.Healthy, len(h.Servers), len(c.Servers))
+	}
+	for _, s := range h.Servers {
+		if !s.Healthy || !s.Voter || s.SerfStatus != "alive" {
+			return fmt.Errorf("autopilot: server %s healthy %v voter %v serf %s", s.Name, s.Healthy, s.Voter, s.SerfStatus)
+		}
+	}
+	return nil
 }
 
 // httpClient talks to the client agent's socket.
