@@ -22,7 +22,7 @@ import (
 // retry policy (NewConsulClient), as every ironrack process builds it.
 func clusterStore(t testing.TB, addr string) *Store {
 	t.Helper()
-	c, err := api.NewClient(&api.Config{Address: addr})
+	c, err := NewConsulClient(&api.Config{Address: addr})
 	if err != nil {
 		t.Fatal(err)
 	}

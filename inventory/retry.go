@@ -97,45 +97,88 @@ func (t *RetryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		next = http.DefaultTransport
 	}
 	start := time.Now()
-	deadline, ok := req.Context().Deadline()
+	parent := req.Context()
+	deadline, ok := parent.Deadline()
 	if !ok {
 		deadline = start.Add(10 * time.Second)
 	}
+	// A blocking query waits on purpose; anything else gets a share of
+	// the time left per attempt, so one request stuck on a server that
+	// is cut off (its packets dropped, no reset) leaves time to retry
+	// through another.
+	blocking := req.URL.Query().Has("index")
 	pause := retryPause
+	var last string
 	for attempt := 1; ; attempt++ {
+		areq := req
+		cancel := context.CancelFunc(func() {})
+		if !blocking {
+			var actx context.Context
+			actx, cancel = context.WithTimeout(parent, max(time.Until(deadline)/3, time.Second))
+			areq = req.Clone(actx)
+		}
 		if attempt > 1 && req.GetBody != nil {
 			body, err := req.GetBody()
 			if err != nil {
+				cancel()
 				return nil, err
 			}
-			req = req.Clone(req.Context())
-			req.Body = body
-		}
-		resp, err := next.RoundTrip(req)
-		last, retry := t.judge(req, resp, err)
-		if !retry {
-			return resp, err
-		}
-		if attempt > 1 && req.Body != nil && req.GetBody == nil {
-			return resp, err // cannot resend a body we cannot rewind
-		}
-		d := pause/2 + rand.N(pause)
-		pause = min(2*pause, retryPauseMax)
-		if time.Now().Add(d).After(deadline) || req.Context().Err() != nil {
-			if resp != nil {
-				resp.Body.Close()
+			if areq == req {
+				areq = req.Clone(parent)
 			}
-			return nil, &NoLeaderError{Retried: time.Since(start), Last: last}
+			areq.Body = body
+		}
+		resp, err := next.RoundTrip(areq)
+		why, retry := t.judge(areq, resp, err)
+		if err != nil && parent.Err() == nil && areq.Context().Err() != nil {
+			// This attempt ran out of its share, the caller's time did not.
+			why = fmt.Sprintf("no answer within %s", time.Since(start).Round(100*time.Millisecond))
+			retry = req.Method == http.MethodGet
+		}
+		if why != "" {
+			last = why
+		}
+		if !retry {
+			if err != nil {
+				cancel()
+				if attempt > 1 && parent.Err() != nil && last != "" {
+					return nil, &NoLeaderError{Retried: time.Since(start), Last: last}
+				}
+				return nil, err
+			}
+			resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+			return resp, nil
 		}
 		if resp != nil {
 			resp.Body.Close()
 		}
+		cancel()
+		if attempt > 1 && req.Body != nil && req.GetBody == nil {
+			return nil, &NoLeaderError{Retried: time.Since(start), Last: last} // cannot rewind the body
+		}
+		d := pause/2 + rand.N(pause)
+		pause = min(2*pause, retryPauseMax)
+		if time.Now().Add(d).After(deadline) {
+			return nil, &NoLeaderError{Retried: time.Since(start), Last: last}
+		}
 		select {
-		case <-req.Context().Done():
+		case <-parent.Done():
 			return nil, &NoLeaderError{Retried: time.Since(start), Last: last}
 		case <-time.After(d):
 		}
 	}
+}
+
+// cancelBody ends an attempt's context when its response body is closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // judge says whether an answer is a leaderless moment worth resending for
