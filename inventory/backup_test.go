@@ -161,6 +161,3 @@ func TestBackupRestoreFreshCluster(t *testing.T) {
 		t.Errorf("a broken file: %v, want FILE:2", err)
 	}
 }
-
-
-
