@@ -26,7 +26,9 @@ const MaxLeaseBatch = 64
 // boot server uses it to group-commit the leases of concurrent requests.
 //
 // errs[i] is the result for ls[i]; a lease is durable when its error is
-// nil. len(ls) must be at most MaxLeaseBatch.
+// nil. Every lease takes its address's key (addrs/<ip>) with a CAS, as
+// StoreLease does: an address another MAC's live lease holds is
+// ErrAddressInUse for that lease alone. len(ls) must be at most MaxLeaseBatch.
 func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 	errs = make([]error, len(ls))
 	if len(ls) > MaxLeaseBatch {

@@ -20,9 +20,10 @@ package inventory
 //     happened. A write that happened is reported as done. One that did not
 //     is sent again only if it is idempotent by construction — it holds a
 //     CAS (every machine change, so every allocation, import, release and
-//     state change is), so a second copy can never apply twice — until
-//     Config.RetryFor has passed. Plain sets (the DHCP lease batches) are
-//     not resent: another boot server may have written the key since.
+//     state change, and every lease write, which CASes its address key),
+//     so a second copy can never apply twice — until Config.RetryFor has
+//     passed. Plain sets (a restore's chunks) are not resent: someone may
+//     have written the key since.
 
 import (
 	"context"
