@@ -250,6 +250,7 @@ func TestDrillCutLeader(t *testing.T) {
 	t.Logf("cut off the leader %s", l.Name)
 
 	var acked []string
+	cutAt := time.Now()
 	for i := range 8 {
 		owner := fmt.Sprintf("majority-%d", i)
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -262,6 +263,7 @@ func TestDrillCutLeader(t *testing.T) {
 		acked = append(acked, owner)
 		_ = ms
 	}
+	t.Logf("8 claims on the majority's side took %s", time.Since(cutAt).Round(100*time.Millisecond))
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	start := time.Now()
 	_, err = cut.Allocate(cctx, AllocateRequest{Count: 2, Owner: "minority"})
@@ -276,11 +278,13 @@ func TestDrillCutLeader(t *testing.T) {
 		t.Logf("the cut-off side failed after %s: %v", time.Since(start).Round(time.Millisecond), err)
 	}
 	cl.Heal(l)
+	healAt := time.Now()
 	hctx, hcancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer hcancel()
 	if err := cl.WaitHealthy(hctx); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("healthy %s after the heal", time.Since(healAt).Round(100*time.Millisecond))
 	all, err := s.List(ctx, Query{})
 	if err != nil {
 		t.Fatal(err)

@@ -267,8 +267,20 @@ func (c *Cluster) Restart(s *Server) {
 // other servers and the client agent, and only its own HTTP API reaches it.
 func (c *Cluster) Cut(s *Server) { c.host.Run("ip", "link", "set", s.veth, "down") }
 
-// Heal brings a cut server's link back up.
-func (c *Cluster) Heal(s *Server) { c.host.Run("ip", "link", "set", s.veth, "up") }
+// Heal brings a cut server's link back up and has it join the others
+// at once (serf would retry on its own only every 30 s).
+func (c *Cluster) Heal(s *Server) {
+	c.host.Run("ip", "link", "set", s.veth, "up")
+	cl, err := API(s.HTTP)
+	if err != nil {
+		return
+	}
+	for _, o := range c.Servers {
+		if o != s {
+			_ = cl.Agent().Join(o.Addr, false)
+		}
+	}
+}
 
 // Leader returns the current leader as the client agent sees it.
 func (c *Cluster) Leader(ctx context.Context) (*Server, error) {
