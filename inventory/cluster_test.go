@@ -159,7 +159,11 @@ func TestDrillKillLeader(t *testing.T) {
 		}
 	}
 	ok, claimedBy := 0, map[string]string{}
+	var slowest outcome
 	for _, o := range outs {
+		if o.took > slowest.took {
+			slowest = o
+		}
 		if o.took > deadline+time.Second {
 			t.Errorf("%s took %s, past its deadline %s", o.what, o.took, deadline)
 		}
@@ -223,7 +227,7 @@ func TestDrillKillLeader(t *testing.T) {
 		macOf[l.IP] = l.MAC
 	}
 	rate := float64(ok) / float64(len(outs))
-	t.Logf("%d calls, %d succeeded (%.1f%%); import: %d machines; %d leases", len(outs), ok, 100*rate, imported, len(leases))
+	t.Logf("%d calls, %d succeeded (%.1f%%); slowest %s took %s; import: %d machines; %d leases", len(outs), ok, 100*rate, slowest.what, slowest.took.Round(time.Millisecond), imported, len(leases))
 	if rate < 0.9 {
 		t.Errorf("only %.1f%% of the calls succeeded through the election, want at least 90%%", 100*rate)
 	}
