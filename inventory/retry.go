@@ -103,17 +103,20 @@ func (t *RetryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok {
 		deadline = start.Add(10 * time.Second)
 	}
-	// A blocking query waits on purpose; anything else gets a share of
-	// the time left per attempt, so one request stuck on a server that
-	// is cut off (its packets dropped, no reset) leaves time to retry
-	// through another.
-	blocking := req.URL.Query().Has("index")
+	// A read gets a share of the time left per attempt, so one request
+	// stuck on a server that is cut off (its packets dropped, no reset)
+	// leaves time to retry through another; a blocking query waits on
+	// purpose.
+	// Writes keep the whole deadline: a write cut short while still in
+	// flight could commit after its caller was told it did not (doTxn's
+	// read-back would see nothing yet).
+	shared := req.Method == http.MethodGet && !req.URL.Query().Has("index")
 	pause := retryPause
 	var last string
 	for attempt := 1; ; attempt++ {
 		areq := req
 		cancel := context.CancelFunc(func() {})
-		if !blocking {
+		if shared {
 			var actx context.Context
 			actx, cancel = context.WithTimeout(parent, max(time.Until(deadline)/3, time.Second))
 			areq = req.Clone(actx)

@@ -193,13 +193,17 @@ func (s *Store) doTxn(ctx context.Context, ops api.TxnOps, out *api.TxnResponse)
 			return nil
 		}
 		var te *TxnError
-		if errors.As(err, &te) || !outcomeUnknown(err) || ctx.Err() != nil {
-			if te != nil && unknown && s.happened(ctx, ops) == nil {
+		if errors.As(err, &te) {
+			if unknown && s.happened(ctx, ops) == nil {
 				return nil // the lost first copy won its own CAS
 			}
 			return err
 		}
+		if !outcomeUnknown(err) || (!write && ctx.Err() != nil) {
+			return err
+		}
 		if write {
+			// Also when the caller's time ran out: it learns what happened.
 			unknown = true
 			switch herr := s.happened(ctx, ops); {
 			case herr == nil:
@@ -209,6 +213,9 @@ func (s *Store) doTxn(ctx context.Context, ops api.TxnOps, out *api.TxnResponse)
 				return fmt.Errorf("consul transaction: %w", &UnknownOutcomeError{Err: fmt.Errorf("%v; read-back: %v", err, herr)})
 			case !guarded(ops):
 				return fmt.Errorf("consul transaction (read back: it did not happen; a plain set is not resent): %w", err)
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("consul transaction (read back: it did not happen): %w", s.noLeader(err, start))
 			}
 		}
 		if time.Since(start) > s.cfg.RetryFor {
@@ -268,7 +275,8 @@ func (s *Store) happened(ctx context.Context, ops api.TxnOps) error {
 	if !ok {
 		return fmt.Errorf("no key to read back")
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RetryFor)
+	// Not the caller's context: it may be what ran out. One call's time.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.OpTimeout)
 	defer cancel()
 	kv, _, err := s.c.KV().Get(w.Key, (&api.QueryOptions{RequireConsistent: true}).WithContext(rctx))
 	if err != nil {
