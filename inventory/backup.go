@@ -147,8 +147,16 @@ func ReadBackupFile(path string) (*Backup, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
 		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			line := 1 + bytes.Count(data[:se.Offset], []byte("\n"))
+		var te *json.UnmarshalTypeError
+		off := int64(-1)
+		switch {
+		case errors.As(err, &se):
+			off = se.Offset
+		case errors.As(err, &te):
+			off = te.Offset
+		}
+		if off >= 0 && off <= int64(len(data)) {
+			line := 1 + bytes.Count(data[:off], []byte("\n"))
 			return nil, fmt.Errorf("%s:%d: not an ironrack backup: %v", path, line, err)
 		}
 		return nil, fmt.Errorf("%s: not an ironrack backup: %w", path, err)

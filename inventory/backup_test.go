@@ -160,4 +160,8 @@ func TestBackupRestoreFreshCluster(t *testing.T) {
 	if _, err := ReadBackupFile(file + ".bad"); err == nil || !strings.Contains(err.Error(), ".bad:2:") {
 		t.Errorf("a broken file: %v, want FILE:2", err)
 	}
+	os.WriteFile(file+".type", []byte("{\"version\": 1,\n\"kv\": [],\n\"nodes\": 7}"), 0o600)
+	if _, err := ReadBackupFile(file + ".type"); err == nil || !strings.Contains(err.Error(), ".type:3:") {
+		t.Errorf("a file with a wrong type: %v, want FILE:3", err)
+	}
 }
