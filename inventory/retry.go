@@ -8,9 +8,9 @@ package inventory
 //   - RetryTransport, under the API client, resends a request whenever
 //     resending cannot do harm: every GET (a read), and any request that
 //     Consul says it never delivered to a leader ("No cluster leader",
-//     "rpc error getting client", a refused connection). It retries with
-//     jittered, growing pauses until the request's own deadline (the
-//     Store's OpTimeout per call), then fails with a *NoLeaderError.
+//     "rpc error getting client"). It retries with jittered, growing
+//     pauses until the request's own deadline (the Store's OpTimeout per
+//     call), then fails with a *NoLeaderError.
 //   - doTxn (write.go), which every write transaction goes through, handles
 //     the outcome that is unknown: the transaction was sent and the answer
 //     lost (an EOF from the leader's RPC, a reset connection, "leadership
@@ -192,14 +192,13 @@ func (t *RetryTransport) judge(req *http.Request, resp *http.Response, err error
 		if req.Context().Err() != nil {
 			return "", false
 		}
-		if req.Method == http.MethodGet {
-			return err.Error(), true
-		}
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
-			return err.Error(), true // never reached the agent
+			// The local agent itself is down or elsewhere: not an
+			// election, and the caller's error says where it looked.
+			return "", false
 		}
-		return "", false
+		return err.Error(), req.Method == http.MethodGet
 	}
 	if resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
 		return "", false
