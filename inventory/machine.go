@@ -20,9 +20,16 @@ type Machine struct {
 	Serial string `json:"serial"`
 	// UUID is the SMBIOS system UUID, lower-case 8-4-4-4-12; "" until
 	// discovery reports it.
-	UUID   string `json:"uuid"`
-	Rack   string `json:"rack"`
-	Slot   string `json:"slot"`
+	UUID string `json:"uuid"`
+	Rack string `json:"rack"`
+	// Slot is the machine's position in its rack: the lowest rack unit it
+	// occupies when it is a number (the elevation draws it there).
+	Slot string `json:"slot"`
+	// UHeight is how many rack units the machine takes. If 0, 1.
+	UHeight int `json:"u_height"`
+	// Face is which side of the rack the machine fills: "front", "rear"
+	// or "both" (a full-depth server). If "", both.
+	Face   string `json:"face"`
 	Vendor string `json:"vendor"`
 	Model  string `json:"model"`
 	// Firmware is "bios" or "uefi" as the agent booted; "" until discovery.
@@ -58,6 +65,43 @@ type BMC struct {
 	Username string `json:"username"`
 	// CredentialRef names the sealed password in the credential store.
 	CredentialRef string `json:"credential_ref"`
+	// TLS says how a Redfish BMC's certificate is checked: "" against the
+	// site's CA file (or the system's roots); "sha256:" and 64 hex digits
+	// pins the one certificate the BMC may present (the operator confirmed
+	// its fingerprint at import); TLSInsecure checks nothing, and every use
+	// warns. See docs/bmc.md.
+	TLS string `json:"tls"`
+}
+
+// TLSInsecure is BMC.TLS for a BMC whose certificate is not checked.
+const TLSInsecure = "insecure"
+
+// TLSPinAtImport is the rack sheet's bmc_tls value asking the import to
+// fetch the BMC's certificate and pin it once the operator confirms its
+// fingerprint. It is never stored.
+const TLSPinAtImport = "pin"
+
+// ParseTLS reads a bmc_tls value: "" (verify), "insecure", or a pinned
+// fingerprint as people copy it ("sha256:" optional, hex in either case,
+// with or without colons), which it returns as "sha256:" and 64 lowercase
+// hex digits.
+func ParseTLS(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	switch strings.ToLower(s) {
+	case "":
+		return "", nil
+	case TLSInsecure:
+		return TLSInsecure, nil
+	}
+	h := s
+	if len(h) >= 7 && strings.EqualFold(h[:7], "sha256:") {
+		h = h[7:]
+	}
+	h = strings.ToLower(strings.ReplaceAll(h, ":", ""))
+	if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
+		return "", fmt.Errorf("%q is not a certificate pin (want sha256: and 64 hex digits), %q, %q or empty", s, TLSInsecure, TLSPinAtImport)
+	}
+	return "sha256:" + h, nil
 }
 
 // NIC is one network interface.
@@ -85,6 +129,35 @@ type Drift struct {
 	Recorded string    `json:"recorded"`
 	Reported string    `json:"reported"`
 	Since    time.Time `json:"since"`
+}
+
+// Rack faces a machine fills (Machine.Face).
+const (
+	FaceFront = "front"
+	FaceRear  = "rear"
+	FaceBoth  = "both"
+)
+
+func validFace(f string) bool { return f == "" || f == FaceFront || f == FaceRear || f == FaceBoth }
+
+// Units is how many rack units m takes (UHeight, default 1).
+func (m *Machine) Units() int {
+	if m.UHeight <= 0 {
+		return 1
+	}
+	return m.UHeight
+}
+
+// OnFace reports whether m shows on a rack's front (rear false) or rear
+// face: a machine with no face set fills both.
+func (m *Machine) OnFace(rear bool) bool {
+	switch m.Face {
+	case FaceFront:
+		return !rear
+	case FaceRear:
+		return rear
+	}
+	return true
 }
 
 // BMC protocols.
@@ -204,7 +277,7 @@ var metaFields = []struct {
 // the KV record: the ID is the node's name, and the rest are not filtered
 // on often enough to cost every write a meta pair. TestMachineFieldsCarried
 // fails when a field of Machine is in neither metaFields nor this list.
-var metaExcluded = []string{"id", "uuid", "firmware", "bmc", "nics", "ip", "cpu_model", "disks", "tags", "owner",
+var metaExcluded = []string{"id", "u_height", "face", "uuid", "firmware", "bmc", "nics", "ip", "cpu_model", "disks", "tags", "owner",
 	"source", "drift", "created_at", "updated_at"}
 
 // stringMetaKeys and numMetaKeys are metaFields' keys by kind.
@@ -297,6 +370,12 @@ func (m *Machine) Validate() []*FieldError {
 	text("tier", m.Tier, false)
 	if (m.Rack == "") != (m.Slot == "") {
 		bad("slot", "rack and slot go together (rack %q, slot %q)", m.Rack, m.Slot)
+	}
+	if m.UHeight < 0 || m.UHeight > MaxRackHeight {
+		bad("u_height", "out of range: %d (want 1-%d, or 0 for the default 1)", m.UHeight, MaxRackHeight)
+	}
+	if !validFace(m.Face) {
+		bad("face", "unknown face %q (want front, rear or both)", m.Face)
 	}
 	if m.Owner != "" && !ownerRE.MatchString(m.Owner) {
 		bad("owner", "malformed owner %q", m.Owner)
@@ -440,6 +519,15 @@ func validateBMC(b *BMC) []*FieldError {
 	}
 	if b.CredentialRef != "" && !credRefRE.MatchString(b.CredentialRef) {
 		bad("bmc_credential_ref", "malformed reference %q", b.CredentialRef)
+	}
+	if b.TLS != "" && b.Protocol != ProtocolRedfish {
+		bad("bmc_tls", "%q applies to redfish BMCs only (this one is %s)", b.TLS, b.Protocol)
+	} else if b.TLS == TLSPinAtImport {
+		bad("bmc_tls", "%q is resolved by `ironrack inventory import`, which fetches the certificate and asks to confirm its fingerprint", b.TLS)
+	} else if v, err := ParseTLS(b.TLS); err != nil {
+		bad("bmc_tls", "%v", err)
+	} else if v != b.TLS {
+		bad("bmc_tls", "%q is not in its stored form %q", b.TLS, v)
 	}
 	return errs
 }

@@ -28,11 +28,17 @@ type env struct {
 	stdout, stderr io.Writer
 	log            *slog.Logger
 	format         string
+	// args is the command line after the program name, as given: `run`
+	// reads its command after "--" from it.
+	args []string
 }
 
 // Run runs the CLI with args (args[0] is the program name).
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	if len(args) > 1 {
+		e.args = args[1:]
+	}
 	app := &cli.App{
 		Name:                 "ironrack",
 		Usage:                "take racked servers from cabled to serving, and keep them accounted for",
@@ -51,6 +57,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			&cli.StringFlag{Name: "key-file", EnvVars: []string{"IRONRACK_KEY_FILE"}, Value: defaultKeyFile(),
 				Usage: "key that encrypts BMC credentials at rest (created on first use, mode 0600)"},
 			&cli.StringFlag{Name: "prefix", EnvVars: []string{"IRONRACK_PREFIX"}, Value: "ironrack", Usage: "Consul KV prefix"},
+			&cli.StringFlag{Name: "bmc-ca-file", EnvVars: []string{"IRONRACK_BMC_CA_FILE"},
+				Usage: "the site's CA certificates (PEM) that Redfish BMC certificates must chain to, unless a BMC's bmc_tls pins one or says insecure (default: the system's roots)"},
 		},
 		Before: func(c *cli.Context) error {
 			var lvl slog.Level
@@ -80,7 +88,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			deployCommand(e),
 			releaseCommand(e),
 			readyCommand(e),
+			runCommand(e),
+			playbookCommand(e),
+			fwCommand(e),
+			vpnCommand(e),
 			labCommand(e),
+			uiCommand(e),
 			versionCommand(e),
 			completionCommand(e),
 		},
@@ -114,10 +127,12 @@ func (r *reworded) Unwrap() error { return r.err }
 // flagsFirstEverywhere makes every command refuse flags given after its
 // positional arguments (flagsFirst): one rule for the whole CLI, as the
 // README says. urfave/cli stops parsing flags at the first argument, and a
-// silently ignored --reason or --where is worse than an error.
+// silently ignored --reason or --where is worse than an error. A command
+// whose arguments end in "-- CMD" (runArgsUsage) checks only what comes
+// before the "--" itself: the command after it is not ironrack's.
 func flagsFirstEverywhere(cmds []*cli.Command) {
 	for _, cmd := range cmds {
-		if a := cmd.Action; a != nil {
+		if a := cmd.Action; a != nil && !strings.HasSuffix(cmd.ArgsUsage, "-- CMD") {
 			cmd.Action = func(c *cli.Context) error {
 				if err := flagsFirst(c); err != nil {
 					return err
