@@ -76,7 +76,7 @@ func (s *Store) Allocate(ctx context.Context, req AllocateRequest) ([]*Machine, 
 	}
 	if !req.DryRun {
 		if err := s.recoverIfStale(ctx); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("allocate %d for %s: %w", req.Count, req.Owner, err)
 		}
 	}
 	q := Query{Where: req.Where, State: StateReady}

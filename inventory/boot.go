@@ -51,9 +51,64 @@ func (s *Store) Leases(ctx context.Context) ([]Lease, error) {
 	return out, nil
 }
 
+// ErrAddressInUse: the lease's address is held by another MAC whose lease
+// has not expired (another boot server gave it out first).
+var ErrAddressInUse = errors.New("address in use")
+
+// addrKey is the key that says which MAC holds an address: every lease
+// write CASes it, so two boot servers sharing a range never commit the
+// same address for two MACs.
+func (s *Store) addrKey(ip string) string { return s.key("addrs", ip) }
+
+// addrHolder is what an address key says.
+type addrHolder struct {
+	mac   string
+	index uint64 // 0: the key is absent
+}
+
+// addrClaim is the CAS that takes ip for mac, given what its key held; the
+// error is ErrAddressInUse when another MAC's live lease has it. heldLease
+// is that MAC's lease (nil: none stored).
+func (s *Store) addrClaim(ip, mac string, h addrHolder, heldLease *Lease, now time.Time) (*api.TxnOp, error) {
+	if h.index != 0 && h.mac != mac && heldLease != nil && heldLease.IP == ip && heldLease.Expires.After(now) {
+		return nil, fmt.Errorf("address %s is leased to %s until %s: %w", ip, h.mac, heldLease.Expires.UTC().Format(time.RFC3339), ErrAddressInUse)
+	}
+	return &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: s.addrKey(ip), Value: []byte(mac), Index: h.index}}, nil
+}
+
+// readAddrClaim reads ip's key (and its holder's lease, if another MAC
+// holds it) and returns the claim for mac.
+func (s *Store) readAddrClaim(ctx context.Context, ip, mac string) (*api.TxnOp, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	kv, _, err := s.c.KV().Get(s.addrKey(ip), (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("store lease: read holder of %s: %w", ip, err)
+	}
+	var h addrHolder
+	var held *Lease
+	if kv != nil {
+		h = addrHolder{mac: string(kv.Value), index: kv.ModifyIndex}
+		if h.mac != mac {
+			lkv, _, err := s.c.KV().Get(s.leaseKey(h.mac), (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+			if err != nil {
+				return nil, fmt.Errorf("store lease: read lease of %s: %w", h.mac, err)
+			}
+			if lkv != nil {
+				held = &Lease{}
+				if json.Unmarshal(lkv.Value, held) != nil {
+					held = nil
+				}
+			}
+		}
+	}
+	return s.addrClaim(ip, mac, h, held, s.cfg.Now())
+}
+
 // StoreLease writes a lease durably (a Raft commit) before the caller sends
 // its ACK. When the MAC belongs to a machine, the machine's ip changes in
-// the same transaction.
+// the same transaction. An address another MAC's live lease holds is
+// ErrAddressInUse.
 func (s *Store) StoreLease(ctx context.Context, l Lease) error {
 	mac, err := NormalizeMAC(l.MAC)
 	if err != nil {
@@ -69,18 +124,27 @@ func (s *Store) StoreLease(ctx context.Context, l Lease) error {
 	if err != nil {
 		return err
 	}
-	if id != "" {
-		m, err := s.Get(ctx, id)
-		if err == nil && m.IP != l.IP {
-			_, err = s.update(ctx, id, System, Change{What: "lease", Why: "DHCP lease " + l.IP}, []*api.TxnOp{op}, func(m *Machine) error {
-				m.IP = l.IP
-				return nil
-			})
+	for attempt := 0; ; attempt++ {
+		claim, err := s.readAddrClaim(ctx, l.IP, mac)
+		if err != nil {
 			return err
 		}
+		if id != "" {
+			m, err := s.Get(ctx, id)
+			if err == nil && m.IP != l.IP {
+				_, err = s.update(ctx, id, System, Change{What: "lease", Why: "DHCP lease " + l.IP}, []*api.TxnOp{op, claim}, func(m *Machine) error {
+					m.IP = l.IP
+					return nil
+				})
+				return err
+			}
+		}
+		err = s.writeTxn(ctx, api.TxnOps{op, claim})
+		if errors.Is(err, ErrConflict) && attempt < 2 {
+			continue // the address key moved: read its holder again
+		}
+		return err
 	}
-	err = s.writeTxn(ctx, api.TxnOps{op})
-	return err
 }
 
 // NoteBoot records a boot (and what the boot server handed out) in the

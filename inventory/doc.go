@@ -15,5 +15,11 @@
 // seals what deployed machines' Consul agents join a secured cluster with
 // (AgentSecrets: gossip key, ACL token, the servers' CA).
 //
+// While the Consul cluster has no leader, reads are retried up to their
+// deadline, a write whose answer was lost is read back, and only writes that
+// cannot apply twice are resent (retry.go; NewConsulClient builds the client
+// with this policy). Backup and Restore copy ironrack's own keys and machine
+// nodes, all or nothing (backup.go).
+//
 // The package knows nothing about BMCs, DHCP or Pulumi.
 package inventory

@@ -6,6 +6,7 @@ package inventory
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -25,7 +26,9 @@ const MaxLeaseBatch = 64
 // boot server uses it to group-commit the leases of concurrent requests.
 //
 // errs[i] is the result for ls[i]; a lease is durable when its error is
-// nil. len(ls) must be at most MaxLeaseBatch.
+// nil. Every lease takes its address's key (addrs/<ip>) with a CAS, as
+// StoreLease does: an address another MAC's live lease holds is
+// ErrAddressInUse for that lease alone. len(ls) must be at most MaxLeaseBatch.
 func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 	errs = make([]error, len(ls))
 	if len(ls) > MaxLeaseBatch {
@@ -64,19 +67,71 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 		}
 	}
 	owner := map[int]string{}
-	if len(reads) > 0 {
-		// Read-only transactions are answered without a Raft round.
-		resp, err := s.txn(ctx, reads)
-		if err != nil {
-			fail(readIdx, fmt.Errorf("store leases: read MAC index: %w", err))
-			return errs
-		}
-		for j, r := range resp.Results {
-			if j < len(asked) && r.KV != nil && len(r.KV.Value) > 0 {
+	// The addresses' holders, in the same read.
+	for _, i := range readIdx {
+		reads = append(reads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.addrKey(ls[i].IP)}})
+	}
+	holder := map[int]addrHolder{}
+	resp, err := s.txn(ctx, reads)
+	if err != nil {
+		fail(readIdx, fmt.Errorf("store leases: read MAC index: %w", err))
+		return errs
+	}
+	for j, r := range resp.Results {
+		switch {
+		case j < len(asked):
+			if r.KV != nil && len(r.KV.Value) > 0 {
 				owner[asked[j]] = string(r.KV.Value)
+			}
+		case j-len(asked) < len(readIdx):
+			if r.KV != nil && r.KV.ModifyIndex != 0 {
+				holder[readIdx[j-len(asked)]] = addrHolder{mac: string(r.KV.Value), index: r.KV.ModifyIndex}
 			}
 		}
 	}
+	// Addresses another MAC holds: that MAC's lease says whether it is live.
+	var lreads api.TxnOps
+	var lfor []int
+	for _, i := range readIdx {
+		if h, ok := holder[i]; ok && h.mac != ls[i].MAC {
+			lreads = append(lreads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.leaseKey(h.mac)}})
+			lfor = append(lfor, i)
+		}
+	}
+	heldLease := map[int]*Lease{}
+	if len(lreads) > 0 {
+		resp, err := s.txn(ctx, lreads)
+		if err != nil {
+			fail(readIdx, fmt.Errorf("store leases: read holders' leases: %w", err))
+			return errs
+		}
+		for j, r := range resp.Results {
+			if j < len(lfor) && r.KV != nil && len(r.KV.Value) > 0 {
+				var l Lease
+				if json.Unmarshal(r.KV.Value, &l) == nil {
+					heldLease[lfor[j]] = &l
+				}
+			}
+		}
+	}
+	now := s.cfg.Now()
+	claims := map[int]*api.TxnOp{}
+	taken := map[string]bool{} // addresses claimed in this batch
+	var live []int
+	for _, i := range readIdx {
+		c, err := s.addrClaim(ls[i].IP, ls[i].MAC, holder[i], heldLease[i], now)
+		if err == nil && taken[ls[i].IP] {
+			err = fmt.Errorf("address %s is asked for twice in one batch: %w", ls[i].IP, ErrAddressInUse)
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("store lease for %s: %w", ls[i].MAC, err)
+			continue
+		}
+		taken[ls[i].IP] = true
+		claims[i] = c
+		live = append(live, i)
+	}
+	readIdx = live
 	// The owners' records, in one batched read, to see whose ip changes.
 	var ownerIDs []string
 	for _, id := range owner {
@@ -100,11 +155,18 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 				continue
 			}
 		}
-		writes = append(writes, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.leaseKey(ls[i].MAC), Value: vals[i]}})
+		writes = append(writes, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.leaseKey(ls[i].MAC), Value: vals[i]}}, claims[i])
 		writeIdx = append(writeIdx, i)
 	}
 	if len(writes) > 0 {
-		if err := s.writeTxn(ctx, writes); err != nil {
+		err := s.writeTxn(ctx, writes)
+		if errors.Is(err, ErrConflict) {
+			// An address key moved since the read (another boot server):
+			// each lease alone, so only the loser fails.
+			for _, i := range writeIdx {
+				errs[i] = s.StoreLease(ctx, ls[i])
+			}
+		} else if err != nil {
 			fail(writeIdx, fmt.Errorf("store leases: %w", err))
 		}
 	}

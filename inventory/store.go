@@ -49,6 +49,9 @@ type Config struct {
 	Who string
 	// OpTimeout bounds each Consul call. If 0, 10s.
 	OpTimeout time.Duration
+	// RetryFor bounds how long a write transaction is resent, and read back,
+	// while the cluster has no leader (see retry.go). If 0, 30s.
+	RetryFor time.Duration
 }
 
 // Store is the inventory in Consul. It is safe for concurrent use, also
@@ -80,6 +83,9 @@ func New(c *api.Client, cfg Config) *Store {
 	}
 	if cfg.OpTimeout == 0 {
 		cfg.OpTimeout = 10 * time.Second
+	}
+	if cfg.RetryFor == 0 {
+		cfg.RetryFor = 30 * time.Second
 	}
 	if cfg.Who == "" {
 		host, _ := os.Hostname()

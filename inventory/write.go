@@ -1,15 +1,18 @@
 package inventory
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -177,6 +180,11 @@ func (s *Store) writeTxn(ctx context.Context, ops api.TxnOps) error {
 // doTxn sends ops, encoded by encodeTxn, as one transaction and decodes
 // the results into out unless it is nil. A refused transaction comes back
 // as a *TxnError naming its keys.
+//
+// It is where the policy for a leaderless cluster meets writes (see
+// retry.go): a read-only transaction is resent until RetryFor; a write
+// whose answer was lost is read back, reported done if it happened, and
+// resent only if it holds a CAS.
 func (s *Store) doTxn(ctx context.Context, ops api.TxnOps, out *api.TxnResponse) error {
 	if len(ops) > maxTxnOps {
 		return fmt.Errorf("transaction of %d operations exceeds Consul's %d", len(ops), maxTxnOps)
@@ -185,13 +193,73 @@ func (s *Store) doTxn(ctx context.Context, ops api.TxnOps, out *api.TxnResponse)
 	if err != nil {
 		return fmt.Errorf("encode transaction: %w", err)
 	}
+	write := isWrite(ops)
+	start := time.Now()
+	unknown := false // an earlier attempt may have happened
+	pause := retryPause
+	for {
+		err := s.sendTxn(ctx, ops, body, out)
+		if err == nil {
+			return nil
+		}
+		var te *TxnError
+		if errors.As(err, &te) {
+			if unknown && s.happened(ctx, ops) == nil {
+				return nil // the lost first copy won its own CAS
+			}
+			return err
+		}
+		if !outcomeUnknown(err) || (!write && ctx.Err() != nil) {
+			return err
+		}
+		if write {
+			// Also when the caller's time ran out: it learns what happened.
+			unknown = true
+			switch herr := s.happened(ctx, ops); {
+			case herr == nil:
+				s.log.Debug("consul transaction: answer lost, read back: it happened", "error", err)
+				return nil
+			case !errors.Is(herr, errNotHappened):
+				return fmt.Errorf("consul transaction: %w", &UnknownOutcomeError{Err: fmt.Errorf("%v; read-back: %v", err, herr)})
+			case !guarded(ops):
+				return fmt.Errorf("consul transaction (read back: it did not happen; a plain set is not resent): %w", err)
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("consul transaction (read back: it did not happen): %w", s.noLeader(err, start))
+			}
+		}
+		if time.Since(start) > s.cfg.RetryFor {
+			return fmt.Errorf("consul transaction: %w", s.noLeader(err, start))
+		}
+		d := pause/2 + rand.N(pause)
+		pause = min(2*pause, retryPauseMax)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("consul transaction: %w", s.noLeader(err, start))
+		case <-time.After(d):
+		}
+	}
+}
+
+// noLeader is the one error a call ends with when the cluster stayed
+// leaderless through its retries.
+func (s *Store) noLeader(err error, start time.Time) error {
+	var nl *NoLeaderError
+	if errors.As(err, &nl) {
+		return &NoLeaderError{Retried: time.Since(start), Last: nl.Last}
+	}
+	return &NoLeaderError{Retried: time.Since(start), Last: err.Error()}
+}
+
+// sendTxn sends one transaction once (within OpTimeout).
+func (s *Store) sendTxn(ctx context.Context, ops api.TxnOps, body txnBody, out *api.TxnResponse) error {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	var dst any
 	if out != nil {
 		dst = out
 	}
-	_, err = s.c.Raw().Write("/v1/txn", body, dst, (&api.WriteOptions{}).WithContext(ctx))
+	_, err := s.c.Raw().Write("/v1/txn", body, dst, (&api.WriteOptions{}).WithContext(ctx))
 	var se api.StatusError
 	if errors.As(err, &se) && se.Code == http.StatusConflict {
 		var resp api.TxnResponse
@@ -204,6 +272,37 @@ func (s *Store) doTxn(ctx context.Context, ops api.TxnOps, out *api.TxnResponse)
 		return fmt.Errorf("consul transaction: %w", err)
 	}
 	return nil
+}
+
+// errNotHappened: a read-back found that a transaction did not happen.
+var errNotHappened = errors.New("did not happen")
+
+// happened reads a write transaction's witness back, consistently (the
+// read itself waits out an election): nil if the transaction happened,
+// errNotHappened if not, another error if it cannot tell.
+func (s *Store) happened(ctx context.Context, ops api.TxnOps) error {
+	w, ok := witness(ops)
+	if !ok {
+		return fmt.Errorf("no key to read back")
+	}
+	// Not the caller's context: it may be what ran out. One call's time.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.OpTimeout)
+	defer cancel()
+	kv, _, err := s.c.KV().Get(w.Key, (&api.QueryOptions{RequireConsistent: true}).WithContext(rctx))
+	if err != nil {
+		return fmt.Errorf("read back %s: %w", w.Key, err)
+	}
+	switch w.Verb {
+	case api.KVDelete, api.KVDeleteCAS:
+		if kv == nil {
+			return nil
+		}
+	default:
+		if kv != nil && bytes.Equal(kv.Value, w.Value) {
+			return nil
+		}
+	}
+	return errNotHappened
 }
 
 // txnError names the failed operations of a refused transaction.

@@ -1,7 +1,9 @@
 // Package consuldev starts and stops a real `consul agent -dev` on loopback
 // for tests, benchmarks and the demo. It owns nothing else: it finds the
 // pinned binary that scripts/setup built into the tools cache, picks free
-// ports, waits for a leader and stops the agent by PID.
+// ports, waits for a leader and stops the agent by PID. StartCluster
+// (cluster.go) runs a production-shaped cluster instead: three servers in
+// their own network namespaces, a client agent, and faults to inject.
 package consuldev
 
 import (

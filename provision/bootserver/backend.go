@@ -129,6 +129,9 @@ func (a *Backend) StoreLease(ctx context.Context, l dhcp.Lease) error {
 	if err == nil {
 		a.recent.leased(mac, l.IP)
 	}
+	if errors.Is(err, inventory.ErrAddressInUse) {
+		return fmt.Errorf("%w: %v", dhcp.ErrAddressInUse, err)
+	}
 	return err
 }
 

@@ -38,10 +38,16 @@ type LeaseStore interface {
 	// use and never hands one to another client.
 	Leases(ctx context.Context) ([]Lease, error)
 	// StoreLease stores l durably, replacing any lease of l.MAC. The server
-	// sends the ACK only after StoreLease returned nil; on error it sends
-	// nothing and the client retries.
+	// sends the ACK only after StoreLease returned nil; on an error that
+	// wraps ErrAddressInUse (another server leased the address first) it
+	// sends a NAK and offers that address to nobody for a lease time; on
+	// any other error it sends nothing and the client retries.
 	StoreLease(ctx context.Context, l Lease) error
 }
+
+// ErrAddressInUse is a LeaseStore's answer when another client (leased by
+// another server sharing the range) holds the address.
+var ErrAddressInUse = errors.New("address in use")
 
 // Reservations finds the static address of a known machine.
 type Reservations interface {

@@ -3,6 +3,7 @@ package dhcp_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -16,6 +17,9 @@ type memStore struct {
 	leases   map[string]dhcp.Lease
 	stores   int
 	failNext bool
+	// inUse makes the next store answer ErrAddressInUse (another server
+	// leased the address first).
+	inUse bool
 }
 
 func newMemStore() *memStore { return &memStore{leases: map[string]dhcp.Lease{}} }
@@ -36,6 +40,10 @@ func (m *memStore) StoreLease(_ context.Context, l dhcp.Lease) error {
 	if m.failNext {
 		m.failNext = false
 		return errors.New("store unavailable")
+	}
+	if m.inUse {
+		m.inUse = false
+		return fmt.Errorf("address %s is leased to another MAC: %w", l.IP, dhcp.ErrAddressInUse)
 	}
 	m.stores++
 	m.leases[l.MAC.String()] = l

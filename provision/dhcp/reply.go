@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -262,7 +263,17 @@ func (s *Server) request(ctx context.Context, req *dhcpv4.DHCPv4, boot Boot, boo
 	if err := s.cfg.Leases.StoreLease(ctx, lease); err != nil {
 		p.mu.Lock()
 		p.restore(mac, want, prev, hadPrev)
+		inUse := errors.Is(err, ErrAddressInUse)
+		if inUse {
+			// Another server leased it first: the loser NAKs, and its
+			// next offer to this client is another address.
+			p.declined[want] = now.Add(s.cfg.LeaseTime)
+		}
 		p.mu.Unlock()
+		if inUse {
+			s.log.Info("dhcp: address leased by another server first", "mac", mac, "ip", want, "error", err)
+			return s.nak(req, fmt.Sprintf("address %s is in use", want))
+		}
 		return nil, "", fmt.Errorf("store lease %s for %s: %w", want, mac, err)
 	}
 	resp, err := s.base(req, dhcpv4.MessageTypeAck)

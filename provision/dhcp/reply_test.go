@@ -276,6 +276,28 @@ func TestStoreFailureSendsNoAck(t *testing.T) {
 	}
 }
 
+// TestAddressInUseNaks: when another server sharing the range leased the
+// address first, the request is NAKed and the client's next offer is
+// another address.
+func TestAddressInUseNaks(t *testing.T) {
+	f := authoritative(t, newMemStore())
+	ctx := context.Background()
+	offer, _ := f.srv.Reply(ctx, discover("52:54:00:00:00:01"))
+	f.store.inUse = true
+	nak, err := f.srv.Reply(ctx, request(offer))
+	if err != nil || nak == nil || nak.MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("address in use: reply %v err %v, want a NAK", nak, err)
+	}
+	again, _ := f.srv.Reply(ctx, discover("52:54:00:00:00:01"))
+	if again == nil || again.YourIPAddr.Equal(offer.YourIPAddr) {
+		t.Fatalf("after the NAK the offer is %v again, want another address", again.YourIPAddr)
+	}
+	ack, err := f.srv.Reply(ctx, request(again))
+	if err != nil || ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("request of the new offer: %v %v", ack, err)
+	}
+}
+
 func TestRequestForOtherServerIsIgnored(t *testing.T) {
 	f := authoritative(t, newMemStore())
 	offer, _ := f.srv.Reply(context.Background(), discover("52:54:00:00:00:01"))

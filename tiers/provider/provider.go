@@ -150,7 +150,7 @@ func (c *Config) Configure(ctx context.Context) error {
 	if cfg.Transport != nil {
 		cfg.Transport.DisableCompression = true
 	}
-	client, err := api.NewClient(cfg)
+	client, err := inventory.NewConsulClient(cfg)
 	if err != nil {
 		return fmt.Errorf("ironrack:consul %q: %w", c.Consul, err)
 	}

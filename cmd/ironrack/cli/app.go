@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,8 +105,24 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if errors.As(err, &u) {
 		return u
 	}
+	// A leaderless cluster: one line without the HTTP client's
+	// `Get "http://…/v1/…":` in the middle of it.
+	var nl *inventory.NoLeaderError
+	var ue *url.Error
+	if errors.As(err, &nl) && errors.As(err, &ue) {
+		return &reworded{msg: strings.Replace(err.Error(), ue.Error(), ue.Err.Error(), 1), err: err}
+	}
 	return err
 }
+
+// reworded is err with a clearer message.
+type reworded struct {
+	msg string
+	err error
+}
+
+func (r *reworded) Error() string { return r.msg }
+func (r *reworded) Unwrap() error { return r.err }
 
 // flagsFirstEverywhere makes every command refuse flags given after its
 // positional arguments (flagsFirst): one rule for the whole CLI, as the
@@ -168,7 +185,8 @@ func consulClient(c *cli.Context) (*api.Client, error) {
 			return conn, err
 		}
 	}
-	client, err := api.NewClient(cfg)
+	// ironrack's retry policy for a leaderless cluster (inventory/retry.go).
+	client, err := inventory.NewConsulClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("--consul %s: %w", cfg.Address, err)
 	}

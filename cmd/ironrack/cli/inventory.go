@@ -253,6 +253,64 @@ func inventoryCommand(e *env) *cli.Command {
 				},
 			},
 			{
+				Name:      "backup",
+				Usage:     "write ironrack's data (its KV prefix and machine nodes; sealed secrets stay sealed) to FILE, mode 0600",
+				ArgsUsage: "FILE",
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return errors.New("backup: want exactly one FILE")
+					}
+					s, err := e.store(c, false)
+					if err != nil {
+						return err
+					}
+					b, err := s.Backup(c.Context)
+					if err != nil {
+						return err
+					}
+					if err := inventory.WriteBackupFile(c.Args().First(), b); err != nil {
+						return err
+					}
+					fmt.Fprintf(e.stdout, "backed up %d keys and %d machine nodes to %s\n", len(b.KV), len(b.Nodes), c.Args().First())
+					return nil
+				},
+			},
+			{
+				Name:      "restore",
+				Usage:     "restore a backup, all or nothing; a non-empty inventory only with --replace (the replaced one is saved to FILE.before-restore)",
+				ArgsUsage: "FILE",
+				Flags:     []cli.Flag{&cli.BoolFlag{Name: "replace", Usage: "replace a non-empty inventory"}},
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return errors.New("restore: want exactly one FILE")
+					}
+					file := c.Args().First()
+					b, err := inventory.ReadBackupFile(file)
+					if err != nil {
+						return err
+					}
+					s, err := e.store(c, false)
+					if err != nil {
+						return err
+					}
+					if c.Bool("replace") {
+						// Keep what is replaced, before anything changes.
+						cur, err := s.Backup(c.Context)
+						if err == nil && (len(cur.KV) > 0 || len(cur.Nodes) > 0) {
+							if err := inventory.WriteBackupFile(file+".before-restore", cur); err != nil {
+								return fmt.Errorf("restore: saving the inventory it replaces: %w", err)
+							}
+							fmt.Fprintf(e.stdout, "saved the inventory it replaces to %s\n", file+".before-restore")
+						}
+					}
+					if _, err := s.Restore(c.Context, b, c.Bool("replace")); err != nil {
+						return err
+					}
+					fmt.Fprintf(e.stdout, "restored %d keys and %d machine nodes from %s (taken %s)\n", len(b.KV), len(b.Nodes), file, b.Taken.Format(time.RFC3339))
+					return nil
+				},
+			},
+			{
 				Name:  "commission",
 				Usage: "record hand-entered hardware facts and commission those machines (new → commissioning → ready)",
 				Flags: []cli.Flag{
