@@ -217,7 +217,7 @@ func (d *Deployer) Deploy(ctx context.Context, ids []string, req DeployRequest) 
 			err := j.spec.Validate()
 			if err == nil {
 				// What cloud-init will get must render, before anything changes.
-				err = NoCloudSeed(j.m.ID, &j.spec, inventory.AgentSecrets{}).Validate()
+				err = NoCloudSeed(j.m.ID, &j.spec, inventory.AgentSecrets{}, "").Validate()
 			}
 			if err != nil {
 				j.res.fail("select", fmt.Errorf("machine %s: %w", j.m.ID, err))
