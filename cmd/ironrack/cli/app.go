@@ -79,6 +79,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			deployCommand(e),
 			releaseCommand(e),
 			readyCommand(e),
+			sshKeysCommand(e),
 			labCommand(e),
 			versionCommand(e),
 			completionCommand(e),
