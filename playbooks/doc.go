@@ -2,5 +2,6 @@
 // (rolling, with failure limits), playbook files, and configuration rendered
 // from the inventory, such as firewall rules that admit only cluster members.
 //
-// Nothing is implemented here yet; it is a later issue.
+// Its first part is hostkeys: the strict SSH host-key trust every
+// connection to a machine uses (never trust on first use).
 package playbooks

@@ -84,8 +84,9 @@ func sshKeysCommand(e *env) *cli.Command {
 			},
 			{
 				Name:      "list",
-				Usage:     "show the recorded host keys' fingerprints (all machines with an IP or keys, or those named)",
+				Usage:     "show the recorded host keys' fingerprints (all machines with an IP or keys, or those named or selected)",
 				ArgsUsage: "[ID|SERIAL|MAC...]",
+				Flags:     selectionFlags(),
 				Action: func(c *cli.Context) error {
 					ms, _, err := e.sshMachines(c)
 					if err != nil {
@@ -98,7 +99,7 @@ func sshKeysCommand(e *env) *cli.Command {
 				Name:      "known-hosts",
 				Usage:     "print the known_hosts text `ironrack run` trusts, for plain ssh (-o UserKnownHostsFile=FILE)",
 				ArgsUsage: "[ID|SERIAL|MAC...]",
-				Flags:     []cli.Flag{&cli.IntFlag{Name: "port", Value: 22, Usage: "the machines' SSH port"}},
+				Flags:     append(selectionFlags(), &cli.IntFlag{Name: "port", Value: 22, Usage: "the machines' SSH port"}),
 				Action: func(c *cli.Context) error {
 					if p := c.Int("port"); p < 1 || p > 65535 {
 						return fmt.Errorf("--port %d: want 1-65535", p)
@@ -153,9 +154,9 @@ func sshKeysCommand(e *env) *cli.Command {
 				Name:      "renew",
 				Usage:     "re-sign the host certificates that expire soon, from the recorded keys (needs the key file)",
 				ArgsUsage: "[ID|SERIAL|MAC...]",
-				Flags: []cli.Flag{lifetime,
+				Flags: append(selectionFlags(), lifetime,
 					&cli.StringFlag{Name: "within", Value: "30d", Usage: "renew certificates that expire within this (Nd or a Go duration)"},
-					&cli.StringFlag{Name: "out", Usage: "also write each machine's certificates to DIR/<id>/ to copy onto the hosts"}},
+					&cli.StringFlag{Name: "out", Usage: "also write each machine's certificates to DIR/<id>/ to copy onto the hosts"}),
 				Action: func(c *cli.Context) error {
 					within, err := parseDays(c.String("within"))
 					if err != nil || within < 0 {
@@ -196,11 +197,27 @@ func caKey(c *cli.Context, s *inventory.Store) (ssh.PublicKey, error) {
 	return k, nil
 }
 
-// sshMachines are the named machines, or every machine with an IP or keys.
+// sshMachines are the named machines, or those the selection flags select,
+// or every machine with an IP or keys.
 func (e *env) sshMachines(c *cli.Context) ([]*inventory.Machine, *inventory.Store, error) {
+	byFlags := false
+	for _, f := range []string{"where", "state", "rack", "tier"} {
+		byFlags = byFlags || c.String(f) != ""
+	}
+	if byFlags && c.NArg() > 0 {
+		return nil, nil, fmt.Errorf("%s: name machines or select them with --where/--rack/--state/--tier, not both", commandPath(c))
+	}
 	s, err := e.store(c, false)
 	if err != nil {
 		return nil, nil, err
+	}
+	if byFlags {
+		q, err := queryFrom(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		ms, err := s.List(c.Context, q)
+		return ms, s, err
 	}
 	if c.NArg() > 0 {
 		var ms []*inventory.Machine

@@ -80,6 +80,12 @@ func TestSSHKeysCLI(t *testing.T) {
 	if out := c.ok("ssh-keys", "list"); !strings.Contains(out, ssh.FingerprintSHA256(k1)) || !strings.Contains(out, ssh.FingerprintSHA256(k2)) {
 		t.Errorf("list:\n%s", out)
 	}
+	if out := c.ok("ssh-keys", "list", "--where", `ip == "10.1.0.2"`); !strings.Contains(out, b) || strings.Contains(out, a) {
+		t.Errorf("list --where:\n%s", out)
+	}
+	if _, _, err := c.run("", "ssh-keys", "list", "--tier", "x", a); err == nil {
+		t.Error("list with IDs and a selection flag: accepted")
+	}
 	if out := c.ok("ssh-keys", "known-hosts", a, b); !strings.Contains(out, "10.1.0.1 "+inventory.CanonicalKey(k1)+"\n") || strings.Contains(out, "@cert-authority") {
 		t.Errorf("known-hosts without a CA:\n%s", out)
 	}
