@@ -400,3 +400,7 @@ func randomHex(n int) (string, error) {
 	}
 	return hex.EncodeToString(b), nil
 }
+
+// Now is the store's clock (Config.Now), for callers that stamp what
+// they write through it (a certificate's validity).
+func (s *Store) Now() time.Time { return s.cfg.Now() }
