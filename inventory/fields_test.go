@@ -232,6 +232,7 @@ func fullMachine(t *testing.T) *Machine {
 	m.IP = "192.0.2.7"
 	m.State = StateDeployed
 	m.BMC.Protocol = ProtocolRedfish
+	m.BMC.TLS = "sha256:5663de810551f269ea5c9a17b800d776710415b3e04b3fe20d8dde393ce50b01"
 	m.NICs[0].MAC = "52:54:00:12:34:56"
 	m.HostKeys, m.HostCerts = testHostKey(t)
 	if errs := m.Validate(); len(errs) > 0 {

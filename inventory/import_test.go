@@ -53,6 +53,8 @@ r1,3,S1,10.0.0.3,admin,pw,
 			"t.csv:3: slot: rack/slot r1/1 also on line 2",
 			"t.csv:4: serial: serial S1 also on line 2",
 		}},
+		"bmc_tls": {"rack,slot,serial,bmc_address,bmc_username,bmc_password,bmc_protocol,bmc_tls\nr1,1,S1,10.0.0.1,admin,pw,redfish,sha256:abcd\nr1,2,S2,10.0.0.2,admin,pw,redfish,trust-me\n", []string{
+			"t.csv:2: bmc_tls: \"sha256:abcd\" is not a certificate pin", "t.csv:3: bmc_tls: \"trust-me\" is not a certificate pin"}},
 		"field count": {"rack,slot,serial,bmc_address,bmc_username,bmc_password\nr1,1,S1\n", []string{
 			"t.csv:2: has 3 fields, the header has 6"}},
 		"bad quote": {"rack,slot,serial,bmc_address,bmc_username,bmc_password\nr1,1,\"S1,x\n", []string{
@@ -72,6 +74,56 @@ r1,3,S1,10.0.0.3,admin,pw,
 			}
 			if len(se) != len(tc.want) {
 				t.Errorf("got %d problems, want %d:\n%s", len(se), len(tc.want), got)
+			}
+		})
+	}
+}
+
+// TestParseSheetTLS: bmc_tls takes a pin as people copy it (openssl's
+// colon form, either case) and stores one form; "pin" is left for the
+// importer to resolve; a pin or insecure on an IPMI BMC is refused.
+func TestParseSheetTLS(t *testing.T) {
+	const hexPin = "5663de810551f269ea5c9a17b800d776710415b3e04b3fe20d8dde393ce50b01"
+	colons := ""
+	for i := 0; i < len(hexPin); i += 2 {
+		if i > 0 {
+			colons += ":"
+		}
+		colons += strings.ToUpper(hexPin[i : i+2])
+	}
+	sheet := "rack,slot,serial,bmc_address,bmc_username,bmc_password,bmc_protocol,bmc_tls\n" +
+		"r1,1,S1,10.0.0.1,admin,pw,redfish,\n" +
+		"r1,2,S2,10.0.0.2,admin,pw,redfish,INSECURE\n" +
+		"r1,3,S3,10.0.0.3,admin,pw,redfish,SHA256:" + colons + "\n" +
+		"r1,4,S4,10.0.0.4,admin,pw,redfish,pin\n"
+	rows, err := ParseSheet("t.csv", strings.NewReader(sheet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rows {
+		got = append(got, r.BMCTLS)
+	}
+	if diff := cmp.Diff([]string{"", "insecure", "sha256:" + hexPin, "pin"}, got); diff != "" {
+		t.Errorf("bmc_tls (-want +got):\n%s", diff)
+	}
+	for name, tc := range map[string]struct {
+		b    BMC
+		want string
+	}{
+		"pin on ipmi":      {BMC{Address: "10.0.0.1", Protocol: ProtocolIPMI, Username: "a", TLS: "sha256:" + hexPin}, "applies to redfish BMCs only"},
+		"unresolved pin":   {BMC{Address: "10.0.0.1", Protocol: ProtocolRedfish, Username: "a", TLS: "pin"}, "fetches the certificate and asks"},
+		"not stored form":  {BMC{Address: "10.0.0.1", Protocol: ProtocolRedfish, Username: "a", TLS: "SHA256:" + hexPin}, "not in its stored form"},
+		"insecure redfish": {BMC{Address: "10.0.0.1", Protocol: ProtocolRedfish, Username: "a", TLS: "insecure"}, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var msgs []string
+			for _, fe := range validateBMC(&tc.b) {
+				msgs = append(msgs, fe.Error())
+			}
+			all := strings.Join(msgs, "; ")
+			if tc.want == "" && all != "" || !strings.Contains(all, tc.want) {
+				t.Errorf("problems %q, want one with %q", all, tc.want)
 			}
 		})
 	}

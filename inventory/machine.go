@@ -68,6 +68,43 @@ type BMC struct {
 	Username string `json:"username"`
 	// CredentialRef names the sealed password in the credential store.
 	CredentialRef string `json:"credential_ref"`
+	// TLS says how a Redfish BMC's certificate is checked: "" against the
+	// site's CA file (or the system's roots); "sha256:" and 64 hex digits
+	// pins the one certificate the BMC may present (the operator confirmed
+	// its fingerprint at import); TLSInsecure checks nothing, and every use
+	// warns. See docs/bmc.md.
+	TLS string `json:"tls"`
+}
+
+// TLSInsecure is BMC.TLS for a BMC whose certificate is not checked.
+const TLSInsecure = "insecure"
+
+// TLSPinAtImport is the rack sheet's bmc_tls value asking the import to
+// fetch the BMC's certificate and pin it once the operator confirms its
+// fingerprint. It is never stored.
+const TLSPinAtImport = "pin"
+
+// ParseTLS reads a bmc_tls value: "" (verify), "insecure", or a pinned
+// fingerprint as people copy it ("sha256:" optional, hex in either case,
+// with or without colons), which it returns as "sha256:" and 64 lowercase
+// hex digits.
+func ParseTLS(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	switch strings.ToLower(s) {
+	case "":
+		return "", nil
+	case TLSInsecure:
+		return TLSInsecure, nil
+	}
+	h := s
+	if len(h) >= 7 && strings.EqualFold(h[:7], "sha256:") {
+		h = h[7:]
+	}
+	h = strings.ToLower(strings.ReplaceAll(h, ":", ""))
+	if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
+		return "", fmt.Errorf("%q is not a certificate pin (want sha256: and 64 hex digits), %q, %q or empty", s, TLSInsecure, TLSPinAtImport)
+	}
+	return "sha256:" + h, nil
 }
 
 // NIC is one network interface.
@@ -459,6 +496,15 @@ func validateBMC(b *BMC) []*FieldError {
 	}
 	if b.CredentialRef != "" && !credRefRE.MatchString(b.CredentialRef) {
 		bad("bmc_credential_ref", "malformed reference %q", b.CredentialRef)
+	}
+	if b.TLS != "" && b.Protocol != ProtocolRedfish {
+		bad("bmc_tls", "%q applies to redfish BMCs only (this one is %s)", b.TLS, b.Protocol)
+	} else if b.TLS == TLSPinAtImport {
+		bad("bmc_tls", "%q is resolved by `ironrack inventory import`, which fetches the certificate and asks to confirm its fingerprint", b.TLS)
+	} else if v, err := ParseTLS(b.TLS); err != nil {
+		bad("bmc_tls", "%v", err)
+	} else if v != b.TLS {
+		bad("bmc_tls", "%q is not in its stored form %q", b.TLS, v)
 	}
 	return errs
 }

@@ -23,6 +23,10 @@ type SheetRow struct {
 	BMCUsername   string
 	BMCPassword   string // never logged or printed
 	BMCCredential string // a credential reference
+	// BMCTLS is bmc_tls: "", "insecure", a pin ("sha256:HEX"), or
+	// TLSPinAtImport, which the caller must replace with the pin the
+	// operator confirmed before Import.
+	BMCTLS        string
 	Vendor, Model string
 	MACs          []string
 	Tags          map[string]string
@@ -67,7 +71,7 @@ func (es SheetErrors) Error() string {
 // Sheet column names.
 var (
 	requiredColumns = []string{"rack", "slot", "serial", "bmc_address", "bmc_username"}
-	optionalColumns = []string{"bmc_password", "bmc_credential_ref", "bmc_port", "bmc_protocol", "vendor", "model", "macs", "tags"}
+	optionalColumns = []string{"bmc_password", "bmc_credential_ref", "bmc_port", "bmc_protocol", "bmc_tls", "vendor", "model", "macs", "tags"}
 )
 
 // MaxSheetRows bounds a rack sheet.
@@ -188,6 +192,11 @@ func ParseSheet(file string, r io.Reader) ([]SheetRow, error) {
 		if row.BMCProtocol == "" {
 			row.BMCProtocol = ProtocolIPMI
 		}
+		if v := get("bmc_tls"); strings.EqualFold(v, TLSPinAtImport) {
+			row.BMCTLS = TLSPinAtImport
+		} else if row.BMCTLS, err = ParseTLS(v); err != nil {
+			add(line, "bmc_tls", "%v", err)
+		}
 		if p := get("bmc_port"); p != "" {
 			n, err := strconv.Atoi(p)
 			if err != nil || n < 1 || n > 65535 {
@@ -232,6 +241,9 @@ func ParseSheet(file string, r io.Reader) ([]SheetRow, error) {
 		}
 		// Field checks shared with every other writer of a Machine.
 		probe := row.machine(MachineID(row.Serial), nil)
+		if probe.BMC.TLS == TLSPinAtImport {
+			probe.BMC.TLS = TLSInsecure // checked as any other value; the importer resolves it
+		}
 		for _, fe := range probe.Validate() {
 			if fe.Field == "id" || fe.Field == "state" || strings.HasPrefix(fe.Field, "nics") {
 				continue
@@ -325,6 +337,9 @@ func (r *SheetRow) machine(id string, prev *Machine) *Machine {
 	} else {
 		m.BMC.CredentialRef = credRefFor(id)
 	}
+	if r.has["bmc_tls"] {
+		m.BMC.TLS = r.BMCTLS
+	}
 	if r.Vendor != "" {
 		m.Vendor = r.Vendor
 	}
@@ -349,7 +364,7 @@ func (r *SheetRow) machine(id string, prev *Machine) *Machine {
 }
 
 // exportColumns is the header WriteSheet writes; ParseSheet reads it back.
-var exportColumns = []string{"rack", "slot", "serial", "bmc_address", "bmc_port", "bmc_protocol", "bmc_username", "bmc_credential_ref", "vendor", "model", "macs", "tags"}
+var exportColumns = []string{"rack", "slot", "serial", "bmc_address", "bmc_port", "bmc_protocol", "bmc_username", "bmc_credential_ref", "bmc_tls", "vendor", "model", "macs", "tags"}
 
 // sheetExcluded are the machine fields (JSON paths; a path covers the
 // fields under it) that a rack sheet does not carry: the ID comes from the
@@ -388,7 +403,7 @@ func WriteSheet(w io.Writer, ms []*Machine) (skipped []*Machine, err error) {
 			tags[i] = k + "=" + m.Tags[k]
 		}
 		rec := []string{m.Rack, m.Slot, m.Serial, m.BMC.Address, strconv.Itoa(m.BMC.Port), m.BMC.Protocol,
-			m.BMC.Username, m.BMC.CredentialRef, m.Vendor, m.Model, strings.Join(macs, ";"), strings.Join(tags, ";")}
+			m.BMC.Username, m.BMC.CredentialRef, m.BMC.TLS, m.Vendor, m.Model, strings.Join(macs, ";"), strings.Join(tags, ";")}
 		if err := cw.Write(rec); err != nil {
 			return nil, err
 		}

@@ -531,6 +531,9 @@ func machineEnv(m *Machine, idents map[string]bool) map[string]any {
 			if m.BMC.Username != "" {
 				b["username"] = m.BMC.Username
 			}
+			if m.BMC.TLS != "" {
+				b["tls"] = m.BMC.TLS
+			}
 			env[f] = b
 		case "nics":
 			l := make([]any, len(m.NICs))

@@ -43,6 +43,11 @@ func (c *Controller) SetBootDevice(ctx context.Context, cred Credentials, dev Bo
 				Message: s.provider + " cannot read the boot device back"})
 			return nil
 		}
+		if s.protocol == ProtocolRedfish {
+			if got, err = c.settleBoot(ctx, s, got); err != nil {
+				return err
+			}
+		}
 		res.ReadBack = &got
 		res.Warnings = append(res.Warnings, bootWarnings(opts, got)...)
 		return nil
@@ -73,6 +78,36 @@ func (c *Controller) readBackBoot(ctx context.Context, s *session, want BootDevi
 			return got, true, fmt.Errorf("boot device reads back %s, want %s: %w", got.Device, want, ErrNotApplied)
 		}
 	}
+}
+
+// settleBoot reads a Redfish override again BootSettle after it first read
+// back as set. A Redfish override has no valid bit, and some BMCs accept
+// it, show it, and then put the old one back (bmclib#459): that is
+// ErrReverted, not success.
+func (c *Controller) settleBoot(ctx context.Context, s *session, set BootOverride) (BootOverride, error) {
+	if err := sleep(ctx, c.clock(), c.bootSettle()); err != nil {
+		return set, fmt.Errorf("boot device read back as %s; the deadline came before it could be read again: %w", set.Device, ErrTimeout)
+	}
+	got, _, err := s.bootOverride(ctx)
+	if err != nil {
+		return set, fmt.Errorf("boot device read back as %s, then reading it again failed: %w", set.Device, err)
+	}
+	if got.Device != set.Device || got.Persistent != set.Persistent || got.EFI != set.EFI {
+		return got, fmt.Errorf("boot override read back as %s, then %v later as %s: %w",
+			describe(set), c.bootSettle(), describe(got), ErrReverted)
+	}
+	return got, nil
+}
+
+func describe(o BootOverride) string {
+	mode, kind := "legacy", "once"
+	if o.EFI {
+		mode = "efi"
+	}
+	if o.Persistent {
+		kind = "persistent"
+	}
+	return fmt.Sprintf("%s (%s, %s)", o.Device, kind, mode)
 }
 
 // bootWarnings compares what was asked with what reads back.

@@ -35,6 +35,10 @@ type Controller struct {
 	// PollInterval is the pause between read-backs after a write. If 0,
 	// 200ms.
 	PollInterval time.Duration
+	// BootSettle is how long after a Redfish boot override reads back as
+	// set it is read once more, to catch a BMC that silently reverts it
+	// (ErrReverted). If 0, 1s.
+	BootSettle time.Duration
 	// Clock paces polls. If nil, the real clock.
 	Clock Clock
 
@@ -61,6 +65,13 @@ func (c *Controller) pollInterval() time.Duration {
 		return c.PollInterval
 	}
 	return 200 * time.Millisecond
+}
+
+func (c *Controller) bootSettle() time.Duration {
+	if c.BootSettle > 0 {
+		return c.BootSettle
+	}
+	return time.Second
 }
 
 func (c *Controller) clock() Clock {
@@ -136,6 +147,7 @@ type session struct {
 	client   *bmclib.Client
 	driver   any
 	provider string
+	protocol Protocol
 }
 
 // with opens a session on the first provider that can do the operation and
@@ -206,7 +218,7 @@ func (c *Controller) run(ctx context.Context, cred Credentials, p Provider, drv 
 	if err := cl.Open(ctx); err != nil {
 		return providerError(err)
 	}
-	err := fn(ctx, &session{client: cl, driver: drv, provider: p.Name})
+	err := fn(ctx, &session{client: cl, driver: drv, provider: p.Name, protocol: p.Protocol})
 	_ = cl.Close(ctx)
 	return classify(err)
 }
@@ -214,7 +226,7 @@ func (c *Controller) run(ctx context.Context, cred Credentials, p Provider, drv 
 // final reports whether err is the BMC's answer (or the caller's), so that
 // trying another provider would be wrong or pointless.
 func final(err error) bool {
-	for _, s := range []error{ErrAuth, ErrRefused, ErrNotApplied, ErrRebootNotAllowed, errMaybeApplied, context.Canceled} {
+	for _, s := range []error{ErrTLS, ErrAuth, ErrRefused, ErrNotApplied, ErrReverted, ErrRebootNotAllowed, errMaybeApplied, context.Canceled} {
 		if errors.Is(err, s) {
 			return true
 		}

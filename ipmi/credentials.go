@@ -37,6 +37,9 @@ type Credentials struct {
 	// ipmi_sim support; if a BMC refuses 3, the go-ipmi provider's full
 	// login also tries 17. Set 17 for BMCs that disabled SHA1 suites.
 	CipherSuite int
+	// TLS says how a Redfish BMC's certificate is checked. The zero value
+	// verifies it against the system's roots.
+	TLS TLS
 }
 
 func (c Credentials) ipmiPort() int {
@@ -76,6 +79,7 @@ func (c Credentials) LogValue() slog.Value {
 		slog.Int("port", c.Port),
 		slog.String("user", c.Username),
 		slog.String("protocol", string(c.Protocol)),
+		slog.String("tls", c.TLS.Mode()),
 	)
 }
 

@@ -18,7 +18,13 @@
 //
 // Errors name the BMC and wrap a sentinel the caller can branch on: ErrAuth,
 // ErrUnreachable, ErrTimeout, ErrUnsupported, ErrRefused, ErrNotApplied,
-// ErrRebootNotAllowed. Reason gives a short word for tables.
+// ErrReverted (a Redfish boot override the BMC silently put back), ErrTLS (a
+// Redfish BMC's certificate not trusted), ErrRebootNotAllowed. Reason gives
+// a short word for tables.
+//
+// Redfish BMCs' certificates are verified by default (Credentials.TLS):
+// against the site's CA or the system's roots, or against a pinned
+// fingerprint; accepting any certificate is an explicit per-BMC choice.
 //
 // The package takes credentials as values (Credentials) and never reads or
 // writes the inventory: callers load credentials, and store a rotated

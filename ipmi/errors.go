@@ -38,11 +38,14 @@ var (
 	// ErrRebootNotAllowed: off, cycle or reset of a machine that is on,
 	// without PowerOptions.AllowReboot.
 	ErrRebootNotAllowed = errors.New("machine is on and reboot not allowed")
+	// ErrReverted: the BMC accepted a boot override and read it back, then
+	// silently put the old one back (seen on Redfish BMCs, bmclib#459).
+	ErrReverted = errors.New("reverted by BMC")
 )
 
 // Reason is a short word for the class of err, for summary tables: "ok",
 // "auth", "unreachable", "timeout", "unsupported", "refused", "not-applied",
-// "reboot-not-allowed", "canceled" or "error".
+// "reverted", "tls", "reboot-not-allowed", "canceled" or "error".
 func Reason(err error) string {
 	err = classify(err)
 	switch {
@@ -60,6 +63,10 @@ func Reason(err error) string {
 		return "refused"
 	case errors.Is(err, ErrNotApplied):
 		return "not-applied"
+	case errors.Is(err, ErrReverted):
+		return "reverted"
+	case errors.Is(err, ErrTLS):
+		return "tls"
 	case errors.Is(err, ErrRebootNotAllowed):
 		return "reboot-not-allowed"
 	case errors.Is(err, context.Canceled):
@@ -84,7 +91,7 @@ func Retryable(err error) bool {
 var errMaybeApplied = errors.New("the command may have been applied")
 
 // sentinels are the classes classify assigns.
-var sentinels = []error{ErrAuth, ErrUnreachable, ErrTimeout, ErrUnsupported, ErrRefused, ErrNotApplied, ErrRebootNotAllowed}
+var sentinels = []error{ErrTLS, ErrAuth, ErrUnreachable, ErrTimeout, ErrUnsupported, ErrRefused, ErrNotApplied, ErrReverted, ErrRebootNotAllowed}
 
 // classify wraps err with the sentinel for its class, if it has none yet.
 // It understands go-ipmi's typed errors, network errors, context errors and,
@@ -105,6 +112,9 @@ func classify(err error) error {
 }
 
 func sentinelFor(err error) error {
+	if tlsError(err) {
+		return ErrTLS
+	}
 	var rmcp *types.RmcpStatusError
 	if errors.As(err, &rmcp) {
 		switch rmcp.StatusCode() {
@@ -157,6 +167,9 @@ func sentinelFor(err error) error {
 func sentinelForText(msg string) error {
 	m := strings.ToLower(msg)
 	switch {
+	case strings.Contains(m, "x509: "), strings.Contains(m, "tls: failed to verify"),
+		strings.Contains(m, strings.ToLower(ErrTLS.Error())):
+		return ErrTLS
 	// go-ipmi's Connect joins the per-cipher-suite errors with %v, so its
 	// typed errors survive only as text.
 	case strings.Contains(m, "rakp authentication failed"), strings.Contains(m, "authentication code mismatch"),

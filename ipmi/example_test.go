@@ -60,3 +60,17 @@ func ExampleController() {
 	// warning: flags-not-valid
 	// wrong password: auth
 }
+
+// A Redfish BMC with a self-signed certificate is reached through a pin:
+// the fingerprint of the certificate the operator confirmed at import.
+func ExampleTLS() {
+	cred := ipmi.Credentials{
+		Host:     "10.9.0.2",
+		Username: "admin",
+		Password: "from the credential store",
+		Protocol: ipmi.ProtocolRedfish,
+		TLS:      ipmi.TLS{Pin: "sha256:5663de810551f269ea5c9a17b800d776710415b3e04b3fe20d8dde393ce50b01"},
+	}
+	fmt.Println(cred, cred.TLS.Mode())
+	// Output: admin@10.9.0.2:443 pinned
+}

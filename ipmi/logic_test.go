@@ -2,9 +2,12 @@ package ipmi
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"syscall"
 	"testing"
@@ -86,6 +89,9 @@ func TestClassify(t *testing.T) {
 		"redfish 401":           {errors.New("401 Unauthorized"), "auth"},
 		"already classified":    {fmt.Errorf("%w: x", ErrNotApplied), "not-applied"},
 		"reboot":                {fmt.Errorf("off: %w", ErrRebootNotAllowed), "reboot-not-allowed"},
+		"unknown CA":            {&url.Error{Op: "Get", URL: "https://b/redfish/v1/", Err: &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}}, "tls"},
+		"x509 text":             {errors.New(`Get "https://b/redfish/v1/": tls: failed to verify certificate: x509: certificate has expired`), "tls"},
+		"reverted":              {fmt.Errorf("boot: %w", ErrReverted), "reverted"},
 		"other":                 {errors.New("something odd"), "error"},
 		"nil":                   {nil, "ok"},
 	}

@@ -1,6 +1,8 @@
 package ipmi
 
 import (
+	"crypto/x509"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -73,14 +75,38 @@ func IPMITool() Provider {
 	}
 }
 
-// Redfish is bmclib's gofish provider.
+// Redfish is bmclib's gofish provider. It checks the BMC's certificate as
+// cred.TLS says, through bmclib's own options: WithRootCAs (bmclib's secure
+// TLS) for a site CA or the system's roots, WithHttpClient with a
+// fingerprint check for a pinned certificate. Only TLS.Insecure leaves
+// bmclib's default, which accepts any certificate; the driver then logs a
+// warning on every use.
 func Redfish() Provider {
 	return Provider{
 		Name:     redfish.ProviderName,
 		Protocol: ProtocolRedfish,
 		New: func(cred Credentials, o DriverOptions) (any, registrar.Features, error) {
-			d := redfish.New(cred.Host, cred.Username, cred.Password, o.Logger,
-				redfish.WithPort(strconv.Itoa(cred.redfishPort())))
+			opts := []redfish.Option{redfish.WithPort(strconv.Itoa(cred.redfishPort()))}
+			switch {
+			case cred.TLS.Insecure:
+				o.Logger.Info("TLS verification is off for this BMC (insecure in the inventory): its certificate is not checked", "bmc", cred.String())
+			case cred.TLS.Pin != "":
+				hc, err := pinnedClient(cred.TLS.Pin)
+				if err != nil {
+					return nil, nil, err
+				}
+				opts = append(opts, redfish.WithHttpClient(hc))
+			default:
+				roots := cred.TLS.Roots
+				if roots == nil {
+					var err error
+					if roots, err = x509.SystemCertPool(); err != nil {
+						return nil, nil, fmt.Errorf("system CA roots: %w", err)
+					}
+				}
+				opts = append(opts, redfish.WithRootCAs(roots))
+			}
+			d := redfish.New(cred.Host, cred.Username, cred.Password, o.Logger, opts...)
 			return d, redfish.Features, nil
 		},
 	}

@@ -116,6 +116,9 @@ const (
 	WarnNotVerified WarningCode = "not-verified"
 	// WarnNotRunning: Cycle or Reset of a machine that is off did nothing.
 	WarnNotRunning WarningCode = "not-running"
+	// WarnInsecureTLS: the BMC's certificate was not checked (TLS.Insecure,
+	// an explicit per-BMC choice). Callers add it on every use.
+	WarnInsecureTLS WarningCode = "tls-insecure"
 )
 
 // Warning is one degraded outcome with a sentence for people.

@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -183,6 +184,10 @@ type Fleet struct {
 	Who string
 	// Logger receives debug logs (never passwords). If nil, discarded.
 	Logger *slog.Logger
+	// BMCRoots are the CAs a Redfish BMC's certificate must chain to (the
+	// site's CA file) unless its record pins a certificate or says
+	// insecure. If nil, the system's roots.
+	BMCRoots *x509.CertPool
 }
 
 // PowerRequest qualifies a power change.
@@ -272,12 +277,38 @@ func (f *Fleet) prepare(ctx context.Context, sel []Selected, action string, chec
 				Username: c.Username,
 				Password: c.Password,
 				Protocol: ipmi.Protocol(m.BMC.Protocol),
+				TLS:      f.bmcTLS(m.BMC),
+			}
+			if j.cred.TLS.Insecure {
+				msg := "the BMC's certificate is not checked (bmc_tls insecure); pin it or give the site's CA"
+				j.out.Warnings = append(j.out.Warnings, string(ipmi.WarnInsecureTLS)+": "+msg)
+				f.logger().Warn("BMC TLS not verified", "machine", m.ID, "bmc", m.BMCKey(), "why", "bmc_tls insecure in the inventory")
 			}
 			continue
 		}
 		j.run = false
 	}
 	return jobs
+}
+
+func (f *Fleet) logger() *slog.Logger {
+	if f.Logger != nil {
+		return f.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// bmcTLS is how a BMC's certificate is checked, from its record.
+func (f *Fleet) bmcTLS(b inventory.BMC) ipmi.TLS {
+	switch {
+	case b.Protocol != inventory.ProtocolRedfish:
+		return ipmi.TLS{Roots: f.BMCRoots}
+	case b.TLS == inventory.TLSInsecure:
+		return ipmi.TLS{Insecure: true}
+	case b.TLS != "":
+		return ipmi.TLS{Pin: b.TLS}
+	}
+	return ipmi.TLS{Roots: f.BMCRoots}
 }
 
 // targets are the jobs that reach the BMC, as ipmi.Bulk targets named by

@@ -1,8 +1,10 @@
 // Package lab is the virtual rack behind `ironrack lab`: a private network
 // namespace with a bridge, reached from the host through a veth pair; a
-// Consul dev agent; one OpenIPMI ipmi_sim BMC per machine, whose chassis
-// power starts and stops that machine's QEMU (TCG); and `ironrack serve` on
-// the bridge. A supervisor process (`ironrack lab supervise`, started by Up
+// Consul dev agent; one BMC per machine, whose chassis power starts and
+// stops that machine's QEMU (TCG): an OpenIPMI ipmi_sim, or for the first
+// Config.Redfish machines a Redfish BMC (internal/redfishsim, run as
+// `ironrack lab redfish-bmc`, over TLS with a certificate from the lab's
+// own CA); and `ironrack serve` on the bridge. A supervisor process (`ironrack lab supervise`, started by Up
 // in its own session) owns every child and outlives the command that
 // started it.
 //
@@ -30,6 +32,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/ironrack/ironrack/internal/redfishsim"
+	"github.com/ironrack/ironrack/inventory"
 )
 
 // Ports the lab's services listen on, at Layout.Server.
@@ -70,6 +75,12 @@ type Config struct {
 	Subnet netip.Prefix `json:"subnet"`
 	// Secret seeds the BMC passwords (random per lab).
 	Secret string `json:"secret"`
+	// Redfish is how many machines (the first ones) have a Redfish BMC
+	// instead of ipmi_sim; 0 to Machines.
+	Redfish int `json:"redfish,omitempty"`
+	// RedfishQuirks are quirks of those BMCs by machine index (1 to
+	// Redfish), as redfishsim.ParseQuirk reads them; the others behave.
+	RedfishQuirks map[int]string `json:"redfish_quirks,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,19}$`)
@@ -94,6 +105,16 @@ func (c Config) Check() error {
 		return fmt.Errorf("--racks %d: want 1 to 26", c.Racks)
 	case c.UEFI < 0 || c.UEFI > c.Machines:
 		return fmt.Errorf("--uefi %d: want 0 to --machines (%d)", c.UEFI, c.Machines)
+	case c.Redfish < 0 || c.Redfish > c.Machines:
+		return fmt.Errorf("--redfish %d: want 0 to --machines (%d)", c.Redfish, c.Machines)
+	}
+	for i, q := range c.RedfishQuirks {
+		if i < 1 || i > c.Redfish {
+			return fmt.Errorf("--redfish-quirk %d=%s: machine %d has no Redfish BMC (want 1 to --redfish, %d)", i, q, i, c.Redfish)
+		}
+		if _, err := redfishsim.ParseQuirk(q); err != nil {
+			return fmt.Errorf("--redfish-quirk %d=%s: %w", i, q, err)
+		}
 	}
 	return nil
 }
@@ -122,7 +143,8 @@ type Machine struct {
 	MAC    string `json:"mac"`
 	Rack   string `json:"rack"`
 	Slot   int    `json:"slot"`
-	// BMC is the ipmi_sim's address (port 623) with its admin user.
+	// BMC is the BMC's address (ipmi_sim: port 623; Redfish: 443) with its
+	// admin user.
 	BMC         netip.Addr `json:"bmc_address"`
 	BMCUser     string     `json:"bmc_username"`
 	BMCPassword string     `json:"-"`
@@ -131,8 +153,20 @@ type Machine struct {
 	// DisksGiB are the sizes of its virtio disks (sparse files).
 	DisksGiB []int `json:"disks_gib"`
 	UEFI     bool  `json:"uefi"`
+	// Redfish: its BMC speaks Redfish (redfishsim) instead of IPMI, with
+	// RedfishQuirk if set.
+	Redfish      bool   `json:"redfish"`
+	RedfishQuirk string `json:"redfish_quirk,omitempty"`
 	// Tap is its tap device in the namespace.
 	Tap string `json:"tap"`
+}
+
+// Protocol is its BMC's protocol, as the rack sheet names it.
+func (m Machine) Protocol() string {
+	if m.Redfish {
+		return inventory.ProtocolRedfish
+	}
+	return inventory.ProtocolIPMI
 }
 
 // Firmware is "uefi" or "bios".
@@ -178,7 +212,11 @@ func (c Config) Layout() Layout {
 			CPUs:        []int{1, 2}[(i/2)%2],
 			DisksGiB:    [][]int{{4}, {6}, {8, 2}}[i%3],
 			UEFI:        i >= c.Machines-c.UEFI,
+			Redfish:     i < c.Redfish,
 			Tap:         fmt.Sprintf("tap%d", i+1),
+		}
+		if m.Redfish {
+			m.RedfishQuirk = c.RedfishQuirks[m.Index]
 		}
 		l.Machines = append(l.Machines, m)
 	}
@@ -225,6 +263,9 @@ const (
 	ErrorFile  = "error"
 	SheetFile  = "rack-sheet.csv"
 	KeyFile    = "key"
+	// BMCCAFile is the lab's CA certificate, which signs its Redfish BMCs'
+	// certificates: the site's CA file for `--bmc-ca-file`.
+	BMCCAFile = "bmc-ca.pem"
 )
 
 // ErrNoLab is returned for a lab without a state directory.

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -37,7 +38,10 @@ type Status struct {
 	Boot    string `json:"boot_url"`
 	Sheet   string `json:"sheet"`
 	KeyFile string `json:"key_file"`
-	DataDir string `json:"data_dir"`
+	// BMCCAFile is the lab's CA for its Redfish BMCs' certificates; empty
+	// when the lab has none.
+	BMCCAFile string `json:"bmc_ca_file,omitempty"`
+	DataDir   string `json:"data_dir"`
 	// Processes are the lab's recorded processes, the latest per role.
 	Processes []ProcStatus    `json:"processes"`
 	Machines  []MachineStatus `json:"machines"`
@@ -50,7 +54,7 @@ type ProcStatus struct {
 }
 
 // MachineStatus is one machine: its layout, its BMC's process, the power
-// its BMC reports over IPMI, its QEMU process and its inventory state.
+// its BMC reports (over IPMI or Redfish), its QEMU process and its inventory state.
 type MachineStatus struct {
 	Machine
 	Firmware string `json:"firmware"`
@@ -68,8 +72,13 @@ type MachineStatus struct {
 // Info is what the lab's configuration says, without asking any process.
 func Info(cfg Config, dir string) Status {
 	l := cfg.Layout()
+	ca := ""
+	if cfg.Redfish > 0 {
+		ca = filepath.Join(dir, BMCCAFile)
+	}
 	return Status{
-		Name: cfg.Name, Dir: dir, Subnet: cfg.Subnet.String(), NS: l.NS, HostLink: l.HostLink, HostIP: l.HostIP.String(),
+		BMCCAFile: ca,
+		Name:      cfg.Name, Dir: dir, Subnet: cfg.Subnet.String(), NS: l.NS, HostLink: l.HostLink, HostIP: l.HostIP.String(),
 		Server:  l.Server.String(),
 		Consul:  net.JoinHostPort(l.Server.String(), strconv.Itoa(ConsulPort)),
 		Boot:    "http://" + net.JoinHostPort(l.Server.String(), strconv.Itoa(BootPort)),
@@ -82,7 +91,7 @@ func Info(cfg Config, dir string) Status {
 // Env is the shell exports of a lab, in order: what an operator's shell
 // or a script needs to drive it.
 func (s Status) Env() [][2]string {
-	return [][2]string{
+	env := [][2]string{
 		{"IRONRACK_LAB", s.Name},
 		{"IRONRACK_CONSUL", s.Consul},
 		{"IRONRACK_KEY_FILE", s.KeyFile},
@@ -95,6 +104,10 @@ func (s Status) Env() [][2]string {
 		{"IRONRACK_LAB_NETNS", s.NS},
 		{"IRONRACK_LAB_SUBNET", s.Subnet},
 	}
+	if s.BMCCAFile != "" {
+		env = append(env, [2]string{"IRONRACK_BMC_CA_FILE", s.BMCCAFile})
+	}
+	return env
 }
 
 // Query reads the lab name's status: its processes, each BMC's power over
@@ -131,6 +144,11 @@ func Query(ctx context.Context, name string) (Status, error) {
 		store = inventory.New(client, inventory.Config{})
 	}
 	ctl := &ipmi.Controller{Timeout: 3 * time.Second}
+	var roots *x509.CertPool
+	if pemData, err := os.ReadFile(filepath.Join(dir, BMCCAFile)); err == nil {
+		roots = x509.NewCertPool()
+		roots.AppendCertsFromPEM(pemData)
+	}
 	l := cfg.Layout()
 	s.Machines = make([]MachineStatus, len(l.Machines))
 	var wg sync.WaitGroup
@@ -149,7 +167,7 @@ func Query(ctx context.Context, name string) (Status, error) {
 			ms := &s.Machines[i]
 			if ms.BMCAlive {
 				pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				st, err := ctl.PowerStatus(pctx, ipmi.Credentials{Host: m.BMC.String(), Username: m.BMCUser, Password: m.BMCPassword, Protocol: ipmi.ProtocolIPMI})
+				st, err := ctl.PowerStatus(pctx, bmcCredentials(m, roots))
 				cancel()
 				if err != nil {
 					ms.Power = "unknown: " + ipmi.Reason(err)

@@ -3,6 +3,7 @@ package lab
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -22,11 +23,13 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/ironrack/ironrack/images"
+	"github.com/ironrack/ironrack/internal/redfishsim"
 	"github.com/ironrack/ironrack/ipmi"
 )
 
 // Supervisor is the process that owns a lab's children (`ironrack lab
-// supervise`): it builds the network, starts Consul, the BMCs and the boot
+// supervise`): it builds the network, starts Consul, the BMCs (ipmi_sim, or
+// `ironrack lab redfish-bmc` for Redfish machines) and the boot
 // server, writes the rack sheet and the ready file, then starts and stops
 // each machine's QEMU as its BMC's chassis power asks, until ctx ends.
 type Supervisor struct {
@@ -128,19 +131,15 @@ func (s *Supervisor) bringUp(ctx context.Context) error {
 		return fmt.Errorf("register the discovery image in the lab's Consul: %w", err)
 	}
 
-	for _, m := range s.l.Machines {
-		if err := writeMachine(s.dir, m); err != nil {
-			return fmt.Errorf("machine %d: %w", m.Index, err)
-		}
-		if _, err := s.start(fmt.Sprintf("bmc-%d", m.Index), bmcArgv(s.dir, s.l, m)); err != nil {
-			return err
-		}
+	roots, err := s.writeBMCs()
+	if err != nil {
+		return err
 	}
 	ctl := &ipmi.Controller{Timeout: 3 * time.Second}
 	for _, m := range s.l.Machines {
 		role := fmt.Sprintf("bmc-%d", m.Index)
-		if err := s.await(ctx, role, "BMC "+m.BMC.String()+" answers IPMI", func(ctx context.Context) error {
-			_, err := ctl.PowerStatus(ctx, ipmi.Credentials{Host: m.BMC.String(), Username: m.BMCUser, Password: m.BMCPassword, Protocol: ipmi.ProtocolIPMI})
+		if err := s.await(ctx, role, "BMC "+m.BMC.String()+" answers "+m.Protocol(), func(ctx context.Context) error {
+			_, err := ctl.PowerStatus(ctx, bmcCredentials(m, roots))
 			return err
 		}); err != nil {
 			return err
@@ -167,6 +166,51 @@ func (s *Supervisor) bringUp(ctx context.Context) error {
 		return err
 	}
 	return writeSheet(filepath.Join(s.dir, SheetFile), s.l.Machines)
+}
+
+// writeBMCs writes every machine's BMC files and starts its BMC. With
+// Redfish machines it first makes the lab's CA (its key stays in memory),
+// writes its certificate as BMCCAFile and returns it as a pool.
+func (s *Supervisor) writeBMCs() (*x509.CertPool, error) {
+	var ca *redfishsim.CA
+	if s.cfg.Redfish > 0 {
+		var err error
+		if ca, err = redfishsim.NewCA("ironrack lab " + s.Name + " BMC CA"); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(s.dir, BMCCAFile), ca.PEM(), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	for _, m := range s.l.Machines {
+		if err := writeMachine(s.dir, m); err != nil {
+			return nil, fmt.Errorf("machine %d: %w", m.Index, err)
+		}
+		argv := bmcArgv(s.dir, s.l, m)
+		if m.Redfish {
+			if err := writeRedfish(s.dir, m, ca); err != nil {
+				return nil, fmt.Errorf("machine %d: %w", m.Index, err)
+			}
+			argv = redfishArgv(s.dir, s.l, s.cfg, m)
+		}
+		if _, err := s.start(fmt.Sprintf("bmc-%d", m.Index), argv); err != nil {
+			return nil, err
+		}
+	}
+	if ca == nil {
+		return nil, nil
+	}
+	return ca.Pool(), nil
+}
+
+// bmcCredentials are how the lab itself reaches m's BMC (readiness,
+// status): Redfish ones verified against the lab's CA.
+func bmcCredentials(m Machine, roots *x509.CertPool) ipmi.Credentials {
+	c := ipmi.Credentials{Host: m.BMC.String(), Username: m.BMCUser, Password: m.BMCPassword, Protocol: ipmi.ProtocolIPMI}
+	if m.Redfish {
+		c.Protocol, c.Port, c.TLS = ipmi.ProtocolRedfish, RedfishPort, ipmi.TLS{Roots: roots}
+	}
+	return c
 }
 
 // start starts argv as role, its output into the state directory's
@@ -354,9 +398,9 @@ func writeSheet(path string, ms []Machine) error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"rack", "slot", "serial", "bmc_address", "bmc_username", "bmc_password", "macs", "vendor", "model"})
+	_ = w.Write([]string{"rack", "slot", "serial", "bmc_address", "bmc_username", "bmc_password", "macs", "vendor", "model", "bmc_protocol"})
 	for _, m := range ms {
-		_ = w.Write([]string{m.Rack, strconv.Itoa(m.Slot), m.Serial, m.BMC.String(), m.BMCUser, m.BMCPassword, m.MAC, Vendor, Model})
+		_ = w.Write([]string{m.Rack, strconv.Itoa(m.Slot), m.Serial, m.BMC.String(), m.BMCUser, m.BMCPassword, m.MAC, Vendor, Model, m.Protocol()})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {

@@ -50,6 +50,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			&cli.StringFlag{Name: "key-file", EnvVars: []string{"IRONRACK_KEY_FILE"}, Value: defaultKeyFile(),
 				Usage: "key that encrypts BMC credentials at rest (created on first use, mode 0600)"},
 			&cli.StringFlag{Name: "prefix", EnvVars: []string{"IRONRACK_PREFIX"}, Value: "ironrack", Usage: "Consul KV prefix"},
+			&cli.StringFlag{Name: "bmc-ca-file", EnvVars: []string{"IRONRACK_BMC_CA_FILE"},
+				Usage: "the site's CA certificates (PEM) that Redfish BMC certificates must chain to, unless a BMC's bmc_tls pins one or says insecure (default: the system's roots)"},
 		},
 		Before: func(c *cli.Context) error {
 			var lvl slog.Level

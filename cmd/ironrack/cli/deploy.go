@@ -185,6 +185,10 @@ func (e *env) workflowRun(c *cli.Context, columns []string, run func(*provision.
 	if c.Duration("timeout") <= 0 || c.Duration("bmc-timeout") <= 0 {
 		return fmt.Errorf("%s: --timeout and --bmc-timeout want positive durations", name)
 	}
+	roots, err := bmcRoots(c)
+	if err != nil {
+		return err
+	}
 	sel, s, err := e.selectMachines(c)
 	if err != nil {
 		return err
@@ -207,6 +211,7 @@ func (e *env) workflowRun(c *cli.Context, columns []string, run func(*provision.
 		Logger: e.log,
 		Fleet: &provision.Fleet{
 			Inventory:  s,
+			BMCRoots:   roots,
 			Controller: &ipmi.Controller{Logger: e.log, Timeout: c.Duration("bmc-timeout")},
 			Logger:     e.log,
 			Bulk:       ipmi.BulkOptions{CallTimeout: c.Duration("bmc-timeout")},

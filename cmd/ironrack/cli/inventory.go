@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/urfave/cli/v2"
@@ -67,6 +68,9 @@ func inventoryCommand(e *env) *cli.Command {
 					defer f.Close()
 					rows, err := inventory.ParseSheet(file, f)
 					if err != nil {
+						return importFailed(err)
+					}
+					if err := resolvePins(c.Context, file, rows, 10*time.Second, e.askPin); err != nil {
 						return importFailed(err)
 					}
 					s, err := e.store(c, needsKey(rows))

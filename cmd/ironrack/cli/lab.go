@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -31,22 +32,25 @@ func labCommand(e *env) *cli.Command {
 	}
 	return &cli.Command{
 		Name:  "lab",
-		Usage: "a virtual rack on this machine: QEMU machines behind ipmi_sim BMCs, Consul and the boot server, in a namespace the host reaches",
+		Usage: "a virtual rack on this machine: QEMU machines behind ipmi_sim (or Redfish) BMCs, Consul and the boot server, in a namespace the host reaches",
 		Description: "`lab up` starts it and prints its shell exports (as `lab env` does): eval \"$(ironrack lab up)\".\n" +
 			"It needs root, and the discovery image built into --data-dir. See docs/lab.md.",
 		Subcommands: []*cli.Command{{
 			Name:  "up",
 			Usage: "start a lab and print its exports once Consul, every BMC and the boot server answer",
-			UsageText: "ironrack lab up [--name N] [--machines 5] [--racks 2] [--uefi 1] [--data-dir DIR] [--consul-binary FILE] [--timeout 2m]\n" +
+			UsageText: "ironrack lab up [--name N] [--machines 5] [--racks 2] [--uefi 1] [--redfish 0] [--redfish-quirk N=QUIRK ...] [--data-dir DIR] [--consul-binary FILE] [--timeout 2m]\n" +
 				"   eval \"$(ironrack lab up)\"",
-			Description: "Machines are powered off until powered on over IPMI (their BMCs' addresses and passwords are in the\n" +
-				"rack sheet the lab writes, IRONRACK_LAB_SHEET). A lab of the same name must be down; one whose\n" +
-				"supervisor died is cleaned up first.",
+			Description: "Machines are powered off until powered on through their BMCs (addresses, protocols and passwords are in\n" +
+				"the rack sheet the lab writes, IRONRACK_LAB_SHEET). With --redfish K the first K machines have Redfish BMCs\n" +
+				"over TLS, their certificates signed by the lab's CA (IRONRACK_BMC_CA_FILE). A lab of the same name must be\n" +
+				"down; one whose supervisor died is cleaned up first.",
 			Flags: []cli.Flag{
 				name(),
 				&cli.IntFlag{Name: "machines", Value: 5, Usage: fmt.Sprintf("QEMU machines, 0 to %d", lab.MaxMachines)},
 				&cli.IntFlag{Name: "racks", Value: 2, Usage: "racks the machines are spread over"},
 				&cli.IntFlag{Name: "uefi", Value: 1, Usage: "how many of the machines boot UEFI (OVMF); the others BIOS (default: 1, or 0 with --machines 0)"},
+				&cli.IntFlag{Name: "redfish", Usage: "how many of the machines (the first ones) have a Redfish BMC instead of ipmi_sim"},
+				&cli.StringSliceFlag{Name: "redfish-quirk", Usage: "N=QUIRK: machine N's Redfish BMC misbehaves: slow-power, late-power, revert-boot, ignore-reset or stall (docs/bmc.md); repeatable"},
 				&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "the boot server's data dir, holding the discovery image (ironrack images build discovery)"},
 				&cli.StringFlag{Name: "consul-binary", EnvVars: []string{"IRONRACK_CONSUL_BIN"},
 					Usage: "the consul binary the lab runs (default: consul on PATH, else the pinned one scripts/setup built)"},
@@ -68,8 +72,12 @@ func labCommand(e *env) *cli.Command {
 				if err != nil {
 					return fmt.Errorf("--data-dir: %w", err)
 				}
+				quirks, err := parseQuirks(c.StringSlice("redfish-quirk"))
+				if err != nil {
+					return err
+				}
 				cfg := lab.Config{Name: c.String("name"), Machines: c.Int("machines"), Racks: c.Int("racks"), UEFI: c.Int("uefi"),
-					DataDir: dataDir, Binary: exe, Consul: consul}
+					Redfish: c.Int("redfish"), RedfishQuirks: quirks, DataDir: dataDir, Binary: exe, Consul: consul}
 				if !c.IsSet("uefi") {
 					cfg.UEFI = min(cfg.UEFI, cfg.Machines)
 				}
@@ -87,8 +95,8 @@ func labCommand(e *env) *cli.Command {
 				}
 				dir, _ := lab.Dir(cfg.Name)
 				s := lab.Info(cfg, dir)
-				fmt.Fprintf(e.stderr, "lab %s is up in %v: %d machines on %d racks (%d UEFI), powered off; Consul %s, boot server %s, subnet %s\n",
-					cfg.Name, time.Since(start).Round(100*time.Millisecond), cfg.Machines, cfg.Racks, cfg.UEFI, s.Consul, s.Boot, s.Subnet)
+				fmt.Fprintf(e.stderr, "lab %s is up in %v: %d machines on %d racks (%d UEFI, %d Redfish BMCs), powered off; Consul %s, boot server %s, subnet %s\n",
+					cfg.Name, time.Since(start).Round(100*time.Millisecond), cfg.Machines, cfg.Racks, cfg.UEFI, cfg.Redfish, s.Consul, s.Boot, s.Subnet)
 				fmt.Fprintf(e.stderr, "rack sheet: %s (ironrack inventory import \"$IRONRACK_LAB_SHEET\")\n", s.Sheet)
 				printEnv(e.stdout, s)
 				return nil
@@ -162,6 +170,23 @@ func labCommand(e *env) *cli.Command {
 				return nil
 			},
 		}, {
+			Name:   "redfish-bmc",
+			Usage:  "run one lab machine's Redfish BMC from its directory (the lab's supervisor starts it)",
+			Hidden: true,
+			Flags:  []cli.Flag{&cli.StringFlag{Name: "dir", Required: true, Usage: "the machine's directory in the lab's state directory"}},
+			Action: func(c *cli.Context) error {
+				if c.NArg() > 0 {
+					return fmt.Errorf("lab redfish-bmc: unexpected argument %q", c.Args().First())
+				}
+				ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, os.Interrupt)
+				defer stop()
+				srv, err := lab.RedfishBMC(c.String("dir"), e.log.With(slog.String("bmc", c.String("dir"))))
+				if err != nil {
+					return err
+				}
+				return srv.Serve(ctx)
+			},
+		}, {
 			Name:   "supervise",
 			Usage:  "run a lab's supervisor (lab up starts it)",
 			Hidden: true,
@@ -180,6 +205,27 @@ func labCommand(e *env) *cli.Command {
 			},
 		}},
 	}
+}
+
+// parseQuirks reads --redfish-quirk N=QUIRK values (the lab checks N and
+// QUIRK against --redfish).
+func parseQuirks(vals []string) (map[int]string, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	q := map[int]string{}
+	for _, v := range vals {
+		n, quirk, ok := strings.Cut(v, "=")
+		i, err := strconv.Atoi(strings.TrimSpace(n))
+		if !ok || err != nil {
+			return nil, fmt.Errorf("--redfish-quirk %q: want N=QUIRK, N a machine's index (1 to --redfish)", v)
+		}
+		if _, dup := q[i]; dup {
+			return nil, fmt.Errorf("--redfish-quirk %q: machine %d given twice", v, i)
+		}
+		q[i] = strings.TrimSpace(quirk)
+	}
+	return q, nil
 }
 
 // printEnv writes a lab's exports, each value quoted for the shell.
@@ -217,7 +263,7 @@ func printLabStatus(w io.Writer, s lab.Status) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERIAL\tRACK\tSLOT\tMAC\tBMC\tBMC PID\tPOWER\tVM PID\tFIRMWARE\tMEM\tCPUS\tDISKS\tSTATE")
+	fmt.Fprintln(tw, "SERIAL\tRACK\tSLOT\tMAC\tBMC\tPROTOCOL\tBMC PID\tPOWER\tVM PID\tFIRMWARE\tMEM\tCPUS\tDISKS\tSTATE")
 	for _, m := range s.Machines {
 		bmcPID := fmt.Sprintf("%d", m.BMCPID)
 		if !m.BMCAlive {
@@ -235,7 +281,7 @@ func printLabStatus(w io.Writer, s lab.Status) {
 		if st == "" {
 			st = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%dM\t%d\t%s\t%s\n", m.Serial, m.Rack, m.Slot, m.MAC, m.BMC, bmcPID,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%dM\t%d\t%s\t%s\n", m.Serial, m.Rack, m.Slot, m.MAC, m.BMC, m.Protocol(), bmcPID,
 			m.Power, vm, m.Firmware, m.MemMiB, m.CPUs, strings.Join(disks, ","), st)
 	}
 	tw.Flush()

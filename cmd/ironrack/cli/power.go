@@ -140,6 +140,10 @@ func setPasswordCommand(e *env) *cli.Command {
 // progress, print the summary, and fail if any machine failed.
 func (e *env) bmcRun(c *cli.Context, change bool, run func(*provision.Fleet, []provision.Selected) []provision.Outcome) error {
 	name := commandPath(c)
+	roots, err := bmcRoots(c)
+	if err != nil {
+		return err
+	}
 	sel, s, err := e.selectMachines(c)
 	if err != nil {
 		return err
@@ -162,6 +166,7 @@ func (e *env) bmcRun(c *cli.Context, change bool, run func(*provision.Fleet, []p
 	prog := e.progress(name, len(sel))
 	f := &provision.Fleet{
 		Inventory:  s,
+		BMCRoots:   roots,
 		Controller: &ipmi.Controller{Logger: e.log, Timeout: c.Duration("timeout")},
 		Logger:     e.log,
 		Bulk: ipmi.BulkOptions{Concurrency: c.Int("concurrency"), PerBMC: c.Int("per-bmc"),
