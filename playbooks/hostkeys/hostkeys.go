@@ -147,9 +147,10 @@ func (t *Trust) KnownHosts() []byte { return bytes.Clone(t.text) }
 // HostKeyCallback returns the strict callback: the key a host presents
 // must be one recorded for the machine dialed at that address, or a host
 // certificate signed by a trusted CA, of type host, naming the dialed host
-// among its principals and valid now. Everything else is refused with an
-// error naming the machine and the fingerprints presented and expected
-// (or, for an unknown host, what to do).
+// among its principals and valid now (a certificate that fails is judged
+// as the key it certifies, as OpenSSH does). Everything else is refused
+// with an error naming the machine and the fingerprints presented and
+// expected (or, for an unknown host, what to do).
 func (t *Trust) HostKeyCallback() ssh.HostKeyCallback { return t.check }
 
 func (t *Trust) check(addr string, remote net.Addr, key ssh.PublicKey) error {
@@ -162,31 +163,63 @@ func (t *Trust) check(addr string, remote net.Addr, key ssh.PublicKey) error {
 	if err == nil {
 		return nil
 	}
-	cert, isCert := key.(*ssh.Certificate)
-	if isCert && len(t.cas) == 0 {
-		// No CA is trusted: a certificate is judged by the key it
-		// certifies, as OpenSSH does when no authority is known.
-		if err = t.kh(addr, remote, cert.Key); err == nil {
-			return nil
-		}
-		key, isCert = cert.Key, false
-	}
 	var ke *knownhosts.KeyError
-	switch {
-	case errors.As(err, &ke) && len(ke.Want) > 0:
-		var want []string
-		for _, w := range ke.Want {
-			want = append(want, w.Key.Type()+" "+ssh.FingerprintSHA256(w.Key))
+	// recorded: knownhosts reports a key mismatch with the host's lines,
+	// its @cert-authority lines among them; only its own keys count.
+	recorded := func(err error) []ssh.PublicKey {
+		var out []ssh.PublicKey
+		if errors.As(err, &ke) {
+			for _, w := range ke.Want {
+				if !t.isCA(w.Key) {
+					out = append(out, w.Key)
+				}
+			}
 		}
-		return &MismatchError{Machine: h.ID, Addr: addr, Presented: key.Type() + " " + ssh.FingerprintSHA256(key), Expected: want}
+		return out
+	}
+	if cert, isCert := key.(*ssh.Certificate); isCert {
+		// As OpenSSH does, a certificate that does not pass (no trusted
+		// CA, expired, another host's) is judged as the key it
+		// certifies: a recorded key is trusted either way, and a machine
+		// whose certificate lapsed stays reachable to renew it.
+		kerr := t.kh(addr, remote, cert.Key)
+		switch {
+		case kerr == nil:
+			return nil
+		case len(recorded(kerr)) > 0:
+			return mismatch(h.ID, addr, cert.Key, recorded(kerr))
+		case len(t.cas) == 0:
+			return fmt.Errorf("machine %s (%s) presented a certificate of %s %s, no SSH CA is trusted and no host key of its is recorded: refused; %s",
+				h.ID, addr, cert.Key.Type(), ssh.FingerprintSHA256(cert.Key), ImportHint)
+		}
+		return fmt.Errorf("machine %s (%s): host certificate %q for %s %s refused, and its key is not recorded: %w",
+			h.ID, addr, cert.KeyId, cert.Key.Type(), ssh.FingerprintSHA256(cert.Key), err)
+	}
+	switch {
+	case len(recorded(err)) > 0:
+		return mismatch(h.ID, addr, key, recorded(err))
 	case errors.As(err, &ke):
 		return fmt.Errorf("machine %s (%s) presented %s %s, and no host key of its is recorded: refused; %s",
 			h.ID, addr, key.Type(), ssh.FingerprintSHA256(key), ImportHint)
-	case isCert:
-		return fmt.Errorf("machine %s (%s): host certificate %q for %s %s refused: %w",
-			h.ID, addr, cert.KeyId, cert.Key.Type(), ssh.FingerprintSHA256(cert.Key), err)
 	}
 	return fmt.Errorf("machine %s (%s): host key %s refused: %w", h.ID, addr, ssh.FingerprintSHA256(key), err)
+}
+
+func (t *Trust) isCA(k ssh.PublicKey) bool {
+	for _, ca := range t.cas {
+		if bytes.Equal(ca.Marshal(), k.Marshal()) {
+			return true
+		}
+	}
+	return false
+}
+
+func mismatch(id, addr string, key ssh.PublicKey, recorded []ssh.PublicKey) error {
+	var want []string
+	for _, k := range recorded {
+		want = append(want, k.Type()+" "+ssh.FingerprintSHA256(k))
+	}
+	return &MismatchError{Machine: id, Addr: addr, Presented: key.Type() + " " + ssh.FingerprintSHA256(key), Expected: want}
 }
 
 // MismatchError is a host that presented a key other than the recorded
@@ -207,7 +240,8 @@ func (e *MismatchError) Error() string {
 // HostKeyAlgorithms are the host key algorithms to ask addr for (for
 // ssh.ClientConfig.HostKeyAlgorithms): certificate algorithms first when a
 // CA is trusted, then those of the recorded keys, so a host is never asked
-// for a key type nobody recorded. nil for an unknown address.
+// for a key type nobody recorded (with none recorded, every plain type, to
+// be refused by name). nil for an unknown address.
 func (t *Trust) HostKeyAlgorithms(addr string) []string {
 	h := t.byAddr[knownhosts.Normalize(addr)]
 	if h == nil {
@@ -217,6 +251,13 @@ func (t *Trust) HostKeyAlgorithms(addr string) []string {
 	if len(t.cas) > 0 {
 		out = append(out, ssh.CertAlgoED25519v01, ssh.CertAlgoECDSA256v01, ssh.CertAlgoECDSA384v01,
 			ssh.CertAlgoECDSA521v01, ssh.CertAlgoRSASHA512v01, ssh.CertAlgoRSASHA256v01)
+	}
+	if len(h.Keys) == 0 {
+		// Nothing recorded: let the host present a plain key anyway, so
+		// the refusal names the machine and the key, not "no common
+		// algorithm".
+		return append(out, ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+			ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256)
 	}
 	for _, l := range h.Keys {
 		k, _, err := inventory.ParseHostKey(l)

@@ -94,6 +94,12 @@ func TestTrustPlainKeysRealSSHD(t *testing.T) {
 		t.Errorf("machine without keys: got %v", err)
 	}
 
+	// A trusted CA is no recorded key: a plain key is still unknown.
+	err = dial(t, s, newTrust(t, []Host{{ID: testID, Addrs: []string{s.Addr}}}, testCA(t).PublicKey()))
+	if err == nil || !strings.Contains(err.Error(), "no host key of its is recorded") {
+		t.Errorf("machine without keys, CA trusted: got %v", err)
+	}
+
 	err = dial(t, s, newTrust(t, []Host{{ID: testID, Addrs: []string{"127.0.0.1:1"}, Keys: []string{real}}}))
 	if err == nil || !strings.Contains(err.Error(), "no machine of this selection") || !strings.Contains(err.Error(), "ssh-keys import") {
 		t.Errorf("unknown address: got %v", err)
@@ -104,7 +110,8 @@ func TestTrustPlainKeysRealSSHD(t *testing.T) {
 // key; with ironrack's CA trusted for the machine's address, a valid host
 // certificate naming the dialed host is accepted with no key recorded, and
 // an expired one, one for other principals, a user certificate and one
-// from another CA are refused naming the machine.
+// from another CA are refused naming the machine (when its key is not
+// recorded: then a certificate that fails counts as its key).
 func TestTrustCertificatesRealSSHD(t *testing.T) {
 	s := sshdtest.Start(t)
 	ca := testCA(t)
@@ -133,6 +140,22 @@ func TestTrustCertificatesRealSSHD(t *testing.T) {
 	}
 	if err := dial(t, s, newTrust(t, []Host{host})); err == nil || !strings.Contains(err.Error(), testID) {
 		t.Errorf("certificate, no CA, no recorded key: got %v, want refused naming the machine", err)
+	}
+
+	// A certificate that fails is judged as its key, as OpenSSH does: a
+	// lapsed certificate of a recorded key still reaches the machine (to
+	// renew it); of another key, it is a mismatch naming both.
+	expired := sign(ca, ssh.HostCert, []string{"127.0.0.1"}, now.Add(-48*time.Hour), now.Add(-time.Hour))
+	s.UseHostCertificate(expired)
+	recorded := Host{ID: testID, Addrs: []string{s.Addr}, Keys: []string{inventory.CanonicalKey(s.HostKey)}}
+	if err := dial(t, s, newTrust(t, []Host{recorded}, ca.PublicKey())); err != nil {
+		t.Errorf("expired certificate of a recorded key: %v", err)
+	}
+	other := randomKey(t)
+	err = dial(t, s, newTrust(t, []Host{{ID: testID, Addrs: []string{s.Addr}, Keys: []string{inventory.CanonicalKey(other)}}}, ca.PublicKey()))
+	var mm *MismatchError
+	if !errors.As(err, &mm) || !strings.Contains(err.Error(), ssh.FingerprintSHA256(other)) || !strings.Contains(err.Error(), ssh.FingerprintSHA256(s.HostKey)) {
+		t.Errorf("expired certificate of another key: %v", err)
 	}
 
 	cases := map[string]struct {
