@@ -11,6 +11,7 @@ package hostkeys
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -280,4 +281,42 @@ func (t *Trust) Machine(addr string) string {
 		return h.ID
 	}
 	return ""
+}
+
+// CAStore reads the SSH CA's public key (*inventory.Store does).
+type CAStore interface {
+	// SSHCAPublicKey returns the CA's authorized_keys line, or an error
+	// wrapping inventory.ErrNotFound when there is no CA.
+	SSHCAPublicKey(ctx context.Context) (string, error)
+}
+
+// CAKey returns the SSH CA's public key, or nil when there is none.
+func CAKey(ctx context.Context, s CAStore) (ssh.PublicKey, error) {
+	line, err := s.SSHCAPublicKey(ctx)
+	if errors.Is(err, inventory.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil {
+		return nil, fmt.Errorf("ssh CA public key in the inventory: %w", err)
+	}
+	return k, nil
+}
+
+// Load builds the trust of machines reached at their IP on port (if 0,
+// 22): their recorded keys and, when the inventory has one, the SSH CA.
+// It is what `ironrack run` and `ssh-keys known-hosts` use.
+func Load(ctx context.Context, s CAStore, ms []*inventory.Machine, port int) (*Trust, error) {
+	ca, err := CAKey(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	var cas []ssh.PublicKey
+	if ca != nil {
+		cas = append(cas, ca)
+	}
+	return New(Hosts(ms, port), cas)
 }

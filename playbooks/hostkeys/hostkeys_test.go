@@ -1,9 +1,11 @@
 package hostkeys
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -205,5 +207,39 @@ func TestKnownHostsText(t *testing.T) {
 	_, err := New([]Host{{ID: "m-aaaaaaaaaaaa", Addrs: []string{"10.0.0.1"}}, {ID: "m-bbbbbbbbbbbb", Addrs: []string{"10.0.0.1:22"}}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "both have address 10.0.0.1") {
 		t.Errorf("two machines on one address: %v", err)
+	}
+}
+
+// caLine is a CAStore holding one line (or none).
+type caLine string
+
+func (c caLine) SSHCAPublicKey(context.Context) (string, error) {
+	if c == "" {
+		return "", fmt.Errorf("no SSH CA: %w", inventory.ErrNotFound)
+	}
+	return string(c), nil
+}
+
+// TestLoad: the trust of inventory machines at their IP and port, with the
+// CA when there is one; machines without an IP are left out.
+func TestLoad(t *testing.T) {
+	k := inventory.CanonicalKey(randomKey(t))
+	ms := []*inventory.Machine{{ID: "m-aaaaaaaaaaaa", IP: "10.0.0.1", HostKeys: []string{k}}, {ID: "m-bbbbbbbbbbbb"}}
+	tr, err := Load(context.Background(), caLine(""), ms, 2222)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(tr.KnownHosts()); !strings.Contains(got, "[10.0.0.1]:2222 "+k) || strings.Contains(got, "@cert-authority") || strings.Contains(got, "m-bbbbbbbbbbbb") {
+		t.Errorf("without a CA:\n%s", got)
+	}
+	ca := inventory.CanonicalKey(testCA(t).PublicKey())
+	if tr, err = Load(context.Background(), caLine(ca), ms, 22); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(tr.KnownHosts()); !strings.Contains(got, "@cert-authority 10.0.0.1 "+ca) {
+		t.Errorf("with a CA:\n%s", got)
+	}
+	if _, err := Load(context.Background(), caLine("garbage"), ms, 22); err == nil {
+		t.Error("a corrupt CA line was accepted")
 	}
 }

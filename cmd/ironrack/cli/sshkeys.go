@@ -69,7 +69,7 @@ func sshKeysCommand(e *env) *cli.Command {
 							if err != nil {
 								return err
 							}
-							pub, err := caKey(c, s)
+							pub, err := hostkeys.CAKey(c.Context, s)
 							if err != nil {
 								return err
 							}
@@ -108,13 +108,7 @@ func sshKeysCommand(e *env) *cli.Command {
 					if err != nil {
 						return err
 					}
-					var cas []ssh.PublicKey
-					if pub, err := caKey(c, s); err != nil {
-						return err
-					} else if pub != nil {
-						cas = append(cas, pub)
-					}
-					tr, err := hostkeys.New(hostkeys.Hosts(ms, c.Int("port")), cas)
+					tr, err := hostkeys.Load(c.Context, s, ms, c.Int("port"))
 					if err != nil {
 						return err
 					}
@@ -179,22 +173,6 @@ func parseDays(s string) (time.Duration, error) {
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
 	return time.ParseDuration(s)
-}
-
-// caKey is the SSH CA's public key, or nil when there is none.
-func caKey(c *cli.Context, s *inventory.Store) (ssh.PublicKey, error) {
-	line, err := s.SSHCAPublicKey(c.Context)
-	if errors.Is(err, inventory.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
-	if err != nil {
-		return nil, fmt.Errorf("ssh CA public key in the inventory: %w", err)
-	}
-	return k, nil
 }
 
 // sshMachines are the named machines, or those the selection flags select,
