@@ -55,7 +55,7 @@ type Machine struct {
 	// HostCerts are the host certificates ironrack's SSH CA signed for
 	// HostKeys ("TYPE-cert-v01@openssh.com BASE64"), one per key; empty
 	// when no CA is set up.
-	HostCerts []string `json:"host_certs"`
+	HostCerts []string  `json:"host_certs"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
