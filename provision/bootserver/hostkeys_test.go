@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -322,4 +323,49 @@ func labtestKey(t *testing.T) ssh.PublicKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestHostKeysRace: eight reports race with one token, each with other
+// keys; exactly one is recorded (the token is burned under CAS in the same
+// transaction), and the record holds that one's keys.
+func TestHostKeysRace(t *testing.T) {
+	f := startHostKeysServer(t)
+	id, spec := deployed(t, f.store, 5)
+	type result struct {
+		code int
+		key  string
+	}
+	results := make(chan result, 8)
+	for range 8 {
+		key := inventory.CanonicalKey(labtestKey(t))
+		go func() {
+			// Not post: t.Fatal belongs to the test's goroutine.
+			req, _ := http.NewRequest(http.MethodPost, f.base+wire.HostKeysPath, strings.NewReader(`{"keys":["`+key+`"]}`))
+			req.Header.Set("Authorization", "Bearer "+spec.HostKeyToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				results <- result{0, key}
+				return
+			}
+			resp.Body.Close()
+			results <- result{resp.StatusCode, key}
+		}()
+	}
+	var won []string
+	for range 8 {
+		r := <-results
+		switch r.code {
+		case 200:
+			won = append(won, r.key)
+		case 403:
+		default:
+			t.Errorf("racing report: %d", r.code)
+		}
+	}
+	if len(won) != 1 {
+		t.Fatalf("%d reports recorded with one token, want 1", len(won))
+	}
+	if m, _ := f.store.Get(context.Background(), id); !slices.Equal(m.HostKeys, won) {
+		t.Errorf("recorded %q, want the winner's %q", m.HostKeys, won)
+	}
 }
