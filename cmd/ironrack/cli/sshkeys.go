@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +22,12 @@ import (
 
 func sshKeysCommand(e *env) *cli.Command {
 	lifetime := &cli.StringFlag{Name: "cert-lifetime", Value: "365d", Usage: "host certificate lifetime (Nd or a Go duration such as 8760h)"}
+	install := []cli.Flag{
+		&cli.BoolFlag{Name: "install", Usage: "install the certificates on the hosts over SSH (host keys checked strictly) and reload sshd"},
+		&cli.StringFlag{Name: "identity", Aliases: []string{"i"}, Usage: "with --install: SSH private key file (default: the ssh-agent at SSH_AUTH_SOCK)"},
+		&cli.StringFlag{Name: "user", Value: "root", Usage: "with --install: login name"},
+		&cli.IntFlag{Name: "port", Value: 22, Usage: "with --install: SSH port"},
+	}
 	return &cli.Command{
 		Name:  "ssh-keys",
 		Usage: "SSH host keys: what `ironrack run` trusts (never on first use), and ironrack's SSH CA",
@@ -135,8 +143,8 @@ func sshKeysCommand(e *env) *cli.Command {
 				Name:      "sign",
 				Usage:     "sign host certificates for machines' recorded keys with the SSH CA (needs the key file)",
 				ArgsUsage: "ID|SERIAL|MAC...",
-				Flags: []cli.Flag{lifetime,
-					&cli.StringFlag{Name: "out", Usage: "also write each machine's certificates to DIR/<id>/ (ssh_host_TYPE_key-cert.pub and the sshd drop-in) to copy onto the hosts"}},
+				Flags: append([]cli.Flag{lifetime,
+					&cli.StringFlag{Name: "out", Usage: "also write each machine's certificates to DIR/<id>/ (ssh_host_TYPE_key-cert.pub and the sshd drop-in) to copy onto the hosts"}}, install...),
 				Action: func(c *cli.Context) error {
 					if c.NArg() == 0 {
 						return errors.New("ssh-keys sign: name the machines (ID, serial or MAC)")
@@ -148,9 +156,9 @@ func sshKeysCommand(e *env) *cli.Command {
 				Name:      "renew",
 				Usage:     "re-sign the host certificates that expire soon, from the recorded keys (needs the key file)",
 				ArgsUsage: "[ID|SERIAL|MAC...]",
-				Flags: append(selectionFlags(), lifetime,
+				Flags: append(append(selectionFlags(), lifetime,
 					&cli.StringFlag{Name: "within", Value: "30d", Usage: "renew certificates that expire within this (Nd or a Go duration)"},
-					&cli.StringFlag{Name: "out", Usage: "also write each machine's certificates to DIR/<id>/ to copy onto the hosts"}),
+					&cli.StringFlag{Name: "out", Usage: "also write each machine's certificates to DIR/<id>/ to copy onto the hosts"}), install...),
 				Action: func(c *cli.Context) error {
 					within, err := parseDays(c.String("within"))
 					if err != nil || within < 0 {
@@ -378,8 +386,18 @@ func (e *env) signHostKeys(c *cli.Context, within time.Duration) error {
 	if err != nil {
 		return err
 	}
+	var login *ssh.ClientConfig
+	if c.Bool("install") {
+		if p := c.Int("port"); p < 1 || p > 65535 {
+			return fmt.Errorf("--port %d: want 1-65535", p)
+		}
+		if login, err = sshClientConfig(c); err != nil {
+			return fmt.Errorf("ssh-keys %s --install: %w", c.Command.Name, err)
+		}
+	}
 	now := time.Now()
 	signed := 0
+	var failed []string
 	for _, m := range ms {
 		if len(m.HostKeys) == 0 {
 			if !renew || c.NArg() > 0 {
@@ -418,44 +436,62 @@ func (e *env) signHostKeys(c *cli.Context, within time.Duration) error {
 		fmt.Fprintf(e.stdout, "%s: signed %d host certificates for %s, valid until %s\n", m.ID, len(certs),
 			strings.Join(hostkeys.Principals(m.ID, hostname, m.IP), ","), now.Add(life).UTC().Format("2006-01-02"))
 		signed++
+		if login != nil {
+			if err := e.installCerts(c, s, login, m, certs); err != nil {
+				fmt.Fprintf(e.stderr, "%s: not installed: %v\n", m.ID, err)
+				failed = append(failed, m.ID)
+				continue
+			}
+			fmt.Fprintf(e.stdout, "%s: installed on %s, sshd reloaded\n", m.ID, m.IP)
+		}
 	}
 	if signed == 0 && renew {
 		fmt.Fprintf(e.stdout, "no host certificate expires within %s\n", within)
 	}
+	if len(failed) > 0 {
+		return fmt.Errorf("ssh-keys %s: signed and recorded, but not installed on %d machines (%s): install them later with --install or --out", c.Command.Name, len(failed), strings.Join(failed, " "))
+	}
 	return nil
 }
 
-// writeCerts writes a machine's certificates as the host keeps them:
-// DIR/<id>/ssh_host_TYPE_key-cert.pub and the sshd drop-in naming them.
-func writeCerts(dir string, m *inventory.Machine, certs []string) error {
-	d := filepath.Join(dir, m.ID)
-	if err := os.MkdirAll(d, 0o755); err != nil {
+// installCerts installs a machine's new certificates over SSH, its host
+// key checked against the inventory (hostkeys.Load), and reloads sshd.
+func (e *env) installCerts(c *cli.Context, s *inventory.Store, login *ssh.ClientConfig, m *inventory.Machine, certs []string) error {
+	if m.IP == "" {
+		return errors.New("no IP in the inventory")
+	}
+	tr, err := hostkeys.Load(c.Context, s, []*inventory.Machine{m}, c.Int("port"))
+	if err != nil {
 		return err
 	}
-	conf := "# ironrack: host certificates signed by ironrack's SSH CA\n"
-	for i, l := range m.HostKeys {
-		k, _, err := inventory.ParseHostKey(l)
-		if err != nil {
-			return err
-		}
-		name := "ssh_host_" + keyFileType(k.Type()) + "_key-cert.pub"
-		if err := os.WriteFile(filepath.Join(d, name), []byte(certs[i]+"\n"), 0o644); err != nil {
-			return err
-		}
-		conf += "HostCertificate /etc/ssh/" + name + "\n"
+	addr := net.JoinHostPort(m.IP, strconv.Itoa(c.Int("port")))
+	cfg := *login
+	cfg.HostKeyCallback, cfg.HostKeyAlgorithms = tr.HostKeyCallback(), tr.HostKeyAlgorithms(addr)
+	script, err := hostkeys.InstallScript(images.HostKeysDir, hostkeys.DefaultReload, m.HostKeys, certs)
+	if err != nil {
+		return err
 	}
-	return os.WriteFile(filepath.Join(d, filepath.Base(images.HostCertConf)), []byte(conf), 0o644)
+	ctx, cancel := context.WithTimeout(c.Context, time.Minute)
+	defer cancel()
+	return hostkeys.Install(ctx, &cfg, addr, script)
 }
 
-// keyFileType is the TYPE of /etc/ssh/ssh_host_TYPE_key for a key type.
-func keyFileType(t string) string {
-	switch {
-	case t == ssh.KeyAlgoED25519:
-		return "ed25519"
-	case strings.HasPrefix(t, "ecdsa-"):
-		return "ecdsa"
-	case t == ssh.KeyAlgoRSA:
-		return "rsa"
+// writeCerts writes a machine's certificates as the host keeps them in
+// /etc/ssh, under DIR/<id>/: ssh_host_TYPE_key-cert.pub and the sshd
+// drop-in naming them.
+func writeCerts(dir string, m *inventory.Machine, certs []string) error {
+	files, err := hostkeys.CertFiles(images.HostKeysDir, m.HostKeys, certs)
+	if err != nil {
+		return fmt.Errorf("machine %s: %w", m.ID, err)
 	}
-	return strings.NewReplacer("@", "_", ".", "_").Replace(t)
+	for name, body := range files {
+		p := filepath.Join(dir, m.ID, filepath.Base(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,7 +48,7 @@ func TestSSHKeysCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := ms[0].ID, ms[1].ID
-	for id, ip := range map[string]string{a: "10.1.0.1", b: "10.1.0.2"} {
+	for id, ip := range map[string]string{a: "10.1.0.1", b: "127.0.0.1"} {
 		if _, err := st.Update(ctx, id, inventory.Operator, inventory.Change{What: "test"}, func(m *inventory.Machine) error { m.IP = ip; return nil }); err != nil {
 			t.Fatal(err)
 		}
@@ -58,7 +60,7 @@ func TestSSHKeysCLI(t *testing.T) {
 	dir := t.TempDir()
 	k1, k2 := newHostKey(t), newHostKey(t)
 	scan := filepath.Join(dir, "scan.txt")
-	os.WriteFile(scan, []byte("# 10.1.0.1:22 SSH-2.0-OpenSSH_9.2p1\n10.1.0.1 "+inventory.CanonicalKey(k1)+"\n["+"10.1.0.2]:22 "+inventory.CanonicalKey(k2)+"\n"), 0o644)
+	os.WriteFile(scan, []byte("# 10.1.0.1:22 SSH-2.0-OpenSSH_9.2p1\n10.1.0.1 "+inventory.CanonicalKey(k1)+"\n[127.0.0.1]:22 "+inventory.CanonicalKey(k2)+"\n"), 0o644)
 	_, errs, err := c.run("", "ssh-keys", "import", scan)
 	if err == nil || !strings.Contains(err.Error(), "--yes") || !strings.Contains(errs, ssh.FingerprintSHA256(k1)) {
 		t.Fatalf("import off a terminal without --yes: %v\n%s", err, errs)
@@ -80,7 +82,7 @@ func TestSSHKeysCLI(t *testing.T) {
 	if out := c.ok("ssh-keys", "list"); !strings.Contains(out, ssh.FingerprintSHA256(k1)) || !strings.Contains(out, ssh.FingerprintSHA256(k2)) {
 		t.Errorf("list:\n%s", out)
 	}
-	if out := c.ok("ssh-keys", "list", "--where", `ip == "10.1.0.2"`); !strings.Contains(out, b) || strings.Contains(out, a) {
+	if out := c.ok("ssh-keys", "list", "--where", `ip == "127.0.0.1"`); !strings.Contains(out, b) || strings.Contains(out, a) {
 		t.Errorf("list --where:\n%s", out)
 	}
 	if _, _, err := c.run("", "ssh-keys", "list", "--tier", "x", a); err == nil {
@@ -115,11 +117,25 @@ func TestSSHKeysCLI(t *testing.T) {
 	if got := c.ok("ssh-keys", "renew", "--within", "30d"); !strings.Contains(got, "no host certificate expires within") {
 		t.Errorf("renew within 30d: %s", got)
 	}
-	if got := c.ok("ssh-keys", "renew", "--within", "100d"); !strings.Contains(got, a+": signed 1") || strings.Contains(got, b) {
+	if got := c.ok("ssh-keys", "renew", "--within", "100d", a, b); !strings.Contains(got, a+": signed 1") || strings.Contains(got, b) {
 		t.Errorf("renew within 100d: %s", got)
 	}
 	if m2, _ := st.Get(ctx, a); m2.HostCerts[0] == m.HostCerts[0] {
 		t.Error("renew did not re-sign")
+	}
+	// --install reaches the host over SSH (here: nothing listens at b's
+	// address); the certificates stay recorded, and the failure names it.
+	_, port, _ := net.SplitHostPort(closedPort(t))
+	idFile := filepath.Join(dir, "id")
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	blk, _ := ssh.MarshalPrivateKey(priv, "")
+	os.WriteFile(idFile, pem.EncodeToMemory(blk), 0o600)
+	got, errs, err := c.run("", "ssh-keys", "sign", "--install", "--identity", idFile, "--port", port, b)
+	if err == nil || !strings.Contains(err.Error(), "not installed on 1 machines ("+b+")") || !strings.Contains(errs, b+": not installed") || !strings.Contains(got, b+": signed 1") {
+		t.Errorf("sign --install, host down: %v\n%s%s", err, got, errs)
+	}
+	if m, _ := st.Get(ctx, b); len(m.HostCerts) != 1 {
+		t.Errorf("certificates of a failed install not recorded: %q", m.HostCerts)
 	}
 	if out := c.ok("ssh-keys", "known-hosts", a); !strings.Contains(out, "@cert-authority 10.1.0.1 ssh-ed25519 ") {
 		t.Errorf("known-hosts with a CA:\n%s", out)
