@@ -1,6 +1,6 @@
 # Convenience targets. The README's two commands are scripts/demo and
 # scripts/test; benchmarks are never part of .ci/run.
-.PHONY: demo test bench bench-inventory bench-ipmi bench-dhcp bench-http
+.PHONY: demo test bench bench-inventory bench-ipmi bench-dhcp bench-http bench-ssh
 
 demo:
 	scripts/demo
@@ -8,7 +8,7 @@ demo:
 test:
 	scripts/test
 
-bench: bench-inventory bench-ipmi bench-dhcp bench-http
+bench: bench-inventory bench-ipmi bench-dhcp bench-http bench-ssh
 
 # Where-queries and allocation against raw Consul calls, in one run.
 bench-inventory:
@@ -30,3 +30,8 @@ bench-dhcp:
 bench-http:
 	scripts/setup >/dev/null
 	bench/http/run.sh
+
+# `ironrack run` on 100 and 500 sshd hosts vs pdsh -R ssh -f 64 vs an ssh loop.
+bench-ssh:
+	scripts/setup >/dev/null
+	bench/ssh/run.sh

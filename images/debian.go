@@ -27,7 +27,11 @@ const DebianCmdline = DefaultCmdline
 // python3-cryptography (for cloud-init) depends on one it provides.
 func DebianPackages() []string {
 	return []string{"systemd-sysv", "openssh-server", "cloud-init", "iproute2", "ifupdown", "isc-dhcp-client",
-		"ca-certificates", "udev", "dbus", "python3-cffi-backend"}
+		"ca-certificates", "udev", "dbus", "python3-cffi-backend",
+		// The firewall (playbooks/netpolicy) and the admin mesh (playbooks/mesh):
+		// nft, and WireGuard in userspace (wg, wg-quick; wireguard-go where the
+		// kernel has no module).
+		"nftables", "wireguard-tools", "wireguard-go"}
 }
 
 // DebianModules are the kernel modules (with their dependencies) the OS

@@ -21,6 +21,8 @@ type recordJSON struct {
 	UUID       string            `json:"uuid,omitempty"`
 	Rack       string            `json:"rack,omitempty"`
 	Slot       string            `json:"slot,omitempty"`
+	UHeight    int               `json:"u_height,omitempty"`
+	Face       string            `json:"face,omitempty"`
 	Vendor     string            `json:"vendor,omitempty"`
 	Model      string            `json:"model,omitempty"`
 	Firmware   string            `json:"firmware,omitempty"`
@@ -64,7 +66,7 @@ type diskJSON struct {
 
 func (r record) MarshalJSON() ([]byte, error) {
 	m := &r.Machine
-	j := recordJSON{ID: m.ID, Serial: m.Serial, UUID: m.UUID, Rack: m.Rack, Slot: m.Slot, Vendor: m.Vendor, Model: m.Model,
+	j := recordJSON{ID: m.ID, Serial: m.Serial, UUID: m.UUID, Rack: m.Rack, Slot: m.Slot, UHeight: m.UHeight, Face: m.Face, Vendor: m.Vendor, Model: m.Model,
 		Firmware: m.Firmware, IP: m.IP, CPUModel: m.CPUModel, CPUCores: m.CPUCores, MemGB: m.MemGB, Tags: m.Tags,
 		State: m.State, Tier: m.Tier, Owner: m.Owner, Source: m.Source, Drift: m.Drift,
 		HostKeys: m.HostKeys, HostCerts: m.HostCerts,
@@ -87,7 +89,7 @@ func (r *record) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	r.Machine = Machine{ID: j.ID, Serial: j.Serial, UUID: j.UUID, Rack: j.Rack, Slot: j.Slot, Vendor: j.Vendor, Model: j.Model,
+	r.Machine = Machine{ID: j.ID, Serial: j.Serial, UUID: j.UUID, Rack: j.Rack, Slot: j.Slot, UHeight: j.UHeight, Face: j.Face, Vendor: j.Vendor, Model: j.Model,
 		Firmware: j.Firmware, IP: j.IP, CPUModel: j.CPUModel, CPUCores: j.CPUCores, MemGB: j.MemGB, Tags: j.Tags,
 		State: j.State, Tier: j.Tier, Owner: j.Owner, Source: j.Source, Drift: j.Drift,
 		HostKeys: j.HostKeys, HostCerts: j.HostCerts,

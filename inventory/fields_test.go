@@ -231,6 +231,7 @@ func fullMachine(t *testing.T) *Machine {
 	m.Firmware = FirmwareUEFI
 	m.IP = "192.0.2.7"
 	m.State = StateDeployed
+	m.Face = FaceRear
 	m.BMC.Protocol = ProtocolRedfish
 	m.BMC.TLS = "sha256:5663de810551f269ea5c9a17b800d776710415b3e04b3fe20d8dde393ce50b01"
 	m.NICs[0].MAC = "52:54:00:12:34:56"

@@ -20,9 +20,16 @@ type Machine struct {
 	Serial string `json:"serial"`
 	// UUID is the SMBIOS system UUID, lower-case 8-4-4-4-12; "" until
 	// discovery reports it.
-	UUID   string `json:"uuid"`
-	Rack   string `json:"rack"`
-	Slot   string `json:"slot"`
+	UUID string `json:"uuid"`
+	Rack string `json:"rack"`
+	// Slot is the machine's position in its rack: the lowest rack unit it
+	// occupies when it is a number (the elevation draws it there).
+	Slot string `json:"slot"`
+	// UHeight is how many rack units the machine takes. If 0, 1.
+	UHeight int `json:"u_height"`
+	// Face is which side of the rack the machine fills: "front", "rear"
+	// or "both" (a full-depth server). If "", both.
+	Face   string `json:"face"`
 	Vendor string `json:"vendor"`
 	Model  string `json:"model"`
 	// Firmware is "bios" or "uefi" as the agent booted; "" until discovery.
@@ -132,6 +139,35 @@ type Drift struct {
 	Recorded string    `json:"recorded"`
 	Reported string    `json:"reported"`
 	Since    time.Time `json:"since"`
+}
+
+// Rack faces a machine fills (Machine.Face).
+const (
+	FaceFront = "front"
+	FaceRear  = "rear"
+	FaceBoth  = "both"
+)
+
+func validFace(f string) bool { return f == "" || f == FaceFront || f == FaceRear || f == FaceBoth }
+
+// Units is how many rack units m takes (UHeight, default 1).
+func (m *Machine) Units() int {
+	if m.UHeight <= 0 {
+		return 1
+	}
+	return m.UHeight
+}
+
+// OnFace reports whether m shows on a rack's front (rear false) or rear
+// face: a machine with no face set fills both.
+func (m *Machine) OnFace(rear bool) bool {
+	switch m.Face {
+	case FaceFront:
+		return !rear
+	case FaceRear:
+		return rear
+	}
+	return true
 }
 
 // BMC protocols.
@@ -259,7 +295,7 @@ var metaFields = []struct {
 // the KV record: the ID is the node's name, and the rest are not filtered
 // on often enough to cost every write a meta pair. TestMachineFieldsCarried
 // fails when a field of Machine is in neither metaFields nor this list.
-var metaExcluded = []string{"id", "uuid", "firmware", "bmc", "nics", "ip", "cpu_model", "disks", "tags", "owner",
+var metaExcluded = []string{"id", "u_height", "face", "uuid", "firmware", "bmc", "nics", "ip", "cpu_model", "disks", "tags", "owner",
 	"source", "drift", "host_keys", "host_certs", "created_at", "updated_at"}
 
 // stringMetaKeys and numMetaKeys are metaFields' keys by kind.
@@ -352,6 +388,12 @@ func (m *Machine) Validate() []*FieldError {
 	text("tier", m.Tier, false)
 	if (m.Rack == "") != (m.Slot == "") {
 		bad("slot", "rack and slot go together (rack %q, slot %q)", m.Rack, m.Slot)
+	}
+	if m.UHeight < 0 || m.UHeight > MaxRackHeight {
+		bad("u_height", "out of range: %d (want 1-%d, or 0 for the default 1)", m.UHeight, MaxRackHeight)
+	}
+	if !validFace(m.Face) {
+		bad("face", "unknown face %q (want front, rear or both)", m.Face)
 	}
 	if m.Owner != "" && !ownerRE.MatchString(m.Owner) {
 		bad("owner", "malformed owner %q", m.Owner)

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 	"golang.org/x/sync/errgroup"
@@ -310,4 +312,43 @@ func (s *Store) getMany(ctx context.Context, keys []string, each func([]*api.KVP
 		})
 	}
 	return g.Wait()
+}
+
+// StoredMachine is a machine as stored, with the Consul index of its
+// record's last write.
+type StoredMachine struct {
+	Machine *Machine
+	// Index is the record's ModifyIndex: it changes with every change of
+	// the machine, history entries included.
+	Index uint64
+}
+
+// WatchMachines is a blocking query over every machine record: it waits
+// (at most wait) until a record changes past index, then returns them all
+// with the index to wait on next. Index 0 returns at once. A record whose
+// ModifyIndex equals its entry in prev is not decoded again: prev's
+// machine is returned, so a caller that keeps the last answer pays only
+// for what changed. The machines returned must not be modified.
+func (s *Store) WatchMachines(ctx context.Context, index uint64, wait time.Duration, prev map[string]StoredMachine) ([]StoredMachine, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait+s.cfg.OpTimeout)
+	defer cancel()
+	prefix := s.key("machines") + "/"
+	kvs, meta, err := s.c.KV().List(prefix, (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx))
+	if err != nil {
+		return nil, index, fmt.Errorf("watch machines: %w", err)
+	}
+	out := make([]StoredMachine, 0, len(kvs))
+	for _, kv := range kvs {
+		id := strings.TrimPrefix(kv.Key, prefix)
+		if p, ok := prev[id]; ok && p.Index == kv.ModifyIndex {
+			out = append(out, p)
+			continue
+		}
+		r, err := decodeRecord(kv.Value)
+		if err != nil {
+			return nil, index, fmt.Errorf("%s: %w", kv.Key, err)
+		}
+		out = append(out, StoredMachine{Machine: &r.Machine, Index: kv.ModifyIndex})
+	}
+	return out, meta.LastIndex, nil
 }

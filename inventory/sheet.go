@@ -28,6 +28,8 @@ type SheetRow struct {
 	// operator confirmed before Import.
 	BMCTLS        string
 	Vendor, Model string
+	UHeight       int    // 0: not given
+	Face          string // "": not given
 	MACs          []string
 	Tags          map[string]string
 	// has records which optional columns the sheet carries.
@@ -71,7 +73,7 @@ func (es SheetErrors) Error() string {
 // Sheet column names.
 var (
 	requiredColumns = []string{"rack", "slot", "serial", "bmc_address", "bmc_username"}
-	optionalColumns = []string{"bmc_password", "bmc_credential_ref", "bmc_port", "bmc_protocol", "bmc_tls", "vendor", "model", "macs", "tags"}
+	optionalColumns = []string{"bmc_password", "bmc_credential_ref", "bmc_port", "bmc_protocol", "bmc_tls", "vendor", "model", "u_height", "face", "macs", "tags"}
 )
 
 // MaxSheetRows bounds a rack sheet.
@@ -205,6 +207,15 @@ func ParseSheet(file string, r io.Reader) ([]SheetRow, error) {
 				row.BMCPort = n
 			}
 		}
+		if u := get("u_height"); u != "" {
+			n, err := strconv.Atoi(u)
+			if err != nil || n < 1 || n > MaxRackHeight {
+				add(line, "u_height", "%q is not a height in rack units (1-%d)", u, MaxRackHeight)
+			} else {
+				row.UHeight = n
+			}
+		}
+		row.Face = strings.ToLower(get("face"))
 		if a := row.BMCAddress; a != "" && !validHost(a) {
 			add(line, "bmc_address", "%q is not an IP address or host name", a)
 		}
@@ -340,6 +351,12 @@ func (r *SheetRow) machine(id string, prev *Machine) *Machine {
 	if r.has["bmc_tls"] {
 		m.BMC.TLS = r.BMCTLS
 	}
+	if r.UHeight != 0 {
+		m.UHeight = r.UHeight
+	}
+	if r.Face != "" {
+		m.Face = r.Face
+	}
 	if r.Vendor != "" {
 		m.Vendor = r.Vendor
 	}
@@ -364,7 +381,7 @@ func (r *SheetRow) machine(id string, prev *Machine) *Machine {
 }
 
 // exportColumns is the header WriteSheet writes; ParseSheet reads it back.
-var exportColumns = []string{"rack", "slot", "serial", "bmc_address", "bmc_port", "bmc_protocol", "bmc_username", "bmc_credential_ref", "bmc_tls", "vendor", "model", "macs", "tags"}
+var exportColumns = []string{"rack", "slot", "serial", "bmc_address", "bmc_port", "bmc_protocol", "bmc_username", "bmc_credential_ref", "bmc_tls", "vendor", "model", "u_height", "face", "macs", "tags"}
 
 // sheetExcluded are the machine fields (JSON paths; a path covers the
 // fields under it) that a rack sheet does not carry: the ID comes from the
@@ -403,7 +420,7 @@ func WriteSheet(w io.Writer, ms []*Machine) (skipped []*Machine, err error) {
 			tags[i] = k + "=" + m.Tags[k]
 		}
 		rec := []string{m.Rack, m.Slot, m.Serial, m.BMC.Address, strconv.Itoa(m.BMC.Port), m.BMC.Protocol,
-			m.BMC.Username, m.BMC.CredentialRef, m.BMC.TLS, m.Vendor, m.Model, strings.Join(macs, ";"), strings.Join(tags, ";")}
+			m.BMC.Username, m.BMC.CredentialRef, m.BMC.TLS, m.Vendor, m.Model, positive(m.UHeight), m.Face, strings.Join(macs, ";"), strings.Join(tags, ";")}
 		if err := cw.Write(rec); err != nil {
 			return nil, err
 		}

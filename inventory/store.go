@@ -249,6 +249,11 @@ type HistoryEntry struct {
 	Why  string    `json:"why"`
 	From State     `json:"from,omitempty"`
 	To   State     `json:"to,omitempty"`
+	// FromTier and Tier are set when the change moves the machine out of,
+	// into or between tiers: its tier before and after ("" for none).
+	// Tiers' sizes over time are read from them (the web UI).
+	FromTier string `json:"from_tier,omitempty"`
+	Tier     string `json:"tier,omitempty"`
 }
 
 // History returns a machine's history, oldest first (at most HistoryCap).

@@ -393,8 +393,55 @@ func (w *Where) Match(m *Machine) (bool, error) {
 	return w.run(machineEnv(m, w.idents))
 }
 
+// vms are reusable expression machines: a VM is not safe for concurrent
+// use, but reusing one saves its stack's allocation on every record.
+var vms = sync.Pool{New: func() any { return &vm.VM{} }}
+
+// Env is a machine's whole where-environment, built once with NewEnv so a
+// caller that keeps machines in memory (the web UI's cache) evaluates
+// every later expression on it without rebuilding it. It must not be
+// modified.
+type Env struct{ env map[string]any }
+
+// allFields are every field name, for NewEnv.
+var allFields = func() map[string]bool {
+	m := map[string]bool{}
+	for _, f := range Fields {
+		m[f] = true
+	}
+	return m
+}()
+
+// NewEnv builds m's environment for MatchEnv.
+func NewEnv(m *Machine) Env { return Env{machineEnv(m, allFields)} }
+
+// MatchEnv is Match on an environment built by NewEnv.
+func (w *Where) MatchEnv(e Env) (bool, error) {
+	if w.prog == nil {
+		return true, nil
+	}
+	v := vms.Get().(*vm.VM)
+	out, err := v.Run(w.prog, e.env)
+	vms.Put(v)
+	if err != nil {
+		for id := range w.idents {
+			if _, ok := e.env[id]; !ok {
+				return false, nil // a builtin got a missing field: unknown
+			}
+		}
+		return false, fmt.Errorf("where-expression %q: %w", w.src, err)
+	}
+	t, err := truth(out)
+	if err != nil {
+		return false, fmt.Errorf("where-expression %q: %w", w.src, err)
+	}
+	return t == true, nil
+}
+
 func (w *Where) run(env map[string]any) (bool, error) {
-	out, err := expr.Run(w.prog, env)
+	v := vms.Get().(*vm.VM)
+	out, err := v.Run(w.prog, env)
+	vms.Put(v)
 	if err != nil {
 		if len(env) < len(w.idents) {
 			// A builtin got a missing field (e.g. upper(tier) with no
@@ -408,6 +455,32 @@ func (w *Where) run(env map[string]any) (bool, error) {
 		return false, fmt.Errorf("where-expression %q: %w", w.src, err)
 	}
 	return t == true, nil
+}
+
+// Prefilter reports whether m can match at all: whether it holds every
+// `field == "literal"` conjunct the expression pushes down (to Consul, for
+// the store). It is a cheap check on plain fields for callers that hold
+// machines in memory; Match decides.
+func (w *Where) Prefilter(m *Machine) bool {
+	for k, v := range w.pushdown {
+		if v == "\x00contradiction" {
+			return false
+		}
+		if got, ok := metaValue(m, k); ok && got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// metaValue is m's value of the string meta field k.
+func metaValue(m *Machine, k string) (string, bool) {
+	for _, f := range metaFields {
+		if f.key == k && !f.num {
+			return f.get(m), true
+		}
+	}
+	return "", false
 }
 
 // onlyMeta reports whether every field the expression reads is in NodeMeta,
@@ -474,6 +547,12 @@ func machineEnv(m *Machine, idents map[string]bool) map[string]any {
 			str(f, m.Rack)
 		case "slot":
 			str(f, m.Slot)
+		case "face":
+			str(f, m.Face)
+		case "u_height":
+			if m.UHeight > 0 {
+				env[f] = m.UHeight
+			}
 		case "vendor":
 			str(f, m.Vendor)
 		case "model":

@@ -207,3 +207,33 @@ func TestListMatchesBruteForce(t *testing.T) {
 		t.Errorf("--state ready --rack r2 = %v", got)
 	}
 }
+
+// TestMatchEnvAndPrefilter: MatchEnv on a machine's NewEnv agrees with
+// Match, and Prefilter never drops a machine Match selects.
+func TestMatchEnvAndPrefilter(t *testing.T) {
+	ms := []*Machine{
+		{ID: MachineID("a"), Serial: "a", Rack: "r1", Slot: "1", State: StateReady, Vendor: "Dell", MemGB: 128,
+			Tags: map[string]string{"class": "storage"}, BMC: BMC{Address: "127.0.0.1", Port: 623}},
+		{ID: MachineID("b"), Serial: "b", Rack: "r2", Slot: "2", State: StateNew, Tier: "query"},
+	}
+	for _, m := range ms {
+		m.normalize()
+	}
+	for _, src := range []string{`rack == "r1"`, `rack == "r1" and mem_gb >= 64`, `tags.class == "storage" and bmc.port == 623`,
+		`tier != "query"`, `upper(tier) == "QUERY"`, `not (mem_gb >= 100)`, `rack == "r1" and rack == "r2"`, `len(disks) == 0`} {
+		w, err := ParseWhere(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			want, err1 := w.Match(m)
+			got, err2 := w.MatchEnv(NewEnv(m))
+			if want != got || (err1 == nil) != (err2 == nil) {
+				t.Errorf("%s on %s: Match %v %v, MatchEnv %v %v", src, m.Serial, want, err1, got, err2)
+			}
+			if want && !w.Prefilter(m) {
+				t.Errorf("%s on %s: Prefilter drops a machine Match selects", src, m.Serial)
+			}
+		}
+	}
+}

@@ -117,6 +117,16 @@ func (s *Store) ops(w *write) (api.TxnOps, error) {
 	if h.From == h.To && w.prev != nil {
 		h.From, h.To = "", ""
 	}
+	var prevTier, nextTier string
+	if w.prev != nil {
+		prevTier = w.prev.Tier
+	}
+	if w.next != nil {
+		nextTier = w.next.Tier
+	}
+	if prevTier != nextTier {
+		h.FromTier, h.Tier = prevTier, nextTier
+	}
 	hv, _ := json.Marshal(h)
 	ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.historyKey(id, h.Seq), Value: hv}})
 	if old := h.Seq - int64(s.cfg.HistoryCap); old > 0 {

@@ -148,7 +148,10 @@ func TestWaitNotReady(t *testing.T) {
 // TestWaitCommandFails: a login whose command exits non-zero is a failure.
 func TestWaitCommandFails(t *testing.T) {
 	srv := sshdtest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	// The command never succeeds, so Wait runs to the deadline: long enough
+	// that a busy 2-core machine completes a login within it (3 s did not:
+	// every attempt was cut short and none reported the exit status).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := Config{SSH: srv.ClientConfig(), Command: "exit 3", Interval: 200 * time.Millisecond}.Wait(ctx, Target{ID: "m-2", Addr: srv.Addr})
 	if err == nil || !strings.Contains(err.Error(), "exited with status 3") {

@@ -27,11 +27,17 @@ type env struct {
 	stdout, stderr io.Writer
 	log            *slog.Logger
 	format         string
+	// args is the command line after the program name, as given: `run`
+	// reads its command after "--" from it.
+	args []string
 }
 
 // Run runs the CLI with args (args[0] is the program name).
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	if len(args) > 1 {
+		e.args = args[1:]
+	}
 	app := &cli.App{
 		Name:                 "ironrack",
 		Usage:                "take racked servers from cabled to serving, and keep them accounted for",
@@ -81,8 +87,13 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			deployCommand(e),
 			releaseCommand(e),
 			readyCommand(e),
+			runCommand(e),
+			playbookCommand(e),
+			fwCommand(e),
+			vpnCommand(e),
 			sshKeysCommand(e),
 			labCommand(e),
+			uiCommand(e),
 			versionCommand(e),
 			completionCommand(e),
 		},
@@ -100,10 +111,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // flagsFirstEverywhere makes every command refuse flags given after its
 // positional arguments (flagsFirst): one rule for the whole CLI, as the
 // README says. urfave/cli stops parsing flags at the first argument, and a
-// silently ignored --reason or --where is worse than an error.
+// silently ignored --reason or --where is worse than an error. A command
+// whose arguments end in "-- CMD" (runArgsUsage) checks only what comes
+// before the "--" itself: the command after it is not ironrack's.
 func flagsFirstEverywhere(cmds []*cli.Command) {
 	for _, cmd := range cmds {
-		if a := cmd.Action; a != nil {
+		if a := cmd.Action; a != nil && !strings.HasSuffix(cmd.ArgsUsage, "-- CMD") {
 			cmd.Action = func(c *cli.Context) error {
 				if err := flagsFirst(c); err != nil {
 					return err

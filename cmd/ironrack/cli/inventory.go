@@ -205,6 +205,7 @@ func inventoryCommand(e *env) *cli.Command {
 					return e.printMachine(m, nil)
 				},
 			},
+			rackCommand(e),
 			{
 				Name:      "export",
 				Usage:     "write the machines as a rack sheet (credential references, never passwords)",
@@ -416,4 +417,59 @@ func importFailed(err error) error {
 		return fmt.Errorf("import refused, nothing stored (%d problems):\n%w", len(se), se)
 	}
 	return err
+}
+
+// rackCommand is `inventory rack`: racks' own records (their height).
+func rackCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "rack",
+		Usage: "racks' own records: their height (the web UI's elevation draws it)",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "set",
+				Usage:     "set a rack's height in rack units (default 42)",
+				ArgsUsage: "NAME",
+				Flags: []cli.Flag{&cli.IntFlag{Name: "height", Required: true,
+					Usage: fmt.Sprintf("rack units, 1-%d", inventory.MaxRackHeight)}},
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return errors.New("rack set: want exactly one rack NAME")
+					}
+					s, err := e.store(c, false)
+					if err != nil {
+						return err
+					}
+					return s.SetRack(c.Context, inventory.Rack{Name: c.Args().First(), Height: c.Int("height")})
+				},
+			},
+			{
+				Name:  "list",
+				Usage: "racks with a stored record, and their height",
+				Action: func(c *cli.Context) error {
+					s, err := e.store(c, false)
+					if err != nil {
+						return err
+					}
+					rs, err := s.Racks(c.Context)
+					if err != nil {
+						return err
+					}
+					return e.printRacks(rs)
+				},
+			},
+		},
+	}
+}
+
+func (e *env) printRacks(rs []inventory.Rack) error {
+	switch e.format {
+	case "json":
+		return writeJSON(e.stdout, rs)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RACK\tHEIGHT")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%dU\n", r.Name, r.Units())
+	}
+	return tw.Flush()
 }

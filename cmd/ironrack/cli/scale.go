@@ -8,8 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
+	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/tiers/capacity"
+	"github.com/ironrack/ironrack/tiers/placement"
+	"github.com/ironrack/ironrack/tiers/plans"
 	"github.com/urfave/cli/v2"
 )
 
@@ -142,9 +146,27 @@ func scalePlanCommand(e *env) *cli.Command {
 			if err := sf.Write(); err != nil {
 				return err
 			}
+			if err := e.storePlan(c, s, plan); err != nil {
+				return fmt.Errorf("%w (the plan is in %s; the web UI shows the previous one)", err, path)
+			}
 			return e.printPlan(plan, path, true, nil)
 		},
 	}
+}
+
+// storePlan keeps the plan in Consul (plans/latest) with its storage
+// shard moves, for the web UI.
+func (e *env) storePlan(c *cli.Context, s *inventory.Store, plan *capacity.Plan) error {
+	client, err := consulClient(c)
+	if err != nil {
+		return err
+	}
+	moves, note, err := plans.ShardMoves(c.Context, placement.NewStore(client, placement.StoreConfig{Prefix: c.String("prefix")}), s, plan)
+	if err != nil {
+		return err
+	}
+	return plans.NewStore(client, c.String("prefix")).Save(c.Context, plans.Record{At: time.Now().UTC(), Stack: c.String("stack"),
+		Plan: *plan, ShardMoves: moves, ShardNote: note})
 }
 
 // loadModel reads --model: an embedded model's name (capacity.Models:

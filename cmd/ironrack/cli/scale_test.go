@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -8,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/ironrack/ironrack/internal/consuldev"
+	"github.com/ironrack/ironrack/tiers/plans"
 	"gopkg.in/yaml.v3"
 )
 
@@ -153,6 +156,19 @@ func TestScalePlan(t *testing.T) {
 	}
 	if !got.Written || got.StackFile != stack || len(got.Classes) != 3 || got.Classes[1].Ready != 16 {
 		t.Errorf("json: %+v", got)
+	}
+	// The plan is also in Consul, for the web UI: the latest one.
+	client, err := api.NewClient(&api.Config{Address: c.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := plans.NewStore(client, "").Latest(context.Background())
+	if err != nil || rec == nil {
+		t.Fatalf("stored plan: %v %v", rec, err)
+	}
+	if rec.Stack != "prod" || len(rec.Plan.Tiers) != 3 || rec.Plan.Tiers[1].Current != 6 || rec.Plan.Tiers[1].Target != 3 ||
+		rec.ShardMoves != 0 || rec.ShardNote == "" {
+		t.Errorf("stored plan: %+v", rec)
 	}
 
 	// A plan larger than the pool is refused, naming the class, and the
