@@ -83,6 +83,59 @@ func (s *Store) StoreLease(ctx context.Context, l Lease) error {
 	return err
 }
 
+// Leases6 returns every stored DHCPv6 lease (leases6/<mac>), expired ones
+// included.
+func (s *Store) Leases6(ctx context.Context) ([]Lease, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	kvs, _, err := s.c.KV().List(s.key("leases6")+"/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read DHCPv6 leases: %w", err)
+	}
+	out := make([]Lease, 0, len(kvs))
+	for _, kv := range kvs {
+		var l Lease
+		if err := json.Unmarshal(kv.Value, &l); err != nil {
+			return nil, fmt.Errorf("DHCPv6 lease %s: %w", kv.Key, err)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// StoreLease6 writes a DHCPv6 lease durably (leases6/<mac>) before the
+// caller sends its Reply. A machine's ip is its IPv4 address when it has
+// one: the lease becomes the machine's ip (in the same transaction) only
+// when the machine has no ip or an IPv6 one (an IPv6-only machine).
+func (s *Store) StoreLease6(ctx context.Context, l Lease) error {
+	mac, err := NormalizeMAC(l.MAC)
+	if err != nil {
+		return fmt.Errorf("store DHCPv6 lease: %w", err)
+	}
+	l.MAC = mac
+	ip := net.ParseIP(l.IP)
+	if ip == nil || ip.To4() != nil {
+		return fmt.Errorf("store DHCPv6 lease for %s: malformed IPv6 address %q", mac, l.IP)
+	}
+	val, _ := json.Marshal(l)
+	op := &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.key("leases6", mac), Value: val}}
+	id, err := s.lookupIndex(ctx, s.key("index", "mac", mac))
+	if err != nil {
+		return err
+	}
+	if id != "" {
+		m, err := s.Get(ctx, id)
+		if err == nil && m.IP != l.IP && (m.IP == "" || strings.Contains(m.IP, ":")) {
+			_, err = s.update(ctx, id, System, Change{What: "lease", Why: "DHCPv6 lease " + l.IP}, []*api.TxnOp{op}, func(m *Machine) error {
+				m.IP = l.IP
+				return nil
+			})
+			return err
+		}
+	}
+	return s.writeTxn(ctx, api.TxnOps{op})
+}
+
 // NoteBoot records a boot (and what the boot server handed out) in the
 // machine's history without changing the machine.
 func (s *Store) NoteBoot(ctx context.Context, id, what, why string) error {

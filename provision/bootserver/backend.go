@@ -45,6 +45,10 @@ type Backend struct {
 	// BaseURL is the boot HTTP server's base URL, for the NoCloud seed on a
 	// deployed OS's command line. If empty, none is added.
 	BaseURL string
+	// BaseURL6 is the boot HTTP server's IPv6 base URL, used instead of
+	// BaseURL for a machine whose ip is IPv6 (an IPv6-only machine). If
+	// empty, BaseURL.
+	BaseURL6 string
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
 
@@ -130,6 +134,35 @@ func (a *Backend) StoreLease(ctx context.Context, l dhcp.Lease) error {
 		a.recent.leased(mac, l.IP)
 	}
 	return err
+}
+
+// Leases6 is the dhcp.LeaseStore of the DHCPv6 server: leases under
+// leases6/<mac> (inventory.Store.Leases6, StoreLease6), each committed
+// before its Reply.
+func (a *Backend) Leases6() dhcp.LeaseStore { return leases6{a} }
+
+type leases6 struct{ a *Backend }
+
+func (l leases6) Leases(ctx context.Context) ([]dhcp.Lease, error) {
+	ls, err := l.a.Store.Leases6(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]dhcp.Lease, 0, len(ls))
+	for _, s := range ls {
+		mac, err := net.ParseMAC(s.MAC)
+		ip, perr := netip.ParseAddr(s.IP)
+		if err != nil || perr != nil || !ip.Is6() {
+			l.a.log().Warn("bootserver: skipping malformed stored DHCPv6 lease", "mac", s.MAC, "ip", s.IP)
+			continue
+		}
+		out = append(out, dhcp.Lease{MAC: mac, IP: ip, Expires: s.Expires, Hostname: s.Hostname})
+	}
+	return out, nil
+}
+
+func (l leases6) StoreLease(ctx context.Context, s dhcp.Lease) error {
+	return l.a.Store.StoreLease6(ctx, inventory.Lease{MAC: s.MAC.String(), IP: s.IP.String(), Expires: s.Expires.UTC(), Hostname: s.Hostname})
 }
 
 // find returns the machine with mac, or nil when none has it.
