@@ -112,5 +112,9 @@ func (s *Server6) handle6(ctx context.Context, c net.PacketConn, peer *net.UDPAd
 		s.log.Error("dhcp6: send reply", "to", peer, "err", err)
 		return
 	}
-	s.log.Debug("dhcp6: replied", "to", peer, "type", resp.Type().String())
+	var file string
+	if m, err := resp.GetInnerMessage(); err == nil {
+		file = m.Options.BootFileURL()
+	}
+	s.log.Debug("dhcp6: replied", "to", peer, "type", resp.Type().String(), "file", file)
 }
