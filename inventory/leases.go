@@ -27,6 +27,17 @@ const MaxLeaseBatch = 64
 // errs[i] is the result for ls[i]; a lease is durable when its error is
 // nil. len(ls) must be at most MaxLeaseBatch.
 func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
+	return s.storeLeases(ctx, ls, false)
+}
+
+// StoreLeases6 is StoreLeases for DHCPv6 leases (leases6/<mac>, as
+// StoreLease6 writes one): a machine's ip changes only when it has none or
+// an IPv6 one.
+func (s *Store) StoreLeases6(ctx context.Context, ls []Lease) (errs []error) {
+	return s.storeLeases(ctx, ls, true)
+}
+
+func (s *Store) storeLeases(ctx context.Context, ls []Lease, v6 bool) (errs []error) {
 	errs = make([]error, len(ls))
 	if len(ls) > MaxLeaseBatch {
 		for i := range errs {
@@ -44,7 +55,7 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 			continue
 		}
 		ls[i].MAC = mac
-		if net.ParseIP(ls[i].IP) == nil {
+		if ip := net.ParseIP(ls[i].IP); ip == nil || v6 && ip.To4() != nil {
 			errs[i] = fmt.Errorf("store lease for %s: malformed IP %q", mac, ls[i].IP)
 			continue
 		}
@@ -95,12 +106,16 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 	var writeIdx, machineIdx []int
 	for _, i := range readIdx {
 		if id := owner[i]; id != "" {
-			if ip, ok := ipOf[id]; ok && ip != ls[i].IP {
+			if ip, ok := ipOf[id]; ok && ip != ls[i].IP && (!v6 || ip == "" || strings.Contains(ip, ":")) {
 				machineIdx = append(machineIdx, i)
 				continue
 			}
 		}
-		writes = append(writes, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.leaseKey(ls[i].MAC), Value: vals[i]}})
+		key := s.leaseKey(ls[i].MAC)
+		if v6 {
+			key = s.key("leases6", ls[i].MAC)
+		}
+		writes = append(writes, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: key, Value: vals[i]}})
 		writeIdx = append(writeIdx, i)
 	}
 	if len(writes) > 0 {
@@ -109,7 +124,11 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 		}
 	}
 	for _, i := range machineIdx {
-		errs[i] = s.StoreLease(ctx, ls[i])
+		if v6 {
+			errs[i] = s.StoreLease6(ctx, ls[i])
+		} else {
+			errs[i] = s.StoreLease(ctx, ls[i])
+		}
 	}
 	return errs
 }

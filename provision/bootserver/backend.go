@@ -54,6 +54,7 @@ type Backend struct {
 
 	once     sync.Once
 	leases   *batcher[inventory.Lease, error]
+	leases6  *batcher[inventory.Lease, error]
 	reserved *batcher[string, reservationResult]
 	recent   reservationCache
 	macs     *macReplica
@@ -68,6 +69,7 @@ type reservationResult struct {
 func (a *Backend) init() {
 	a.once.Do(func() {
 		a.leases = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases, inFlight: 4}
+		a.leases6 = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases6, inFlight: 4}
 		a.reserved = &batcher[string, reservationResult]{call: a.reservations, inFlight: 2}
 		a.macs = &macReplica{store: a.Store, log: a.log()}
 	})
@@ -161,8 +163,13 @@ func (l leases6) Leases(ctx context.Context) ([]dhcp.Lease, error) {
 	return out, nil
 }
 
+// StoreLease commits the lease before it returns, group-committed with the
+// v6 leases of concurrent requests (inventory.StoreLeases6).
 func (l leases6) StoreLease(ctx context.Context, s dhcp.Lease) error {
-	return l.a.Store.StoreLease6(ctx, inventory.Lease{MAC: s.MAC.String(), IP: s.IP.String(), Expires: s.Expires.UTC(), Hostname: s.Hostname})
+	l.a.init()
+	mac := s.MAC.String()
+	return l.a.leases6.do(ctx, inventory.Lease{MAC: mac, IP: s.IP.String(), Expires: s.Expires.UTC(), Hostname: s.Hostname,
+		NoMachine: l.a.unowned(mac, time.Now())})
 }
 
 // find returns the machine with mac, or nil when none has it.
