@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -43,6 +44,10 @@ type Config struct {
 	// sets Interface, Boot, Enlister, Leases (stateful), Logger and
 	// Registerer.
 	DHCP6 dhcp.Config6
+	// IPv6Router advertises this host as the IPv6 default router (30
+	// minutes) when DHCPv6 is configured: UEFI HTTP boot over IPv6 needs
+	// a router (see ra.DHCP6.RouterLifetime). If false, router lifetime 0.
+	IPv6Router bool
 	// HTTPPort is the boot HTTP server's port on Address. If 0, 8080.
 	HTTPPort int
 	// DataDir holds images/<name>/<version>/; the agent is
@@ -198,6 +203,9 @@ func New(cfg Config) (*Server, error) {
 	if d6 != nil {
 		s.parts = append(s.parts, Part{"dhcp6", d6.Serve})
 		ra6 = ra.DHCP6{Prefix: cfg.DHCP6.Address.Masked(), Stateful: d6.Stateful()}
+		if cfg.IPv6Router {
+			ra6.RouterLifetime = 30 * time.Minute
+		}
 	}
 	if !dcfg.Proxy {
 		s.parts = append(s.parts, Part{"macs", inv.ServeMACReplica})

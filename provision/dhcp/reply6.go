@@ -99,7 +99,8 @@ func (s *Server6) reply6(ctx context.Context, msg *dhcpv6.Message, peer netip.Ad
 	if mt == dhcpv6.MessageTypeSolicit && fw.PXE && hw != nil {
 		s.enlist.enlist(ctx, s.cfg.Enlister, hw, s.log, s.metrics.enlistErrors)
 	}
-	s.log.Debug("dhcp6: request", "type", mt.String(), "mac", mac, "mac_from", string(src), "bootable", bootable)
+	s.log.Debug("dhcp6: request", "type", mt.String(), "mac", mac, "mac_from", string(src), "bootable", bootable,
+		"pxe", fw.PXE, "http_client", fw.HTTPClient, "ipxe", fw.IPXE, "arch", archLabel(fw))
 
 	if mt == dhcpv6.MessageTypeInformationRequest {
 		resp, err := dhcpv6.NewReplyFromMessage(msg, dhcpv6.WithServerID(s.serverID))
@@ -186,6 +187,13 @@ func (s *Server6) reply6(ctx context.Context, msg *dhcpv6.Message, peer netip.Ad
 		return resp, "", nil
 	}
 	return nil, "unknown_message_type", nil
+}
+
+func archLabel(f Firmware) string {
+	if !f.HasArch {
+		return "-"
+	}
+	return f.Arch.String()
 }
 
 // requested is the first address the client's IA_NAs carry, or the zero Addr.

@@ -283,6 +283,17 @@ func TestReply6Stateful(t *testing.T) {
 		t.Errorf("released lease still valid: %+v", l)
 	}
 
+	// A client that names no firmware gets an address and no boot file,
+	// and is not enlisted.
+	s2 := server6(t, newMemStore(), enl, true)
+	plain := reply6(t, s2, msg6(t, dhcpv6.MessageTypeSolicit, uuidDUID, iana6(9, "")), eui64LL2)
+	if got := plain.Options.BootFileURL(); got != "" || addrOf(plain) != "2001:db8::100" {
+		t.Errorf("plain Solicit: option 59 %q, address %s", got, addrOf(plain))
+	}
+	if d := cmp.Diff([]string{mac1.String()}, enl.list()); d != "" {
+		t.Errorf("a plain client was enlisted (-want +got):\n%s", d)
+	}
+
 	// A client nobody can identify gets nothing in stateful mode.
 	if got := reply6(t, s, msg6(t, dhcpv6.MessageTypeSolicit, uuidDUID, iana6(1, "")), privLL); got != nil {
 		t.Errorf("unidentified client answered: %v", got)

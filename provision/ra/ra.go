@@ -55,6 +55,13 @@ type DHCP6 struct {
 	// autonomous). Otherwise only other configuration (O set, prefix
 	// autonomous: SLAAC).
 	Stateful bool
+	// RouterLifetime, if positive, advertises this host as a default
+	// router for that long (at most 9000s) instead of lifetime 0. UEFI
+	// HTTP boot over IPv6 needs it: EDK2 configures its DHCPv6 address by
+	// hand, keeping an explicit gateway but not the on-link prefix, so
+	// without a router it cannot reach the boot server. This host does
+	// not forward: clients' off-link IPv6 traffic ends here.
+	RouterLifetime time.Duration
 }
 
 // Server sends router advertisements on one interface. Make one with New.
@@ -99,6 +106,9 @@ func Advertisement(mac net.HardwareAddr, d DHCP6) ([]byte, error) {
 			body[1] |= 0x80 // M
 		} else {
 			pi[3] |= 0x40 // A: autonomous (SLAAC)
+		}
+		if lt := d.RouterLifetime; lt > 0 {
+			binary.BigEndian.PutUint16(body[2:4], uint16(min(lt, 9000*time.Second)/time.Second))
 		}
 		binary.BigEndian.PutUint32(pi[4:8], 86400)  // valid lifetime
 		binary.BigEndian.PutUint32(pi[8:12], 14400) // preferred lifetime
@@ -191,7 +201,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}()
 
-	s.log.Info("ra: advertising router lifetime 0", "interface", ifi.Name, "interval", s.cfg.Interval)
+	s.log.Info("ra: advertising", "interface", ifi.Name, "interval", s.cfg.Interval,
+		"prefix", s.cfg.DHCP6.Prefix, "stateful", s.cfg.DHCP6.Stateful, "router_lifetime", s.cfg.DHCP6.RouterLifetime)
 	buf := make([]byte, 1500)
 	var last time.Time
 	for {

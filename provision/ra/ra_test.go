@@ -148,6 +148,18 @@ func TestAdvertisementDHCP6Flags(t *testing.T) {
 			}
 		})
 	}
+	// With a router lifetime (UEFI HTTP boot over IPv6), capped at 9000 s.
+	for lt, want := range map[time.Duration]int{30 * time.Minute: 1800, 10 * time.Hour: 9000} {
+		b, err := ra.Advertisement(nil, ra.DHCP6{Prefix: netip.MustParsePrefix("2001:db8::/64"), Stateful: true, RouterLifetime: lt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := icmp.ParseMessage(58, b)
+		body := m.Body.(*icmp.RawBody).Data
+		if got := int(body[2])<<8 | int(body[3]); got != want {
+			t.Errorf("router lifetime %v: advertised %d s, want %d", lt, got, want)
+		}
+	}
 	if _, err := ra.Advertisement(nil, ra.DHCP6{Prefix: netip.MustParsePrefix("192.0.2.0/24")}); err == nil {
 		t.Error("an IPv4 prefix was accepted")
 	}

@@ -25,7 +25,7 @@ func serveCommand(e *env) *cli.Command {
 		Usage: "run the network boot server (DHCP or proxyDHCP, TFTP, iPXE over HTTP, IPv6 RA) on one interface",
 		UsageText: "ironrack serve --interface IF --address IP/PREFIX (--dhcp-range FIRST-LAST | --proxy-dhcp)\n" +
 			"   [--router IP] [--dns IP,...] [--lease-time 1h] [--http-port 8080] [--data-dir DIR]\n" +
-			"   [--address6 IP6/PREFIX [--dhcp6-range FIRST-LAST] [--dns6 IP6,...]]",
+			"   [--address6 IP6/PREFIX [--dhcp6-range FIRST-LAST] [--dns6 IP6,...] [--ipv6-router]]",
 		Description: "Every machine that network-boots on --interface gets the iPXE script its lifecycle state asks for\n" +
 			"(see docs/boot-server.md). Leases, enlisted machines, facts and boots go to the inventory in Consul\n" +
 			"(--consul). DHCP, TFTP and RA bind --interface only; HTTP listens on --address only (and --address6).\n" +
@@ -40,6 +40,7 @@ func serveCommand(e *env) *cli.Command {
 			&cli.DurationFlag{Name: "lease-time", Value: time.Hour, Usage: "DHCP lease time"},
 			&cli.StringFlag{Name: "address6", Usage: "DHCPv6 on: this server's IPv6 address on --interface with prefix, e.g. 2001:db8::1/64 (HTTP listens there too)"},
 			&cli.StringFlag{Name: "dhcp6-range", Usage: "stateful DHCPv6: the range FIRST-LAST inside --address6's prefix (without it, stateless: SLAAC)"},
+			&cli.BoolFlag{Name: "ipv6-router", Usage: "advertise this host as the IPv6 default router (needed by UEFI HTTP boot over IPv6; it does not forward)"},
 			&cli.StringFlag{Name: "dns6", Usage: "IPv6 DNS servers handed to DHCPv6 clients, comma-separated (option 23)"},
 			&cli.IntFlag{Name: "http-port", Value: 8080, Usage: "port of the boot HTTP server on --address"},
 			&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "boot artifacts: images/<name>/<version>/, the agent in images/agent/current/"},
@@ -207,8 +208,8 @@ func serveConfig(c *cli.Context) (bootserver.Config, error) {
 func serveConfig6(c *cli.Context, cfg *bootserver.Config) error {
 	addr := c.String("address6")
 	if addr == "" {
-		for _, f := range []string{"dhcp6-range", "dns6"} {
-			if c.String(f) != "" {
+		for _, f := range []string{"dhcp6-range", "dns6", "ipv6-router"} {
+			if c.IsSet(f) {
 				return fmt.Errorf("--%s needs --address6 (this server's IPv6 address with prefix, e.g. 2001:db8::1/64)", f)
 			}
 		}
@@ -253,6 +254,7 @@ func serveConfig6(c *cli.Context, cfg *bootserver.Config) error {
 		}
 	}
 	cfg.DHCP6.LeaseTime = cfg.DHCP.LeaseTime
+	cfg.IPv6Router = c.Bool("ipv6-router")
 	return nil
 }
 

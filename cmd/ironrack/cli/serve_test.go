@@ -40,6 +40,7 @@ func TestServeFlags(t *testing.T) {
 		"no such interface":   {[]string{"--interface", "nosuch0", "--address", "192.0.2.1/24", "--proxy-dhcp", "--data-dir", dir}, "--interface nosuch0"},
 		"stray argument":      {append(base, "--proxy-dhcp", "extra"), `unexpected argument "extra"`},
 		"range6 no address6":  {append(base, "--proxy-dhcp", "--dhcp6-range", "2001:db8::10-2001:db8::20"), "--dhcp6-range needs --address6"},
+		"router6 no address6": {append(base, "--proxy-dhcp", "--ipv6-router"), "--ipv6-router needs --address6"},
 		"dns6 no address6":    {append(base, "--proxy-dhcp", "--dns6", "2001:db8::53"), "--dns6 needs --address6"},
 		"address6 ipv4":       {append(base, "--proxy-dhcp", "--address6", "192.0.2.1/24"), `--address6 "192.0.2.1/24": want an IPv6`},
 		"address6 no prefix":  {append(base, "--proxy-dhcp", "--address6", "2001:db8::1"), `--address6 "2001:db8::1"`},
