@@ -32,6 +32,15 @@ type Lease struct {
 
 func (s *Store) leaseKey(mac string) string { return s.key("leases", mac) }
 
+// leaseKeyFor is where mac's lease of ip lives: leases/<mac> for IPv4,
+// leases6/<mac> for IPv6 (an address key's holder is found by its family).
+func (s *Store) leaseKeyFor(mac, ip string) string {
+	if strings.Contains(ip, ":") {
+		return s.key("leases6", mac)
+	}
+	return s.leaseKey(mac)
+}
+
 // Leases returns every stored lease, expired ones included.
 func (s *Store) Leases(ctx context.Context) ([]Lease, error) {
 	ctx, cancel := s.opCtx(ctx)
@@ -90,7 +99,7 @@ func (s *Store) readAddrClaim(ctx context.Context, ip, mac string) (*api.TxnOp, 
 	if kv != nil {
 		h = addrHolder{mac: string(kv.Value), index: kv.ModifyIndex}
 		if h.mac != mac {
-			lkv, _, err := s.c.KV().Get(s.leaseKey(h.mac), (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+			lkv, _, err := s.c.KV().Get(s.leaseKeyFor(h.mac, ip), (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 			if err != nil {
 				return nil, fmt.Errorf("store lease: read lease of %s: %w", h.mac, err)
 			}
@@ -109,17 +118,30 @@ func (s *Store) readAddrClaim(ctx context.Context, ip, mac string) (*api.TxnOp, 
 // its ACK. When the MAC belongs to a machine, the machine's ip changes in
 // the same transaction. An address another MAC's live lease holds is
 // ErrAddressInUse.
-func (s *Store) StoreLease(ctx context.Context, l Lease) error {
+func (s *Store) StoreLease(ctx context.Context, l Lease) error { return s.storeLease(ctx, l, false) }
+
+// StoreLease6 writes a DHCPv6 lease durably (leases6/<mac>) before the
+// caller sends its Reply, taking its address's key as StoreLease does. A
+// machine's ip is its IPv4 address when it has one: the lease becomes the
+// machine's ip (in the same transaction) only when the machine has no ip or
+// an IPv6 one (an IPv6-only machine).
+func (s *Store) StoreLease6(ctx context.Context, l Lease) error { return s.storeLease(ctx, l, true) }
+
+func (s *Store) storeLease(ctx context.Context, l Lease, v6 bool) error {
+	what, why := "lease", "DHCP lease "
+	if v6 {
+		what, why = "DHCPv6 lease", "DHCPv6 lease "
+	}
 	mac, err := NormalizeMAC(l.MAC)
 	if err != nil {
-		return fmt.Errorf("store lease: %w", err)
+		return fmt.Errorf("store %s: %w", what, err)
 	}
 	l.MAC = mac
-	if net.ParseIP(l.IP) == nil {
-		return fmt.Errorf("store lease for %s: malformed IP %q", mac, l.IP)
+	if ip := net.ParseIP(l.IP); ip == nil || v6 && ip.To4() != nil {
+		return fmt.Errorf("store %s for %s: malformed IP %q", what, mac, l.IP)
 	}
 	val, _ := json.Marshal(l)
-	op := &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.leaseKey(mac), Value: val}}
+	op := &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.leaseKeyFor(mac, l.IP), Value: val}}
 	id, err := s.lookupIndex(ctx, s.key("index", "mac", mac))
 	if err != nil {
 		return err
@@ -131,8 +153,8 @@ func (s *Store) StoreLease(ctx context.Context, l Lease) error {
 		}
 		if id != "" {
 			m, err := s.Get(ctx, id)
-			if err == nil && m.IP != l.IP {
-				_, err = s.update(ctx, id, System, Change{What: "lease", Why: "DHCP lease " + l.IP}, []*api.TxnOp{op, claim}, func(m *Machine) error {
+			if err == nil && m.IP != l.IP && (!v6 || m.IP == "" || strings.Contains(m.IP, ":")) {
+				_, err = s.update(ctx, id, System, Change{What: "lease", Why: why + l.IP}, []*api.TxnOp{op, claim}, func(m *Machine) error {
 					m.IP = l.IP
 					return nil
 				})
@@ -145,6 +167,26 @@ func (s *Store) StoreLease(ctx context.Context, l Lease) error {
 		}
 		return err
 	}
+}
+
+// Leases6 returns every stored DHCPv6 lease (leases6/<mac>), expired ones
+// included.
+func (s *Store) Leases6(ctx context.Context) ([]Lease, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	kvs, _, err := s.c.KV().List(s.key("leases6")+"/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read DHCPv6 leases: %w", err)
+	}
+	out := make([]Lease, 0, len(kvs))
+	for _, kv := range kvs {
+		var l Lease
+		if err := json.Unmarshal(kv.Value, &l); err != nil {
+			return nil, fmt.Errorf("DHCPv6 lease %s: %w", kv.Key, err)
+		}
+		out = append(out, l)
+	}
+	return out, nil
 }
 
 // NoteBoot records a boot (and what the boot server handed out) in the

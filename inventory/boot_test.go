@@ -79,3 +79,54 @@ func TestCredentialsBatch(t *testing.T) {
 		t.Errorf("errs = %v", errs)
 	}
 }
+
+// TestLeases6 stores DHCPv6 leases beside the v4 ones: under leases6/, and
+// the machine's ip becomes the v6 address only when it had none or an
+// IPv6 one.
+func TestLeases6(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	mustImport(t, s, sheet3)
+	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	// S1 has a v4 ip: it keeps it.
+	if err := s.StoreLease(ctx, Lease{MAC: "52:54:00:00:00:01", IP: "192.0.2.10", Expires: exp}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StoreLease6(ctx, Lease{MAC: "52:54:00:00:00:01", IP: "2001:db8::100", Expires: exp}); err != nil {
+		t.Fatal(err)
+	}
+	// S2 has none: the v6 lease is its ip, and a later v6 lease replaces it.
+	for _, ip := range []string{"2001:db8::101", "2001:db8::102"} {
+		if err := s.StoreLease6(ctx, Lease{MAC: "52:54:00:00:00:02", IP: ip, Expires: exp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, bad := range []Lease{{MAC: "52:54:00:00:00:02", IP: "192.0.2.12"}, {MAC: "zz", IP: "2001:db8::1"}, {MAC: "52:54:00:00:00:02", IP: "x"}} {
+		if err := s.StoreLease6(ctx, bad); err == nil {
+			t.Errorf("StoreLease6(%+v) accepted", bad)
+		}
+	}
+	// The batched form: S3 (no ip) takes its v6 lease, S1 keeps its v4 ip,
+	// an unknown MAC's lease is stored, a v4 address is refused.
+	errs := s.StoreLeases6(ctx, []Lease{
+		{MAC: "52:54:00:00:00:03", IP: "2001:db8::103", Expires: exp},
+		{MAC: "52:54:00:00:00:01", IP: "2001:db8::110", Expires: exp},
+		{MAC: "52:54:00:99:99:99", IP: "2001:db8::199", Expires: exp},
+		{MAC: "52:54:00:99:99:98", IP: "192.0.2.99", Expires: exp},
+	})
+	if errs[0] != nil || errs[1] != nil || errs[2] != nil || errs[3] == nil {
+		t.Errorf("StoreLeases6: %v", errs)
+	}
+	ls, err := s.Leases6(ctx)
+	if err != nil || len(ls) != 4 || !ls[0].Expires.Equal(exp) {
+		t.Fatalf("leases6 = %+v, %v", ls, err)
+	}
+	if v4, err := s.Leases(ctx); err != nil || len(v4) != 1 || v4[0].IP != "192.0.2.10" {
+		t.Errorf("v4 leases = %+v, %v", v4, err)
+	}
+	for serial, want := range map[string]string{"S1": "192.0.2.10", "S2": "2001:db8::102", "S3": "2001:db8::103"} {
+		if m, _ := s.Find(ctx, serial); m.IP != want {
+			t.Errorf("%s ip = %q, want %q", serial, m.IP, want)
+		}
+	}
+}

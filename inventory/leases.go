@@ -30,6 +30,17 @@ const MaxLeaseBatch = 64
 // StoreLease does: an address another MAC's live lease holds is
 // ErrAddressInUse for that lease alone. len(ls) must be at most MaxLeaseBatch.
 func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
+	return s.storeLeases(ctx, ls, false)
+}
+
+// StoreLeases6 is StoreLeases for DHCPv6 leases (leases6/<mac>, as
+// StoreLease6 writes one): a machine's ip changes only when it has none or
+// an IPv6 one.
+func (s *Store) StoreLeases6(ctx context.Context, ls []Lease) (errs []error) {
+	return s.storeLeases(ctx, ls, true)
+}
+
+func (s *Store) storeLeases(ctx context.Context, ls []Lease, v6 bool) (errs []error) {
 	errs = make([]error, len(ls))
 	if len(ls) > MaxLeaseBatch {
 		for i := range errs {
@@ -47,7 +58,7 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 			continue
 		}
 		ls[i].MAC = mac
-		if net.ParseIP(ls[i].IP) == nil {
+		if ip := net.ParseIP(ls[i].IP); ip == nil || v6 && ip.To4() != nil {
 			errs[i] = fmt.Errorf("store lease for %s: malformed IP %q", mac, ls[i].IP)
 			continue
 		}
@@ -94,7 +105,7 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 	var lfor []int
 	for _, i := range readIdx {
 		if h, ok := holder[i]; ok && h.mac != ls[i].MAC {
-			lreads = append(lreads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.leaseKey(h.mac)}})
+			lreads = append(lreads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.leaseKeyFor(h.mac, ls[i].IP)}})
 			lfor = append(lfor, i)
 		}
 	}
@@ -150,12 +161,12 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 	var writeIdx, machineIdx []int
 	for _, i := range readIdx {
 		if id := owner[i]; id != "" {
-			if ip, ok := ipOf[id]; ok && ip != ls[i].IP {
+			if ip, ok := ipOf[id]; ok && ip != ls[i].IP && (!v6 || ip == "" || strings.Contains(ip, ":")) {
 				machineIdx = append(machineIdx, i)
 				continue
 			}
 		}
-		writes = append(writes, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.leaseKey(ls[i].MAC), Value: vals[i]}}, claims[i])
+		writes = append(writes, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.leaseKeyFor(ls[i].MAC, ls[i].IP), Value: vals[i]}}, claims[i])
 		writeIdx = append(writeIdx, i)
 	}
 	if len(writes) > 0 {
@@ -164,14 +175,14 @@ func (s *Store) StoreLeases(ctx context.Context, ls []Lease) (errs []error) {
 			// An address key moved since the read (another boot server):
 			// each lease alone, so only the loser fails.
 			for _, i := range writeIdx {
-				errs[i] = s.StoreLease(ctx, ls[i])
+				errs[i] = s.storeLease(ctx, ls[i], v6)
 			}
 		} else if err != nil {
 			fail(writeIdx, fmt.Errorf("store leases: %w", err))
 		}
 	}
 	for _, i := range machineIdx {
-		errs[i] = s.StoreLease(ctx, ls[i])
+		errs[i] = s.storeLease(ctx, ls[i], v6)
 	}
 	return errs
 }

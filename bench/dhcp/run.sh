@@ -5,6 +5,7 @@
 #
 #   bench/dhcp/run.sh                      # default rate sweep, 10 s per step
 #   RATES="2000 4000" PERIOD=5 bench/dhcp/run.sh
+#   FAMILY=6 bench/dhcp/run.sh             # DHCPv6 SARR/s: kea-dhcp6 vs serve --address6
 #
 # Topology: namespace irb-dhcp-s-<pid> holds v0 (198.18.0.1/15, RFC 2544
 # benchmark range) and the server; namespace irb-dhcp-c-<pid> holds c0
@@ -20,6 +21,12 @@
 # commit. CONSUL=disk (default) runs a one-server Consul with a data dir on
 # disk (Raft log fsync'd); CONSUL=dev runs `consul agent -dev` (in memory).
 #
+# FAMILY=6: the same for DHCPv6 (perfdhcp -6: Solicit, Advertise, Request,
+# Reply; direct from c0's link-local address, DUID-LLT per simulated
+# client): v0 has 2001:db8:b::1/64; Kea's kea-dhcp6 and `ironrack serve
+# --address6 2001:db8:b::1/64 --dhcp6-range` (leases6/ in Consul before the
+# Reply) hand out the same pool of 2^20 addresses.
+#
 # Output: one line per step and a summary; the best rate with both drop
 # ratios under 1% is each server's figure.
 set -euo pipefail
@@ -29,6 +36,8 @@ RATES=${RATES:-"4000 6000 7000 8000 9000"}
 PERIOD=${PERIOD:-10}
 CLIENTS=${CLIENTS:-50000}
 CONSUL=${CONSUL:-disk}
+FAMILY=${FAMILY:-4}
+KEA=kea-dhcp4; [[ "$FAMILY" == 6 ]] && KEA=kea-dhcp6
 SRV=irb-dhcp-s-$$
 CLI=irb-dhcp-c-$$
 WORK=$(mktemp -d /tmp/irb-dhcp.XXXXXX)
@@ -43,8 +52,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for t in perfdhcp kea-dhcp4 taskset; do
-  command -v "$t" >/dev/null || { echo "needs $t: apt-get install kea-admin kea-dhcp4-server util-linux" >&2; exit 1; }
+for t in perfdhcp "$KEA" taskset; do
+  command -v "$t" >/dev/null || { echo "needs $t: apt-get install kea-admin kea-dhcp4-server kea-dhcp6-server util-linux" >&2; exit 1; }
 done
 CONSUL_BIN=${IRONRACK_CONSUL_BIN:-${IRONRACK_TOOLS:-$HOME/.cache/ironrack/tools}/consul-v1.22.0/consul}
 [[ -x "$CONSUL_BIN" ]] || { echo "needs $CONSUL_BIN (scripts/setup)" >&2; exit 1; }
@@ -52,22 +61,28 @@ CONSUL_BIN=${IRONRACK_CONSUL_BIN:-${IRONRACK_TOOLS:-$HOME/.cache/ironrack/tools}
 go build -o "$WORK/ironrack" ./cmd/ironrack
 
 ip netns add "$SRV"; ip netns add "$CLI"
+for ns in "$SRV" "$CLI"; do ip netns exec "$ns" sysctl -q -w net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0; done
 ip link add v0 netns "$SRV" type veth peer name c0 netns "$CLI"
 ip -n "$SRV" addr add 198.18.0.1/15 dev v0
 ip -n "$CLI" addr add 198.18.0.2/15 dev c0
 for ns in "$SRV" "$CLI"; do ip -n "$ns" link set lo up; done
+ip -n "$SRV" addr add 2001:db8:b::1/64 dev v0 nodad
 ip -n "$SRV" link set v0 up; ip -n "$CLI" link set c0 up
 
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; PIDS=("${PIDS[@]/$1}"); }
 
 start_kea() {
   mkdir -p "$WORK/kea"; rm -f "$WORK/kea/leases.csv"
-  sed -e "s#@LEASES@#$WORK/kea/leases.csv#" -e "s#@LOG@#$WORK/kea/kea.log#" bench/dhcp/kea.json.tmpl >"$WORK/kea/kea.json"
+  local tmpl=bench/dhcp/kea.json.tmpl; [[ "$FAMILY" == 6 ]] && tmpl=bench/dhcp/kea6.json.tmpl
+  sed -e "s#@LEASES@#$WORK/kea/leases.csv#" -e "s#@LOG@#$WORK/kea/kea.log#" "$tmpl" >"$WORK/kea/kea.json"
   KEA_PIDFILE_DIR="$WORK/kea" KEA_LOCKFILE_DIR="$WORK/kea" \
-    ip netns exec "$SRV" taskset -c 0 kea-dhcp4 -c "$WORK/kea/kea.json" >"$WORK/kea/out.log" 2>&1 &
+    ip netns exec "$SRV" taskset -c 0 "$KEA" -c "$WORK/kea/kea.json" >"$WORK/kea/out.log" 2>&1 &
   SERVER_PIDS=($!); PIDS+=($!)
   sleep 2
 }
+
+V6ARGS=()
+[[ "$FAMILY" == 6 ]] && V6ARGS=(--address6 2001:db8:b::1/64 --dhcp6-range 2001:db8:b::10:0-2001:db8:b::1f:ffff)
 
 start_ironrack() {
   local d="$WORK/consul-$RANDOM"; mkdir -p "$d" "$WORK/data"
@@ -80,7 +95,7 @@ start_ironrack() {
     sleep 0.2
   done
   ip netns exec "$SRV" taskset -c 0 "$WORK/ironrack" --consul 127.0.0.1:8500 --log-level error serve \
-    --interface v0 --address 198.18.0.1/15 --dhcp-range 198.18.1.0-198.19.255.254 --data-dir "$WORK/data" \
+    --interface v0 --address 198.18.0.1/15 --dhcp-range 198.18.1.0-198.19.255.254 --data-dir "$WORK/data" "${V6ARGS[@]}" \
     >"$d/ironrack.log" 2>&1 &
   local ipid=$!; PIDS+=($ipid)
   SERVER_PIDS=($ipid $cpid)
@@ -95,7 +110,7 @@ start_ironrack() {
 step() {
   local server=$1 rate=$2 out
   "start_$server"
-  out=$(ip netns exec "$CLI" taskset -c 1 perfdhcp -4 -l c0 -r "$rate" -p "$PERIOD" -R "$CLIENTS" 2>&1 || true)
+  out=$(ip netns exec "$CLI" taskset -c 1 perfdhcp -"$FAMILY" -l c0 -r "$rate" -p "$PERIOD" -R "$CLIENTS" 2>&1 || true)
   for p in "${SERVER_PIDS[@]}"; do stop_pid "$p"; done
   local achieved drops
   achieved=$(awk '/^Rate:/ {print $2; exit}' <<<"$out")
@@ -103,7 +118,7 @@ step() {
   echo "$server $rate ${achieved:-0} $drops"
 }
 
-echo "# server offered_rate achieved_DORA/s discover_drop% request_drop%   (PERIOD=${PERIOD}s CLIENTS=$CLIENTS CONSUL=$CONSUL)"
+echo "# server offered_rate achieved_exchanges/s first_drop% second_drop%   (DHCPv$FAMILY PERIOD=${PERIOD}s CLIENTS=$CLIENTS CONSUL=$CONSUL; $(cut -d' ' -f1-3 /proc/loadavg) load before)"
 declare -A best
 for rate in $RATES; do
   for server in kea ironrack; do
@@ -114,5 +129,5 @@ for rate in $RATES; do
     fi
   done
 done
-echo "# best DORA/s with <1% drops: kea ${best[kea]:-0}  ironrack ${best[ironrack]:-0}"
+echo "# best exchanges/s with <1% drops: kea ${best[kea]:-0}  ironrack ${best[ironrack]:-0}  (load $(cut -d' ' -f1-3 /proc/loadavg) after)"
 awk -v i="${best[ironrack]:-0}" -v k="${best[kea]:-0}" 'BEGIN { if (k > 0) printf "# ratio ironrack/kea: %.2f\n", i / k }'

@@ -48,6 +48,12 @@ const (
 	ServerIP   = "192.0.2.1"
 )
 
+// The boot LAN's IPv6 prefix and the server's address in it (Config.IPv6).
+const (
+	ServerCIDR6 = "2001:db8:b007::1/64"
+	ServerIP6   = "2001:db8:b007::1"
+)
+
 // OVMFCode is the UEFI firmware QEMU runs for UEFI machines (Debian's ovmf).
 const OVMFCode = "/usr/share/OVMF/OVMF_CODE.fd"
 
@@ -59,6 +65,10 @@ type Config struct {
 	// Sealer seals BMC passwords in the inventory. If nil, a random key
 	// (AttachBMC stores the sims' passwords with it).
 	Sealer *inventory.Sealer
+	// IPv6 puts ServerCIDR6 on the bridge and runs stateful DHCPv6 (range
+	// ::100-::1ff) beside DHCPv4, with the RA's M and O flags and this
+	// host as the IPv6 router (which UEFI HTTP boot over IPv6 needs).
+	IPv6 bool
 	// BootConfig, if set, adjusts the boot server's config before it is
 	// built (the lab fills in interface, address, range, data dir, store
 	// and logger first).
@@ -124,6 +134,9 @@ func New(t testing.TB, cfg Config) *Lab {
 	}
 	l.NS = netns.New(t)
 	l.NS.AddBridge(Bridge, ServerCIDR)
+	if cfg.IPv6 {
+		l.NS.Run("ip", "addr", "add", ServerCIDR6, "dev", Bridge, "nodad")
+	}
 	l.StartBootServer()
 	t.Cleanup(func() {
 		l.StopBootServer()
@@ -168,6 +181,16 @@ func (l *Lab) StartBootServer() {
 		DataDir: l.Data,
 		Store:   l.Store,
 		Logger:  l.Logger(),
+	}
+	if l.cfg.IPv6 {
+		cfg.IPv6Router = true
+		cfg.DHCP6 = dhcp.Config6{
+			Address:    netip.MustParsePrefix(ServerCIDR6),
+			RangeFirst: netip.MustParseAddr("2001:db8:b007::100"),
+			RangeLast:  netip.MustParseAddr("2001:db8:b007::1ff"),
+			DNS:        []netip.Addr{netip.MustParseAddr(ServerIP6)},
+			LeaseTime:  10 * time.Minute,
+		}
 	}
 	if l.cfg.BootConfig != nil {
 		l.cfg.BootConfig(&cfg)

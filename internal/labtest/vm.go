@@ -50,6 +50,16 @@ type VMSpec struct {
 	// each (nvme0n1, …); their files are VM.ExtraDisk("scsi", i) and
 	// ("nvme", i). With DiskGB 0 the machine has no virtio disk.
 	SCSIDisks, NVMeDisks []ExtraDisk
+	// HTTPBoot, 4 or 6, boots by UEFI HTTP boot over IPv4 or IPv6: OVMF
+	// (4M) with a copy of its variables on q35, no NIC ROM (OVMF's own
+	// network stack), and OVMF's fw_cfg knobs leaving that one network
+	// boot entry (no PXE, no other IP version), so the firmware goes
+	// straight to it instead of timing out through PXEv4, PXEv6 and
+	// HTTPv4 first (about 5 minutes).
+	HTTPBoot int
+	// FwCfg adds -fw_cfg arguments (e.g.
+	// "name=etc/edk2/https/cacerts,file=cacerts.esl").
+	FwCfg []string
 }
 
 // ExtraDisk is a raw, sparse disk file of MiB mebibytes. RPM is a SCSI
@@ -61,6 +71,12 @@ type ExtraDisk struct {
 	Serial string
 	WWN    string
 }
+
+// OVMF (4M) with its variables template, for HTTPBoot machines.
+const (
+	OVMFCode4M = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	OVMFVars4M = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
 
 // VM is one QEMU (TCG) machine on its own tap on the bridge. Its disk is a
 // sparse raw file the test can read from the host (Disk), its serial
@@ -107,6 +123,9 @@ func (l *Lab) NewVM(spec VMSpec) *VM {
 				l.T.Fatal(err)
 			}
 		}
+	}
+	if spec.HTTPBoot != 0 {
+		CopyFile(l.T, OVMFVars4M, v.Disk+".vars")
 	}
 	for _, extra := range []struct {
 		on   bool
@@ -189,16 +208,31 @@ func (v *VM) argv() []string {
 		argv = append(argv, "-device", s.ExtraNIC+",mac="+s.ExtraMAC+",romfile=")
 	}
 	nic := "virtio-net-pci,netdev=n0,mac=" + s.MAC
-	if s.NoROM {
+	if s.NoROM || s.HTTPBoot != 0 {
 		nic += ",romfile="
 	}
 	argv = append(argv, "-device", nic)
 	if !s.Reboot {
 		argv = append(argv, "-no-reboot")
 	}
-	if s.UEFI {
+	for _, f := range s.FwCfg {
+		argv = append(argv, "-fw_cfg", f)
+	}
+	switch {
+	case s.HTTPBoot != 0:
+		other := "IPv6Support"
+		if s.HTTPBoot == 6 {
+			other = "IPv4Support"
+		}
+		argv = append(argv, "-machine", "q35",
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode4M,
+			"-drive", "if=pflash,format=raw,unit=1,file="+v.Disk+".vars",
+			"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
+			"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no",
+			"-fw_cfg", "name=opt/org.tianocore/"+other+",string=no")
+	case s.UEFI:
 		argv = append(argv, "-drive", "if=pflash,format=raw,readonly=on,file="+OVMFCode)
-	} else {
+	default:
 		argv = append(argv, "-boot", "n")
 	}
 	return argv

@@ -49,11 +49,16 @@ type Backend struct {
 	// deployed machine reports its host keys are valid. If 0,
 	// hostkeys.DefaultCertLifetime (1 year).
 	HostCertLifetime time.Duration
+	// BaseURL6 is the boot HTTP server's IPv6 base URL, used instead of
+	// BaseURL for a machine whose ip is IPv6 (an IPv6-only machine). If
+	// empty, BaseURL.
+	BaseURL6 string
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
 
 	once     sync.Once
 	leases   *batcher[inventory.Lease, error]
+	leases6  *batcher[inventory.Lease, error]
 	reserved *batcher[string, reservationResult]
 	recent   reservationCache
 	macs     *macReplica
@@ -68,6 +73,7 @@ type reservationResult struct {
 func (a *Backend) init() {
 	a.once.Do(func() {
 		a.leases = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases, inFlight: 4}
+		a.leases6 = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases6, inFlight: 4}
 		a.reserved = &batcher[string, reservationResult]{call: a.reservations, inFlight: 2}
 		a.macs = &macReplica{store: a.Store, log: a.log()}
 	})
@@ -137,6 +143,40 @@ func (a *Backend) StoreLease(ctx context.Context, l dhcp.Lease) error {
 		return fmt.Errorf("%w: %v", dhcp.ErrAddressInUse, err)
 	}
 	return err
+}
+
+// Leases6 is the dhcp.LeaseStore of the DHCPv6 server: leases under
+// leases6/<mac> (inventory.Store.Leases6, StoreLease6), each committed
+// before its Reply.
+func (a *Backend) Leases6() dhcp.LeaseStore { return leases6{a} }
+
+type leases6 struct{ a *Backend }
+
+func (l leases6) Leases(ctx context.Context) ([]dhcp.Lease, error) {
+	ls, err := l.a.Store.Leases6(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]dhcp.Lease, 0, len(ls))
+	for _, s := range ls {
+		mac, err := net.ParseMAC(s.MAC)
+		ip, perr := netip.ParseAddr(s.IP)
+		if err != nil || perr != nil || !ip.Is6() {
+			l.a.log().Warn("bootserver: skipping malformed stored DHCPv6 lease", "mac", s.MAC, "ip", s.IP)
+			continue
+		}
+		out = append(out, dhcp.Lease{MAC: mac, IP: ip, Expires: s.Expires, Hostname: s.Hostname})
+	}
+	return out, nil
+}
+
+// StoreLease commits the lease before it returns, group-committed with the
+// v6 leases of concurrent requests (inventory.StoreLeases6).
+func (l leases6) StoreLease(ctx context.Context, s dhcp.Lease) error {
+	l.a.init()
+	mac := s.MAC.String()
+	return l.a.leases6.do(ctx, inventory.Lease{MAC: mac, IP: s.IP.String(), Expires: s.Expires.UTC(), Hostname: s.Hostname,
+		NoMachine: l.a.unowned(mac, time.Now())})
 }
 
 // find returns the machine with mac, or nil when none has it.

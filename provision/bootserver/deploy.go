@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/images"
@@ -133,8 +134,12 @@ func (a *Backend) deployedImage(ctx context.Context, m *inventory.Machine) ipxe.
 	tagged := m.Clone()
 	tagged.Tags[TagImage], tagged.Tags[TagImageVersion] = spec.Image, spec.ImageVersion
 	img := a.image(tagged)
-	if img.Kernel != "" && a.BaseURL != "" {
-		if frag := NoCloudCmdline(a.BaseURL, spec.NoCloudToken); frag != "" {
+	base := a.BaseURL
+	if a.BaseURL6 != "" && strings.Contains(m.IP, ":") {
+		base = a.BaseURL6
+	}
+	if img.Kernel != "" && base != "" {
+		if frag := NoCloudCmdline(base, spec.NoCloudToken); frag != "" {
 			img.Cmdline += " " + frag
 		}
 	}

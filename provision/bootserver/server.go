@@ -36,6 +36,18 @@ type Config struct {
 	// sets Boot, Enlister, Logger and Registerer, and, unless Proxy, Leases
 	// and Reservations; if Workers is 0, 512.
 	DHCP dhcp.Config
+	// DHCP6 configures DHCPv6 on the same interface (see dhcp.Config6) when
+	// its Address is set: stateful with RangeFirst..RangeLast, else
+	// stateless. The HTTP server then also listens on its address, scripts
+	// fetched over IPv6 point there, and the router advertisement carries
+	// its prefix with the M/O flags (see provision/ra). The boot server
+	// sets Interface, Boot, Enlister, Leases (stateful), Logger and
+	// Registerer.
+	DHCP6 dhcp.Config6
+	// IPv6Router advertises this host as the IPv6 default router (30
+	// minutes) when DHCPv6 is configured: UEFI HTTP boot over IPv6 needs
+	// a router (see ra.DHCP6.RouterLifetime). If false, router lifetime 0.
+	IPv6Router bool
 	// HTTPPort is the boot HTTP server's port on Address. If 0, 8080.
 	HTTPPort int
 	// DataDir holds images/<name>/<version>/; the agent is
@@ -68,7 +80,7 @@ type Config struct {
 }
 
 // Part is one of a Server's servers with its name: "http", "tftp",
-// "dhcp", "macs" (the MAC index replica) or "ra".
+// "dhcp", "dhcp6", "macs" (the MAC index replica) or "ra".
 type Part struct {
 	Name string
 	// Serve serves until ctx is done and then returns nil. It opens its
@@ -83,8 +95,11 @@ type Server struct {
 	Backend *Backend
 	// BaseURL is the HTTP server's base URL, e.g. http://192.0.2.1:8080.
 	BaseURL string
-	parts   []Part
-	log     *slog.Logger
+	// BaseURL6 is its IPv6 base URL, e.g. http://[2001:db8::1]:8080, when
+	// DHCPv6 is configured; else empty.
+	BaseURL6 string
+	parts    []Part
+	log      *slog.Logger
 }
 
 // New checks cfg and builds the protocol servers. It does no network I/O
@@ -130,6 +145,24 @@ func New(cfg Config) (*Server, error) {
 	httpAddr := net.JoinHostPort(ip, strconv.Itoa(cfg.HTTPPort))
 	base := "http://" + httpAddr
 	inv := &Backend{Store: cfg.Store, DataDir: cfg.DataDir, BaseURL: base, Logger: log, HostCertLifetime: cfg.HostCertLifetime}
+	var d6 *dhcp.Server6
+	var httpAddr6, base6 string
+	if cfg.DHCP6.Address.IsValid() {
+		httpAddr6 = net.JoinHostPort(cfg.DHCP6.Address.Addr().String(), strconv.Itoa(cfg.HTTPPort))
+		base6 = "http://" + httpAddr6
+		inv.BaseURL6 = base6
+		c6 := cfg.DHCP6
+		c6.Interface = ifname
+		c6.Boot = dhcp.BootNames{HTTPBase: base6}
+		c6.Enlister = inv
+		c6.Logger, c6.Registerer = log, cfg.Registry
+		if c6.RangeFirst.IsValid() || c6.RangeLast.IsValid() {
+			c6.Leases = inv.Leases6()
+		}
+		if d6, err = dhcp.New6(c6); err != nil {
+			return nil, err
+		}
+	}
 
 	dcfg := cfg.DHCP
 	dcfg.Boot = dhcp.BootNames{HTTPBase: base}
@@ -149,6 +182,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	h, err := httpboot.New(httpboot.Config{
 		Addr:     httpAddr,
+		Addr6:    httpAddr6,
+		BaseURL6: base6,
 		ImageDir: images.Root(cfg.DataDir),
 		IPXEDir:  ipxeDir,
 		Env:      ipxe.Env{BaseURL: base, AgentCmdline: cfg.AgentCmdline},
@@ -165,13 +200,21 @@ func New(cfg Config) (*Server, error) {
 		Interface: ifname,
 		Logger:    log,
 	})
-	s := &Server{Backend: inv, BaseURL: base, log: log}
+	s := &Server{Backend: inv, BaseURL: base, BaseURL6: base6, log: log}
 	s.parts = []Part{{"http", h.Serve}, {"tftp", t.Serve}, {"dhcp", d.Serve}}
+	var ra6 ra.DHCP6
+	if d6 != nil {
+		s.parts = append(s.parts, Part{"dhcp6", d6.Serve})
+		ra6 = ra.DHCP6{Prefix: cfg.DHCP6.Address.Masked(), Stateful: d6.Stateful()}
+		if cfg.IPv6Router {
+			ra6.RouterLifetime = 30 * time.Minute
+		}
+	}
 	if !dcfg.Proxy {
 		s.parts = append(s.parts, Part{"macs", inv.ServeMACReplica})
 	}
 	if !cfg.NoRA {
-		s.parts = append(s.parts, Part{"ra", ra.New(ra.Config{Interface: ifname, Logger: log}).Serve})
+		s.parts = append(s.parts, Part{"ra", ra.New(ra.Config{Interface: ifname, DHCP6: ra6, Logger: log}).Serve})
 	}
 	return s, nil
 }

@@ -1,9 +1,12 @@
-// Package dhcp owns ironrack's DHCPv4 server for network boot: address
-// leases in authoritative mode, PXE boot options in both authoritative and
-// proxyDHCP mode, and the choice of boot file per client firmware.
+// Package dhcp owns ironrack's DHCP servers for network boot: DHCPv4
+// (Server: address leases in authoritative mode, PXE boot options in both
+// authoritative and proxyDHCP mode) and DHCPv6 (Server6: stateful or
+// stateless, the client's MAC found from its DUID, EUI-64 link-local
+// address or relay option 79), and the one choice of boot file per client
+// firmware both use (BootFor).
 //
-// The protocol core, Reply and ReplyPXE, maps one request to at most one
-// reply; Serve puts it on sockets bound to exactly one interface. The state
+// The protocol cores, Reply, ReplyPXE and Reply6, map one request to at
+// most one reply; Serve puts them on sockets bound to exactly one interface. The state
 // it needs from the inventory comes through the small interfaces below,
 // which *inventory.Store (or bootserver.Backend, its adapter) satisfies.
 package dhcp

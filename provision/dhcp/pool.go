@@ -84,15 +84,16 @@ func (p *pool) restore(mac string, ip netip.Addr, prev Lease, hadPrev bool) {
 }
 
 func (p *pool) inRange(ip netip.Addr) bool {
-	return ip.Is4() && !ip.Less(p.first) && !p.last.Less(ip) && p.usable(ip)
+	return ip.Is4() == p.first.Is4() && !ip.Less(p.first) && !p.last.Less(ip) && p.usable(ip)
 }
 
-// usable: in the subnet, not the server, not the network or broadcast address.
+// usable: in the subnet, not the server, not the network or (IPv4)
+// broadcast address.
 func (p *pool) usable(ip netip.Addr) bool {
 	if !p.subnet.Contains(ip) || ip == p.server || ip == p.subnet.Addr() {
 		return false
 	}
-	if p.subnet.Bits() <= 30 && ip == broadcast(p.subnet) {
+	if ip.Is4() && p.subnet.Bits() <= 30 && ip == broadcast(p.subnet) {
 		return false
 	}
 	return true
@@ -157,7 +158,7 @@ func (p *pool) pick(mac string, now time.Time) (netip.Addr, bool) {
 }
 
 func (p *pool) advance(ip netip.Addr) netip.Addr {
-	if ip == p.last || !ip.Is4() {
+	if ip == p.last || ip.Is4() != p.first.Is4() {
 		return p.first
 	}
 	return ip.Next()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // enlistTimeout bounds one EnlistPXE call.
@@ -414,27 +416,33 @@ type enlistCache struct {
 }
 
 func (s *Server) enlistPXE(ctx context.Context, hw net.HardwareAddr) {
-	if s.cfg.Enlister == nil {
+	s.enlist.enlist(ctx, s.cfg.Enlister, hw, s.log, s.metrics.enlistErrors)
+}
+
+// enlist calls e.EnlistPXE for hw unless it succeeded before in this
+// process; a failure is logged and counted in errs.
+func (c *enlistCache) enlist(ctx context.Context, e Enlister, hw net.HardwareAddr, log *slog.Logger, errs prometheus.Counter) {
+	if e == nil {
 		return
 	}
 	mac := hw.String()
-	s.enlist.mu.Lock()
-	done := s.enlist.seen[mac]
-	s.enlist.mu.Unlock()
+	c.mu.Lock()
+	done := c.seen[mac]
+	c.mu.Unlock()
 	if done {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, enlistTimeout)
 	defer cancel()
-	if err := s.cfg.Enlister.EnlistPXE(ctx, append(net.HardwareAddr(nil), hw...)); err != nil {
-		s.log.Error("dhcp: enlist PXE client", "mac", mac, "err", err)
-		s.metrics.enlistErrors.Inc()
+	if err := e.EnlistPXE(ctx, append(net.HardwareAddr(nil), hw...)); err != nil {
+		log.Error("dhcp: enlist PXE client", "mac", mac, "err", err)
+		errs.Inc()
 		return
 	}
-	s.enlist.mu.Lock()
-	if len(s.enlist.seen) >= 65536 {
-		clear(s.enlist.seen)
+	c.mu.Lock()
+	if len(c.seen) >= 65536 {
+		clear(c.seen)
 	}
-	s.enlist.seen[mac] = true
-	s.enlist.mu.Unlock()
+	c.seen[mac] = true
+	c.mu.Unlock()
 }

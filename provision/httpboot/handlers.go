@@ -19,6 +19,21 @@ import (
 
 const lookupTimeout = 5 * time.Second
 
+// env is where r's script points: at BaseURL6 when r came in over IPv6
+// and BaseURL6 is set, so a machine that booted over IPv6 stays on it.
+func (s *Server) env(r *http.Request) ipxe.Env {
+	env := s.cfg.Env
+	if s.cfg.BaseURL6 == "" {
+		return env
+	}
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if ta, ok := la.(*net.TCPAddr); ok && ta.IP.To4() == nil {
+			env.BaseURL = s.cfg.BaseURL6
+		}
+	}
+	return env
+}
+
 func (s *Server) serveScript(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Machines == nil {
 		http.Error(w, "no inventory configured", http.StatusServiceUnavailable)
@@ -29,6 +44,7 @@ func (s *Server) serveScript(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "mac: want ?mac=aa:bb:cc:dd:ee:ff", http.StatusBadRequest)
 		return
 	}
+	env := s.env(r)
 	ctx, cancel := context.WithTimeout(r.Context(), lookupTimeout)
 	defer cancel()
 	m, err := s.cfg.Machines.MachineByMAC(ctx, mac)
@@ -38,7 +54,7 @@ func (s *Server) serveScript(w http.ResponseWriter, r *http.Request) {
 		s.log.Error("httpboot: look up machine", "mac", mac.String(), "err", err)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintf(w, "#!ipxe\necho ironrack: inventory unavailable, retrying in 10s\nsleep 10\nchain --replace %s%s?mac=%s\n",
-			s.cfg.Env.BaseURL, "/boot.ipxe", mac)
+			env.BaseURL, "/boot.ipxe", mac)
 		s.scripts.WithLabelValues("retry").Inc()
 		return
 	}
@@ -57,7 +73,7 @@ func (s *Server) serveScript(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	io.WriteString(w, ipxe.Render(d, m, s.cfg.Env))
+	io.WriteString(w, ipxe.Render(d, m, env))
 	s.scripts.WithLabelValues(string(d.Action)).Inc()
 }
 

@@ -59,6 +59,12 @@ type Config struct {
 	Addr string
 	// Listener, if set, is served instead of listening on Addr; Serve closes it.
 	Listener net.Listener
+	// Addr6 is a second listen address (the boot server's IPv6 one), e.g.
+	// "[2001:db8::1]:8080". If empty, none.
+	Addr6 string
+	// BaseURL6 is where scripts fetched over IPv6 point, e.g.
+	// "http://[2001:db8::1]:8080". If empty, Env.BaseURL.
+	BaseURL6 string
 	// ImageDir is the tree served under /images/: <name>/<version>/<file>
 	// (images.Root of the data dir). If empty, /images/ answers 404.
 	ImageDir string
@@ -173,6 +179,14 @@ func (s *Server) Serve(ctx context.Context) error {
 			return fmt.Errorf("httpboot: listen on %s: %w", s.cfg.Addr, err)
 		}
 	}
+	var ln6 net.Listener
+	if s.cfg.Addr6 != "" {
+		var err error
+		if ln6, err = net.Listen("tcp", s.cfg.Addr6); err != nil {
+			ln.Close()
+			return fmt.Errorf("httpboot: listen on %s: %w", s.cfg.Addr6, err)
+		}
+	}
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -180,12 +194,27 @@ func (s *Server) Serve(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("httpboot: serving", "addr", ln.Addr().String())
+	lns := []net.Listener{ln}
+	if ln6 != nil {
+		lns = append(lns, ln6)
+	}
+	errc := make(chan error, len(lns))
+	for _, l := range lns {
+		go func() {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("httpboot: serve %s: %w", l.Addr(), err)
+				return
+			}
+			errc <- nil
+		}()
+		s.log.Info("httpboot: serving", "addr", l.Addr().String())
+	}
+	var first error
 	select {
-	case err := <-errc:
-		return fmt.Errorf("httpboot: serve %s: %w", ln.Addr(), err)
+	case first = <-errc:
+		if first == nil {
+			first = errors.New("httpboot: a listener stopped")
+		}
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
@@ -193,8 +222,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		srv.Close()
 	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("httpboot: serve %s: %w", ln.Addr(), err)
+	n := len(lns)
+	if first != nil {
+		n--
 	}
-	return nil
+	for range n {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

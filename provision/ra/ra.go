@@ -1,16 +1,22 @@
 // Package ra owns the IPv6 router advertisements on the boot interface.
-// It advertises router lifetime 0 (this host is not a default router) with
-// no prefixes and no DHCPv6 flags, both unsolicited on a timer and in
-// answer to router solicitations, so that firmware such as Debian's iPXE,
-// which waits about 16 s per boot stage for an RA, moves on at once.
+// It advertises router lifetime 0 (this host is not a default router),
+// both unsolicited on a timer and in answer to router solicitations, so
+// that firmware such as Debian's iPXE, which waits about 16 s per boot
+// stage for an RA, moves on at once. Without DHCPv6 it carries no prefix
+// and no flags; with DHCPv6 (Config.DHCP6) it carries the boot prefix as
+// on-link, and the M and O flags: stateful DHCPv6 sets M and O and clears
+// the prefix's autonomous flag (addresses come from DHCPv6 only);
+// stateless sets O alone and the autonomous flag (SLAAC).
 package ra
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -34,8 +40,28 @@ type Config struct {
 	// MinReplyGap is the least time between two solicited advertisements
 	// (a flood of solicitations gets at most one answer per gap). If 0, 50ms.
 	MinReplyGap time.Duration
+	// DHCP6 describes the DHCPv6 service on the link. If its Prefix is the
+	// zero Prefix, there is none: no prefix, no flags.
+	DHCP6 DHCP6
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
+}
+
+// DHCP6 is what the advertisement says about DHCPv6 on the link.
+type DHCP6 struct {
+	// Prefix is the on-link prefix (a /64 for SLAAC), e.g. 2001:db8::/64.
+	Prefix netip.Prefix
+	// Stateful: DHCPv6 hands out addresses (M and O set, prefix not
+	// autonomous). Otherwise only other configuration (O set, prefix
+	// autonomous: SLAAC).
+	Stateful bool
+	// RouterLifetime, if positive, advertises this host as a default
+	// router for that long (at most 9000s) instead of lifetime 0. UEFI
+	// HTTP boot over IPv6 needs it: EDK2 configures its DHCPv6 address by
+	// hand, keeping an explicit gateway but not the on-link prefix, so
+	// without a router it cannot reach the boot server. This host does
+	// not forward: clients' off-link IPv6 traffic ends here.
+	RouterLifetime time.Duration
 }
 
 // Server sends router advertisements on one interface. Make one with New.
@@ -60,13 +86,36 @@ func New(cfg Config) *Server {
 }
 
 // Advertisement returns the ICMPv6 router advertisement this server sends
-// from an interface with hardware address mac: hop limit unspecified, no
-// M/O flags, router lifetime 0, reachable and retransmit times
-// unspecified, and the source link-layer address option.
-func Advertisement(mac net.HardwareAddr) ([]byte, error) {
-	body := make([]byte, 12, 12+8)
-	// body[0] cur hop limit 0, body[1] flags 0, body[2:4] router lifetime 0,
+// from an interface with hardware address mac: hop limit unspecified,
+// router lifetime 0, reachable and retransmit times unspecified, the source
+// link-layer address option and, when d.Prefix is set, the M/O flags and a
+// prefix information option as the package doc says.
+func Advertisement(mac net.HardwareAddr, d DHCP6) ([]byte, error) {
+	body := make([]byte, 12, 12+8+32)
+	// body[0] cur hop limit 0, body[1] flags, body[2:4] router lifetime 0,
 	// body[4:8] reachable time 0, body[8:12] retrans timer 0.
+	if d.Prefix.IsValid() {
+		if !d.Prefix.Addr().Is6() || d.Prefix.Addr().Is4In6() {
+			return nil, fmt.Errorf("ra: prefix %v is not IPv6", d.Prefix)
+		}
+		pi := make([]byte, 32)
+		pi[0], pi[1], pi[2] = 3, 4, byte(d.Prefix.Bits()) // type, length (32 bytes), prefix length
+		pi[3] = 0x80                                      // L: on link
+		body[1] = 0x40                                    // O
+		if d.Stateful {
+			body[1] |= 0x80 // M
+		} else {
+			pi[3] |= 0x40 // A: autonomous (SLAAC)
+		}
+		if lt := d.RouterLifetime; lt > 0 {
+			binary.BigEndian.PutUint16(body[2:4], uint16(min(lt, 9000*time.Second)/time.Second))
+		}
+		binary.BigEndian.PutUint32(pi[4:8], 86400)  // valid lifetime
+		binary.BigEndian.PutUint32(pi[8:12], 14400) // preferred lifetime
+		a := d.Prefix.Masked().Addr().As16()
+		copy(pi[16:], a[:])
+		body = append(body, pi...)
+	}
 	if len(mac) == 6 {
 		body = append(body, 1, 1) // source link-layer address, length 1 (8 bytes)
 		body = append(body, mac...)
@@ -86,7 +135,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ra: interface %q: %w", s.cfg.Interface, err)
 	}
-	ra, err := Advertisement(ifi.HardwareAddr)
+	ra, err := Advertisement(ifi.HardwareAddr, s.cfg.DHCP6)
 	if err != nil {
 		return fmt.Errorf("ra: build advertisement: %w", err)
 	}
@@ -152,7 +201,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}()
 
-	s.log.Info("ra: advertising router lifetime 0", "interface", ifi.Name, "interval", s.cfg.Interval)
+	s.log.Info("ra: advertising", "interface", ifi.Name, "interval", s.cfg.Interval,
+		"prefix", s.cfg.DHCP6.Prefix, "stateful", s.cfg.DHCP6.Stateful, "router_lifetime", s.cfg.DHCP6.RouterLifetime)
 	buf := make([]byte, 1500)
 	var last time.Time
 	for {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"github.com/ironrack/ironrack/internal/servetest"
 	"net"
+	"net/netip"
 	"regexp"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 )
 
 func TestAdvertisementBytes(t *testing.T) {
-	b, err := ra.Advertisement(net.HardwareAddr{0x52, 0x54, 0, 1, 2, 3})
+	b, err := ra.Advertisement(net.HardwareAddr{0x52, 0x54, 0, 1, 2, 3}, ra.DHCP6{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,5 +114,53 @@ func TestUnsolicited(t *testing.T) {
 			t.Errorf("advertisement from %v, want a link-local source", ip)
 		}
 		got++
+	}
+}
+
+func TestAdvertisementDHCP6Flags(t *testing.T) {
+	for name, tc := range map[string]struct {
+		stateful  bool
+		flags, pf byte
+	}{
+		"stateful":  {true, 0xc0, 0x80},  // M and O; prefix on-link, not autonomous
+		"stateless": {false, 0x40, 0xc0}, // O only; prefix on-link and autonomous (SLAAC)
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, err := ra.Advertisement(net.HardwareAddr{0x52, 0x54, 0, 1, 2, 3},
+				ra.DHCP6{Prefix: netip.MustParsePrefix("2001:db8:0:1::1/64"), Stateful: tc.stateful})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := icmp.ParseMessage(58, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := m.Body.(*icmp.RawBody).Data
+			if body[1] != tc.flags || body[2] != 0 || body[3] != 0 {
+				t.Errorf("flags %#x lifetime %d, want %#x and 0", body[1], int(body[2])<<8|int(body[3]), tc.flags)
+			}
+			pi := body[12:44]
+			if pi[0] != 3 || pi[1] != 4 || pi[2] != 64 || pi[3] != tc.pf {
+				t.Errorf("prefix option header % x, want 03 04 40 %02x", pi[:4], tc.pf)
+			}
+			if got := netip.AddrFrom16([16]byte(pi[16:32])); got != netip.MustParseAddr("2001:db8:0:1::") {
+				t.Errorf("prefix %v", got)
+			}
+		})
+	}
+	// With a router lifetime (UEFI HTTP boot over IPv6), capped at 9000 s.
+	for lt, want := range map[time.Duration]int{30 * time.Minute: 1800, 10 * time.Hour: 9000} {
+		b, err := ra.Advertisement(nil, ra.DHCP6{Prefix: netip.MustParsePrefix("2001:db8::/64"), Stateful: true, RouterLifetime: lt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := icmp.ParseMessage(58, b)
+		body := m.Body.(*icmp.RawBody).Data
+		if got := int(body[2])<<8 | int(body[3]); got != want {
+			t.Errorf("router lifetime %v: advertised %d s, want %d", lt, got, want)
+		}
+	}
+	if _, err := ra.Advertisement(nil, ra.DHCP6{Prefix: netip.MustParsePrefix("192.0.2.0/24")}); err == nil {
+		t.Error("an IPv4 prefix was accepted")
 	}
 }

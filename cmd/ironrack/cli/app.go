@@ -82,6 +82,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			bootCommand(e),
 			keyCommand(e),
 			serveCommand(e),
+			efiCACertsCommand(e),
 			imagesCommand(e),
 			scaleCommand(e),
 			commissionCommand(e),

@@ -24,10 +24,12 @@ func serveCommand(e *env) *cli.Command {
 		Name:  "serve",
 		Usage: "run the network boot server (DHCP or proxyDHCP, TFTP, iPXE over HTTP, IPv6 RA) on one interface",
 		UsageText: "ironrack serve --interface IF --address IP/PREFIX (--dhcp-range FIRST-LAST | --proxy-dhcp)\n" +
-			"   [--router IP] [--dns IP,...] [--lease-time 1h] [--http-port 8080] [--data-dir DIR]",
+			"   [--router IP] [--dns IP,...] [--lease-time 1h] [--http-port 8080] [--data-dir DIR]\n" +
+			"   [--address6 IP6/PREFIX [--dhcp6-range FIRST-LAST] [--dns6 IP6,...] [--ipv6-router]]",
 		Description: "Every machine that network-boots on --interface gets the iPXE script its lifecycle state asks for\n" +
 			"(see docs/boot-server.md). Leases, enlisted machines, facts and boots go to the inventory in Consul\n" +
-			"(--consul). DHCP, TFTP and RA bind --interface only; HTTP listens on --address only.",
+			"(--consul). DHCP, TFTP and RA bind --interface only; HTTP listens on --address only (and --address6).\n" +
+			"With --address6, DHCPv6 runs too: stateful with --dhcp6-range, else stateless (SLAAC), the RA's M/O flags to match.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "interface", Usage: "the only interface DHCP, TFTP and RA bind (required)"},
 			&cli.StringFlag{Name: "address", Usage: "this server's IPv4 address on --interface with prefix, e.g. 192.0.2.1/24 (required)"},
@@ -36,6 +38,10 @@ func serveCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "router", Usage: "default gateway handed to clients (option 3)"},
 			&cli.StringFlag{Name: "dns", Usage: "DNS servers handed to clients, comma-separated (option 6)"},
 			&cli.DurationFlag{Name: "lease-time", Value: time.Hour, Usage: "DHCP lease time"},
+			&cli.StringFlag{Name: "address6", Usage: "DHCPv6 on: this server's IPv6 address on --interface with prefix, e.g. 2001:db8::1/64 (HTTP listens there too)"},
+			&cli.StringFlag{Name: "dhcp6-range", Usage: "stateful DHCPv6: the range FIRST-LAST inside --address6's prefix (without it, stateless: SLAAC)"},
+			&cli.BoolFlag{Name: "ipv6-router", Usage: "advertise this host as the IPv6 default router (needed by UEFI HTTP boot over IPv6; it does not forward)"},
+			&cli.StringFlag{Name: "dns6", Usage: "IPv6 DNS servers handed to DHCPv6 clients, comma-separated (option 23)"},
 			&cli.IntFlag{Name: "http-port", Value: 8080, Usage: "port of the boot HTTP server on --address"},
 			&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "boot artifacts: images/<name>/<version>/, the agent in images/agent/current/"},
 			&cli.StringFlag{Name: "cert-lifetime", Value: "365d", Usage: "lifetime of the host certificates signed when deployed machines report their host keys (with an SSH CA and the key file; Nd or a Go duration)"},
@@ -86,7 +92,8 @@ func serveCommand(e *env) *cli.Command {
 				// the environment wins.
 				debug.SetGCPercent(serveGCPercent)
 			}
-			e.log.Info("serve: starting", "interface", cfg.DHCP.Interface, "address", cfg.DHCP.Address, "proxy", cfg.DHCP.Proxy, "http", b.BaseURL)
+			e.log.Info("serve: starting", "interface", cfg.DHCP.Interface, "address", cfg.DHCP.Address, "proxy", cfg.DHCP.Proxy, "http", b.BaseURL,
+				"address6", cfg.DHCP6.Address, "http6", b.BaseURL6)
 			return b.Serve(c.Context)
 		},
 	}
@@ -177,6 +184,9 @@ func serveConfig(c *cli.Context) (bootserver.Config, error) {
 		return cfg, fmt.Errorf("--lease-time %v: want between 1m and 8760h", lt)
 	}
 	cfg.DHCP.LeaseTime = lt
+	if err := serveConfig6(c, &cfg); err != nil {
+		return cfg, err
+	}
 	port := c.Int("http-port")
 	if port < 1 || port > 65535 {
 		return cfg, fmt.Errorf("--http-port %d: want 1 to 65535", port)
@@ -200,6 +210,60 @@ func serveConfig(c *cli.Context) (bootserver.Config, error) {
 	}
 	cfg.HostCertLifetime = life
 	return cfg, nil
+}
+
+// serveConfig6 reads the DHCPv6 flags into cfg.DHCP6.
+func serveConfig6(c *cli.Context, cfg *bootserver.Config) error {
+	addr := c.String("address6")
+	if addr == "" {
+		for _, f := range []string{"dhcp6-range", "dns6", "ipv6-router"} {
+			if c.IsSet(f) {
+				return fmt.Errorf("--%s needs --address6 (this server's IPv6 address with prefix, e.g. 2001:db8::1/64)", f)
+			}
+		}
+		return nil
+	}
+	p, err := netip.ParsePrefix(addr)
+	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+		return fmt.Errorf("--address6 %q: want an IPv6 address with prefix, e.g. 2001:db8::1/64", addr)
+	}
+	if p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast() {
+		return fmt.Errorf("--address6 %q: want a global or unique-local address, not link-local or multicast", addr)
+	}
+	if p.Bits() > 120 {
+		return fmt.Errorf("--address6 %q: prefix /%d leaves no room for clients; want at most /120 (/64 for SLAAC)", addr, p.Bits())
+	}
+	cfg.DHCP6.Address = p
+	prefix := p.Masked()
+	if rng := c.String("dhcp6-range"); rng != "" {
+		first, last, ok := strings.Cut(rng, "-")
+		a, err1 := netip.ParseAddr(strings.TrimSpace(first))
+		b, err2 := netip.ParseAddr(strings.TrimSpace(last))
+		if !ok || err1 != nil || err2 != nil || !a.Is6() || !b.Is6() || a.Is4In6() || b.Is4In6() {
+			return fmt.Errorf("--dhcp6-range %q: want FIRST-LAST, two IPv6 addresses, e.g. 2001:db8::100-2001:db8::1ff", rng)
+		}
+		if b.Less(a) {
+			return fmt.Errorf("--dhcp6-range %q: FIRST is after LAST", rng)
+		}
+		if !prefix.Contains(a) || !prefix.Contains(b) {
+			return fmt.Errorf("--dhcp6-range %q is not inside --address6's prefix %s", rng, prefix)
+		}
+		cfg.DHCP6.RangeFirst, cfg.DHCP6.RangeLast = a, b
+	} else if p.Bits() != 64 {
+		return fmt.Errorf("--address6 %q: stateless DHCPv6 (no --dhcp6-range) needs a /64 for SLAAC, not /%d", addr, p.Bits())
+	}
+	if d := c.String("dns6"); d != "" {
+		for _, f := range strings.Split(d, ",") {
+			ip, err := netip.ParseAddr(strings.TrimSpace(f))
+			if err != nil || !ip.Is6() || ip.Is4In6() {
+				return fmt.Errorf("--dns6 %q: %q is not an IPv6 address (want IP6,IP6,...)", d, strings.TrimSpace(f))
+			}
+			cfg.DHCP6.DNS = append(cfg.DHCP6.DNS, ip)
+		}
+	}
+	cfg.DHCP6.LeaseTime = cfg.DHCP.LeaseTime
+	cfg.IPv6Router = c.Bool("ipv6-router")
+	return nil
 }
 
 // missing: p does not exist (any other stat error is left to the reader).
