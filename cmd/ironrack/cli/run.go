@@ -48,9 +48,9 @@ func runCommand(e *env) *cli.Command {
 		ArgsUsage: runArgsUsage,
 		Description: "Select machines by ID, or with --where/--rack/--state/--tier; each is reached at its\n" +
 			"inventory IP. Everything after -- is the command, run through the login shell as ssh runs it.\n" +
-			"Host keys are checked strictly against those the inventory recorded (reported at first boot, or\n" +
-			"`ironrack ssh-keys import`; --known-hosts FILE instead); a changed key is refused. A timeout, an abort with --abort-now\n" +
-			"or Ctrl-C ends the remote command too. Identical output is folded into host ranges, then a\n" +
+			"Host keys are checked strictly against those the inventory recorded (reported at first boot,\n" +
+			"or `ironrack ssh-keys import`; --known-hosts FILE instead); a changed key is refused. A timeout,\n" +
+			"an abort with --abort-now or Ctrl-C ends the remote command too. Identical output is folded into host ranges, then a\n" +
 			"summary table; -o json gives every machine's full output. Exits non-zero when any machine failed.",
 		Flags: append(fanoutFlags(),
 			&cli.StringFlag{Name: "hosts-file", Usage: "run on the hosts listed in FILE instead of inventory machines: one per line, ADDR or NAME ADDR (ADDR is host or host:port; # comments)"}),
