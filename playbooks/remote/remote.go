@@ -62,6 +62,10 @@ type Options struct {
 	HostKeyCallback ssh.HostKeyCallback
 	// Auth is how to authenticate: see KeyFileAuth and AgentAuth.
 	Auth []ssh.AuthMethod
+	// HostKeyAlgorithms, when set, gives the host key algorithms to ask
+	// the host at addr for (hostkeys.Trust.HostKeyAlgorithms: only the
+	// recorded key types); nil or an empty answer: the defaults.
+	HostKeyAlgorithms func(addr string) []string
 	// ConnectTimeout bounds the TCP connect and the SSH handshake. If 0, 10s.
 	ConnectTimeout time.Duration
 	// KillGrace is how long Run waits after sending TERM to a command whose
@@ -129,9 +133,14 @@ func Dial(ctx context.Context, t Target, o Options) (*Client, error) {
 		return nil, fmt.Errorf("machine %s: connect %s: %w", t.ID, t.Addr, cause(dctx, err))
 	}
 	var mismatch *HostKeyMismatch
+	var algos []string
+	if o.HostKeyAlgorithms != nil {
+		algos = o.HostKeyAlgorithms(t.Addr)
+	}
 	cfg := &ssh.ClientConfig{
-		User: t.user(),
-		Auth: o.Auth,
+		User:              t.user(),
+		Auth:              o.Auth,
+		HostKeyAlgorithms: algos,
 		HostKeyCallback: func(hostname string, remote net.Addr, key ssh.PublicKey) error {
 			err := o.HostKeyCallback(hostname, remote, key)
 			var ke *knownhosts.KeyError

@@ -62,6 +62,27 @@ func TestRemote(t *testing.T) {
 		}
 	})
 
+	t.Run("HostKeyAlgorithms: the host is asked only for those types", func(t *testing.T) {
+		o := opts
+		var asked string
+		o.HostKeyAlgorithms = func(addr string) []string { asked = addr; return []string{ssh.KeyAlgoECDSA256} }
+		if cl2, err := remote.Dial(ctx, remote.Target{ID: "m-01", Addr: h.Addr}, o); err == nil || !strings.Contains(err.Error(), "no common algorithm") {
+			if cl2 != nil {
+				cl2.Close()
+			}
+			t.Fatalf("only ecdsa asked of an ed25519 host: %v", err)
+		}
+		if asked != h.Addr {
+			t.Errorf("HostKeyAlgorithms asked for %q, want %q", asked, h.Addr)
+		}
+		o.HostKeyAlgorithms = func(string) []string { return []string{ssh.KeyAlgoED25519} }
+		cl2, err := remote.Dial(ctx, remote.Target{ID: "m-01", Addr: h.Addr}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl2.Close()
+	})
+
 	t.Run("a signal is named", func(t *testing.T) {
 		exit, err := cl.Run(ctx, "kill -KILL $$", nil, nil, nil)
 		var se *remote.SignalError

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/user"
-	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -19,7 +17,6 @@ import (
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/playbooks/mesh"
 	"github.com/ironrack/ironrack/playbooks/netpolicy"
-	"github.com/ironrack/ironrack/playbooks/remote"
 	"github.com/ironrack/ironrack/tiers/stack"
 )
 
@@ -27,14 +24,10 @@ import (
 // inventory, pushed over SSH (see docs/network-policy.md).
 func fwCommand(e *env) *cli.Command {
 	policyFlag := &cli.StringFlag{Name: "policy", Aliases: []string{"p"}, Required: true, Usage: "policy file (YAML, see docs/network-policy.md)"}
-	sshFlags := []cli.Flag{
-		&cli.StringFlag{Name: "identity", Aliases: []string{"i"}, Usage: "SSH private key file (default: the ssh-agent at SSH_AUTH_SOCK)"},
-		&cli.StringFlag{Name: "user", Value: "root", Usage: "login name"},
-		&cli.StringFlag{Name: "known-hosts", Usage: "known_hosts file the machines' host keys are checked against (required)"},
-		&cli.IntFlag{Name: "port", Value: 22, Usage: "SSH port"},
+	sshFlags := append(loginFlags(""),
 		&cli.StringFlag{Name: "state-dir", Value: netpolicy.DefaultStateDir, Usage: "the machines' directory for the pending rollback"},
 		&cli.IntFlag{Name: "parallel", Value: 16, Usage: "machines worked on at once"},
-	}
+	)
 	sel := func(extra ...cli.Flag) []cli.Flag {
 		fl := append(selectionFlags(), &cli.BoolFlag{Name: "all", Usage: "every machine in the inventory"})
 		return append(append(fl, sshFlags...), extra...)
@@ -165,7 +158,7 @@ func fwCommand(e *env) *cli.Command {
 // firewall's SSH dialer.
 func (e *env) fwSetup(c *cli.Context, store *inventory.Store) (*netpolicy.Policy, *netpolicy.Firewall, error) {
 	name := commandPath(c)
-	dial, err := fwDialer(c)
+	dial, err := fwDialer(c, store)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -300,24 +293,15 @@ func (e *env) fwEach(c *cli.Context, withPolicy bool, fn func(context.Context, *
 	return nil
 }
 
-// fwDialer connects to a machine's inventory address with the SSH client
-// of playbooks/remote. SEAM(#15 hostkeys): host keys are checked against
-// --known-hosts until the host-key trust store in Consul is merged; then
-// its HostKeyCallback replaces this one.
-func fwDialer(c *cli.Context) (netpolicy.Dialer, error) {
-	if c.String("known-hosts") == "" {
-		return nil, errors.New("--known-hosts is required: a firewall push never trusts an unchecked host key")
-	}
-	cfg, err := sshClientConfig(c)
+// fwDialer connects to a machine's inventory address with the CLI's one
+// SSH login (sshLogin): host keys as the inventory recorded them, read at
+// each dial, or --known-hosts.
+func fwDialer(c *cli.Context, store *inventory.Store) (netpolicy.Dialer, error) {
+	l, err := newLogin(c, store, nil)
 	if err != nil {
 		return nil, err
 	}
-	port := c.Int("port")
-	if port < 1 || port > 65535 {
-		return nil, fmt.Errorf("--port %d: want 1-65535", port)
-	}
-	opts := remote.Options{HostKeyCallback: cfg.HostKeyCallback, Auth: cfg.Auth, ConnectTimeout: 10 * time.Second}
 	return func(ctx context.Context, m *inventory.Machine) (netpolicy.Runner, error) {
-		return remote.Dial(ctx, remote.Target{ID: m.ID, Addr: net.JoinHostPort(m.IP, strconv.Itoa(port)), User: cfg.User}, opts)
+		return l.Dial(ctx, m)
 	}, nil
 }

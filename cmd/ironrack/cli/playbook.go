@@ -91,7 +91,7 @@ func playbookCommand(e *env) *cli.Command {
 				if err != nil {
 					return err
 				}
-				plan, closeAuth, err := fanoutPlan(c, hosts)
+				plan, closeAuth, err := e.fanoutPlan(c, ms)
 				if err != nil {
 					return err
 				}

@@ -2,19 +2,12 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"os"
-	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/agent"
-	"golang.org/x/crypto/ssh/knownhosts"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ironrack/ironrack/inventory"
@@ -32,15 +25,13 @@ func readyCommand(e *env) *cli.Command {
 			"restart sshd. This waits for what comes next: --logins logins in a row as --user with --identity\n" +
 			"(or the ssh-agent) to the machine's inventory address, each running --command, then every check\n" +
 			"of the node the deployed OS's own Consul agent registered passing (--no-health skips that).\n" +
+			"Host keys are checked strictly against those the inventory recorded (a deployed machine reports\n" +
+			"them at first boot, before sshd starts), or --known-hosts FILE.\n" +
 			"Exits non-zero if any machine is not ready within --timeout.",
-		Flags: append(selectionFlags(),
+		Flags: append(append(selectionFlags(), loginFlags("")...),
 			&cli.BoolFlag{Name: "all", Usage: "every machine in the inventory"},
-			&cli.StringFlag{Name: "identity", Aliases: []string{"i"}, Usage: "SSH private key file (default: the ssh-agent at SSH_AUTH_SOCK)"},
-			&cli.StringFlag{Name: "user", Value: "root", Usage: "login name"},
-			&cli.StringFlag{Name: "known-hosts", Usage: "known_hosts file to check host keys against (default: host keys are not checked)"},
 			&cli.StringFlag{Name: "command", Value: "true", Usage: "command each login runs; it must exit 0"},
 			&cli.IntFlag{Name: "logins", Value: 2, Usage: "logins in a row that must succeed"},
-			&cli.IntFlag{Name: "port", Value: 22, Usage: "SSH port"},
 			&cli.BoolFlag{Name: "no-health", Usage: "do not wait for the OS agent's Consul checks"},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "how long to wait for every machine"},
 		),
@@ -48,18 +39,16 @@ func readyCommand(e *env) *cli.Command {
 			if c.Int("logins") < 1 {
 				return fmt.Errorf("wait-ready: --logins %d: want 1 or more", c.Int("logins"))
 			}
-			if p := c.Int("port"); p < 1 || p > 65535 {
-				return fmt.Errorf("wait-ready: --port %d: want 1-65535", p)
-			}
-			sc, err := sshClientConfig(c)
-			if err != nil {
-				return fmt.Errorf("wait-ready: %w", err)
-			}
-			sel, _, err := e.selectMachines(c)
+			sel, store, err := e.selectMachines(c)
 			if err != nil {
 				return err
 			}
-			cfg := ready.Config{SSH: sc, Command: c.String("command"), Logins: c.Int("logins"), Logger: e.log}
+			login, err := newLogin(c, store, nil)
+			if err != nil {
+				return fmt.Errorf("wait-ready: %w", err)
+			}
+			defer login.Close()
+			cfg := ready.Config{Command: c.String("command"), Logins: c.Int("logins"), Attempt: login.Timeout + 5*time.Second, Logger: e.log}
 			if !c.Bool("no-health") {
 				client, err := consulClient(c)
 				if err != nil {
@@ -86,7 +75,12 @@ func readyCommand(e *env) *cli.Command {
 					if s.Machine.IP == "" {
 						err = fmt.Errorf("%s has no address in the inventory (deployed? ironrack inventory show %s)", s.Machine.ID, s.Machine.ID)
 					} else {
-						err = cfg.Wait(ctx, ready.Target{ID: s.Machine.ID, Addr: net.JoinHostPort(s.Machine.IP, fmt.Sprint(c.Int("port")))})
+						// Each machine its own login: its recorded host
+						// keys, asked for only their types.
+						mc := cfg
+						if mc.SSH, err = login.ClientConfig(ctx, s.Machine); err == nil {
+							err = mc.Wait(ctx, ready.Target{ID: s.Machine.ID, Addr: login.Addr(s.Machine)})
+						}
 					}
 					mu.Lock()
 					rows[i].took, rows[i].err = time.Since(start), err
@@ -113,54 +107,5 @@ func readyCommand(e *env) *cli.Command {
 			}
 			return nil
 		},
-	}
-}
-
-// sshClientConfig is the login --identity (or the ssh-agent) and --user
-// give, checking host keys against --known-hosts when given.
-func sshClientConfig(c *cli.Context) (*ssh.ClientConfig, error) {
-	var auth []ssh.AuthMethod
-	if f := c.String("identity"); f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("--identity: %w", err)
-		}
-		signer, err := ssh.ParsePrivateKey(b)
-		if err != nil {
-			var pp *ssh.PassphraseMissingError
-			if errors.As(err, &pp) {
-				return nil, fmt.Errorf("--identity %s is encrypted: load it into ssh-agent and leave --identity out", f)
-			}
-			return nil, fmt.Errorf("--identity %s: %w", f, err)
-		}
-		auth = append(auth, ssh.PublicKeys(signer))
-	} else if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" {
-		auth = append(auth, ssh.PublicKeysCallback(agentSigners(sock)))
-	} else {
-		return nil, errors.New("no SSH key: give --identity FILE, or run an ssh-agent (SSH_AUTH_SOCK)")
-	}
-	hk := ssh.InsecureIgnoreHostKey()
-	if f := c.String("known-hosts"); f != "" {
-		var err error
-		if hk, err = knownhosts.New(f); err != nil {
-			return nil, fmt.Errorf("--known-hosts: %w", err)
-		}
-	}
-	user := strings.TrimSpace(c.String("user"))
-	if user == "" {
-		return nil, errors.New("--user is empty")
-	}
-	return &ssh.ClientConfig{User: user, Auth: auth, HostKeyCallback: hk, Timeout: 10 * time.Second}, nil
-}
-
-// agentSigners returns the ssh-agent's keys, asked per login.
-func agentSigners(sock string) func() ([]ssh.Signer, error) {
-	return func() ([]ssh.Signer, error) {
-		conn, err := net.DialTimeout("unix", sock, 5*time.Second)
-		if err != nil {
-			return nil, fmt.Errorf("ssh-agent at SSH_AUTH_SOCK %s: %w", sock, err)
-		}
-		defer conn.Close()
-		return agent.NewClient(conn).Signers()
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -19,12 +18,10 @@ import (
 
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/playbooks/fanout"
-	"github.com/ironrack/ironrack/playbooks/remote"
 	"github.com/ironrack/ironrack/provision"
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 )
 
 // runArgsUsage marks a command whose arguments end with "-- CMD": the
@@ -32,20 +29,15 @@ import (
 const runArgsUsage = "[ID...] -- CMD"
 
 // fanoutFlags are the flags of every command that runs work across
-// machines over SSH: `run`, and playbooks.
+// machines over SSH: `run`, and playbooks. The login flags are loginFlags.
 func fanoutFlags() []cli.Flag {
-	return append(selectionFlags(),
-		&cli.StringFlag{Name: "user", Value: "root", Usage: "login name on the machines"},
-		&cli.StringFlag{Name: "identity", Aliases: []string{"i"}, Usage: "SSH private key file (default: the ssh-agent at SSH_AUTH_SOCK)"},
-		&cli.StringFlag{Name: "known-hosts", Usage: "known_hosts file the machines' host keys are checked against, strictly (default: ~/.ssh/known_hosts)"},
-		&cli.IntFlag{Name: "port", Value: 22, Usage: "SSH port of the machines"},
+	return append(append(selectionFlags(), loginFlags("")...),
 		&cli.IntFlag{Name: "fanout", Aliases: []string{"f"}, Value: 64, Usage: "machines in flight at once"},
 		&cli.StringFlag{Name: "batch", Usage: "batch sizes: N, P% (of the selection, rounded down, at least 1) or a list such as 1,5,20% whose last value repeats; the next batch starts when the last is done (default: one batch)"},
 		&cli.IntFlag{Name: "max-fail", Usage: "failed machines a batch may have; more aborts the run (unreachable counts; with neither threshold any failure aborts)"},
 		&cli.Float64Flag{Name: "max-fail-pct", Usage: "percentage of a batch that may fail; more aborts the run"},
 		&cli.BoolFlag{Name: "abort-now", Usage: "on abort, cancel the machines in flight (default: they finish; no new one starts)"},
 		&cli.DurationFlag{Name: "timeout", Usage: "deadline of the command on each machine, after login; the remote command is ended (default: none)"},
-		&cli.DurationFlag{Name: "connect-timeout", Value: 10 * time.Second, Usage: "deadline of each connection and login"},
 	)
 }
 
@@ -56,8 +48,9 @@ func runCommand(e *env) *cli.Command {
 		ArgsUsage: runArgsUsage,
 		Description: "Select machines by ID, or with --where/--rack/--state/--tier; each is reached at its\n" +
 			"inventory IP. Everything after -- is the command, run through the login shell as ssh runs it.\n" +
-			"Host keys are checked strictly; a changed key is refused. A timeout, an abort with --abort-now\n" +
-			"or Ctrl-C ends the remote command too. Identical output is folded into host ranges, then a\n" +
+			"Host keys are checked strictly against those the inventory recorded (reported at first boot,\n" +
+			"or `ironrack ssh-keys import`; --known-hosts FILE instead); a changed key is refused. A timeout,\n" +
+			"an abort with --abort-now or Ctrl-C ends the remote command too. Identical output is folded into host ranges, then a\n" +
 			"summary table; -o json gives every machine's full output. Exits non-zero when any machine failed.",
 		Flags: append(fanoutFlags(),
 			&cli.StringFlag{Name: "hosts-file", Usage: "run on the hosts listed in FILE instead of inventory machines: one per line, ADDR or NAME ADDR (ADDR is host or host:port; # comments)"}),
@@ -67,15 +60,19 @@ func runCommand(e *env) *cli.Command {
 				return err
 			}
 			var hosts []fanout.Host
+			var ms []*inventory.Machine
 			if f := c.String("hosts-file"); f != "" {
 				hosts, err = hostsFile(f, ids, c)
 			} else {
-				hosts, err = e.fanoutHosts(c, ids)
+				ms, err = e.fanoutMachines(c, ids)
+				if err == nil {
+					hosts, err = hostsOf(commandPath(c), ms, c.String("user"), c.Int("port"))
+				}
 			}
 			if err != nil {
 				return err
 			}
-			plan, closeAuth, err := fanoutPlan(c, hosts)
+			plan, closeAuth, err := e.fanoutPlan(c, ms)
 			if err != nil {
 				return err
 			}
@@ -125,16 +122,6 @@ func splitCommand(raw, positional []string) (ids []string, cmd string, err error
 		}
 	}
 	return ids, strings.Join(words, " "), nil
-}
-
-// fanoutHosts resolves the selection to hosts at their inventory IPs,
-// refusing machines without one.
-func (e *env) fanoutHosts(c *cli.Context, ids []string) ([]fanout.Host, error) {
-	ms, err := e.fanoutMachines(c, ids)
-	if err != nil {
-		return nil, err
-	}
-	return hostsOf(commandPath(c), ms, c.String("user"), c.Int("port"))
 }
 
 // fanoutMachines resolves the selection (IDs, or --where/--rack/--state/
@@ -232,10 +219,12 @@ func hostsOf(name string, ms []*inventory.Machine, user string, port int) ([]fan
 	return hosts, nil
 }
 
-// fanoutPlan reads the fan-out flags into a plan: login (key file or
-// agent), host keys, batches and thresholds. Call the returned func when
-// done.
-func fanoutPlan(c *cli.Context, hosts []fanout.Host) (fanout.Plan, func(), error) {
+// fanoutPlan reads the fan-out flags into a plan: the login of machines
+// ms (sshLogin: host keys as the inventory recorded them, or
+// --known-hosts), batches and thresholds. ms nil means `run --hosts-file`:
+// hosts outside the inventory, checked against --known-hosts (default
+// ~/.ssh/known_hosts). Call the returned func when done.
+func (e *env) fanoutPlan(c *cli.Context, ms []*inventory.Machine) (fanout.Plan, func(), error) {
 	nothing := func() {}
 	var p fanout.Plan
 	if c.Int("fanout") < 1 {
@@ -247,29 +236,33 @@ func fanoutPlan(c *cli.Context, hosts []fanout.Host) (fanout.Plan, func(), error
 	if pct := c.Float64("max-fail-pct"); pct < 0 || pct > 100 {
 		return p, nothing, fmt.Errorf("--max-fail-pct %v: want 0 to 100", pct)
 	}
-	if c.Duration("timeout") < 0 || c.Duration("connect-timeout") <= 0 {
-		return p, nothing, errors.New("--timeout and --connect-timeout: want positive durations")
+	if c.Duration("timeout") < 0 {
+		return p, nothing, errors.New("--timeout: want a positive duration")
 	}
 	batches, err := fanout.ParseBatch(c.String("batch"))
 	if err != nil {
 		return p, nothing, fmt.Errorf("--batch: %w", err)
 	}
-	hk, err := runHostKeys(c, hosts)
+	var store *inventory.Store
+	if ms != nil && c.String("known-hosts") == "" {
+		if store, err = e.store(c, false); err != nil {
+			return p, nothing, err
+		}
+	}
+	var outside ssh.HostKeyCallback
+	if ms == nil && c.String("known-hosts") == "" {
+		if outside, err = defaultKnownHosts(); err != nil {
+			return p, nothing, err
+		}
+	}
+	login, err := newLogin(c, store, outside)
 	if err != nil {
 		return p, nothing, err
 	}
-	var auth ssh.AuthMethod
-	closer := nothing
-	if f := c.String("identity"); f != "" {
-		if auth, err = remote.KeyFileAuth(f); err != nil {
-			return p, nothing, fmt.Errorf("--identity: %w", err)
-		}
-	} else {
-		a, cl, err := remote.AgentAuth(os.Getenv("SSH_AUTH_SOCK"))
-		if err != nil {
-			return p, nothing, err
-		}
-		auth, closer = a, func() { cl.Close() }
+	opts, err := login.Options(c.Context, ms)
+	if err != nil {
+		login.Close()
+		return p, nothing, err
 	}
 	return fanout.Plan{
 		Fanout:   c.Int("fanout"),
@@ -277,28 +270,8 @@ func fanoutPlan(c *cli.Context, hosts []fanout.Host) (fanout.Plan, func(), error
 		Limit:    fanout.Limit{MaxFail: c.Int("max-fail"), MaxFailPct: c.Float64("max-fail-pct")},
 		AbortNow: c.Bool("abort-now"),
 		Timeout:  c.Duration("timeout"),
-		Dial: remote.Options{HostKeyCallback: hk, Auth: []ssh.AuthMethod{auth},
-			ConnectTimeout: c.Duration("connect-timeout")},
-	}, closer, nil
-}
-
-// runHostKeys is the one place `run` and playbooks get their host key
-// check: strict, against --known-hosts (default ~/.ssh/known_hosts). Host
-// keys recorded in the inventory (playbooks/hostkeys) plug in here.
-func runHostKeys(c *cli.Context, _ []fanout.Host) (ssh.HostKeyCallback, error) {
-	f := c.String("known-hosts")
-	if f == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return nil, fmt.Errorf("--known-hosts: no home directory for the default: %w", err)
-		}
-		f = filepath.Join(home, ".ssh", "known_hosts")
-	}
-	cb, err := knownhosts.New(f)
-	if err != nil {
-		return nil, fmt.Errorf("--known-hosts %s: %w (host keys are always checked: give a known_hosts file)", f, err)
-	}
-	return cb, nil
+		Dial:     opts,
+	}, login.Close, nil
 }
 
 // runFanout runs work with a progress bar on a terminal. When the command's

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,12 +21,9 @@ import (
 
 func sshKeysCommand(e *env) *cli.Command {
 	lifetime := &cli.StringFlag{Name: "cert-lifetime", Value: "365d", Usage: "host certificate lifetime (Nd or a Go duration such as 8760h)"}
-	install := []cli.Flag{
+	install := append([]cli.Flag{
 		&cli.BoolFlag{Name: "install", Usage: "install the certificates on the hosts over SSH (host keys checked strictly) and reload sshd"},
-		&cli.StringFlag{Name: "identity", Aliases: []string{"i"}, Usage: "with --install: SSH private key file (default: the ssh-agent at SSH_AUTH_SOCK)"},
-		&cli.StringFlag{Name: "user", Value: "root", Usage: "with --install: login name"},
-		&cli.IntFlag{Name: "port", Value: 22, Usage: "with --install: SSH port"},
-	}
+	}, loginFlags("with --install: ")...)
 	return &cli.Command{
 		Name:  "ssh-keys",
 		Usage: "SSH host keys: what `ironrack run` trusts (never on first use), and ironrack's SSH CA",
@@ -386,14 +382,12 @@ func (e *env) signHostKeys(c *cli.Context, within time.Duration) error {
 	if err != nil {
 		return err
 	}
-	var login *ssh.ClientConfig
+	var login *sshLogin
 	if c.Bool("install") {
-		if p := c.Int("port"); p < 1 || p > 65535 {
-			return fmt.Errorf("--port %d: want 1-65535", p)
-		}
-		if login, err = sshClientConfig(c); err != nil {
+		if login, err = newLogin(c, s, nil); err != nil {
 			return fmt.Errorf("ssh-keys %s --install: %w", c.Command.Name, err)
 		}
+		defer login.Close()
 	}
 	now := time.Now()
 	signed := 0
@@ -437,7 +431,7 @@ func (e *env) signHostKeys(c *cli.Context, within time.Duration) error {
 			strings.Join(hostkeys.Principals(m.ID, hostname, m.IP), ","), now.Add(life).UTC().Format("2006-01-02"))
 		signed++
 		if login != nil {
-			if err := e.installCerts(c, s, login, m, certs); err != nil {
+			if err := e.installCerts(c, login, m, certs); err != nil {
 				fmt.Fprintf(e.stderr, "%s: not installed: %v\n", m.ID, err)
 				failed = append(failed, m.ID)
 				continue
@@ -454,26 +448,24 @@ func (e *env) signHostKeys(c *cli.Context, within time.Duration) error {
 	return nil
 }
 
-// installCerts installs a machine's new certificates over SSH, its host
-// key checked against the inventory (hostkeys.Load), and reloads sshd.
-func (e *env) installCerts(c *cli.Context, s *inventory.Store, login *ssh.ClientConfig, m *inventory.Machine, certs []string) error {
+// installCerts installs a machine's new certificates over SSH with the
+// CLI's login (its host key checked against the inventory's, or
+// --known-hosts), and reloads sshd.
+func (e *env) installCerts(c *cli.Context, login *sshLogin, m *inventory.Machine, certs []string) error {
 	if m.IP == "" {
 		return errors.New("no IP in the inventory")
 	}
-	tr, err := hostkeys.Load(c.Context, s, []*inventory.Machine{m}, c.Int("port"))
+	cfg, err := login.ClientConfig(c.Context, m)
 	if err != nil {
 		return err
 	}
-	addr := net.JoinHostPort(m.IP, strconv.Itoa(c.Int("port")))
-	cfg := *login
-	cfg.HostKeyCallback, cfg.HostKeyAlgorithms = tr.HostKeyCallback(), tr.HostKeyAlgorithms(addr)
 	script, err := hostkeys.InstallScript(images.HostKeysDir, hostkeys.DefaultReload, m.HostKeys, certs)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(c.Context, time.Minute)
 	defer cancel()
-	return hostkeys.Install(ctx, &cfg, addr, script)
+	return hostkeys.Install(ctx, cfg, login.Addr(m), script)
 }
 
 // writeCerts writes a machine's certificates as the host keeps them in

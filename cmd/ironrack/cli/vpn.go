@@ -21,14 +21,7 @@ import (
 // vpnCommand is `ironrack vpn`: the WireGuard admin mesh (see
 // docs/network-policy.md). Private keys never leave their host.
 func vpnCommand(e *env) *cli.Command {
-	sshFlags := func() []cli.Flag {
-		return []cli.Flag{
-			&cli.StringFlag{Name: "identity", Aliases: []string{"i"}, Usage: "SSH private key file (default: the ssh-agent at SSH_AUTH_SOCK)"},
-			&cli.StringFlag{Name: "user", Value: "root", Usage: "login name"},
-			&cli.StringFlag{Name: "known-hosts", Usage: "known_hosts file the machines' host keys are checked against (required)"},
-			&cli.IntFlag{Name: "port", Value: 22, Usage: "SSH port"},
-		}
-	}
+	sshFlags := func() []cli.Flag { return loginFlags("") }
 	return &cli.Command{
 		Name:  "vpn",
 		Usage: "the WireGuard admin mesh: enroll machines, add and revoke admins, render configs",
@@ -43,7 +36,7 @@ func vpnCommand(e *env) *cli.Command {
 					if err != nil {
 						return err
 					}
-					st, dial, err := vpnSetup(c)
+					st, dial, err := e.vpnSetup(c)
 					if err != nil {
 						return err
 					}
@@ -91,7 +84,7 @@ func vpnCommand(e *env) *cli.Command {
 					if c.NArg() != 1 {
 						return errors.New("vpn add-admin: want one NAME")
 					}
-					st, dial, err := vpnSetup(c)
+					st, dial, err := e.vpnSetup(c)
 					if err != nil && !c.Bool("no-push") {
 						return err
 					}
@@ -122,7 +115,7 @@ func vpnCommand(e *env) *cli.Command {
 					if c.NArg() != 1 {
 						return errors.New("vpn revoke: want one NAME")
 					}
-					st, dial, err := vpnSetup(c)
+					st, dial, err := e.vpnSetup(c)
 					if err != nil {
 						return err
 					}
@@ -151,7 +144,7 @@ func vpnCommand(e *env) *cli.Command {
 					if !c.Bool("all") {
 						return errors.New("vpn sync: give --all")
 					}
-					st, dial, err := vpnSetup(c)
+					st, dial, err := e.vpnSetup(c)
 					if err != nil {
 						return err
 					}
@@ -218,13 +211,20 @@ func vpnStore(c *cli.Context) (*mesh.Store, error) {
 }
 
 // vpnSetup is the mesh store and an SSH dialer to machine peers (at the
-// address of their endpoint).
-func vpnSetup(c *cli.Context) (*mesh.Store, mesh.Dialer, error) {
+// address of their endpoint; host keys as the inventory recorded them for
+// the machine the peer is named after, or --known-hosts).
+func (e *env) vpnSetup(c *cli.Context) (*mesh.Store, mesh.Dialer, error) {
 	st, err := vpnStore(c)
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := fwDialer(c)
+	var inv *inventory.Store
+	if c.String("known-hosts") == "" {
+		if inv, err = e.store(c, false); err != nil {
+			return st, nil, err
+		}
+	}
+	d, err := fwDialer(c, inv)
 	if err != nil {
 		return st, nil, fmt.Errorf("%s: %w", commandPath(c), err)
 	}
