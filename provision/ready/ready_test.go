@@ -3,6 +3,7 @@ package ready
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -148,13 +149,35 @@ func TestWaitNotReady(t *testing.T) {
 // TestWaitCommandFails: a login whose command exits non-zero is a failure.
 func TestWaitCommandFails(t *testing.T) {
 	srv := sshdtest.Start(t)
-	// The command never succeeds, so Wait runs to the deadline: long enough
-	// that a busy 2-core machine completes a login within it (3 s did not:
-	// every attempt was cut short and none reported the exit status).
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// The command never succeeds, so Wait runs until its context ends. The
+	// test ends it once an attempt has completed (the logger sees the exit
+	// status), so a busy machine, where one login can take seconds, neither
+	// slows the test nor sees every attempt cut short by a fixed deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	err := Config{SSH: srv.ClientConfig(), Command: "exit 3", Interval: 200 * time.Millisecond}.Wait(ctx, Target{ID: "m-2", Addr: srv.Addr})
+	log := slog.New(&cancelOn{substr: "exited with status 3", cancel: cancel})
+	err := Config{SSH: srv.ClientConfig(), Command: "exit 3", Interval: 200 * time.Millisecond, Logger: log}.Wait(ctx, Target{ID: "m-2", Addr: srv.Addr})
 	if err == nil || !strings.Contains(err.Error(), "exited with status 3") {
 		t.Fatalf("err = %v, want the command's exit status", err)
 	}
+}
+
+// cancelOn is a slog handler that calls cancel when a record's err
+// attribute contains substr.
+type cancelOn struct {
+	substr string
+	cancel func()
+}
+
+func (h *cancelOn) Enabled(context.Context, slog.Level) bool { return true }
+func (h *cancelOn) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *cancelOn) WithGroup(string) slog.Handler            { return h }
+func (h *cancelOn) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" && strings.Contains(a.Value.String(), h.substr) {
+			h.cancel()
+		}
+		return true
+	})
+	return nil
 }
