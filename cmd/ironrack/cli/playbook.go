@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -159,13 +160,21 @@ func playbookCommand(e *env) *cli.Command {
 	}
 }
 
-// loadPlaybook reads a playbook file when arg names one that exists (or
-// looks like a path), otherwise the built-in of that name.
+// loadPlaybook reads a playbook: a path (it has a '/' or ends in .yaml or
+// .yml) is a file; a bare name is a built-in, or else a regular file of
+// that name. A directory of the same name (the repository's deploy/, say)
+// never hides the built-in.
 func loadPlaybook(arg string) (*book.Playbook, error) {
-	if _, err := os.Stat(arg); err == nil || strings.ContainsRune(arg, '/') || strings.HasSuffix(arg, ".yaml") || strings.HasSuffix(arg, ".yml") {
+	if strings.ContainsRune(arg, '/') || strings.HasSuffix(arg, ".yaml") || strings.HasSuffix(arg, ".yml") {
 		return book.LoadFile(arg)
 	}
-	return builtin.Load(arg)
+	if slices.Contains(builtin.Names(), arg) {
+		return builtin.Load(arg)
+	}
+	if fi, err := os.Stat(arg); err == nil && fi.Mode().IsRegular() {
+		return book.LoadFile(arg)
+	}
+	return builtin.Load(arg) // its error lists the built-ins
 }
 
 // parseVars reads --var K=V flags; a K given twice is an error.
