@@ -262,26 +262,33 @@ for w in $(cat /proc/cmdline); do
 done
 [ -n "$root" ] || fail "no root= on the kernel command line"
 # A mirrored root (the agent's mdadm --metadata=1.0 over whole disks): a
-# member has the md superblock 8 KiB from its end (4 KiB aligned). Members
+# member has the md superblock 8 KiB from its end (4 KiB aligned), and
+# the file system at its start. Members
 # of one array share its uuid; it is assembled through md's sysfs once all
 # its raid_disks are seen, or degraded after mdwait polls (10 s) with fewer.
 # A degraded array that was not shut down cleanly starts anyway
 # (start_dirty_degraded): a mirror runs on one disk.
 [ -w /sys/module/md_mod/parameters/start_dirty_degraded ] && echo 1 >/sys/module/md_mod/parameters/start_dirty_degraded
 mdwait=50; mdseen=0
+# md_member DISK prints "UUID RAID_DISKS MAJ:MIN DISK" for a disk that is
+# a member (superblock magic a92b4efc, major version 1, little-endian) not
+# yet in a running array.
+md_member() {
+  s=/sys/block/$1
+  [ -n "$(ls "$s/holders" 2>/dev/null)" ] && return 0
+  n=$(cat "$s/size" 2>/dev/null); [ "${n:-0}" -gt 64 ] || return 0
+  sb=$(dd if="/dev/$1" bs=512 skip=$(( (n - 16) / 8 * 8 )) count=1 2>/dev/null | hexdump -v -n 96 -e '96/1 "%02x"')
+  case "$sb" in fc4e2ba901000000*) ;; *) return 0 ;; esac
+  echo "$(echo "$sb" | cut -c33-64) $((0x$(echo "$sb" | cut -c185-186))) $(cat "$s/dev") $1"
+}
 md_scan() {
   for s in /sys/block/*; do
     d=${s##*/}
     case "$d" in md*|loop*|ram*|sr*) continue ;; esac
-    [ -n "$(ls "$s/holders" 2>/dev/null)" ] && continue
-    n=$(cat "$s/size" 2>/dev/null); [ "${n:-0}" -gt 64 ] || continue
-    sb=$(dd if="/dev/$d" bs=512 skip=$(( (n - 16) / 8 * 8 )) count=1 2>/dev/null | hexdump -v -n 96 -e '96/1 "%02x"')
-    case "$sb" in a92b4efc01000000*) ;; *) continue ;; esac
-    echo "$(echo "$sb" | cut -c33-64) $((0x$(echo "$sb" | cut -c185-186))) $(cat "$s/dev") $d"
+    md_member "$d"
   done
 }
 md_assemble() {
-  found=""
   [ -d /sys/module/md_mod ] || return 0
   found=$(md_scan); [ -n "$found" ] || return 0
   mdseen=$((mdseen+1))
@@ -313,7 +320,7 @@ while [ $i -lt 300 ]; do
   if [ -n "$dev" ]; then
     h=$(ls "/sys/class/block/${dev#/dev/}/holders" 2>/dev/null | head -1)
     [ -n "$h" ] && dev=/dev/$h
-    echo "$found" | cut -d' ' -f4 | grep -qx "${dev#/dev/}" || break
+    [ -z "$(md_member "${dev#/dev/}")" ] && break
     dev=""
   fi
   sleep 0.2; i=$((i+1))
