@@ -101,6 +101,13 @@ type Seed struct {
 	ConsulCACert string
 	// Services are registered with the agent, with their checks.
 	Services []Service
+	// HostKeysURL and HostKeysToken, both or neither, make the first boot
+	// report the machine's SSH host public keys to the boot server
+	// (HostKeysScript): the URL of wire.HostKeysPath and the deploy's
+	// single-use token. If empty, cloud-init makes the keys and nobody
+	// records them.
+	HostKeysURL   string
+	HostKeysToken string
 	// ExtraUserData is the operator's user-data (#cloud-config or a #!
 	// script), merged after ironrack's with MIME multipart. Optional.
 	ExtraUserData []byte
@@ -194,6 +201,9 @@ func (s Seed) Validate() error {
 			return fmt.Errorf("nocloud: service %q is given twice", svc.Name)
 		}
 		seen[svc.Name] = true
+	}
+	if err := s.validateHostKeys(); err != nil {
+		return err
 	}
 	if s.ExtraUserData != nil {
 		if err := ValidateUserData(s.userDataName(), s.ExtraUserData); err != nil {
@@ -307,7 +317,7 @@ func cloudConfig(b []byte) bool {
 
 // NoCloud renders the machine's NoCloud meta-data and user-data. The
 // user-data is ironrack's #cloud-config (hostname, root's SSH keys, the
-// Consul agent's config files); with ExtraUserData it is a MIME multipart
+// first boot's host-key report, the Consul agent's config files); with ExtraUserData it is a MIME multipart
 // whose second part is the operator's, merged with
 // list(append)+dict(no_replace,recurse_list)+str(): the operator adds to
 // lists (write_files, runcmd, packages, keys) and new keys, but cannot
@@ -339,6 +349,7 @@ func NoCloud(s Seed) (metaData, userData []byte, err error) {
 	for _, k := range s.SSHAuthorizedKeys {
 		fmt.Fprintf(&cc, "  - %s\n", q(strings.TrimSpace(k)))
 	}
+	cc.WriteString(s.hostKeysCloudConfig())
 	files, err := s.ConsulFiles()
 	if err != nil {
 		return nil, nil, err

@@ -64,6 +64,18 @@ type DeploySpec struct {
 	NoCloudToken string `json:"nocloud_token"`
 	// RequestedAt is when the deploy started. Set by StartDeploy.
 	RequestedAt time.Time `json:"requested_at"`
+	// HostKeyToken authenticates the deployed OS's one report of its SSH
+	// host keys (RecordHostKeys): "<id>.<48 hex>", set by StartDeploy,
+	// carried only by the deploy's user-data, cleared when used, refused
+	// after RequestedAt + HostKeyTokenTTL. It is kept as the NoCloud token
+	// is, in the clear: the boot server renders it into the user-data,
+	// which that token alone fetches, so a hash here would protect nothing
+	// the user-data does not give away; what protects it is that it
+	// works once, and is gone from the spec and the user-data after.
+	HostKeyToken string `json:"host_key_token,omitempty"`
+	// HostKeysReportedAt is when the machine reported its host keys (the
+	// token was used); zero until then.
+	HostKeysReportedAt time.Time `json:"host_keys_reported_at,omitzero"`
 }
 
 // DeployService is a Consul service a machine serves, with the health
@@ -323,6 +335,11 @@ func (s *Store) StartDeploy(ctx context.Context, id string, spec DeploySpec, cha
 	}
 	spec.NoCloudToken = id + "." + hex.EncodeToString(secret[:])
 	spec.RequestedAt = s.cfg.Now().UTC()
+	var err error
+	if spec.HostKeyToken, err = newHostKeyToken(id); err != nil {
+		return nil, nil, err
+	}
+	spec.HostKeysReportedAt = time.Time{}
 	if change.What == "" {
 		change.What = "deploy"
 	}
@@ -361,6 +378,8 @@ func (s *Store) StartDeploy(ctx context.Context, id string, spec DeploySpec, cha
 			put[0].KV.Value = b
 		}
 		m.State = StateDeploying
+		// The new OS makes new host keys: the old ones are trusted no more.
+		m.HostKeys, m.HostCerts = nil, nil
 		return nil
 	})
 	if err != nil {
@@ -478,6 +497,7 @@ func (s *Store) finish(ctx context.Context, id string, from, ok, failed State, w
 		m.State = to
 		if to == StateReady {
 			m.Owner, m.Tier = "", ""
+			m.HostKeys, m.HostCerts = nil, nil // the disks are wiped: no OS, no host keys
 		}
 		return nil
 	})

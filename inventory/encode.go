@@ -39,6 +39,8 @@ type recordJSON struct {
 	Owner      string            `json:"owner,omitempty"`
 	Source     string            `json:"source,omitempty"`
 	Drift      []Drift           `json:"drift,omitempty"`
+	HostKeys   []string          `json:"host_keys,omitempty"`
+	HostCerts  []string          `json:"host_certs,omitempty"`
 	CreatedAt  time.Time         `json:"created_at"`
 	UpdatedAt  time.Time         `json:"updated_at"`
 	HistorySeq int64             `json:"history_seq"`
@@ -68,6 +70,7 @@ func (r record) MarshalJSON() ([]byte, error) {
 	j := recordJSON{ID: m.ID, Serial: m.Serial, UUID: m.UUID, Rack: m.Rack, Slot: m.Slot, UHeight: m.UHeight, Face: m.Face, Vendor: m.Vendor, Model: m.Model,
 		Firmware: m.Firmware, IP: m.IP, CPUModel: m.CPUModel, CPUCores: m.CPUCores, MemGB: m.MemGB, Tags: m.Tags,
 		State: m.State, Tier: m.Tier, Owner: m.Owner, Source: m.Source, Drift: m.Drift,
+		HostKeys: m.HostKeys, HostCerts: m.HostCerts,
 		CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt, HistorySeq: r.HistorySeq}
 	for _, n := range m.NICs {
 		j.NICs = append(j.NICs, nicJSON(n))
@@ -90,6 +93,7 @@ func (r *record) UnmarshalJSON(b []byte) error {
 	r.Machine = Machine{ID: j.ID, Serial: j.Serial, UUID: j.UUID, Rack: j.Rack, Slot: j.Slot, UHeight: j.UHeight, Face: j.Face, Vendor: j.Vendor, Model: j.Model,
 		Firmware: j.Firmware, IP: j.IP, CPUModel: j.CPUModel, CPUCores: j.CPUCores, MemGB: j.MemGB, Tags: j.Tags,
 		State: j.State, Tier: j.Tier, Owner: j.Owner, Source: j.Source, Drift: j.Drift,
+		HostKeys: j.HostKeys, HostCerts: j.HostCerts,
 		CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt}
 	for _, n := range j.NICs {
 		r.NICs = append(r.NICs, NIC(n))

@@ -2,6 +2,8 @@ package inventory
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
 	"reflect"
 	"slices"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/crypto/ssh"
 )
 
 // TestMachineFieldsCarried guards the places that restate Machine's fields.
@@ -232,6 +235,7 @@ func fullMachine(t *testing.T) *Machine {
 	m.BMC.Protocol = ProtocolRedfish
 	m.BMC.TLS = "sha256:5663de810551f269ea5c9a17b800d776710415b3e04b3fe20d8dde393ce50b01"
 	m.NICs[0].MAC = "52:54:00:12:34:56"
+	m.HostKeys, m.HostCerts = testHostKey(t)
 	if errs := m.Validate(); len(errs) > 0 {
 		t.Fatalf("the full machine is invalid: %v", errs)
 	}
@@ -269,4 +273,26 @@ func fill(v reflect.Value, path string, n *int) {
 	default:
 		panic(fmt.Sprintf("fill: %s is a %s; teach fill and the consumers about it", path, v.Type()))
 	}
+}
+
+// testHostKey is a host key (from a fixed seed) and a host certificate of
+// it, as a machine's record keeps them.
+func testHostKey(t *testing.T) (keys, certs []string) {
+	t.Helper()
+	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32))
+	ca := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32))
+	pub, err := ssh.NewPublicKey(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	caSigner, err := ssh.NewSignerFromKey(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := &ssh.Certificate{Key: pub, CertType: ssh.HostCert, ValidPrincipals: []string{"m-0123456789ab"},
+		ValidAfter: 1, ValidBefore: ssh.CertTimeInfinity}
+	if err := cert.SignCert(rand.Reader, caSigner); err != nil {
+		t.Fatal(err)
+	}
+	return []string{CanonicalKey(pub)}, []string{CanonicalKey(cert)}
 }

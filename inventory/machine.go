@@ -52,7 +52,17 @@ type Machine struct {
 	Source string `json:"source"`
 	// Drift lists differences between the record and the latest hardware
 	// report; empty when none.
-	Drift     []Drift   `json:"drift"`
+	Drift []Drift `json:"drift"`
+	// HostKeys are the SSH host public keys of the machine's deployed OS
+	// (authorized_keys form, "TYPE BASE64", no comment), as its first boot
+	// reported them (RecordHostKeys) or an operator imported them; empty
+	// until then, and again when it is redeployed or released. SSH to the
+	// machine trusts exactly these (playbooks/hostkeys).
+	HostKeys []string `json:"host_keys"`
+	// HostCerts are the host certificates ironrack's SSH CA signed for
+	// HostKeys ("TYPE-cert-v01@openssh.com BASE64"), one per key; empty
+	// when no CA is set up.
+	HostCerts []string  `json:"host_certs"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -239,6 +249,12 @@ func (m *Machine) normalize() {
 	if m.Drift == nil {
 		m.Drift = []Drift{}
 	}
+	if m.HostKeys == nil {
+		m.HostKeys = []string{}
+	}
+	if m.HostCerts == nil {
+		m.HostCerts = []string{}
+	}
 }
 
 // Clone returns a deep copy.
@@ -247,6 +263,8 @@ func (m *Machine) Clone() *Machine {
 	c.NICs = append([]NIC(nil), m.NICs...)
 	c.Disks = append([]Disk(nil), m.Disks...)
 	c.Drift = append([]Drift(nil), m.Drift...)
+	c.HostKeys = append([]string(nil), m.HostKeys...)
+	c.HostCerts = append([]string(nil), m.HostCerts...)
 	c.Tags = make(map[string]string, len(m.Tags))
 	for k, v := range m.Tags {
 		c.Tags[k] = v
@@ -281,7 +299,7 @@ var metaFields = []struct {
 // on often enough to cost every write a meta pair. TestMachineFieldsCarried
 // fails when a field of Machine is in neither metaFields nor this list.
 var metaExcluded = []string{"id", "u_height", "face", "uuid", "firmware", "bmc", "nics", "ip", "cpu_model", "disks", "tags", "owner",
-	"source", "drift", "created_at", "updated_at"}
+	"source", "drift", "host_keys", "host_certs", "created_at", "updated_at"}
 
 // stringMetaKeys and numMetaKeys are metaFields' keys by kind.
 var stringMetaKeys, numMetaKeys = func() (str, num map[string]bool) {
@@ -399,6 +417,7 @@ func (m *Machine) Validate() []*FieldError {
 		errs = append(errs, fe)
 	}
 	errs = append(errs, validateBMC(&m.BMC)...)
+	errs = append(errs, validateHostKeys(m.HostKeys, m.HostCerts)...)
 	seen := map[string]bool{}
 	for i, n := range m.NICs {
 		norm, err := NormalizeMAC(n.MAC)

@@ -389,8 +389,8 @@ var exportColumns = []string{"rack", "slot", "serial", "bmc_address", "bmc_port"
 // Every other field is written by WriteSheet and read back by ParseSheet;
 // TestMachineFieldsCarried fails when one is not.
 var sheetExcluded = []string{"id", "uuid", "firmware", "nics.name", "nics.primary", "nics.speed_mbps", "nics.driver",
-	"ip", "cpu_model", "cpu_cores", "mem_gb", "disks", "state", "tier", "owner", "source", "drift", "created_at",
-	"updated_at"}
+	"ip", "cpu_model", "cpu_cores", "mem_gb", "disks", "state", "tier", "owner", "source", "drift", "host_keys",
+	"host_certs", "created_at", "updated_at"}
 
 // WriteSheet writes machines as a rack sheet that Import reads back. It
 // writes credential references, never passwords. Machines a sheet cannot

@@ -596,6 +596,16 @@ func machineEnv(m *Machine, idents map[string]bool) map[string]any {
 			}
 		case "drift":
 			env[f] = len(m.Drift) > 0
+		case "host_keys", "host_certs":
+			src := m.HostKeys
+			if f == "host_certs" {
+				src = m.HostCerts
+			}
+			l := make([]any, len(src))
+			for i, k := range src {
+				l[i] = k
+			}
+			env[f] = l
 		case "tags":
 			t := make(map[string]any, len(m.Tags))
 			for k, v := range m.Tags {

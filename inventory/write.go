@@ -402,11 +402,23 @@ func (s *Store) updateWith(ctx context.Context, id string, by Actor, extra api.T
 			return &next.Machine, nil
 		}
 		var te *TxnError
-		if errors.As(err, &te) && attempt < maxRetries && ctx.Err() == nil {
+		if errors.As(err, &te) && attempt < maxRetries && ctx.Err() == nil && !extraCASFailed(te, extra) {
 			continue // lost a CAS race on the record: read again
 		}
 		return nil, err
 	}
+}
+
+// extraCASFailed reports whether a refused transaction failed on one of
+// the extra CAS operations: those were read before the write, so reading
+// the machine again cannot make them pass; the caller decides.
+func extraCASFailed(te *TxnError, extra api.TxnOps) bool {
+	for _, op := range extra {
+		if op.KV != nil && op.KV.Verb == api.KVCAS && failedKey(te, op.KV.Key) {
+			return true
+		}
+	}
+	return false
 }
 
 func asErrors(fe []*FieldError) []error {

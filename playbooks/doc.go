@@ -15,7 +15,8 @@
 //     rulesets with tier membership in named sets, plan/apply (rollback
 //     armed on the host)/confirm/status, and the membership watcher;
 //   - mesh: the WireGuard admin mesh (public keys in Consul, keys made on
-//     each machine, configs from the admin and machine groups, revoke).
-//
-// Host-key trust lives in a further sub-package.
+//     each machine, configs from the admin and machine groups, revoke);
+//   - hostkeys: the strict SSH host-key trust every connection to a machine
+//     uses (never trust on first use): recorded keys and ironrack's SSH CA,
+//     certificate signing and installing, known_hosts import.
 package playbooks

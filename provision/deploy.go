@@ -227,7 +227,7 @@ func (d *Deployer) Deploy(ctx context.Context, ids []string, req DeployRequest) 
 			err := j.spec.Validate()
 			if err == nil {
 				// What cloud-init will get must render, before anything changes.
-				err = NoCloudSeed(j.m.ID, &j.spec, inventory.AgentSecrets{}).Validate()
+				err = NoCloudSeed(j.m.ID, &j.spec, inventory.AgentSecrets{}, "").Validate()
 			}
 			if err == nil && j.spec.RootDisk != "" {
 				// The hint against the record's facts, before anything changes;

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 
+	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
 )
@@ -13,8 +15,10 @@ import (
 // (the machine ID and the deploy's start, so a redeploy is a new instance),
 // the host name, root's SSH keys, the role, the Consul join address with
 // how to join that cluster (datacenter and secrets), the services
-// (SeedService) and the operator's user-data, rendered by images.NoCloud.
-func NoCloudSeed(id string, spec *inventory.DeploySpec, secrets inventory.AgentSecrets) images.Seed {
+// (SeedService), the first boot's host-key report (while the deploy's
+// host-key token is unused, to baseURL + wire.HostKeysPath; none if baseURL
+// is empty) and the operator's user-data, rendered by images.NoCloud.
+func NoCloudSeed(id string, spec *inventory.DeploySpec, secrets inventory.AgentSecrets, baseURL string) images.Seed {
 	s := images.Seed{
 		InstanceID:        fmt.Sprintf("%s-%d", id, spec.RequestedAt.Unix()),
 		Hostname:          spec.Hostname,
@@ -29,6 +33,10 @@ func NoCloudSeed(id string, spec *inventory.DeploySpec, secrets inventory.AgentS
 	}
 	for _, svc := range spec.Services {
 		s.Services = append(s.Services, SeedService(svc))
+	}
+	if baseURL != "" && spec.HostKeyToken != "" {
+		s.HostKeysURL = strings.TrimRight(baseURL, "/") + wire.HostKeysPath
+		s.HostKeysToken = spec.HostKeyToken
 	}
 	if spec.UserData != "" {
 		s.ExtraUserData, s.ExtraUserDataName = []byte(spec.UserData), "user-data"

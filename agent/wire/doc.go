@@ -4,7 +4,8 @@
 // initramfs's module index. It holds the report the agent posts (Report:
 // Facts or an Event) and its strict parser (ParseReport), the deploy
 // Instructions the agent fetches and their validation, the module index
-// (ModuleIndex) and the paths of the API. It imports only the standard
+// (ModuleIndex), the deployed OS's one report of its SSH host keys
+// (HostKeysReport, ParseHostKeysReport, HostKeysReply) and the paths of the API. It imports only the standard
 // library, so the agent binary links neither the boot server nor images.
 package wire
 

@@ -36,6 +36,8 @@ type Server struct {
 	Signer ssh.Signer
 	// User is the login name (the user running the test).
 	User string
+	// HostKey is sshd's ed25519 host public key (made fresh per Start).
+	HostKey ssh.PublicKey
 
 	t    testing.TB
 	dir  string
@@ -73,6 +75,13 @@ func Start(t testing.TB) *Server {
 	host := filepath.Join(s.dir, "host_ed25519")
 	if b, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v: %s", err, b)
+	}
+	hostPub, err := os.ReadFile(host + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.HostKey, _, _, _, err = ssh.ParseAuthorizedKey(hostPub); err != nil {
+		t.Fatal(err)
 	}
 	auth := filepath.Join(s.dir, "authorized_keys")
 	if err := os.WriteFile(auth, ssh.MarshalAuthorizedKey(s.Signer.PublicKey()), 0o600); err != nil {
@@ -179,6 +188,31 @@ func (s *Server) Restart() {
 	if err := s.start(); err != nil {
 		s.t.Fatalf("sshd restart: %v", err)
 	}
+}
+
+// UseHostCertificate makes sshd present cert (a certificate of HostKey,
+// any type or validity: sshd presents what it is given) with its host key,
+// as Debian's sshd does with HostCertificate in sshd_config.d, and restarts
+// it on the same port.
+func (s *Server) UseHostCertificate(cert *ssh.Certificate) {
+	s.t.Helper()
+	path := filepath.Join(s.dir, "host_ed25519-cert.pub")
+	if err := os.WriteFile(path, ssh.MarshalAuthorizedKey(cert), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+	cfg := filepath.Join(s.dir, "sshd_config")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "HostCertificate") {
+		b = append(b, "HostCertificate "+path+"\n"...)
+		if err := os.WriteFile(cfg, b, 0o600); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	s.Stop()
+	s.Restart()
 }
 
 // Stop kills the listening sshd (by PID) and waits for it. Sessions already

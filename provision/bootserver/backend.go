@@ -34,7 +34,7 @@ const bootServer = "boot-server"
 // Backend adapts *inventory.Store to the interfaces of the protocol
 // servers: dhcp.LeaseStore, dhcp.Reservations, dhcp.Enlister,
 // httpboot.Machines, httpboot.BootRecorder, httpboot.Tokens,
-// httpboot.Reports and httpboot.Deploys. It holds no state of its own beyond what it is given.
+// httpboot.Reports, httpboot.Deploys and httpboot.HostKeys. It holds no state of its own beyond what it is given.
 type Backend struct {
 	// Store is the inventory. Required.
 	Store *inventory.Store
@@ -45,6 +45,10 @@ type Backend struct {
 	// BaseURL is the boot HTTP server's base URL, for the NoCloud seed on a
 	// deployed OS's command line. If empty, none is added.
 	BaseURL string
+	// HostCertLifetime is how long the host certificates signed when a
+	// deployed machine reports its host keys are valid. If 0,
+	// hostkeys.DefaultCertLifetime (1 year).
+	HostCertLifetime time.Duration
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
 

@@ -111,7 +111,7 @@ func (a *Backend) NoCloud(ctx context.Context, token, file string) ([]byte, bool
 			}
 		}
 	}
-	b, err := RenderNoCloud(id, spec, secrets, file)
+	b, err := RenderNoCloud(id, spec, secrets, a.BaseURL, file)
 	if err != nil {
 		a.log().Warn("bootserver: nocloud", "machine", id, "file", file, "err", err)
 		return nil, false, nil

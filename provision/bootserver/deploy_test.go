@@ -192,7 +192,7 @@ func TestDeployEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The agent joins the inventory's datacenter (none set by hand).
-	_, wantUser, err := images.NoCloud(provision.NoCloudSeed(id, stored, inventory.AgentSecrets{Datacenter: "dc1"}))
+	_, wantUser, err := images.NoCloud(provision.NoCloudSeed(id, stored, inventory.AgentSecrets{Datacenter: "dc1"}, f.base))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestDeployEndpoints(t *testing.T) {
 	}
 	// The spec's services reach the OS's Consul agent config (in that
 	// user-data), with checks run on the machine itself.
-	files, err := provision.NoCloudSeed(id, stored, inventory.AgentSecrets{}).ConsulFiles()
+	files, err := provision.NoCloudSeed(id, stored, inventory.AgentSecrets{}, f.base).ConsulFiles()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestDeployEndpoints(t *testing.T) {
 	if err := f.store.SetAgentSecrets(ctx, secrets); err != nil {
 		t.Fatal(err)
 	}
-	_, wantSecured, err := images.NoCloud(provision.NoCloudSeed(id, stored, secrets))
+	_, wantSecured, err := images.NoCloud(provision.NoCloudSeed(id, stored, secrets, f.base))
 	if err != nil {
 		t.Fatal(err)
 	}

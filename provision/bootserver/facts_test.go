@@ -53,7 +53,7 @@ func TestInventoryFactsAndDrift(t *testing.T) {
 			{Name: "sdb", SizeBytes: 8e12, Serial: "S-B", Model: "", Rotational: true}}, // the DEL is dropped
 		NICs: []inventory.NIC{{MAC: mac.String(), Name: "eth0", Primary: true, SpeedMbps: 25000, Driver: "mlx5_core"},
 			{MAC: "52:54:00:cc:00:02"}},
-		State: inventory.StateReady}
+		State: inventory.StateReady, HostKeys: []string{}, HostCerts: []string{}}
 	// Vendor "Dell Inc." passes inventoryText; the comparison leaves out
 	// what the record adds (ids, times, source).
 	opt := cmp.FilterPath(func(p cmp.Path) bool {

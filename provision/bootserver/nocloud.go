@@ -10,16 +10,18 @@ import (
 )
 
 // RenderNoCloud renders one NoCloud file ("meta-data", "user-data",
-// "vendor-data") of machine id's deploy. vendor-data is empty; an unknown
-// file is an error. Only user-data carries the secrets.
-func RenderNoCloud(id string, spec *inventory.DeploySpec, secrets inventory.AgentSecrets, file string) ([]byte, error) {
+// "vendor-data") of machine id's deploy, served by the boot server at
+// baseURL (where the first boot reports its host keys). vendor-data is
+// empty; an unknown file is an error. Only user-data carries the secrets
+// and the host-key token.
+func RenderNoCloud(id string, spec *inventory.DeploySpec, secrets inventory.AgentSecrets, baseURL, file string) ([]byte, error) {
 	if file == "vendor-data" {
 		return []byte{}, nil
 	}
 	if file != "meta-data" && file != "user-data" {
 		return nil, fmt.Errorf("nocloud: no file %q", file)
 	}
-	meta, user, err := images.NoCloud(provision.NoCloudSeed(id, spec, secrets))
+	meta, user, err := images.NoCloud(provision.NoCloudSeed(id, spec, secrets, baseURL))
 	if err != nil {
 		return nil, fmt.Errorf("machine %s: %w", id, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -58,6 +59,9 @@ type Config struct {
 	// TFTPPort overrides the well-known TFTP port 69 (tests, benchmarks).
 	// If 0, 69.
 	TFTPPort int
+	// HostCertLifetime is the lifetime of the host certificates signed
+	// when deployed machines report their host keys. If 0, 1 year.
+	HostCertLifetime time.Duration
 	// NoRA disables the IPv6 router advertisements (which keep iPXE from
 	// waiting about 16 s per stage for an IPv6 router).
 	NoRA bool
@@ -125,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 	ip := cfg.DHCP.Address.Addr().String()
 	httpAddr := net.JoinHostPort(ip, strconv.Itoa(cfg.HTTPPort))
 	base := "http://" + httpAddr
-	inv := &Backend{Store: cfg.Store, DataDir: cfg.DataDir, BaseURL: base, Logger: log}
+	inv := &Backend{Store: cfg.Store, DataDir: cfg.DataDir, BaseURL: base, Logger: log, HostCertLifetime: cfg.HostCertLifetime}
 
 	dcfg := cfg.DHCP
 	dcfg.Boot = dhcp.BootNames{HTTPBase: base}
@@ -148,7 +152,7 @@ func New(cfg Config) (*Server, error) {
 		ImageDir: images.Root(cfg.DataDir),
 		IPXEDir:  ipxeDir,
 		Env:      ipxe.Env{BaseURL: base, AgentCmdline: cfg.AgentCmdline},
-		Machines: inv, Boots: inv, Tokens: inv, Reports: inv, Deploys: inv,
+		Machines: inv, Boots: inv, Tokens: inv, Reports: inv, Deploys: inv, HostKeys: inv,
 		Registerer: cfg.Registry, Gatherer: cfg.Registry,
 		Logger: log,
 	})

@@ -4,7 +4,8 @@
 // binaries, with Range support, their sha256 from the version's SHA256SUMS
 // and no path escape, the agent API (its wire format is agent/wire's)
 // authenticated by a per-boot token (reports, deploy instructions),
-// cloud-init's NoCloud seed per deploy token, /healthz and /metrics.
+// cloud-init's NoCloud seed per deploy token, the deployed OS's one report
+// of its SSH host keys (per-deploy single-use token), /healthz and /metrics.
 package httpboot
 
 import (
@@ -75,6 +76,9 @@ type Config struct {
 	// Deploys serves GET /api/v1/deploy and /nocloud/. If nil, they answer
 	// 503 and 404.
 	Deploys Deploys
+	// HostKeys records deployed machines' host keys (POST
+	// /api/v1/host-keys). If nil, it answers 503.
+	HostKeys HostKeys
 	// MaxReportBytes bounds a report body. If 0, 1 MiB.
 	MaxReportBytes int64
 	// Registerer receives this server's metrics; Gatherer is served on
@@ -93,8 +97,10 @@ type Server struct {
 	log     *slog.Logger
 	scripts *prometheus.CounterVec
 	reports *prometheus.CounterVec
-	handler http.Handler
-	sums    sums
+	// hostKeys counts host-key reports by result.
+	hostKeys *prometheus.CounterVec
+	handler  http.Handler
+	sums     sums
 }
 
 // New checks cfg and returns a Server. It does no I/O.
@@ -124,8 +130,11 @@ func New(cfg Config) (*Server, error) {
 	s.reports = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ironrack_agent_reports_total", Help: "Agent API reports, by result.",
 	}, []string{"result"})
+	s.hostKeys = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ironrack_host_key_reports_total", Help: "Host-key reports of deployed machines, by result.",
+	}, []string{"result"})
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.scripts, s.reports} {
+		for _, c := range []prometheus.Collector{s.scripts, s.reports, s.hostKeys} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("httpboot: register metrics: %w", err)
 			}
@@ -143,6 +152,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /ipxe/", s.serveIPXE)
 	mux.HandleFunc("POST "+wire.ReportPath, s.serveReport)
 	mux.HandleFunc("GET "+wire.DeployPath, s.serveDeploy)
+	mux.HandleFunc("POST "+wire.HostKeysPath, s.serveHostKeys)
 	mux.HandleFunc("GET /nocloud/{token}/{file}", s.serveNoCloud)
 	s.handler = mux
 	return s, nil

@@ -92,6 +92,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			playbookCommand(e),
 			fwCommand(e),
 			vpnCommand(e),
+			sshKeysCommand(e),
 			labCommand(e),
 			uiCommand(e),
 			versionCommand(e),

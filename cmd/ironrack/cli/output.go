@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/playbooks/hostkeys"
 )
 
 var machineColumns = []string{"id", "rack", "slot", "serial", "state", "tier", "owner", "cpu_cores", "mem_gb", "vendor", "model", "ip", "mac", "drift"}
@@ -141,6 +142,15 @@ func (e *env) printMachine(m *inventory.Machine, why *inventory.HistoryEntry) er
 			rep = "none"
 		}
 		kv("DRIFT", fmt.Sprintf("%s: recorded %s, reported %s (since %s)", d.Field, rec, rep, d.Since.UTC().Format("2006-01-02 15:04Z")))
+	}
+	for _, fp := range inventory.Fingerprints(m.HostKeys) {
+		kv("host key", fp)
+	}
+	if len(m.HostCerts) > 0 {
+		exp, err := hostkeys.CertExpiry(m.HostCerts)
+		if err == nil && !exp.IsZero() {
+			kv("host certs", fmt.Sprintf("%d, expiring %s", len(m.HostCerts), exp.Format("2006-01-02")))
+		}
 	}
 	kv("created", m.CreatedAt.Format("2006-01-02 15:04:05Z07:00"))
 	kv("updated", m.UpdatedAt.Format("2006-01-02 15:04:05Z07:00"))

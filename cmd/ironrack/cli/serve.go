@@ -38,6 +38,7 @@ func serveCommand(e *env) *cli.Command {
 			&cli.DurationFlag{Name: "lease-time", Value: time.Hour, Usage: "DHCP lease time"},
 			&cli.IntFlag{Name: "http-port", Value: 8080, Usage: "port of the boot HTTP server on --address"},
 			&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "boot artifacts: images/<name>/<version>/, the agent in images/agent/current/"},
+			&cli.StringFlag{Name: "cert-lifetime", Value: "365d", Usage: "lifetime of the host certificates signed when deployed machines report their host keys (with an SSH CA and the key file; Nd or a Go duration)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -58,8 +59,10 @@ func serveCommand(e *env) *cli.Command {
 				}
 			}
 			// The key file opens the Consul agent secrets that deploy seeds
-			// carry (`ironrack consul-agent set`). Without one the boot
-			// server runs; a seed is then refused only if secrets are set.
+			// carry (`ironrack consul-agent set`) and the SSH CA that signs
+			// the host keys deployed machines report. Without one the boot
+			// server runs; a seed is then refused only if secrets are set,
+			// and host keys are recorded without certificates.
 			var sl *inventory.Sealer
 			if kf := c.String("key-file"); missing(kf) {
 				e.log.Info("serve: no key file; deploys cannot be given Consul agent secrets", "key_file", kf)
@@ -191,6 +194,11 @@ func serveConfig(c *cli.Context) (bootserver.Config, error) {
 		return cfg, fmt.Errorf("--data-dir %s is not a directory", dd)
 	}
 	cfg.DataDir = dd
+	life, err := parseDays(c.String("cert-lifetime"))
+	if err != nil || life <= 0 {
+		return cfg, fmt.Errorf("--cert-lifetime %q: want Nd (days) or a Go duration such as 8760h", c.String("cert-lifetime"))
+	}
+	cfg.HostCertLifetime = life
 	return cfg, nil
 }
 
