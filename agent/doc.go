@@ -10,8 +10,9 @@
 // Jobs: discovery (report facts, power off), commissioning (checks, then
 // facts and the result as events), deploy (stream the image from the boot
 // server onto the chosen disk — first fit, or the disk a root-device hint
-// chose once the disks it sees are the recorded ones — hashing as it
-// writes, resuming after a broken connection) and wipe at an erase level:
+// chose once the disks it sees are the recorded ones; for a mirrored root,
+// RAID 1 over the two chosen disks built with the initramfs's mdadm —
+// hashing as it writes, resuming after a broken connection) and wipe at an erase level:
 // quick (each disk's first and last MiB: partition tables, the backup GPT,
 // file system superblocks), zero (every byte, with progress) or secure
 // (NVMe format with user data erase; other disks refused).

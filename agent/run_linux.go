@@ -226,14 +226,25 @@ func deploy(ctx context.Context, p *Poster, say func(string, ...any)) (bool, err
 	if err != nil {
 		return fail("disk", err)
 	}
-	if len(chosen) != 1 {
-		return fail("disk", fmt.Errorf("root layout %s over %d disks: this agent writes one disk", in.Disk.Layout, len(chosen)))
+	mirror := in.Disk.Layout == "mirror"
+	var names []string
+	for _, d := range chosen {
+		names = append(names, d.Name)
 	}
-	disk := chosen[0]
+	if mirror != (len(chosen) == 2) || len(chosen) == 0 || len(chosen) > 2 {
+		return fail("disk", fmt.Errorf("root layout %q over %d disks (%s)", in.Disk.Layout, len(chosen), strings.Join(names, ", ")))
+	}
 	if in.Disk.Rule == wire.Hint {
-		say("root disk %s chosen by hint %q; the disks seen are the recorded ones", disk.Name, in.Disk.Hint)
+		say("root disk %s chosen by hint %q; the disks seen are the recorded ones", strings.Join(names, "+"), in.Disk.Hint)
 	}
-	dev := filepath.Join("/dev", disk.Name)
+	dev := filepath.Join("/dev", chosen[0].Name)
+	if mirror {
+		if err := BuildMirror(ctx, names); err != nil {
+			return fail("mirror", err)
+		}
+		dev = MirrorDevice
+		say("mirror %s built over %s (RAID 1, metadata 1.0)", dev, strings.Join(names, " and "))
+	}
 	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
 	if err != nil {
 		return fail("disk", err)
@@ -277,6 +288,13 @@ func deploy(ctx context.Context, p *Poster, say func(string, ...any)) (bool, err
 		return fail("sync", err)
 	}
 	el := time.Since(start)
+	if mirror {
+		f.Close()
+		if err := StopMirror(ctx); err != nil {
+			return fail("mirror", err)
+		}
+		dev += " (mirror of " + strings.Join(names, "+") + ")"
+	}
 	msg := fmt.Sprintf("%s/%s to %s: %d bytes in %.1fs (%.1f MiB/s), sha256 verified while streaming, %d attempts, %d resumed",
 		in.Image, in.Version, dev, res.Written, el.Seconds(), float64(res.Written)/MiB/el.Seconds(), res.Attempts, res.Resumed)
 	say("deploy done: %s", msg)

@@ -31,7 +31,10 @@ func DebianPackages() []string {
 		// The firewall (playbooks/netpolicy) and the admin mesh (playbooks/mesh):
 		// nft, and WireGuard in userspace (wg, wg-quick; wireguard-go where the
 		// kernel has no module).
-		"nftables", "wireguard-tools", "wireguard-go"}
+		"nftables", "wireguard-tools", "wireguard-go",
+		// A mirrored root (--root-layout mirror): the initramfs assembles
+		// it; mdadm inspects and repairs it in the OS.
+		"mdadm"}
 }
 
 // DebianModules are the kernel modules (with their dependencies) the OS

@@ -2,6 +2,7 @@ package images
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -260,13 +261,68 @@ for w in $(cat /proc/cmdline); do
   esac
 done
 [ -n "$root" ] || fail "no root= on the kernel command line"
+# A mirrored root (the agent's mdadm --metadata=1.0 over whole disks): a
+# member has the md superblock 8 KiB from its end (4 KiB aligned), and
+# the file system at its start. Members
+# of one array share its uuid; it is assembled through md's sysfs once all
+# its raid_disks are seen, or degraded after mdwait polls (10 s) with fewer.
+# A degraded array that was not shut down cleanly starts anyway
+# (start_dirty_degraded): a mirror runs on one disk.
+[ -w /sys/module/md_mod/parameters/start_dirty_degraded ] && echo 1 >/sys/module/md_mod/parameters/start_dirty_degraded
+mdwait=50; mdseen=0
+# md_member DISK prints "UUID RAID_DISKS MAJ:MIN DISK" for a disk that is
+# a member (superblock magic a92b4efc, major version 1, little-endian) not
+# yet in a running array.
+md_member() {
+  s=/sys/block/$1
+  [ -n "$(ls "$s/holders" 2>/dev/null)" ] && return 0
+  n=$(cat "$s/size" 2>/dev/null); [ "${n:-0}" -gt 64 ] || return 0
+  sb=$(dd if="/dev/$1" bs=512 skip=$(( (n - 16) / 8 * 8 )) count=1 2>/dev/null | hexdump -v -n 96 -e '96/1 "%02x"')
+  case "$sb" in fc4e2ba901000000*) ;; *) return 0 ;; esac
+  echo "$(echo "$sb" | cut -c33-64) $((0x$(echo "$sb" | cut -c185-186))) $(cat "$s/dev") $1"
+}
+md_scan() {
+  for s in /sys/block/*; do
+    d=${s##*/}
+    case "$d" in md*|loop*|ram*|sr*) continue ;; esac
+    md_member "$d"
+  done
+}
+md_assemble() {
+  [ -d /sys/module/md_mod ] || return 0
+  found=$(md_scan); [ -n "$found" ] || return 0
+  mdseen=$((mdseen+1))
+  for u in $(echo "$found" | cut -d' ' -f1 | sort -u); do
+    want=$(echo "$found" | grep "^$u " | head -1 | cut -d' ' -f2)
+    have=$(echo "$found" | grep -c "^$u ")
+    [ "$have" -lt "$want" ] && [ "$mdseen" -lt "$mdwait" ] && continue
+    k=0; while [ -e /sys/block/md$k ]; do k=$((k+1)); done
+    echo md$k >/sys/module/md_mod/parameters/new_array || { say "md$k: new_array failed"; continue; }
+    echo 1.0 >/sys/block/md$k/md/metadata_version
+    for mm in $(echo "$found" | grep "^$u " | cut -d' ' -f3); do echo "$mm" >/sys/block/md$k/md/new_dev; done
+    if echo active >/sys/block/md$k/md/array_state; then
+      say "md$k: mirror $u from $(echo "$found" | grep "^$u " | cut -d' ' -f4 | tr '\n' ' ')($have of $want disks)"
+    else
+      say "md$k: mirror $u did not start"
+    fi
+  done
+}
 dev=""; i=0
 while [ $i -lt 300 ]; do
+  md_assemble
   case "$root" in
     LABEL=*|UUID=*) dev=$(findfs "$root" 2>/dev/null) ;;
     *) [ -b "$root" ] && dev=$root ;;
   esac
-  [ -n "$dev" ] && break
+  # A mirror member holds the file system too (metadata 1.0 is at the
+  # end): the root is the array that holds it.
+  # A member not yet in an array is not the root: wait for its array.
+  if [ -n "$dev" ]; then
+    h=$(ls "/sys/class/block/${dev#/dev/}/holders" 2>/dev/null | head -1)
+    [ -n "$h" ] && dev=/dev/$h
+    [ -z "$(md_member "${dev#/dev/}")" ] && break
+    dev=""
+  fi
   sleep 0.2; i=$((i+1))
 done
 [ -n "$dev" ] || fail "no disk with $root after 60 s"
@@ -278,6 +334,19 @@ mount --move /sys /newroot/sys
 mount --move /proc /newroot/proc
 exec switch_root /newroot "$init" "$@"
 `
+
+// RootInitrd packs the OS image's initramfs (RootInitramfs) for another
+// image: kernelDir is a scripts/boot-artifacts cache entry (KernelCache),
+// busybox a static busybox ("" is /bin/busybox), modules the modules to load
+// with their dependencies (nil is DebianModules).
+func RootInitrd(ctx context.Context, kernelDir, busybox string, modules []string) ([]byte, error) {
+	d := Debian{KernelDir: kernelDir, Busybox: busybox, Modules: modules}.defaults()
+	rd, err := d.initramfs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return RootInitramfs(rd.busybox, rd.mods, rd.order)
+}
 
 // RootInitramfs is the OS image's initramfs, a gzip'd newc cpio: a static
 // busybox as /bin/busybox, the modules (base name → contents) in

@@ -38,13 +38,21 @@ const (
 // (depmod -b, modprobe --show-depends) and skips one the kernel package
 // lacks. The common server NICs (Intel e1000e, igb, ixgbe, i40e, ice;
 // Broadcom bnxt_en, tg3; Mellanox mlx5_core) and storage controllers (AHCI,
-// NVMe, MegaRAID, SAS3, SCSI disks), and virtio for virtual machines. The
-// script's default list is the same (TestBootArtifactsModules).
+// NVMe, MegaRAID, SAS3, SCSI disks), virtio for virtual machines, and
+// software RAID 1 (md_mod, raid1: the agent builds a mirrored root, the OS
+// initramfs assembles it). The script's default list is the same
+// (TestBootArtifactsModules).
 var DiscoveryModules = []string{
 	"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi",
 	"e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "mlx5_core", "tg3",
-	"ahci", "nvme", "megaraid_sas", "mpt3sas", "sd_mod",
+	"ahci", "nvme", "megaraid_sas", "mpt3sas", "sd_mod", "md_mod", "raid1",
 }
+
+// DiscoveryTools are the host's Debian binaries the discovery initramfs
+// carries, each at its own path with the shared libraries it links
+// (HostTool): mdadm, which the agent runs to build a mirrored root
+// (scripts/setup installs it).
+var DiscoveryTools = []string{"/sbin/mdadm"}
 
 // Discovery builds the discovery environment into a boot server's data dir.
 type Discovery struct {
@@ -61,6 +69,9 @@ type Discovery struct {
 	// Agent is the static agent binary (cmd/ironrack-agent, CGO_ENABLED=0),
 	// which becomes /init. Required; BuildAgent builds it.
 	Agent string
+	// Tools are host binaries added with their libraries (HostTool). If
+	// nil, DiscoveryTools.
+	Tools []string
 }
 
 // Manifest describes one built version; it is what the image catalog will
@@ -120,7 +131,19 @@ func (d Discovery) Build(ctx context.Context) (Manifest, error) {
 	if err != nil {
 		return Manifest{}, fmt.Errorf("discovery build: modules: %w", err)
 	}
-	initrd, err := Initramfs(agentBin, mods, order)
+	tools := d.Tools
+	if tools == nil {
+		tools = DiscoveryTools
+	}
+	var extra []ExtraFile
+	for _, t := range tools {
+		files, err := HostTool(t)
+		if err != nil {
+			return Manifest{}, fmt.Errorf("discovery build: %w", err)
+		}
+		extra = append(extra, files...)
+	}
+	initrd, err := Initramfs(agentBin, mods, order, extra...)
 	if err != nil {
 		return Manifest{}, fmt.Errorf("discovery build: initramfs: %w", err)
 	}
@@ -196,8 +219,9 @@ func pointCurrent(base, version string) error {
 // /init, the modules (base name → contents) in lib/modules with their load
 // order in lib/modules/order and, when every module has a .modinfo, their
 // ModuleIndex in lib/modules/index.json, /dev/console, and the mount
-// points. It is reproducible: the same inputs give the same bytes.
-func Initramfs(agent []byte, modules map[string][]byte, order []string) ([]byte, error) {
+// points, and the extra files (DiscoveryTools). It is reproducible: the same
+// inputs give the same bytes.
+func Initramfs(agent []byte, modules map[string][]byte, order []string, extra ...ExtraFile) ([]byte, error) {
 	recs := []cpio.Record{
 		cpio.Directory("dev", 0o755),
 		cpio.CharDev("dev/console", 0o600, 5, 1),
@@ -208,6 +232,9 @@ func Initramfs(agent []byte, modules map[string][]byte, order []string) ([]byte,
 		cpio.Directory("lib", 0o755),
 		cpio.Directory(moduleDir, 0o755),
 		cpio.StaticRecord(agent, cpio.Info{Name: "init", Mode: cpio.S_IFREG | 0o755}),
+	}
+	for _, f := range extra {
+		recs = append(recs, cpio.StaticRecord(f.Body, cpio.Info{Name: strings.TrimPrefix(f.Path, "/"), Mode: cpio.S_IFREG | uint64(f.Mode.Perm())}))
 	}
 	return packInitramfs(recs, modules, order)
 }

@@ -229,9 +229,6 @@ func (d *Deployer) Deploy(ctx context.Context, ids []string, req DeployRequest) 
 				// What cloud-init will get must render, before anything changes.
 				err = NoCloudSeed(j.m.ID, &j.spec, inventory.AgentSecrets{}, "").Validate()
 			}
-			if err == nil && j.spec.RootLayout == inventory.LayoutMirror {
-				err = errors.New("root layout mirror: this version's agent cannot build the array yet; use flat")
-			}
 			if err == nil && j.spec.RootDisk != "" {
 				// The hint against the record's facts, before anything changes;
 				// StartDeploy applies it again in its transaction.

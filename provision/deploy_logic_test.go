@@ -31,16 +31,16 @@ func TestDeployerWithoutAgent(t *testing.T) {
 	req := DeployRequest{Owner: "alice", Image: "debian", Version: "1", HostnamePrefix: "web", SSHKeys: []string{logicKey}, Timeout: 3 * time.Second}
 
 	// A root-disk hint that matches none of the recorded disks fails
-	// before anything changes (not even the claim); so does a mirror, which
-	// this agent cannot build.
+	// before anything changes (not even the claim); so does a mirror whose
+	// hint matches one disk.
 	for hint, want := range map[string]string{
 		"size_bytes > 1e15": `root disk hint "size_bytes > 1e15" matches 0 of the machine's disks, flat needs 1 (disks: sda (8000000000000 bytes, rotational), sdb (480000000000 bytes, not rotational))`,
-		"mirror":            "root layout mirror: this version's agent cannot build the array yet",
+		"mirror":            `root disk hint "not rotational" matches 1 of the machine's disks, mirror needs 2`,
 	} {
 		bad := req
 		bad.RootDisk = hint
 		if hint == "mirror" {
-			bad.RootDisk, bad.RootLayout = "size_bytes > 0", inventory.LayoutMirror
+			bad.RootDisk, bad.RootLayout = "not rotational", inventory.LayoutMirror
 		}
 		for _, x := range d.Deploy(ctx, ids, bad) {
 			if x.OK() || x.Step != "select" || !strings.Contains(x.Error, want) || x.State != inventory.StateReady {

@@ -53,7 +53,7 @@ func deployCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "consul-join", Usage: "Consul address the deployed OS's agent joins (HOST[:PORT])"},
 			&cli.StringSliceFlag{Name: "service", Usage: "Consul service the deployed OS's agent registers, with a check it runs on the machine: NAME:PORT[/tcp|/http:PATH] (repeatable; needs --consul-join)"},
 			&cli.StringFlag{Name: "root-disk", Usage: "root-device hint: a where-expression over one disk's " + strings.Join(inventory.DiskFields, ", ") + ` (e.g. 'not rotational and size_bytes < 1e12'); default: the first disk that fits`},
-			&cli.StringFlag{Name: "root-layout", Value: inventory.LayoutFlat, Usage: "flat (one disk); mirror (RAID 1 over the two disks --root-disk matches) is refused: this version's agent does not build arrays yet"},
+			&cli.StringFlag{Name: "root-layout", Value: inventory.LayoutFlat, Usage: "flat (one disk); mirror (software RAID 1 over the two disks --root-disk matches; boots with one disk gone)"},
 		),
 		Action: func(c *cli.Context) error {
 			name, version, _ := strings.Cut(c.String("image"), ":")
