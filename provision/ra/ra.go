@@ -60,10 +60,9 @@ type DHCP6 struct {
 	Stateful bool
 	// RouterLifetime, if positive, advertises this host as a default
 	// router for that long (at most 9000s) instead of lifetime 0. UEFI
-	// HTTP boot over IPv6 needs it: EDK2 configures its DHCPv6 address by
-	// hand, keeping an explicit gateway but not the on-link prefix, so
-	// without a router it cannot reach the boot server. This host does
-	// not forward: clients' off-link IPv6 traffic ends here.
+	// HTTP boot over IPv6 does not need it (OVMF reaches a boot server in
+	// the on-link prefix without a router). This host does not forward:
+	// clients' off-link IPv6 traffic ends here.
 	RouterLifetime time.Duration
 }
 
