@@ -66,8 +66,8 @@ type Config struct {
 	// (AttachBMC stores the sims' passwords with it).
 	Sealer *inventory.Sealer
 	// IPv6 puts ServerCIDR6 on the bridge and runs stateful DHCPv6 (range
-	// ::100-::1ff) beside DHCPv4, with the RA's M and O flags and this
-	// host as the IPv6 router (which UEFI HTTP boot over IPv6 needs).
+	// ::100-::1ff) beside DHCPv4, with the RA's M and O flags and router
+	// lifetime 0 (`ironrack serve` without --ipv6-router).
 	IPv6 bool
 	// BootConfig, if set, adjusts the boot server's config before it is
 	// built (the lab fills in interface, address, range, data dir, store
@@ -183,7 +183,6 @@ func (l *Lab) StartBootServer() {
 		Logger:  l.Logger(),
 	}
 	if l.cfg.IPv6 {
-		cfg.IPv6Router = true
 		cfg.DHCP6 = dhcp.Config6{
 			Address:    netip.MustParsePrefix(ServerCIDR6),
 			RangeFirst: netip.MustParseAddr("2001:db8:b007::100"),

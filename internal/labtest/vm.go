@@ -55,7 +55,9 @@ type VMSpec struct {
 	// network stack), and OVMF's fw_cfg knobs leaving that one network
 	// boot entry (no PXE, no other IP version), so the firmware goes
 	// straight to it instead of timing out through PXEv4, PXEv6 and
-	// HTTPv4 first (about 5 minutes).
+	// HTTPv4 first (about 5 minutes). Over IPv6 the firmware also waits
+	// 4 s in its boot menu first, so that its link-local address is out
+	// of duplicate address detection when HTTPv6 starts DHCPv6.
 	HTTPBoot int
 	// FwCfg adds -fw_cfg arguments (e.g.
 	// "name=etc/edk2/https/cacerts,file=cacerts.esl").
@@ -230,6 +232,15 @@ func (v *VM) argv() []string {
 			"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
 			"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no",
 			"-fw_cfg", "name=opt/org.tianocore/"+other+",string=no")
+		if s.HTTPBoot == 6 {
+			// OVMF's HTTPv6 entry starts DHCPv6 as soon as the NIC is
+			// connected, while the link-local address is still in
+			// duplicate address detection: its Solicit cannot be sent
+			// and the entry fails at once ("Unexpected network error").
+			// A boot menu wait (etc/boot-menu-wait, whole seconds)
+			// after the drivers are connected lets DAD finish first.
+			argv = append(argv, "-boot", "menu=on,splash-time=4000")
+		}
 	case s.UEFI:
 		argv = append(argv, "-drive", "if=pflash,format=raw,readonly=on,file="+OVMFCode)
 	default:

@@ -29,17 +29,11 @@ func TestUEFIHTTPBootIPv4(t *testing.T) {
 // DUID is a DUID-UUID: the server finds its MAC in the EUI-64 link-local
 // source address), gets option 59 with the bracketed URL of ipxe.efi and
 // option 16 HTTPClient, fetches it over IPv6, and the agent's facts land
-// in Consul; the DHCPv6 lease is in Consul too.
-//
-// Not in CI yet: Debian's OVMF (2022.11) gets the Advertise and Reply with
-// option 59 and 16 (and, with the RA's router lifetime, solicits with its
-// HTTP boot options), then stops with "Could not retrieve NBP file size /
-// Unexpected network error" before any HTTP request reaches the server.
-// Run it with IRONRACK_QEMU_HTTPV6=1 while that is worked out.
+// in Consul; the DHCPv6 lease is in Consul too. The VM waits a few seconds
+// in OVMF's boot menu (labtest: HTTPBoot 6) so that its link-local address
+// has finished duplicate address detection before the HTTPv6 entry starts
+// DHCPv6 (docs/boot-server.md, UEFI HTTP boot over IPv6).
 func TestUEFIHTTPBootIPv6(t *testing.T) {
-	if os.Getenv("IRONRACK_QEMU_HTTPV6") == "" {
-		t.Skip("UEFI HTTP boot over IPv6 does not reach the HTTP fetch yet; set IRONRACK_QEMU_HTTPV6=1 to run it")
-	}
 	uefiHTTPBoot(t, 6)
 }
 

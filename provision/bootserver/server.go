@@ -45,8 +45,8 @@ type Config struct {
 	// Registerer.
 	DHCP6 dhcp.Config6
 	// IPv6Router advertises this host as the IPv6 default router (30
-	// minutes) when DHCPv6 is configured: UEFI HTTP boot over IPv6 needs
-	// a router (see ra.DHCP6.RouterLifetime). If false, router lifetime 0.
+	// minutes) when DHCPv6 is configured (see ra.DHCP6.RouterLifetime).
+	// If false, router lifetime 0; UEFI HTTP boot over IPv6 works either way.
 	IPv6Router bool
 	// HTTPPort is the boot HTTP server's port on Address. If 0, 8080.
 	HTTPPort int

@@ -6,10 +6,13 @@
 // and no flags; with DHCPv6 (Config.DHCP6) it carries the boot prefix as
 // on-link, and the M and O flags: stateful DHCPv6 sets M and O and clears
 // the prefix's autonomous flag (addresses come from DHCPv6 only);
-// stateless sets O alone and the autonomous flag (SLAAC).
+// stateless sets O alone and the autonomous flag (SLAAC). The source
+// link-layer address option follows the interface's current MAC (a
+// bridge's MAC changes as ports join it).
 package ra
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -57,10 +60,9 @@ type DHCP6 struct {
 	Stateful bool
 	// RouterLifetime, if positive, advertises this host as a default
 	// router for that long (at most 9000s) instead of lifetime 0. UEFI
-	// HTTP boot over IPv6 needs it: EDK2 configures its DHCPv6 address by
-	// hand, keeping an explicit gateway but not the on-link prefix, so
-	// without a router it cannot reach the boot server. This host does
-	// not forward: clients' off-link IPv6 traffic ends here.
+	// HTTP boot over IPv6 does not need it (OVMF reaches a boot server in
+	// the on-link prefix without a router). This host does not forward:
+	// clients' off-link IPv6 traffic ends here.
 	RouterLifetime time.Duration
 }
 
@@ -139,6 +141,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ra: build advertisement: %w", err)
 	}
+	mac := ifi.HardwareAddr
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), ifi.Name) }); err != nil {
@@ -178,6 +181,17 @@ func (s *Server) Serve(ctx context.Context) error {
 	send := func(dst *net.IPAddr) error {
 		sendMu.Lock()
 		defer sendMu.Unlock()
+		// A bridge's MAC changes when ports join it: the source
+		// link-layer option must name the current one, or clients
+		// send their off-link traffic to a MAC nobody owns.
+		if cur, err := net.InterfaceByIndex(ifi.Index); err == nil && !bytes.Equal(cur.HardwareAddr, mac) {
+			b, err := Advertisement(cur.HardwareAddr, s.cfg.DHCP6)
+			if err != nil {
+				return fmt.Errorf("build advertisement: %w", err)
+			}
+			s.log.Info("ra: interface hardware address changed", "interface", ifi.Name, "from", mac, "to", cur.HardwareAddr)
+			ra, mac = b, cur.HardwareAddr
+		}
 		_, err := pc.WriteTo(ra, &ipv6.ControlMessage{HopLimit: 255, IfIndex: ifi.Index}, dst)
 		return err
 	}

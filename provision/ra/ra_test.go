@@ -164,3 +164,21 @@ func TestAdvertisementDHCP6Flags(t *testing.T) {
 		t.Error("an IPv4 prefix was accepted")
 	}
 }
+
+// TestSourceLinkAddressFollowsInterface: a bridge's MAC changes when ports
+// join it (as when the lab adds a VM's tap after the server started); the
+// advertisement's source link-layer option names the new MAC, not the one
+// the interface had when Serve began (a stale one sends clients' routed
+// traffic, e.g. OVMF's HTTP boot over IPv6, to a MAC nobody owns).
+func TestSourceLinkAddressFollowsInterface(t *testing.T) {
+	l := newLAN(t)
+	l.serve(t, ra.Config{Interface: "br0", Interval: time.Hour})
+	l.srv.Run("ip", "link", "set", "br0", "address", "02:00:5e:10:20:30")
+	out, err := l.cli.Output(20*time.Second, "rdisc6", "-1", "-r", "3", "-w", "1000", "c0")
+	if err != nil {
+		t.Fatalf("rdisc6 on c0: %v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`(?i)source link-layer address\s*:\s*02:00:5e:10:20:30`).MatchString(out) {
+		t.Errorf("advertisement does not carry br0's new MAC 02:00:5e:10:20:30:\n%s", out)
+	}
+}

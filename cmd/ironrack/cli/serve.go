@@ -40,7 +40,7 @@ func serveCommand(e *env) *cli.Command {
 			&cli.DurationFlag{Name: "lease-time", Value: time.Hour, Usage: "DHCP lease time"},
 			&cli.StringFlag{Name: "address6", Usage: "DHCPv6 on: this server's IPv6 address on --interface with prefix, e.g. 2001:db8::1/64 (HTTP listens there too)"},
 			&cli.StringFlag{Name: "dhcp6-range", Usage: "stateful DHCPv6: the range FIRST-LAST inside --address6's prefix (without it, stateless: SLAAC)"},
-			&cli.BoolFlag{Name: "ipv6-router", Usage: "advertise this host as the IPv6 default router (needed by UEFI HTTP boot over IPv6; it does not forward)"},
+			&cli.BoolFlag{Name: "ipv6-router", Usage: "advertise this host as the IPv6 default router (it does not forward)"},
 			&cli.StringFlag{Name: "dns6", Usage: "IPv6 DNS servers handed to DHCPv6 clients, comma-separated (option 23)"},
 			&cli.IntFlag{Name: "http-port", Value: 8080, Usage: "port of the boot HTTP server on --address"},
 			&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "boot artifacts: images/<name>/<version>/, the agent in images/agent/current/"},
