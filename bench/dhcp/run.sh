@@ -18,7 +18,10 @@
 # Durability: Kea writes each lease to its memfile before the ACK, without
 # fsync. ironrack's ACK waits for the lease's Consul transaction, a Raft
 # commit. CONSUL=disk (default) runs a one-server Consul with a data dir on
-# disk (Raft log fsync'd); CONSUL=dev runs `consul agent -dev` (in memory).
+# disk (Raft log fsync'd); CONSUL=dev runs `consul agent -dev` (in memory);
+# CONSUL=cluster runs three servers (Raft on disk, 127.0.1.1-3) and a client
+# agent on 127.0.0.1 that ironrack talks to: every lease is on a quorum before
+# the ACK. The servers share core 0 with ironrack.
 #
 # Output: one line per step and a summary; the best rate with both drop
 # ratios under 1% is each server's figure.
@@ -72,18 +75,35 @@ start_kea() {
 start_ironrack() {
   local d="$WORK/consul-$RANDOM"; mkdir -p "$d" "$WORK/data"
   local args=(agent -bind 127.0.0.1 -client 127.0.0.1 -log-level warn -data-dir "$d" -hcl 'performance { raft_multiplier = 1 }')
-  if [[ "$CONSUL" == dev ]]; then args=(agent -dev -bind 127.0.0.1 -client 127.0.0.1 -log-level warn); else args+=(-server -bootstrap-expect 1); fi
+  local spids=()
+  if [[ "$CONSUL" == cluster ]]; then
+    # Three servers (127.0.1.1-3, Raft on disk) and a client agent on
+    # 127.0.0.1 that ironrack talks to, as on a boot server in production.
+    local join=(-retry-join 127.0.1.1 -retry-join 127.0.1.2 -retry-join 127.0.1.3)
+    for i in 1 2 3; do
+      ip netns exec "$SRV" taskset -c 0 "$CONSUL_BIN" agent -server -bootstrap-expect 3 -node "s$i" \
+        -bind "127.0.1.$i" -client "127.0.1.$i" -data-dir "$d/s$i" -log-level warn -dns-port -1 -grpc-port -1 \
+        -hcl 'performance { raft_multiplier = 1 }' "${join[@]}" >"$d/s$i.log" 2>&1 &
+      spids+=($!); PIDS+=($!)
+    done
+    args=(agent -node client -bind 127.0.0.1 -client 127.0.0.1 -log-level warn -data-dir "$d/client" -dns-port -1 "${join[@]}")
+  elif [[ "$CONSUL" == dev ]]; then args=(agent -dev -bind 127.0.0.1 -client 127.0.0.1 -log-level warn); else args+=(-server -bootstrap-expect 1); fi
   ip netns exec "$SRV" taskset -c 0 "$CONSUL_BIN" "${args[@]}" >"$d/consul.log" 2>&1 &
   local cpid=$!; PIDS+=($cpid)
+  for _ in $(seq 1 150); do
+    ip netns exec "$SRV" curl -sf http://127.0.0.1:8500/v1/status/leader 2>/dev/null | grep -q ':8300' && break
+    sleep 0.2
+  done
+  # the client agent's own node must be in the catalog (sessions need it)
   for _ in $(seq 1 100); do
-    ip netns exec "$SRV" curl -sf http://127.0.0.1:8500/v1/status/leader 2>/dev/null | grep -q 127.0.0.1 && break
+    ip netns exec "$SRV" curl -sf http://127.0.0.1:8500/v1/catalog/nodes 2>/dev/null | grep -q '"Node"' && break
     sleep 0.2
   done
   ip netns exec "$SRV" taskset -c 0 "$WORK/ironrack" --consul 127.0.0.1:8500 --log-level error serve \
     --interface v0 --address 198.18.0.1/15 --dhcp-range 198.18.1.0-198.19.255.254 --data-dir "$WORK/data" \
     >"$d/ironrack.log" 2>&1 &
   local ipid=$!; PIDS+=($ipid)
-  SERVER_PIDS=($ipid $cpid)
+  SERVER_PIDS=($ipid $cpid "${spids[@]}")
   for _ in $(seq 1 50); do
     ip netns exec "$SRV" curl -sf http://198.18.0.1:8080/healthz >/dev/null 2>&1 && break
     sleep 0.2

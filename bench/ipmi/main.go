@@ -48,7 +48,7 @@ type client struct {
 }
 
 func run() error {
-	n := flag.Int("n", 200, "number of sims (127.0.9.1 upwards, at most 200)")
+	n := flag.Int("n", 200, "number of sims (127.0.9.1 upwards, consecutive addresses, at most 5000)")
 	runs := flag.Int("runs", 5, "rounds; each round runs every client once, interleaved")
 	warmup := flag.Int("warmup", 1, "uncounted rounds first (the sims' first sessions are slow)")
 	bin := flag.String("ironrack", "", "the ironrack binary (run.sh builds ./cmd/ironrack); required")
@@ -59,8 +59,8 @@ func run() error {
 	timeline := flag.Int("timeline", 5, "after the rounds, run the CLI this many times under strace (connect only) to time its phases from inside (0: skip)")
 	skipIpmitool := flag.Bool("skip-ipmitool", false, "skip the slow sequential ipmitool loop")
 	flag.Parse()
-	if *n < 1 || *n > 200 {
-		return errors.New("-n must be 1..200")
+	if *n < 1 || *n > 5000 {
+		return errors.New("-n must be 1..5000")
 	}
 	if *runs < 1 {
 		return errors.New("-runs must be at least 1")
@@ -85,7 +85,7 @@ func run() error {
 	}
 	defer os.RemoveAll(dir)
 	start := time.Now()
-	sims, err := ipmisim.StartProcesses(ipmisim.Options{N: *n, First: netip.MustParseAddr("127.0.9.1"), Dir: dir, PowerOn: true, ReadyTimeout: 60 * time.Second})
+	sims, err := ipmisim.StartProcesses(ipmisim.Options{N: *n, First: netip.MustParseAddr("127.0.9.1"), Dir: dir, PowerOn: true, ReadyTimeout: 60*time.Second + time.Duration(*n)*100*time.Millisecond})
 	defer ipmisim.StopAll(sims)
 	if err != nil {
 		return err
@@ -296,7 +296,7 @@ func bulkStatus(ctx context.Context, n, conc int) error {
 	var ts []ipmi.Target
 	for i := range n {
 		ts = append(ts, ipmi.Target{ID: fmt.Sprintf("sim%d", i), Credentials: ipmi.Credentials{
-			Host: fmt.Sprintf("127.0.9.%d", i+1), Username: "admin", Password: "secret"}})
+			Host: simHost(i), Username: "admin", Password: "secret"}})
 	}
 	res := ipmi.Bulk(ctx, ts, ipmi.BulkOptions{Concurrency: conc}, func(ctx context.Context, t ipmi.Target) (ipmi.PowerState, error) {
 		return ctl.PowerStatus(ctx, t.Credentials)
@@ -501,7 +501,7 @@ func straceTimeline(ctx context.Context, reps int, dir string, progs [][]string,
 }
 
 func ipmipower(ctx context.Context, n int, conf string) error {
-	hosts := fmt.Sprintf("127.0.9.[1-%d]", n)
+	hosts := simHosts(n)
 	out, err := exec.CommandContext(ctx, "ipmipower", "--config-file", conf, "-h", hosts,
 		"-D", "LAN_2_0", "-W", "opensesspriv", "--stat").CombinedOutput()
 	if err != nil {
@@ -536,4 +536,23 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float
 
 func ms1(d time.Duration) string {
 	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+}
+
+// simHost is the address of sim i: 127.0.9.1 upwards, as ipmisim assigns
+// them (netip.Addr.Next: past 127.0.9.255 comes 127.0.10.0).
+func simHost(i int) string {
+	v := 9<<8 + 1 + i
+	return fmt.Sprintf("127.0.%d.%d", v>>8, v&255)
+}
+
+// simHosts is FreeIPMI's host list of the first n sims, one range per /24:
+// "127.0.9.[1-255],127.0.10.[0-255],…".
+func simHosts(n int) string {
+	var parts []string
+	first, last := 9<<8+1, 9<<8+n
+	for o := first >> 8; o <= last>>8; o++ {
+		lo, hi := max(first, o<<8)&255, min(last, o<<8+255)&255
+		parts = append(parts, fmt.Sprintf("127.0.%d.[%d-%d]", o, lo, hi))
+	}
+	return strings.Join(parts, ",")
 }
