@@ -5,6 +5,7 @@
 #
 #   bench/dhcp/run.sh                      # default rate sweep, 10 s per step
 #   RATES="2000 4000" PERIOD=5 bench/dhcp/run.sh
+#   CONSUL=cluster RATES="2000 3000 4000" OVER=1.3 bench/dhcp/run.sh
 #
 # Topology: namespace irb-dhcp-s-<pid> holds v0 (198.18.0.1/15, RFC 2544
 # benchmark range) and the server; namespace irb-dhcp-c-<pid> holds c0
@@ -136,3 +137,16 @@ for rate in $RATES; do
 done
 echo "# best DORA/s with <1% drops: kea ${best[kea]:-0}  ironrack ${best[ironrack]:-0}"
 awk -v i="${best[ironrack]:-0}" -v k="${best[kea]:-0}" 'BEGIN { if (k > 0) printf "# ratio ironrack/kea: %.2f\n", i / k }'
+# Past saturation: each server offered OVER (1.3) × its own best rate; the
+# figure is how much of its best rate it still completes. OVER=0 skips it.
+OVER=${OVER:-1.3}
+if awk -v o="$OVER" 'BEGIN {exit !(o > 0)}'; then
+  for server in kea ironrack; do
+    b=${best[$server]:-0}
+    [[ "$b" == 0 ]] && continue
+    rate=$(awk -v b="$b" -v o="$OVER" 'BEGIN {printf "%d", b * o}')
+    line=$(step "$server" "$rate"); echo "$line"
+    read -r s r a d1 d2 <<<"$line"
+    awk -v a="$a" -v b="$b" -v s="$s" -v o="$OVER" 'BEGIN {printf "# %s at %s× its best: %.0f of %.0f DORA/s, holds %.1f %%\n", s, o, a, b, 100 * a / b}'
+  done
+fi
