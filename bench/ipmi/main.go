@@ -57,6 +57,7 @@ func run() error {
 	phases := flag.Int("phases", 5, "after the rounds, time the CLI's phases this many times each (0: skip)")
 	clientMode := flag.Bool("client", false, "internal: run one ipmi.Bulk status over -n sims (no inventory) and exit")
 	timeline := flag.Int("timeline", 5, "after the rounds, run the CLI this many times under strace (connect only) to time its phases from inside (0: skip)")
+	fanout := flag.Int("ipmipower-fanout", 0, "ipmipower --fanout (0: its default; 64 is ironrack's --concurrency default)")
 	skipIpmitool := flag.Bool("skip-ipmitool", false, "skip the slow sequential ipmitool loop")
 	flag.Parse()
 	if *n < 1 || *n > 5000 {
@@ -126,7 +127,7 @@ func run() error {
 	}
 	clients := []client{
 		{"ironrack power status --all", func(ctx context.Context) error { return cliStatus(ctx, *bin, statusArgs, *n) }},
-		{"ipmipower --stat", func(ctx context.Context) error { return ipmipower(ctx, *n, conf) }},
+		{"ipmipower --stat", func(ctx context.Context) error { return ipmipower(ctx, *n, conf, *fanout) }},
 	}
 	if *bulk {
 		clients = append(clients, client{"ipmi.Bulk only (no inventory; secondary)", func(ctx context.Context) error {
@@ -500,15 +501,17 @@ func straceTimeline(ctx context.Context, reps int, dir string, progs [][]string,
 	return nil
 }
 
-func ipmipower(ctx context.Context, n int, conf string) error {
-	hosts := simHosts(n)
-	out, err := exec.CommandContext(ctx, "ipmipower", "--config-file", conf, "-h", hosts,
-		"-D", "LAN_2_0", "-W", "opensesspriv", "--stat").CombinedOutput()
+func ipmipower(ctx context.Context, n int, conf string, fanout int) error {
+	args := []string{"--config-file", conf, "-h", simHosts(n), "-D", "LAN_2_0", "-W", "opensesspriv", "--stat"}
+	if fanout > 0 {
+		args = append(args, "--fanout", strconv.Itoa(fanout))
+	}
+	out, err := exec.CommandContext(ctx, "ipmipower", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%w: %s", err, out)
 	}
 	if got := strings.Count(string(out), ": on"); got != n {
-		return fmt.Errorf("ipmipower: %d of %d on:\n%s", got, n, out)
+		return fmt.Errorf("ipmipower: %d of %d on:\n%s", got, n, tail(string(out)))
 	}
 	return nil
 }
