@@ -57,6 +57,7 @@ func run() error {
 	phases := flag.Int("phases", 5, "after the rounds, time the CLI's phases this many times each (0: skip)")
 	clientMode := flag.Bool("client", false, "internal: run one ipmi.Bulk status over -n sims (no inventory) and exit")
 	timeline := flag.Int("timeline", 5, "after the rounds, run the CLI this many times under strace (connect only) to time its phases from inside (0: skip)")
+	keepGoing := flag.Bool("keep-going", false, "report a client's failed round (a BMC missed) and go on, instead of stopping")
 	fanout := flag.Int("ipmipower-fanout", 0, "ipmipower --fanout (0: its default; 64 is ironrack's --concurrency default)")
 	skipIpmitool := flag.Bool("skip-ipmitool", false, "skip the slow sequential ipmitool loop")
 	flag.Parse()
@@ -160,8 +161,14 @@ func run() error {
 			err := c.fn(cctx)
 			d := time.Since(t0)
 			cancel()
-			if err != nil {
+			if err != nil && !*keepGoing {
 				return fmt.Errorf("round %d, %s: %w", r+1, c.name, err)
+			}
+			if err != nil {
+				// -keep-going: a round where a client missed BMCs is
+				// reported and not counted.
+				fmt.Printf("round %d: %-42s %s FAILED (not counted): %.300s\n", r+1, c.name, ms(d), err)
+				continue
 			}
 			if r < 0 {
 				fmt.Printf("warm-up:  %-42s %s\n", c.name, ms(d))
