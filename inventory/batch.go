@@ -218,15 +218,32 @@ func (s *Store) openJournal(ctx context.Context, what string) (*journal, error) 
 	return j, nil
 }
 
-// finish removes a completed batch's journal.
+// finish removes a completed batch's journal. It first marks the journal
+// committed (one small key): removing it is one Raft entry that deletes
+// every item (about 10 s for 100,000 on a 3-server cluster under load), and
+// if that fails or outlasts its deadline, the next command's Recover only
+// removes a committed journal, never undoes its batch.
 func (j *journal) finish(ctx context.Context) error {
-	ctx, cancel := j.s.opCtx(ctx)
+	octx, cancel := j.s.opCtx(ctx)
 	defer cancel()
-	if _, err := j.s.c.KV().DeleteTree(j.s.key("journal", j.op)+"/", (&api.WriteOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("batch %s is written, but its journal could not be removed (the next command will roll it back): %w", j.op, err)
+	key := j.s.key("journal", j.op, "committed")
+	if _, err := j.s.c.KV().Put(&api.KVPair{Key: key, Value: []byte("1")}, (&api.WriteOptions{}).WithContext(octx)); err != nil {
+		// The answer may be lost while the write happened: read it back.
+		kv, _, rerr := j.s.c.KV().Get(key, (&api.QueryOptions{RequireConsistent: true}).WithContext(octx))
+		if rerr != nil || kv == nil {
+			return fmt.Errorf("batch %s is written, but its journal could not be marked committed (the next command will roll it back): %w", j.op, err)
+		}
+	}
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), journalRemoveTimeout)
+	defer dcancel()
+	if _, err := j.s.c.KV().DeleteTree(j.s.key("journal", j.op)+"/", (&api.WriteOptions{}).WithContext(dctx)); err != nil {
+		j.s.log.Warn("batch written and committed; its journal is left for the next command to remove", "batch", j.op, "err", err)
 	}
 	return nil
 }
+
+// journalRemoveTimeout bounds the removal of a committed journal.
+const journalRemoveTimeout = 2 * time.Minute
 
 // close stops renewing and destroys the session (RenewPeriodic destroys it
 // when stopped).
@@ -234,6 +251,15 @@ func (j *journal) close() { close(j.stop) }
 
 // rollback undoes every machine a batch wrote, then removes its journal.
 func (s *Store) rollback(ctx context.Context, opid string) error {
+	// A committed batch is complete: only its journal is left to remove.
+	kv, _, err := s.c.KV().Get(s.key("journal", opid, "committed"), (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("read journal %s: %w", opid, err)
+	}
+	if kv != nil {
+		_, err = s.c.KV().DeleteTree(s.key("journal", opid)+"/", (&api.WriteOptions{}).WithContext(ctx))
+		return err
+	}
 	kvs, _, err := s.c.KV().List(s.key("journal", opid, "items")+"/", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("read journal %s: %w", opid, err)

@@ -283,10 +283,27 @@ func consulProfile(b *testing.B, addr, file string) {
 
 func benchAllocate(b *testing.B, server bool, per int) {
 	f := benchFixtureOf(b, server)
+	allocPhases(b, allocTarget{s: f.s, addr: f.agent.Addr, pid: f.agent.PID(),
+		name: map[bool]string{true: "server", false: "dev"}[server]}, per, 5)
+}
+
+// allocTarget is the Consul that allocPhases runs against: a store on it,
+// the HTTP address for the claimers' and raw writers' own clients, and the
+// PID whose CPU time is counted (the agent, or a cluster's leader).
+type allocTarget struct {
+	s    *Store
+	addr string
+	pid  int
+	name string
+}
+
+// allocPhases alternates claim phases (16 claimers, count per) and raw CAS
+// phases of the same wall time, phases times, and reports the rates.
+func allocPhases(b *testing.B, f allocTarget, per, phases int) {
 	ctx := context.Background()
-	const claimers, phases = 16, 5
+	const claimers = 16
 	rounds := 3200 / (claimers * per) // each phase claims 3,200 of the 10,000, as in earlier sessions
-	pid := f.agent.PID()
+	pid := f.pid
 	var claimed, writes int64
 	var total, claimCPU, rawCPU, claimSelf, rawSelf time.Duration
 	var ratios []float64
@@ -301,15 +318,15 @@ func benchAllocate(b *testing.B, server bool, per int) {
 		stores := make([]*Store, claimers)
 		raws := make([]*api.Client, claimers)
 		for k := range claimers {
-			stores[k], raws[k] = New(benchClient(b, f.agent.Addr), Config{}), benchClient(b, f.agent.Addr)
+			stores[k], raws[k] = New(benchClient(b, f.addr), Config{}), benchClient(b, f.addr)
 		}
 		var got atomic.Int64
-		name := fmt.Sprintf("%s-%d-%d", map[bool]string{true: "server", false: "dev"}[server], per, i)
+		name := fmt.Sprintf("%s-%d-%d", f.name, per, i)
 		dir := os.Getenv("IRONRACK_BENCH_PPROF")
 		if dir != "" {
 			// Per phase: Consul's CPU profile of the claims' first second,
 			// and this process's of all the claims.
-			go consulProfile(b, f.agent.Addr, fmt.Sprintf("%s/consul-%s-claim.pb.gz", dir, name))
+			go consulProfile(b, f.addr, fmt.Sprintf("%s/consul-%s-claim.pb.gz", dir, name))
 			if pf, err := os.Create(fmt.Sprintf("%s/client-%s-claim.pb.gz", dir, name)); err == nil {
 				pprof.StartCPUProfile(pf)
 				defer pf.Close()
@@ -339,14 +356,14 @@ func benchAllocate(b *testing.B, server bool, per int) {
 
 		var n atomic.Int64
 		if dir != "" {
-			go consulProfile(b, f.agent.Addr, fmt.Sprintf("%s/consul-%s-raw.pb.gz", dir, name))
+			go consulProfile(b, f.addr, fmt.Sprintf("%s/consul-%s-raw.pb.gz", dir, name))
 		}
 		deadline := time.Now().Add(elapsed)
 		var rg errgroup.Group
 		for k := range claimers {
 			rg.Go(func() error {
 				for j := 0; time.Now().Before(deadline) && j < 100000; j++ {
-					key := fmt.Sprintf("bench/raw/%v/%d/%d/%d/%d", server, per, i, k, j)
+					key := fmt.Sprintf("bench/raw/%s/%d/%d/%d/%d", f.name, per, i, k, j)
 					ok, _, err := raws[k].KV().CAS(&api.KVPair{Key: key, Value: []byte("claimed"), ModifyIndex: 0}, nil)
 					if err != nil || !ok {
 						return fmt.Errorf("raw CAS %s: %v %v", key, ok, err)

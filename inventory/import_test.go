@@ -2,6 +2,9 @@ package inventory
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -373,4 +376,46 @@ func journalKeys(t testing.TB, s *Store, c *api.Client) []string {
 		t.Fatal(err)
 	}
 	return keys
+}
+
+// TestRecoverCommittedJournal: a batch whose journal was marked committed but
+// not removed (the removal of a 100,000-item journal can outlast its
+// deadline) is complete: Recover removes the journal and undoes nothing.
+func TestRecoverCommittedJournal(t *testing.T) {
+	s, c := testStore(t)
+	ctx := context.Background()
+	mustImport(t, s, bigSheet(20))
+	ms, err := s.List(ctx, Query{})
+	if err != nil || len(ms) != 20 {
+		t.Fatalf("list = %d, %v", len(ms), err)
+	}
+	// The journal such a batch leaves: an item per machine whose sum
+	// matches what is stored (so a rollback would delete them), and the
+	// committed mark.
+	op := "20261207T000000-import-test"
+	for _, m := range ms {
+		cur, _, err := s.get(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(cur)
+		sum := sha256.Sum256(b)
+		iv, _ := json.Marshal(journalItem{NextSum: hex.EncodeToString(sum[:])})
+		if _, err := c.KV().Put(&api.KVPair{Key: s.key("journal", op, "items", m.ID), Value: iv}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.KV().Put(&api.KVPair{Key: s.key("journal", op, "committed"), Value: []byte("1")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	done, err := s.Recover(ctx)
+	if err != nil || len(done) != 1 {
+		t.Fatalf("recover = %v, %v", done, err)
+	}
+	if after, _ := s.List(ctx, Query{}); len(after) != 20 {
+		t.Fatalf("after recovering a committed batch %d of 20 machines remain", len(after))
+	}
+	if n := len(journalKeys(t, s, c)); n != 0 {
+		t.Fatalf("%d journal keys remain", n)
+	}
 }

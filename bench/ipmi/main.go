@@ -48,7 +48,7 @@ type client struct {
 }
 
 func run() error {
-	n := flag.Int("n", 200, "number of sims (127.0.9.1 upwards, at most 200)")
+	n := flag.Int("n", 200, "number of sims (127.0.9.1 upwards, consecutive addresses, at most 5000)")
 	runs := flag.Int("runs", 5, "rounds; each round runs every client once, interleaved")
 	warmup := flag.Int("warmup", 1, "uncounted rounds first (the sims' first sessions are slow)")
 	bin := flag.String("ironrack", "", "the ironrack binary (run.sh builds ./cmd/ironrack); required")
@@ -57,10 +57,12 @@ func run() error {
 	phases := flag.Int("phases", 5, "after the rounds, time the CLI's phases this many times each (0: skip)")
 	clientMode := flag.Bool("client", false, "internal: run one ipmi.Bulk status over -n sims (no inventory) and exit")
 	timeline := flag.Int("timeline", 5, "after the rounds, run the CLI this many times under strace (connect only) to time its phases from inside (0: skip)")
+	keepGoing := flag.Bool("keep-going", false, "report a client's failed round (a BMC missed) and go on, instead of stopping")
+	fanout := flag.Int("ipmipower-fanout", 0, "ipmipower --fanout (0: its default; 64 is ironrack's --concurrency default)")
 	skipIpmitool := flag.Bool("skip-ipmitool", false, "skip the slow sequential ipmitool loop")
 	flag.Parse()
-	if *n < 1 || *n > 200 {
-		return errors.New("-n must be 1..200")
+	if *n < 1 || *n > 5000 {
+		return errors.New("-n must be 1..5000")
 	}
 	if *runs < 1 {
 		return errors.New("-runs must be at least 1")
@@ -85,7 +87,7 @@ func run() error {
 	}
 	defer os.RemoveAll(dir)
 	start := time.Now()
-	sims, err := ipmisim.StartProcesses(ipmisim.Options{N: *n, First: netip.MustParseAddr("127.0.9.1"), Dir: dir, PowerOn: true, ReadyTimeout: 60 * time.Second})
+	sims, err := ipmisim.StartProcesses(ipmisim.Options{N: *n, First: netip.MustParseAddr("127.0.9.1"), Dir: dir, PowerOn: true, ReadyTimeout: 60*time.Second + time.Duration(*n)*100*time.Millisecond})
 	defer ipmisim.StopAll(sims)
 	if err != nil {
 		return err
@@ -126,7 +128,7 @@ func run() error {
 	}
 	clients := []client{
 		{"ironrack power status --all", func(ctx context.Context) error { return cliStatus(ctx, *bin, statusArgs, *n) }},
-		{"ipmipower --stat", func(ctx context.Context) error { return ipmipower(ctx, *n, conf) }},
+		{"ipmipower --stat", func(ctx context.Context) error { return ipmipower(ctx, *n, conf, *fanout) }},
 	}
 	if *bulk {
 		clients = append(clients, client{"ipmi.Bulk only (no inventory; secondary)", func(ctx context.Context) error {
@@ -159,8 +161,14 @@ func run() error {
 			err := c.fn(cctx)
 			d := time.Since(t0)
 			cancel()
-			if err != nil {
+			if err != nil && !*keepGoing {
 				return fmt.Errorf("round %d, %s: %w", r+1, c.name, err)
+			}
+			if err != nil {
+				// -keep-going: a round where a client missed BMCs is
+				// reported and not counted.
+				fmt.Printf("round %d: %-42s %s FAILED (not counted): %.300s\n", r+1, c.name, ms(d), err)
+				continue
 			}
 			if r < 0 {
 				fmt.Printf("warm-up:  %-42s %s\n", c.name, ms(d))
@@ -296,7 +304,7 @@ func bulkStatus(ctx context.Context, n, conc int) error {
 	var ts []ipmi.Target
 	for i := range n {
 		ts = append(ts, ipmi.Target{ID: fmt.Sprintf("sim%d", i), Credentials: ipmi.Credentials{
-			Host: fmt.Sprintf("127.0.9.%d", i+1), Username: "admin", Password: "secret"}})
+			Host: simHost(i), Username: "admin", Password: "secret"}})
 	}
 	res := ipmi.Bulk(ctx, ts, ipmi.BulkOptions{Concurrency: conc}, func(ctx context.Context, t ipmi.Target) (ipmi.PowerState, error) {
 		return ctl.PowerStatus(ctx, t.Credentials)
@@ -500,15 +508,17 @@ func straceTimeline(ctx context.Context, reps int, dir string, progs [][]string,
 	return nil
 }
 
-func ipmipower(ctx context.Context, n int, conf string) error {
-	hosts := fmt.Sprintf("127.0.9.[1-%d]", n)
-	out, err := exec.CommandContext(ctx, "ipmipower", "--config-file", conf, "-h", hosts,
-		"-D", "LAN_2_0", "-W", "opensesspriv", "--stat").CombinedOutput()
+func ipmipower(ctx context.Context, n int, conf string, fanout int) error {
+	args := []string{"--config-file", conf, "-h", simHosts(n), "-D", "LAN_2_0", "-W", "opensesspriv", "--stat"}
+	if fanout > 0 {
+		args = append(args, "--fanout", strconv.Itoa(fanout))
+	}
+	out, err := exec.CommandContext(ctx, "ipmipower", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%w: %s", err, out)
 	}
 	if got := strings.Count(string(out), ": on"); got != n {
-		return fmt.Errorf("ipmipower: %d of %d on:\n%s", got, n, out)
+		return fmt.Errorf("ipmipower: %d of %d on:\n%s", got, n, tail(string(out)))
 	}
 	return nil
 }
@@ -536,4 +546,23 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float
 
 func ms1(d time.Duration) string {
 	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+}
+
+// simHost is the address of sim i: 127.0.9.1 upwards, as ipmisim assigns
+// them (netip.Addr.Next: past 127.0.9.255 comes 127.0.10.0).
+func simHost(i int) string {
+	v := 9<<8 + 1 + i
+	return fmt.Sprintf("127.0.%d.%d", v>>8, v&255)
+}
+
+// simHosts is FreeIPMI's host list of the first n sims, one range per /24:
+// "127.0.9.[1-255],127.0.10.[0-255],…".
+func simHosts(n int) string {
+	var parts []string
+	first, last := 9<<8+1, 9<<8+n
+	for o := first >> 8; o <= last>>8; o++ {
+		lo, hi := max(first, o<<8)&255, min(last, o<<8+255)&255
+		parts = append(parts, fmt.Sprintf("127.0.%d.[%d-%d]", o, lo, hi))
+	}
+	return strings.Join(parts, ",")
 }

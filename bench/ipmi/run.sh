@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Power status of 200 ipmi_sim BMCs (127.0.9.1-200): the real
+# Power status of N (200) ipmi_sim BMCs (127.0.9.1 upwards): the real
 # `ironrack power status --all` CLI (inventory and sealed credentials in a dev
 # Consul) vs FreeIPMI ipmipower --stat vs a sequential ipmitool loop, in one
 # run. Needs root, the openipmi, freeipmi-tools and ipmitool packages, and the
@@ -11,4 +11,4 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go build -o "$tmp/ironrack" ./cmd/ironrack
 go build -o "$tmp/ipmibench" ./bench/ipmi
-"$tmp/ipmibench" -n 200 -ironrack "$tmp/ironrack" "$@"
+"$tmp/ipmibench" -n "${N:-200}" -ironrack "$tmp/ironrack" "$@"
