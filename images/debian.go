@@ -40,11 +40,17 @@ func DebianPackages() []string {
 // DebianModules are the kernel modules (with their dependencies) the OS
 // image's initramfs loads before it mounts the root: the discovery
 // environment's NIC and storage drivers (DiscoveryModules), so a machine
-// that was discovered can also run its OS, and ext4. Modules loaded there
-// stay loaded in the OS, which carries no modules of its own.
+// that was discovered can also run its OS, ext4, and what the OS's own
+// network policy needs: nftables (nf_tables, with nfnetlink; nft_ct for
+// "ct state", with conntrack) for `ironrack fw`, and tun for the admin
+// mesh's wireguard-go. Modules loaded there stay loaded in the OS, which
+// carries no modules of its own.
 func DebianModules() []string {
-	return append(append([]string(nil), DiscoveryModules...), "ext4")
+	return append(append([]string(nil), DiscoveryModules...), OSModules...)
 }
+
+// OSModules are the modules the OS image loads beyond DiscoveryModules.
+var OSModules = []string{"ext4", "nf_tables", "nft_ct", "tun"}
 
 // Debian builds the OS image: a debootstrap tree (cached outside the data
 // dir, keyed by suite and package list), configured for cloud-init NoCloud
