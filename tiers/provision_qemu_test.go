@@ -55,6 +55,13 @@ import (
 // 52 s, apply to a passing check 3 min, step down 19 s): more than go
 // test's default 10 min timeout is wise; scripts/test gives 25m.
 func TestTierProvisionDeployerQEMU(t *testing.T) {
+	if os.Getenv("IRONRACK_QEMU_ALL") == "" {
+		// 5.5 minutes of TCG that .ci/run spends again in the operator's
+		// day, which runs this deployer through the real Pulumi engine onto
+		// Debian VMs (scripts/demo step 4: deploy, the tier's check passing;
+		// step 6: drain, wipe read from the host, ready).
+		t.Skip("covered by the operator's day (scripts/demo steps 4 and 6); IRONRACK_QEMU_ALL=1 runs it alone")
+	}
 	l := labtest.New(t, labtest.Config{Tools: []string{"debootstrap", "mkfs.ext4", "ipmi_sim"}})
 	ctx := context.Background()
 	start := time.Now()
