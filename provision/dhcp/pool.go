@@ -1,6 +1,8 @@
 package dhcp
 
 import (
+	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -46,6 +48,22 @@ func newPool(first, last netip.Addr, subnet netip.Prefix, server netip.Addr) *po
 		offerOf:  map[string]netip.Addr{},
 		declined: map[netip.Addr]time.Time{},
 	}
+}
+
+// loadFrom fills the pool from the store once (the DHCPv4 and the DHCPv6
+// server each call it before their first use of the pool).
+func (p *pool) loadFrom(ctx context.Context, store LeaseStore) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.loaded {
+		return nil
+	}
+	leases, err := store.Leases(ctx)
+	if err != nil {
+		return fmt.Errorf("load leases: %w", err)
+	}
+	p.load(leases)
+	return nil
 }
 
 // load replaces the index with leases. Caller holds mu.

@@ -120,7 +120,7 @@ func (s *Server) reply(ctx context.Context, req *dhcpv4.DHCPv4, pxePort bool) (*
 		return resp, "", nil
 	}
 
-	if err := s.load(ctx); err != nil {
+	if err := s.pool.loadFrom(ctx, s.cfg.Leases); err != nil {
 		return nil, "", err
 	}
 	switch mt {
@@ -169,21 +169,6 @@ func (s *Server) reply(ctx context.Context, req *dhcpv4.DHCPv4, pxePort bool) (*
 		return resp, "", nil
 	}
 	return nil, "unknown_message_type", nil
-}
-
-// load fills the pool from the store once.
-func (s *Server) load(ctx context.Context) error {
-	s.pool.mu.Lock()
-	defer s.pool.mu.Unlock()
-	if s.pool.loaded {
-		return nil
-	}
-	leases, err := s.cfg.Leases.Leases(ctx)
-	if err != nil {
-		return fmt.Errorf("load leases: %w", err)
-	}
-	s.pool.load(leases)
-	return nil
 }
 
 // reservation returns mac's reserved address if it is usable here.

@@ -120,7 +120,7 @@ func (s *Server6) reply6(ctx context.Context, msg *dhcpv6.Message, peer netip.Ad
 	if hw == nil {
 		return nil, "unidentified", nil
 	}
-	if err := s.load(ctx); err != nil {
+	if err := s.pool.loadFrom(ctx, s.cfg.Leases); err != nil {
 		return nil, "", err
 	}
 	ianas := msg.Options.IANA()
@@ -206,21 +206,6 @@ func requested(ianas []*dhcpv6.OptIANA) netip.Addr {
 		}
 	}
 	return netip.Addr{}
-}
-
-// load fills the pool from the store once.
-func (s *Server6) load(ctx context.Context) error {
-	s.pool.mu.Lock()
-	defer s.pool.mu.Unlock()
-	if s.pool.loaded {
-		return nil
-	}
-	leases, err := s.cfg.Leases.Leases(ctx)
-	if err != nil {
-		return fmt.Errorf("load leases: %w", err)
-	}
-	s.pool.load(leases)
-	return nil
 }
 
 // choose6 picks the address to advertise to hw and holds it; the zero

@@ -66,7 +66,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		growReadBuffer(c, s.log)
 	}
 	if !s.cfg.Proxy {
-		if err := s.load(ctx); err != nil {
+		if err := s.pool.loadFrom(ctx, s.cfg.Leases); err != nil {
 			closeAll()
 			return fmt.Errorf("dhcp: %w", err)
 		}

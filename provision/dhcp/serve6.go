@@ -40,7 +40,7 @@ func (s *Server6) Serve(ctx context.Context) error {
 	}
 	growReadBuffer(c, s.log)
 	if s.pool != nil {
-		if err := s.load(ctx); err != nil {
+		if err := s.pool.loadFrom(ctx, s.cfg.Leases); err != nil {
 			c.Close()
 			return fmt.Errorf("dhcp6: %w", err)
 		}
