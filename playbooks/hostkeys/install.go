@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
+	"io"
 	"path"
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -103,62 +101,26 @@ func InstallScript(dir, reload string, keys, certs []string) (string, error) {
 	return b.String(), nil
 }
 
-// Install runs script (InstallScript) on the host at addr as cfg logs in:
-// cfg's HostKeyCallback must be strict (Trust's). Its output comes back
-// in the error when it fails. It gives up when ctx is done.
-func Install(ctx context.Context, cfg *ssh.ClientConfig, addr, script string) error {
-	d := net.Dialer{Timeout: cfg.Timeout}
-	if d.Timeout == 0 {
-		d.Timeout = 10 * time.Second
-	}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+// Runner runs a command on one host; *remote.Client (playbooks/remote)
+// is one, logged in with a strict host key check (Trust's).
+type Runner interface {
+	Run(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (exit int, err error)
+}
+
+// Install runs script (InstallScript) on the host r is logged in to. Its
+// output comes back in the error when it fails. It gives up when ctx is
+// done.
+func Install(ctx context.Context, r Runner, script string) error {
+	var stdout, stderr bytes.Buffer
+	exit, err := r.Run(ctx, "sh -s", strings.NewReader(script), &stdout, &stderr)
 	if err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
-	if err != nil {
-		conn.Close()
-		return err
-	}
-	client := ssh.NewClient(c, chans, reqs)
-	defer client.Close()
-	sess, err := client.NewSession()
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	var out syncBuffer
-	sess.Stdin = strings.NewReader(script)
-	sess.Stdout, sess.Stderr = &out, &out
-	if err := sess.Run("sh -s"); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	if exit != 0 {
+		if msg := strings.TrimSpace(stderr.String() + stdout.String()); msg != "" {
+			return fmt.Errorf("install script: exit status %d: %s", exit, msg)
 		}
-		msg := strings.TrimSpace(out.String())
-		if msg == "" {
-			return err
-		}
-		return fmt.Errorf("%w: %s", err, msg)
+		return fmt.Errorf("install script: exit status %d", exit)
 	}
 	return nil
-}
-
-// syncBuffer is a bytes.Buffer that stdout and stderr write at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ironrack/ironrack/internal/sshdtest"
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/playbooks/remote"
 )
 
 // TestInstallRealSSHD installs a signed certificate over a real sshd,
@@ -34,13 +35,20 @@ func TestInstallRealSSHD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := func(tr *Trust) *ssh.ClientConfig {
-		c := s.ClientConfig()
-		c.HostKeyCallback, c.HostKeyAlgorithms = tr.HostKeyCallback(), tr.HostKeyAlgorithms(s.Addr)
-		return c
-	}
 	ctx := context.Background()
-	if err := Install(ctx, cfg(newTrust(t, []Host{{ID: testID, Addrs: []string{s.Addr}, Keys: keys}})), s.Addr, script); err != nil {
+	// install logs in with playbooks/remote's client, checked by tr, and
+	// runs script there.
+	install := func(tr *Trust, script string) error {
+		c, err := remote.Dial(ctx, remote.Target{ID: testID, Addr: s.Addr, User: s.User}, remote.Options{
+			HostKeyCallback: tr.HostKeyCallback(), HostKeyAlgorithms: tr.HostKeyAlgorithms,
+			Auth: []ssh.AuthMethod{ssh.PublicKeys(s.Signer)}})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return Install(ctx, c, script)
+	}
+	if err := install(newTrust(t, []Host{{ID: testID, Addrs: []string{s.Addr}, Keys: keys}}), script); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "ssh_host_ed25519_key-cert.pub"))
@@ -62,7 +70,7 @@ func TestInstallRealSSHD(t *testing.T) {
 
 	other := t.TempDir()
 	script2, _ := InstallScript(other, "", keys, certs)
-	err = Install(ctx, cfg(newTrust(t, []Host{{ID: testID, Addrs: []string{s.Addr}, Keys: []string{inventory.CanonicalKey(randomKey(t))}}})), s.Addr, script2)
+	err = install(newTrust(t, []Host{{ID: testID, Addrs: []string{s.Addr}, Keys: []string{inventory.CanonicalKey(randomKey(t))}}}), script2)
 	var mm *MismatchError
 	if !errors.As(err, &mm) {
 		t.Errorf("install on a mismatched host: %v", err)
@@ -71,7 +79,7 @@ func TestInstallRealSSHD(t *testing.T) {
 		t.Errorf("a mismatched host got files: %v", names)
 	}
 	script3, _ := InstallScript(other, "echo reload failed >&2; false", keys, certs)
-	if err := Install(ctx, cfg(newTrust(t, []Host{{ID: testID, Addrs: []string{s.Addr}, Keys: keys}})), s.Addr, script3); err == nil || !strings.Contains(err.Error(), "reload failed") {
+	if err := install(newTrust(t, []Host{{ID: testID, Addrs: []string{s.Addr}, Keys: keys}}), script3); err == nil || !strings.Contains(err.Error(), "reload failed") {
 		t.Errorf("failing reload: %v", err)
 	}
 

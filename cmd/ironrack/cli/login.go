@@ -131,7 +131,7 @@ func (l *sshLogin) Options(ctx context.Context, ms []*inventory.Machine) (remote
 }
 
 // ClientConfig is the login to machine m as an ssh.ClientConfig (for
-// provision/ready and hostkeys.Install).
+// provision/ready).
 func (l *sshLogin) ClientConfig(ctx context.Context, m *inventory.Machine) (*ssh.ClientConfig, error) {
 	o, err := l.Options(ctx, []*inventory.Machine{m})
 	if err != nil {

@@ -455,17 +455,18 @@ func (e *env) installCerts(c *cli.Context, login *sshLogin, m *inventory.Machine
 	if m.IP == "" {
 		return errors.New("no IP in the inventory")
 	}
-	cfg, err := login.ClientConfig(c.Context, m)
-	if err != nil {
-		return err
-	}
 	script, err := hostkeys.InstallScript(images.HostKeysDir, hostkeys.DefaultReload, m.HostKeys, certs)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(c.Context, time.Minute)
 	defer cancel()
-	return hostkeys.Install(ctx, cfg, login.Addr(m), script)
+	client, err := login.Dial(ctx, m)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	return hostkeys.Install(ctx, client, script)
 }
 
 // writeCerts writes a machine's certificates as the host keeps them in
