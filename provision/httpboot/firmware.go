@@ -51,10 +51,12 @@ type FirmwareServer struct {
 }
 
 // firmwareCipherSuites are the TLS 1.2 suites offered to firmware. Go's
-// default list has only ECDHE key exchange; EDK2's TLS (OVMF 2022.11 as
-// Debian builds it) is built without elliptic curves and offers RSA key
-// exchange only, so those suites are added after the ECDHE ones (which a
-// client that can use them still gets).
+// default list has only ECDHE key exchange, and OVMF 2022.11 (Debian's
+// build, seen in TestUEFIHTTPSBoot's ClientHello) offers no elliptic
+// curves at all: TLS 1.0-1.2 with DHE_RSA suites (which Go does not
+// implement) and RSA key exchange (TLS_RSA_WITH_AES_{128,256}_{GCM,CBC}).
+// So the RSA key exchange suites follow the ECDHE ones, which a client
+// that can use them still gets.
 var firmwareCipherSuites = []uint16{
 	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
 	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,

@@ -2,7 +2,6 @@ package httpboot_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ironrack/ironrack/internal/servetest"
 	"github.com/ironrack/ironrack/internal/testca"
 	"github.com/ironrack/ironrack/provision/httpboot"
 )
@@ -57,20 +57,7 @@ func firmwareServer(t *testing.T, ca *testca.CA, kt testca.KeyType, dir string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve after stop: %v, want nil", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Serve did not return after its context ended")
-		}
-	})
+	servetest.Run(t, 10*time.Second, s.Serve)
 	return "https://" + ln.Addr().String(), logs
 }
 
