@@ -6,6 +6,8 @@
 // authenticated by a per-boot token (reports, deploy instructions),
 // cloud-init's NoCloud seed per deploy token, the deployed OS's one report
 // of its SSH host keys (per-deploy single-use token), /healthz and /metrics.
+// FirmwareServer serves only the iPXE binaries over TLS, for the firmware's
+// first fetch of a UEFI HTTPS boot.
 package httpboot
 
 import (
