@@ -165,7 +165,8 @@ func TestUEFIHTTPSBoot(t *testing.T) {
 // TestUEFIHTTPSBootIPv6: the same HTTPS boot over IPv6 with the site's CA
 // enrolled: OVMF's HTTPv6 entry gets option 59 with the bracketed https://
 // URL, fetches ipxe.efi over TLS from the server's IPv6 address (an IPv6
-// SAN in the certificate), and the agent's facts land in Consul.
+// SAN in the certificate), and the agent's facts land in Consul (about
+// 1.7 min under TCG).
 // Outside CI: IRONRACK_QEMU_ALL=1.
 func TestUEFIHTTPSBootIPv6(t *testing.T) {
 	if os.Getenv("IRONRACK_QEMU_ALL") == "" {
