@@ -28,6 +28,8 @@ import (
 //     the entry, and the machine never reports facts.
 //   - No CA enrolled: OVMF takes the https:// URI but cancels the boot
 //     without connecting.
+//   - The site CA enrolled but an ECDSA server key: no cipher suite in
+//     common (OVMF 2022.11 offers no elliptic curves), nothing fetched.
 //   - The site CA enrolled: OVMF fetches ipxe.efi over TLS, iPXE takes the
 //     machine to the agent over HTTP, and its facts commission it.
 //
@@ -55,7 +57,8 @@ func TestUEFIHTTPSBoot(t *testing.T) {
 		}
 		return "name=etc/edk2/https/cacerts,file=" + p
 	}
-	l := labtest.New(t, labtest.Config{BootConfig: func(c *bootserver.Config) { c.HTTPS = &cert }})
+	serving := &cert // the boot server's certificate; a restart picks a new one up
+	l := labtest.New(t, labtest.Config{BootConfig: func(c *bootserver.Config) { c.HTTPS = serving }})
 	for _, f := range []string{labtest.OVMFCode4M, labtest.OVMFVars4M} {
 		if _, err := os.Stat(f); err != nil {
 			t.Fatalf("needs ovmf (scripts/setup installs it): %v", err)
@@ -127,6 +130,36 @@ func TestUEFIHTTPSBoot(t *testing.T) {
 		// prints the https:// URI and cancels ("Remote boot cancelled").
 		if strings.Contains(log, `msg="httpboot: TLS client hello" remote=`+ip+":") {
 			t.Errorf("%s opened a TLS handshake with no CA enrolled", ip)
+		}
+	})
+
+	t.Run("ECDSA server key", func(t *testing.T) {
+		// The site's CA signs an ECDSA server key: OVMF 2022.11 offers no
+		// elliptic curves and no ECDSA signatures, so no suite is shared
+		// and the server ends the handshake.
+		ecCert, ecKey := site.Issue(testca.ECDSA, time.Time{}, time.Time{}, labtest.ServerIP).Write(t, dir, "boot-ec")
+		ec, err := httpboot.LoadCertificate(ecCert, ecKey, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.StopBootServer()
+		serving = &ec
+		l.StartBootServer()
+		defer func() {
+			l.StopBootServer()
+			serving = &cert
+			l.StartBootServer()
+		}()
+		ip, log := refused(t, "52:54:00:40:01:04", "HTTPS-ECDSA", []string{esl("site", site)})
+		var refusal string
+		for _, line := range strings.Split(log, "\n") {
+			if strings.Contains(line, "TLS handshake error from "+ip+":") {
+				refusal = line
+			}
+		}
+		t.Logf("handshake: %s", refusal)
+		if !strings.Contains(refusal, "no cipher suite supported by both client and server") {
+			t.Errorf("no handshake from %s failing on the cipher suites:\n%s", ip, labtest.Tail(log, 40))
 		}
 	})
 
