@@ -90,7 +90,8 @@ type Config struct {
 }
 
 // Part is one of a Server's servers with its name: "http", "https" (the
-// firmware's TLS fetch), "tftp", "dhcp", "dhcp6", "macs" (the MAC index replica) or "ra".
+// firmware's TLS fetch), "tftp", "dhcp", "dhcp6", "macs" (the MAC index
+// replica) or "ra".
 type Part struct {
 	Name string
 	// Serve serves until ctx is done and then returns nil. It opens its
