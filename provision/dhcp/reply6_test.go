@@ -110,15 +110,18 @@ func vendorClass(data string) dhcpv6.Modifier {
 }
 
 // TestBootURL6 checks option 59 and option 16 per client: the decision is
-// BootFor's, the same as for DHCPv4.
+// BootFor's, the same as for DHCPv4. A UEFI PXE client (arch 7 or 9, no
+// "HTTPClient") gets ipxe.efi over TFTP on the IPv6 address, and option 16
+// "PXEClient", without which EDK2's PXEv6 takes the offer as DHCP only.
 func TestBootURL6(t *testing.T) {
 	names := dhcp.BootNames{HTTPBase: "http://[2001:db8::1]:8080"}
 	server := netip.MustParseAddr("2001:db8::1")
 	type want struct {
-		URL        string
-		HTTPClient bool
-		OK         bool
+		URL         string
+		VendorClass string
+		OK          bool
 	}
+	pxe := want{"tftp://[2001:db8::1]/ipxe.efi", "PXEClient", true}
 	tests := map[string]struct {
 		mods []dhcpv6.Modifier
 		want want
@@ -126,29 +129,84 @@ func TestBootURL6(t *testing.T) {
 		"plain client": {nil, want{}},
 		"EDK2 HTTP boot (arch 16, HTTPClient)": {
 			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_X86_64_HTTP), vendorClass("HTTPClient:Arch:00016:UNDI:003016")},
-			want{"http://[2001:db8::1]:8080/ipxe/ipxe.efi", true, true}},
-		"EDK2 PXEv6 (arch 7)": {
+			want{"http://[2001:db8::1]:8080/ipxe/ipxe.efi", "HTTPClient", true}},
+		"EDK2 PXEv6 (arch 7, PXEClient)": {
 			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_X86_64), vendorClass("PXEClient:Arch:00007:UNDI:003016")},
-			want{"tftp://[2001:db8::1]/ipxe.efi", false, true}},
+			pxe},
+		"UEFI PXE arch 9 (EFI BC)": {
+			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_BC), vendorClass("PXEClient:Arch:00009:UNDI:003016")},
+			pxe},
+		"arch 7 without a vendor class": {
+			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_X86_64)},
+			pxe},
+		"PXEClient vendor class, arch only there": {
+			[]dhcpv6.Modifier{vendorClass("PXEClient:Arch:00007:UNDI:003016")},
+			pxe},
+		"BIOS arch 0 over DHCPv6": {
+			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.INTEL_X86PC), vendorClass("PXEClient:Arch:00000:UNDI:002001")},
+			want{"tftp://[2001:db8::1]/undionly.kpxe", "PXEClient", true}},
+		"PXEClient of another arch": {
+			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_ARM64), vendorClass("PXEClient:Arch:00011")},
+			want{}},
 		"HTTPClient vendor class, arch only there": {
 			[]dhcpv6.Modifier{vendorClass("HTTPClient:Arch:00016:UNDI:003016")},
-			want{"http://[2001:db8::1]:8080/ipxe/ipxe.efi", true, true}},
+			want{"http://[2001:db8::1]:8080/ipxe/ipxe.efi", "HTTPClient", true}},
 		"HTTPClient of another arch": {
 			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_ARM64_HTTP), vendorClass("HTTPClient")},
 			want{}},
 		"iPXE (user class)": {
 			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_X86_64), dhcpv6.WithUserClass([]byte("iPXE"))},
-			want{"http://[2001:db8::1]:8080/boot.ipxe?mac=52:54:00:00:00:01", false, true}},
+			want{"http://[2001:db8::1]:8080/boot.ipxe?mac=52:54:00:00:00:01", "", true}},
+		"iPXE with a PXEClient vendor class": {
+			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_X86_64), vendorClass("PXEClient:Arch:00007:UNDI:003016"), dhcpv6.WithUserClass([]byte("iPXE"))},
+			want{"http://[2001:db8::1]:8080/boot.ipxe?mac=52:54:00:00:00:01", "", true}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			fw := dhcp.ClassifyFirmware6(msg6(t, dhcpv6.MessageTypeSolicit, llDUID1, tc.mods...))
 			var got want
-			got.URL, got.HTTPClient, got.OK = dhcp.BootURL6(fw, mac1.String(), names, server)
+			got.URL, got.VendorClass, got.OK = dhcp.BootURL6(fw, mac1.String(), names, server)
 			if d := cmp.Diff(tc.want, got); d != "" {
 				t.Errorf("BootURL6 (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// TestReply6UEFIPXE walks EDK2's PXEv6 exchange as OVMF sends it (DUID-UUID,
+// arch 7, vendor class PXEClient, the MAC only in the EUI-64 link-local
+// source): the Advertise and the Reply carry an address, option 59
+// tftp://[server]/ipxe.efi and option 16 PXEClient under enterprise 343,
+// the lease is stored under the MAC and the machine enlisted.
+func TestReply6UEFIPXE(t *testing.T) {
+	store, enl := newMemStore(), &memEnlister{}
+	s := server6(t, store, enl, true)
+	pxe := []dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_X86_64), vendorClass("PXEClient:Arch:00007:UNDI:003016"),
+		dhcpv6.WithRequestedOptions(dhcpv6.OptionBootfileURL, dhcpv6.OptionBootfileParam, dhcpv6.OptionVendorClass)}
+	check := func(what string, m *dhcpv6.Message, mt dhcpv6.MessageType) {
+		t.Helper()
+		if m == nil || m.MessageType != mt {
+			t.Fatalf("%s answered %v, want %s", what, m, mt)
+		}
+		if got := addrOf(m); got != "2001:db8::100" {
+			t.Errorf("%s: address %s", what, got)
+		}
+		if got := m.Options.BootFileURL(); got != "tftp://[2001:db8::1]/ipxe.efi" {
+			t.Errorf("%s: option 59 %q", what, got)
+		}
+		if vc := m.Options.VendorClass(343); len(vc) != 1 || string(vc[0]) != "PXEClient" {
+			t.Errorf("%s: option 16 %q, want PXEClient under enterprise 343", what, vc)
+		}
+	}
+	adv := reply6(t, s, msg6(t, dhcpv6.MessageTypeSolicit, uuidDUID, append(pxe, iana6(1, ""))...), eui64LL1)
+	check("Solicit", adv, dhcpv6.MessageTypeAdvertise)
+	req := msg6(t, dhcpv6.MessageTypeRequest, uuidDUID, append(pxe, dhcpv6.WithServerID(adv.Options.ServerID()), iana6(1, "2001:db8::100"))...)
+	check("Request", reply6(t, s, req, eui64LL1), dhcpv6.MessageTypeReply)
+	if l, ok := store.get(mac1.String()); !ok || l.IP.String() != "2001:db8::100" {
+		t.Errorf("stored lease %+v, %v", l, ok)
+	}
+	if d := cmp.Diff([]string{mac1.String()}, enl.list()); d != "" {
+		t.Errorf("enlisted (-want +got):\n%s", d)
 	}
 }
 
