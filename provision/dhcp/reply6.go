@@ -89,9 +89,9 @@ func (s *Server6) reply6(ctx context.Context, msg *dhcpv6.Message, peer netip.Ad
 	if hw != nil {
 		mac = hw.String()
 	}
-	url, vendorClass, bootable := "", "", false
+	url, httpClient, bootable := "", false, false
 	if hw != nil {
-		url, vendorClass, bootable = BootURL6(fw, mac, s.cfg.Boot, s.server)
+		url, httpClient, bootable = BootURL6(fw, mac, s.cfg.Boot, s.server)
 	} else if fw.PXE || fw.IPXE {
 		s.log.Warn("dhcp6: network-boot client not identified (no DUID-LL/LLT, no EUI-64 link-local source, no relay option 79): no boot file",
 			"duid", fmt.Sprint(cid), "peer", peer)
@@ -109,7 +109,7 @@ func (s *Server6) reply6(ctx context.Context, msg *dhcpv6.Message, peer netip.Ad
 			resp = &dhcpv6.Message{MessageType: dhcpv6.MessageTypeReply, TransactionID: msg.TransactionID}
 			resp.AddOption(dhcpv6.OptServerID(s.serverID))
 		}
-		s.addOptions6(resp, url, vendorClass, bootable)
+		s.addOptions6(resp, url, httpClient, bootable)
 		resp.AddOption(dhcpv6.OptInformationRefreshTime(s.cfg.LeaseTime))
 		return resp, "", nil
 	}
@@ -137,15 +137,15 @@ func (s *Server6) reply6(ctx context.Context, msg *dhcpv6.Message, peer netip.Ad
 				return nil, "malformed", nil
 			}
 			s.addIAs(resp, ianas, ip, iana.StatusNoAddrsAvail)
-			s.addOptions6(resp, url, vendorClass, bootable)
+			s.addOptions6(resp, url, httpClient, bootable)
 			return resp, "", nil
 		}
-		return s.commit(ctx, msg, hw, ianas, netip.Addr{}, url, vendorClass, bootable)
+		return s.commit(ctx, msg, hw, ianas, netip.Addr{}, url, httpClient, bootable)
 	case dhcpv6.MessageTypeRequest, dhcpv6.MessageTypeRenew, dhcpv6.MessageTypeRebind:
 		if len(ianas) == 0 {
 			return nil, "no_ia_na", nil
 		}
-		return s.commit(ctx, msg, hw, ianas, requested(ianas), url, vendorClass, bootable)
+		return s.commit(ctx, msg, hw, ianas, requested(ianas), url, httpClient, bootable)
 	case dhcpv6.MessageTypeConfirm:
 		resp, err := dhcpv6.NewReplyFromMessage(msg, dhcpv6.WithServerID(s.serverID))
 		if err != nil {
@@ -228,7 +228,7 @@ func (s *Server6) choose6(hw net.HardwareAddr) netip.Addr {
 // free one; for a Renew or Rebind only want), stores the lease and builds
 // the Reply.
 func (s *Server6) commit(ctx context.Context, msg *dhcpv6.Message, hw net.HardwareAddr, ianas []*dhcpv6.OptIANA,
-	want netip.Addr, url, vendorClass string, bootable bool) (*dhcpv6.Message, string, error) {
+	want netip.Addr, url string, httpClient, bootable bool) (*dhcpv6.Message, string, error) {
 	mac, now := hw.String(), s.now()
 	renew := msg.MessageType == dhcpv6.MessageTypeRenew || msg.MessageType == dhcpv6.MessageTypeRebind
 	p := s.pool
@@ -271,7 +271,7 @@ func (s *Server6) commit(ctx context.Context, msg *dhcpv6.Message, hw net.Hardwa
 		missing = iana.StatusNoBinding
 	}
 	s.addIAs(resp, ianas, ip, missing)
-	s.addOptions6(resp, url, vendorClass, bootable)
+	s.addOptions6(resp, url, httpClient, bootable)
 	return resp, "", nil
 }
 
@@ -321,8 +321,8 @@ func (s *Server6) addIAs(resp *dhcpv6.Message, ianas []*dhcpv6.OptIANA, ip netip
 }
 
 // addOptions6 adds DNS and the boot options: 59 (the URL) and, for UEFI
-// firmware, 16 (enterprise 343, "HTTPClient" or "PXEClient", see BootURL6).
-func (s *Server6) addOptions6(resp *dhcpv6.Message, url, vendorClass string, bootable bool) {
+// HTTP boot, 16 (enterprise 343, "HTTPClient").
+func (s *Server6) addOptions6(resp *dhcpv6.Message, url string, httpClient, bootable bool) {
 	if len(s.cfg.DNS) > 0 {
 		ips := make([]net.IP, len(s.cfg.DNS))
 		for i, d := range s.cfg.DNS {
@@ -334,8 +334,8 @@ func (s *Server6) addOptions6(resp *dhcpv6.Message, url, vendorClass string, boo
 		return
 	}
 	resp.AddOption(dhcpv6.OptBootFileURL(url))
-	if vendorClass != "" {
-		resp.AddOption(&dhcpv6.OptVendorClass{EnterpriseNumber: enterprise343, Data: [][]byte{[]byte(vendorClass)}})
+	if httpClient {
+		resp.AddOption(&dhcpv6.OptVendorClass{EnterpriseNumber: enterprise343, Data: [][]byte{[]byte("HTTPClient")}})
 	}
 }
 

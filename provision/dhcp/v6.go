@@ -291,23 +291,20 @@ func ClassifyFirmware6(msg *dhcpv6.Message) Firmware {
 }
 
 // Enterprise343 is Intel's enterprise number, under which UEFI's vendor
-// class option 16 carries "HTTPClient" or "PXEClient".
+// class option 16 carries "HTTPClient".
 const enterprise343 = 343
 
 // BootURL6 is BootFor for DHCPv6: the boot-file URL (option 59) for f and
-// the vendor class that option 16 (enterprise 343) must carry in the
-// reply, or "" for none. EDK2 ignores an offer without it: its HTTP boot
-// wants "HTTPClient", and its PXEv6 (UefiPxeBcDxe) takes an offer as a
-// PXE offer only with "PXEClient" (else it is "DHCP only", with no boot
-// file). A TFTP file becomes tftp://[server]/FILE, with "PXEClient". iPXE
-// needs neither. ok is false as for BootFor.
-func BootURL6(f Firmware, mac string, n BootNames, server netip.Addr) (url, vendorClass string, ok bool) {
+// whether option 16 "HTTPClient" must be in the reply (EDK2's HTTP boot
+// ignores an advertise without it). A TFTP file becomes
+// tftp://[server]/FILE. ok is false as for BootFor.
+func BootURL6(f Firmware, mac string, n BootNames, server netip.Addr) (url string, httpClient bool, ok bool) {
 	b, ok := BootFor(f, mac, n)
 	if !ok {
-		return "", "", false
+		return "", false, false
 	}
 	if b.TFTP {
-		return "tftp://[" + server.String() + "]/" + b.File, "PXEClient", true
+		return "tftp://[" + server.String() + "]/" + b.File, false, true
 	}
-	return b.File, b.VendorClass, true
+	return b.File, b.VendorClass == "HTTPClient", true
 }
