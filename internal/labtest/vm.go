@@ -61,10 +61,12 @@ type VMSpec struct {
 	HTTPBoot int
 	// PXEBoot6 boots by OVMF's own PXE over IPv6 (PXEv6: DHCPv6, then
 	// TFTP over IPv6), set up as HTTPBoot (OVMF 4M, a copy of its
-	// variables, q35, no NIC ROM, the same boot-menu wait) but with IPv4
-	// off in the firmware (IPv4Support=no: no PXEv4, no HTTPv4). OVMF has
-	// no knob for HTTP boot, so HTTPv6 stays after PXEv6 in the boot
-	// order: a test tells the paths apart by what went over TFTP.
+	// variables, q35, no NIC ROM) but with IPv4 off in the firmware
+	// (IPv4Support=no: no PXEv4, no HTTPv4). OVMF has no knob for HTTP
+	// boot, so HTTPv6 stays after PXEv6 in the boot order: a test tells
+	// the paths apart by what went over TFTP. Unlike HTTPv6, PXEv6 needs
+	// no boot-menu wait: it waits out DAD of its link-local address itself
+	// (EDK2 retries its DHCPv6 start on EFI_NO_MAPPING).
 	PXEBoot6 bool
 	// FwCfg adds -fw_cfg arguments (e.g.
 	// "name=etc/edk2/https/cacerts,file=cacerts.esl").
@@ -233,9 +235,7 @@ func (v *VM) argv() []string {
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode4M,
 			"-drive", "if=pflash,format=raw,unit=1,file="+v.Disk+".vars",
 			"-fw_cfg", "name=opt/org.tianocore/IPv4Support,string=no",
-			"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
-			// As for HTTPv6: DAD of the link-local address first.
-			"-boot", "menu=on,splash-time=4000")
+			"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no")
 	case s.HTTPBoot != 0:
 		other := "IPv6Support"
 		if s.HTTPBoot == 6 {
