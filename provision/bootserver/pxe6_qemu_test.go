@@ -21,13 +21,15 @@ const pxe6Wait = 8 * time.Minute
 // IPv4Support=no, IPv4PXESupport=no: no PXEv4, no HTTPv4) and no NIC ROM,
 // so its first entry is PXEv6: it solicits DHCPv6 with arch 7 and vendor
 // class PXEClient (its DUID is a DUID-UUID: the server finds the MAC in the
-// EUI-64 link-local source), gets an address, option 59
-// tftp://[2001:db8:b007::1]/ipxe.efi and option 16 PXEClient, fetches
-// ipxe.efi over TFTP on IPv6, and iPXE takes the machine to the agent,
-// whose facts commission it in Consul; the DHCPv6 lease is in Consul too.
+// EUI-64 link-local source), gets an address and option 59
+// tftp://[2001:db8:b007::1]/ipxe.efi (no option 16: see TestReply6UEFIPXE),
+// fetches ipxe.efi over TFTP on IPv6, and iPXE takes the machine to the
+// agent, whose facts commission it in Consul; the DHCPv6 lease is in Consul
+// too. The firmware stage is IPv6 only; the lab's segment also carries
+// DHCPv4, which iPXE and the agent (DHCPv4 only) still use, as in
+// TestUEFIHTTPBootIPv6 (docs/boot-server.md, Outside CI).
 //
-// Outside CI (minutes of TCG; the HTTP boot tests cover iPXE and the agent
-// over IPv6 in .ci/run): run it with
+// Outside CI (minutes of TCG): run it with
 //
 //	IRONRACK_QEMU_ALL=1 go test ./provision/bootserver -run TestUEFIPXEBootIPv6 -count=1 -v -timeout 15m
 func TestUEFIPXEBootIPv6(t *testing.T) {
