@@ -39,7 +39,8 @@ type Config struct {
 	DHCP dhcp.Config
 	// DHCP6 configures DHCPv6 on the same interface (see dhcp.Config6) when
 	// its Address is set: stateful with RangeFirst..RangeLast, else
-	// stateless. The HTTP server then also listens on its address, scripts
+	// stateless. The HTTP and TFTP servers then also listen on its address
+	// (TFTPPort; UEFI PXE over IPv6 fetches tftp://[address]/ipxe.efi), scripts
 	// fetched over IPv6 point there, and the router advertisement carries
 	// its prefix with the M/O flags (see provision/ra). The boot server
 	// sets Interface, Boot, Enlister, Leases (stateful), Logger and
@@ -90,8 +91,8 @@ type Config struct {
 }
 
 // Part is one of a Server's servers with its name: "http", "https" (the
-// firmware's TLS fetch), "tftp", "dhcp", "dhcp6", "macs" (the MAC index
-// replica) or "ra".
+// firmware's TLS fetch), "tftp", "dhcp", "tftp6" and "dhcp6" (with
+// DHCPv6), "macs" (the MAC index replica) or "ra".
 type Part struct {
 	Name string
 	// Serve serves until ctx is done and then returns nil. It opens its
@@ -244,7 +245,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	var ra6 ra.DHCP6
 	if d6 != nil {
-		s.parts = append(s.parts, Part{"dhcp6", d6.Serve})
+		// UEFI PXE over IPv6 gets tftp://[address6]/ipxe.efi: the same
+		// files, the same rules, on the IPv6 address.
+		t6 := tftp.New(tftp.Config{
+			Root:      ipxeDir,
+			Addr:      net.JoinHostPort(cfg.DHCP6.Address.Addr().String(), strconv.Itoa(cfg.TFTPPort)),
+			Interface: ifname,
+			Logger:    log,
+		})
+		s.parts = append(s.parts, Part{"tftp6", t6.Serve}, Part{"dhcp6", d6.Serve})
 		ra6 = ra.DHCP6{Prefix: cfg.DHCP6.Address.Masked(), Stateful: d6.Stateful()}
 		if cfg.IPv6Router {
 			ra6.RouterLifetime = 30 * time.Minute

@@ -41,7 +41,7 @@ func serveCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "router", Usage: "default gateway handed to clients (option 3)"},
 			&cli.StringFlag{Name: "dns", Usage: "DNS servers handed to clients, comma-separated (option 6)"},
 			&cli.DurationFlag{Name: "lease-time", Value: time.Hour, Usage: "DHCP lease time"},
-			&cli.StringFlag{Name: "address6", Usage: "DHCPv6 on: this server's IPv6 address on --interface with prefix, e.g. 2001:db8::1/64 (HTTP listens there too)"},
+			&cli.StringFlag{Name: "address6", Usage: "DHCPv6 on: this server's IPv6 address on --interface with prefix, e.g. 2001:db8::1/64 (HTTP and TFTP listen there too)"},
 			&cli.StringFlag{Name: "dhcp6-range", Usage: "stateful DHCPv6: the range FIRST-LAST inside --address6's prefix (without it, stateless: SLAAC)"},
 			&cli.BoolFlag{Name: "ipv6-router", Usage: "advertise this host as the IPv6 default router (it does not forward)"},
 			&cli.StringFlag{Name: "dns6", Usage: "IPv6 DNS servers handed to DHCPv6 clients, comma-separated (option 23)"},
