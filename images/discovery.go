@@ -137,12 +137,18 @@ func (d Discovery) Build(ctx context.Context) (Manifest, error) {
 		tools = DiscoveryTools
 	}
 	var extra []ExtraFile
+	have := map[string]bool{} // the tools share the loader and libc
 	for _, t := range tools {
 		files, err := HostTool(t)
 		if err != nil {
 			return Manifest{}, fmt.Errorf("discovery build: %w", err)
 		}
-		extra = append(extra, files...)
+		for _, f := range files {
+			if !have[f.Path] {
+				have[f.Path] = true
+				extra = append(extra, f)
+			}
+		}
 	}
 	initrd, err := Initramfs(agentBin, mods, order, extra...)
 	if err != nil {
