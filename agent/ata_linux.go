@@ -43,7 +43,8 @@ func (h hdparm) run(ctx context.Context, limit time.Duration, args ...string) (s
 func redact(args []string) []string {
 	out := append([]string(nil), args...)
 	for i := 1; i < len(out); i++ {
-		if strings.HasPrefix(out[i-1], "--security-") {
+		switch out[i-1] {
+		case "--security-set-pass", "--security-unlock", "--security-disable", "--security-erase", "--security-erase-enhanced":
 			out[i] = "PASSWORD"
 		}
 	}
