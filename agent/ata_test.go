@@ -213,7 +213,6 @@ func TestATAEraseRun(t *testing.T) {
 	tests := map[string]struct {
 		words   []uint16
 		fail    map[string]error
-		hang    bool
 		noteErr error
 		wantErr string // "" is success
 		noSec   bool   // errors.Is(err, ErrNoSecureErase)
@@ -243,7 +242,7 @@ func TestATAEraseRun(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			d := &ataSim{words: append([]uint16(nil), tc.words...), fail: tc.fail, hang: tc.hang}
+			d := &ataSim{words: append([]uint16(nil), tc.words...), fail: tc.fail}
 			var notes []string
 			e := agent.ATAErase{Drive: d, Name: "sda", SizeBytes: 160e9, Password: pw, Note: func(m string) error {
 				notes = append(notes, fmt.Sprintf("%s (after %d calls)", m, len(d.calls)))
@@ -298,5 +297,25 @@ func TestATAEraseTimeout(t *testing.T) {
 	}
 	if len(notes) < 2 || !strings.Contains(notes[1], "/dev/sdb: security erase running for") {
 		t.Errorf("notes: %q", notes)
+	}
+}
+
+// TestATAEraseTimeoutBounds: without an estimate the wait is the disk at
+// 40 MB/s and never under 20 minutes, each plus a half and 5 minutes; an
+// estimate at the field's maximum is a floor, not the wait.
+func TestATAEraseTimeoutBounds(t *testing.T) {
+	var s agent.ATASecurity
+	if got, want := s.EraseTimeout(false, 1e6), 35*time.Minute; got != want {
+		t.Errorf("small disk, no estimate: %s, want %s", got, want)
+	}
+	if got, want := s.EraseTimeout(false, 4e12), 1e5*time.Second*3/2+5*time.Minute; got != want {
+		t.Errorf("4 TB, no estimate: %s, want %s", got, want)
+	}
+	s = agent.ATASecurity{EnhancedEraseTime: 510 * time.Minute, AtLeastEnhancedErase: true}
+	if got, want := s.EraseTimeout(true, 1e12), 765*time.Minute+5*time.Minute; got != want {
+		t.Errorf("1 TB, estimate more than 510 min: %s, want %s", got, want)
+	}
+	if got, want := s.EraseTimeout(true, 8e12), 2e5*time.Second*3/2+5*time.Minute; got != want {
+		t.Errorf("8 TB, estimate more than 510 min: %s, want %s", got, want)
 	}
 }
