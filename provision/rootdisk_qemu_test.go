@@ -43,11 +43,11 @@ import (
 //  5. release --erase zero (from failed_releasing) leaves every byte of
 //     every disk zero, with progress in the history; the machine is ready.
 //
-// The SATA disk is not there from the start because the kernel names SCSI
-// and SATA disks in the order their asynchronous probes run, which
-// differed between two boots of this machine (sdb and sdc swapped), and
-// the deploy's hint check compares the recorded disks by name: a deploy
-// would fail as drift.
+// The SATA disk is added only for the release, as an operator adds a
+// drive between boots. (The kernel names SCSI and SATA disks in the order
+// their asynchronous probes run, which differed between two boots of this
+// machine; the agent pairs recorded and seen disks by WWN and serial before
+// name, wire.PairDisks, so that renaming alone is not drift.)
 func TestRootDiskEraseQEMU(t *testing.T) {
 	l := labtest.New(t, labtest.Config{Tools: []string{"mkfs.ext4", "ipmi_sim"}})
 	ctx := context.Background()
