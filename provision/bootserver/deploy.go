@@ -9,6 +9,7 @@ import (
 	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/provision"
 	"github.com/ironrack/ironrack/provision/httpboot"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
@@ -114,14 +115,18 @@ func (a *Backend) NoCloud(ctx context.Context, token, file string) ([]byte, bool
 	}
 	// The first boot reports its host keys to the boot server at the
 	// address family it has: an IPv6-only machine has no IPv4 route to
-	// BaseURL.
-	base := a.BaseURL
-	if m, err := a.Store.Get(ctx, id); err == nil {
-		base = a.baseFor(m)
-	} else if !errors.Is(err, inventory.ErrNotFound) {
+	// BaseURL. Its Consul agent binds its recorded IPv6 address: the
+	// image's default bind template takes the first IPv4 one.
+	m, err := a.Store.Get(ctx, id)
+	if err != nil && !errors.Is(err, inventory.ErrNotFound) {
 		return nil, false, fmt.Errorf("machine %s: %w", id, err)
 	}
-	b, err := RenderNoCloud(id, spec, secrets, base, file)
+	base := a.baseFor(m)
+	seed := provision.NoCloudSeed(id, spec, secrets, base)
+	if base == a.BaseURL6 && base != "" && len(seed.ConsulJoin) > 0 {
+		seed.ConsulBind = m.IP
+	}
+	b, err := renderSeed(id, seed, file)
 	if err != nil {
 		a.log().Warn("bootserver: nocloud", "machine", id, "file", file, "err", err)
 		return nil, false, nil

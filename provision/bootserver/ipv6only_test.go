@@ -20,7 +20,9 @@ import (
 // [IPv6] URL and cloud-init's network-config= for its boot MAC (DHCPv6, no
 // DHCPv4), and its user-data posts the host keys to the [IPv6] URL; an
 // IPv4 machine of the same server keeps the IPv4 URLs and cloud-init's own
-// network fallback. Real Consul (the adapter's store).
+// network fallback. The deployed OS's Consul agent binds the recorded IPv6
+// address (the image's default bind template takes the first IPv4 one).
+// Real Consul (the adapter's store).
 func TestIPv6OnlyDeployedBoot(t *testing.T) {
 	inv, st := testInventory(t)
 	inv.BaseURL, inv.BaseURL6 = "http://192.0.2.1:8080", "http://[2001:db8:b007::1]:8080"
@@ -32,7 +34,7 @@ func TestIPv6OnlyDeployedBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	deployed := func(mac, serial, ip string) *inventory.DeploySpec {
+	deployed := func(mac, serial, ip, join string) *inventory.DeploySpec {
 		t.Helper()
 		m, _, err := st.Enlist(ctx, inventory.Sighting{Serial: serial, MACs: []string{mac}, Source: "pxe"}, inventory.Change{})
 		if err != nil {
@@ -51,7 +53,7 @@ func TestIPv6OnlyDeployedBoot(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, spec, err := st.StartDeploy(ctx, m.ID, inventory.DeploySpec{Image: "debian", ImageVersion: "1", Hostname: serial,
-			SSHKeys: []string{labtest.NewSSHKey(t).Authorized}}, inventory.Change{})
+			SSHKeys: []string{labtest.NewSSHKey(t).Authorized}, ConsulJoin: join}, inventory.Change{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,14 +63,14 @@ func TestIPv6OnlyDeployedBoot(t *testing.T) {
 		return spec
 	}
 	for name, c := range map[string]struct {
-		mac, ip, base string
-		netcfg        bool
+		mac, ip, base, join, bind string
+		netcfg                    bool
 	}{
-		"ipv6-only": {"52:54:00:60:00:01", "2001:db8:b007::105", inv.BaseURL6, true},
-		"ipv4":      {"52:54:00:60:00:02", "192.0.2.105", inv.BaseURL, false},
+		"ipv6-only": {"52:54:00:60:00:01", "2001:db8:b007::105", inv.BaseURL6, "2001:db8:b007::1", `"bind_addr": "2001:db8:b007::105"`, true},
+		"ipv4":      {"52:54:00:60:00:02", "192.0.2.105", inv.BaseURL, "192.0.2.1", `"bind_addr": "{{ GetAllInterfaces`, false},
 	} {
 		t.Run(name, func(t *testing.T) {
-			spec := deployed(c.mac, "v6-"+strings.ReplaceAll(name, "-", ""), c.ip)
+			spec := deployed(c.mac, "v6-"+strings.ReplaceAll(name, "-", ""), c.ip, c.join)
 			hw, _ := net.ParseMAC(c.mac)
 			m, err := inv.MachineByMAC(ctx, hw)
 			if err != nil {
@@ -94,6 +96,9 @@ func TestIPv6OnlyDeployedBoot(t *testing.T) {
 			}
 			if want := c.base + wire.HostKeysPath; !strings.Contains(string(user), want) {
 				t.Errorf("user-data does not post the host keys to %s:\n%s", want, user)
+			}
+			if !strings.Contains(string(user), c.bind) {
+				t.Errorf("the Consul agent's config lacks %s:\n%s", c.bind, user)
 			}
 		})
 	}
