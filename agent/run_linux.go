@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/insomniacslk/dhcp/dhcpv6/nclient6"
 	"golang.org/x/sys/unix"
 
 	"github.com/ironrack/ironrack/agent/wire"
@@ -85,9 +88,18 @@ func run(ctx context.Context, log io.Writer, next *Next) error {
 	if err != nil {
 		return err
 	}
-	say("dhcp on %s", nic)
-	if err := dhcp(ctx, nic, say); err != nil {
-		return err
+	if IPv6URL(cl.URL) {
+		// An IPv6 boot server (the script was fetched over IPv6): the
+		// boot LAN may have no DHCPv4 at all.
+		say("dhcpv6 on %s", nic)
+		if err := dhcp6(ctx, nic, say); err != nil {
+			return err
+		}
+	} else {
+		say("dhcp on %s", nic)
+		if err := dhcp(ctx, nic, say); err != nil {
+			return err
+		}
 	}
 
 	facts, err := Collect(os.DirFS("/"))
@@ -588,4 +600,100 @@ func setAddr(nic string, ip net.IP, mask net.IPMask) error {
 		return err
 	}
 	return set(unix.SIOCSIFNETMASK, "netmask", mask)
+}
+
+// dhcp6 brings nic up and configures the address of a DHCPv6 (IA_NA) lease
+// on it, on the boot LAN's /64 (the boot server's router advertisement
+// says that prefix is on-link; no route is set). The Solicit's DUID is a
+// DUID-LLT of nic's MAC, so the boot server finds the machine (and its
+// lease, kept by MAC) as it did for the firmware and iPXE. The client
+// socket binds the link-local address, which exists once duplicate
+// address detection is over: attempts are retried within dhcpWait.
+func dhcp6(ctx context.Context, nic string, say func(string, ...any)) error {
+	if err := linkUp(nic); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, dhcpWait)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		ip, server, err := requestLease6(ctx, nic)
+		if err == nil {
+			if err := setAddr6(nic, ip, 64); err != nil {
+				return err
+			}
+			say("%s %s/64 from %s", nic, ip, server)
+			waitDAD(ctx, nic, ip, say)
+			return nil
+		}
+		say("dhcpv6 attempt %d on %s: %v", attempt, nic, err)
+		if serr := sleepCtx(ctx, time.Second); serr != nil {
+			return fmt.Errorf("no DHCPv6 lease on %s: %w", nic, err)
+		}
+	}
+}
+
+func requestLease6(ctx context.Context, nic string) (netip.Addr, string, error) {
+	c, err := nclient6.New(nic, nclient6.WithTimeout(3*time.Second), nclient6.WithRetry(3))
+	if err != nil {
+		return netip.Addr{}, "", err
+	}
+	defer c.Close()
+	reply, err := c.RapidSolicit(ctx)
+	if err != nil {
+		return netip.Addr{}, "", err
+	}
+	ip, err := LeaseAddr6(reply)
+	if err != nil {
+		return netip.Addr{}, "", err
+	}
+	server := "?"
+	if sid := reply.Options.ServerID(); sid != nil {
+		server = sid.String()
+	}
+	return ip, server, nil
+}
+
+// waitDAD waits (up to 5 s) until ip on nic has left duplicate address
+// detection, so the reports that follow leave from it and not from the
+// link-local address.
+func waitDAD(ctx context.Context, nic string, ip netip.Addr, say func(string, ...any)) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile("/proc/net/if_inet6")
+		if err != nil {
+			return
+		}
+		if st, ok := Inet6State(b, nic, ip); !ok || !st.Tentative {
+			return
+		}
+		if sleepCtx(ctx, 100*time.Millisecond) != nil {
+			return
+		}
+	}
+	say("%s: %s still tentative after 5s", nic, ip)
+}
+
+// in6Ifreq is the kernel's struct in6_ifreq (SIOCSIFADDR on an AF_INET6
+// socket).
+type in6Ifreq struct {
+	addr      [16]byte
+	prefixLen uint32
+	ifindex   int32
+}
+
+func setAddr6(nic string, ip netip.Addr, prefixLen uint32) error {
+	ifi, err := net.InterfaceByName(nic)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket for IPv6 interface ioctls: %w", err)
+	}
+	defer unix.Close(fd)
+	req := in6Ifreq{addr: ip.As16(), prefixLen: prefixLen, ifindex: int32(ifi.Index)}
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCSIFADDR, uintptr(unsafe.Pointer(&req))); errno != 0 && errno != unix.EEXIST {
+		return fmt.Errorf("%s: add %s/%d: %w", nic, ip, prefixLen, errno)
+	}
+	return nil
 }

@@ -568,3 +568,28 @@ func NoCloudCmdline(seedURL string) (string, error) {
 	}
 	return "ds=nocloud-net;s=" + seedURL, nil
 }
+
+// BootNIC is the name NetworkConfig6Cmdline gives the boot NIC in the
+// deployed OS (cloud-init renames the NIC with the boot MAC to it).
+const BootNIC = "boot0"
+
+// NetworkConfig6Cmdline is the kernel command line fragment that gives an
+// IPv6-only machine's deployed OS its network: cloud-init's
+// "network-config=" (base64 of a version 2 config), read in its local
+// stage before any network is up, before the NoCloud seed is fetched. The
+// NIC with mac is named BootNIC and configured by DHCPv6 (IA_NA: the
+// address the boot server leased and recorded as the machine's ip) with
+// router advertisements accepted (the on-link prefix); no DHCPv4, so the
+// machine has no IPv4 address. Without it, cloud-init's fallback is
+// DHCPv4 only, and the seed is never fetched on a boot LAN without
+// DHCPv4. The image renders it for ifupdown: "iface boot0 inet6 dhcp"
+// with accept_ra 1 (dhclient -6).
+func NetworkConfig6Cmdline(mac string) (string, error) {
+	hw, err := net.ParseMAC(mac)
+	if err != nil || len(hw) != 6 {
+		return "", fmt.Errorf("network config: boot MAC %q: want an Ethernet MAC address", mac)
+	}
+	cfg := fmt.Sprintf("version: 2\nethernets:\n  %s:\n    match:\n      macaddress: %s\n    set-name: %s\n"+
+		"    dhcp4: false\n    dhcp6: true\n    accept-ra: true\n", BootNIC, q(hw.String()), BootNIC)
+	return "network-config=" + base64.StdEncoding.EncodeToString([]byte(cfg)), nil
+}

@@ -54,6 +54,13 @@ const (
 	ServerIP6   = "2001:db8:b007::1"
 )
 
+// The ports the DHCPv4 server of an IPv6-only lab (Config.IPv6Only)
+// listens on instead of 67 and 4011: no client sends there.
+const (
+	DHCPv4Port    = 10067
+	DHCPv4PXEPort = 14011
+)
+
 // OVMFCode is the UEFI firmware QEMU runs for UEFI machines (Debian's ovmf).
 const OVMFCode = "/usr/share/OVMF/OVMF_CODE.fd"
 
@@ -69,6 +76,13 @@ type Config struct {
 	// ::100-::1ff) beside DHCPv4, with the RA's M and O flags and router
 	// lifetime 0 (`ironrack serve` without --ipv6-router).
 	IPv6 bool
+	// IPv6Only makes the boot LAN IPv6-only for its machines: as IPv6,
+	// but the DHCPv4 server listens on ports no client uses (DHCPv4Port,
+	// DHCPv4PXEPort), so nothing on the LAN is offered an IPv4 address.
+	// The boot server keeps its IPv4 address on the bridge (bootserver
+	// requires one; its HTTP server also listens there), which no machine
+	// can use without an IPv4 address of its own.
+	IPv6Only bool
 	// BootConfig, if set, adjusts the boot server's config before it is
 	// built (the lab fills in interface, address, range, data dir, store
 	// and logger first).
@@ -116,6 +130,9 @@ func New(t testing.TB, cfg Config) *Lab {
 	client, err := api.NewClient(&api.Config{Address: agent.Addr})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.IPv6Only {
+		cfg.IPv6 = true
 	}
 	if cfg.Sealer == nil {
 		var key [32]byte
@@ -190,6 +207,9 @@ func (l *Lab) StartBootServer() {
 			DNS:        []netip.Addr{netip.MustParseAddr(ServerIP6)},
 			LeaseTime:  10 * time.Minute,
 		}
+	}
+	if l.cfg.IPv6Only {
+		cfg.DHCP.Port, cfg.DHCP.PXEPort = DHCPv4Port, DHCPv4PXEPort
 	}
 	if l.cfg.BootConfig != nil {
 		l.cfg.BootConfig(&cfg)

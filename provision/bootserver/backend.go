@@ -273,7 +273,7 @@ func (a *Backend) MachineByMAC(ctx context.Context, mac net.HardwareAddr) (ipxe.
 	}
 	out := ipxe.Machine{ID: m.ID, MAC: mac.String(), State: string(m.State)}
 	if out.State == ipxe.StateDeployed {
-		out.Image = a.deployedImage(ctx, m)
+		out.Image = a.deployedImage(ctx, m, mac.String())
 	}
 	if m.State == inventory.StateReleasing {
 		// The release's erase level; without a spec (released before

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"net/netip"
 
 	"github.com/ironrack/ironrack/agent/wire"
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/provision"
 	"github.com/ironrack/ironrack/provision/httpboot"
 	"github.com/ironrack/ironrack/provision/ipxe"
 )
@@ -112,7 +113,20 @@ func (a *Backend) NoCloud(ctx context.Context, token, file string) ([]byte, bool
 			}
 		}
 	}
-	b, err := RenderNoCloud(id, spec, secrets, a.BaseURL, file)
+	// The first boot reports its host keys to the boot server at the
+	// address family it has: an IPv6-only machine has no IPv4 route to
+	// BaseURL. Its Consul agent binds its recorded IPv6 address: the
+	// image's default bind template takes the first IPv4 one.
+	m, err := a.Store.Get(ctx, id)
+	if err != nil && !errors.Is(err, inventory.ErrNotFound) {
+		return nil, false, fmt.Errorf("machine %s: %w", id, err)
+	}
+	base := a.baseFor(m)
+	seed := provision.NoCloudSeed(id, spec, secrets, base)
+	if base == a.BaseURL6 && base != "" && len(seed.ConsulJoin) > 0 {
+		seed.ConsulBind = m.IP
+	}
+	b, err := renderSeed(id, seed, file)
 	if err != nil {
 		a.log().Warn("bootserver: nocloud", "machine", id, "file", file, "err", err)
 		return nil, false, nil
@@ -123,7 +137,10 @@ func (a *Backend) NoCloud(ctx context.Context, token, file string) ([]byte, bool
 // deployedImage is a deployed machine's image from its deploy spec, with
 // the NoCloud seed on its kernel command line; without a spec, the image
 // tags (image, image_version) name it as before the deploy workflow.
-func (a *Backend) deployedImage(ctx context.Context, m *inventory.Machine) ipxe.Image {
+//
+// An IPv6-only machine (baseFor) gets the seed over IPv6, and the network
+// config of its NIC mac (images.NetworkConfig6Cmdline): DHCPv6 only.
+func (a *Backend) deployedImage(ctx context.Context, m *inventory.Machine, mac string) ipxe.Image {
 	spec, err := a.Store.Deploy(ctx, m.ID)
 	if err != nil {
 		if !errors.Is(err, inventory.ErrNotFound) {
@@ -134,16 +151,35 @@ func (a *Backend) deployedImage(ctx context.Context, m *inventory.Machine) ipxe.
 	tagged := m.Clone()
 	tagged.Tags[TagImage], tagged.Tags[TagImageVersion] = spec.Image, spec.ImageVersion
 	img := a.image(tagged)
-	base := a.BaseURL
-	if a.BaseURL6 != "" && strings.Contains(m.IP, ":") {
-		base = a.BaseURL6
-	}
+	base := a.baseFor(m)
 	if img.Kernel != "" && base != "" {
 		if frag := NoCloudCmdline(base, spec.NoCloudToken); frag != "" {
 			img.Cmdline += " " + frag
 		}
 	}
+	if img.Kernel != "" && base != "" && base == a.BaseURL6 && mac != "" {
+		// An IPv6-only machine: cloud-init's fallback network is DHCPv4
+		// only, so its OS would never reach the seed.
+		frag, err := images.NetworkConfig6Cmdline(mac)
+		if err != nil {
+			a.log().Warn("bootserver: IPv6 network config", "machine", m.ID, "err", err)
+		} else {
+			img.Cmdline += " " + frag
+		}
+	}
 	return img
+}
+
+// baseFor is the boot server's base URL for machine m: BaseURL6 when m is
+// IPv6-only (its ip, from a DHCPv6 lease or the sheet, is IPv6) and the
+// server has one, else BaseURL.
+func (a *Backend) baseFor(m *inventory.Machine) string {
+	if a.BaseURL6 != "" && m != nil {
+		if ip, err := netip.ParseAddr(m.IP); err == nil && ip.Is6() && !ip.Is4In6() {
+			return a.BaseURL6
+		}
+	}
+	return a.BaseURL
 }
 
 // recordEvent applies an agent event: deploy and wipe results end their

@@ -15,13 +15,18 @@ import (
 // empty; an unknown file is an error. Only user-data carries the secrets
 // and the host-key token.
 func RenderNoCloud(id string, spec *inventory.DeploySpec, secrets inventory.AgentSecrets, baseURL, file string) ([]byte, error) {
+	return renderSeed(id, provision.NoCloudSeed(id, spec, secrets, baseURL), file)
+}
+
+// renderSeed renders one NoCloud file of seed (see RenderNoCloud).
+func renderSeed(id string, seed images.Seed, file string) ([]byte, error) {
 	if file == "vendor-data" {
 		return []byte{}, nil
 	}
 	if file != "meta-data" && file != "user-data" {
 		return nil, fmt.Errorf("nocloud: no file %q", file)
 	}
-	meta, user, err := images.NoCloud(provision.NoCloudSeed(id, spec, secrets, baseURL))
+	meta, user, err := images.NoCloud(seed)
 	if err != nil {
 		return nil, fmt.Errorf("machine %s: %w", id, err)
 	}

@@ -189,7 +189,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("build advertisement: %w", err)
 			}
-			s.log.Info("ra: interface hardware address changed", "interface", ifi.Name, "from", mac, "to", cur.HardwareAddr)
+			s.log.Info("ra: interface hardware address changed", "interface", ifi.Name, "from", mac.String(), "to", cur.HardwareAddr.String())
 			ra, mac = b, cur.HardwareAddr
 		}
 		_, err := pc.WriteTo(ra, &ipv6.ControlMessage{HopLimit: 255, IfIndex: ifi.Index}, dst)
