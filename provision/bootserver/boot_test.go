@@ -228,6 +228,13 @@ func TestTFTPChainBIOS(t *testing.T) {
 // checkFacts checks that the inventory holds what QEMU was given.
 func checkFacts(t *testing.T, v *labtest.VM, m *inventory.Machine) {
 	t.Helper()
+	checkFactsIn(t, v, m, netip.MustParsePrefix("192.0.2.0/24"))
+}
+
+// checkFactsIn is checkFacts with the machine's leased address in boot, the
+// lab's IPv4 or (IPv6-only lab) IPv6 prefix.
+func checkFactsIn(t *testing.T, v *labtest.VM, m *inventory.Machine, boot netip.Prefix) {
+	t.Helper()
 	s := v.Spec
 	if m.Serial != s.Serial {
 		t.Errorf("%s: serial %q, want %q (from -smbios)", s.MAC, m.Serial, s.Serial)
@@ -257,8 +264,8 @@ func checkFacts(t *testing.T, v *labtest.VM, m *inventory.Machine) {
 	if !found {
 		t.Errorf("%s: not among the machine's NICs %+v", s.MAC, m.NICs)
 	}
-	if m.IP == "" || !netip.MustParsePrefix("192.0.2.0/24").Contains(netip.MustParseAddr(m.IP)) {
-		t.Errorf("%s: ip %q, want the leased address in 192.0.2.0/24", s.MAC, m.IP)
+	if a, err := netip.ParseAddr(m.IP); err != nil || !boot.Contains(a) {
+		t.Errorf("%s: ip %q, want the leased address in %s", s.MAC, m.IP, boot)
 	}
 }
 

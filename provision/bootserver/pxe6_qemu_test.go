@@ -2,6 +2,7 @@ package bootserver_test
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"regexp"
 	"strings"
@@ -36,7 +37,7 @@ func TestUEFIPXEBootIPv6(t *testing.T) {
 	if os.Getenv("IRONRACK_QEMU_ALL") == "" {
 		t.Skip("outside CI (minutes of TCG); IRONRACK_QEMU_ALL=1 runs it")
 	}
-	l := labtest.New(t, labtest.Config{IPv6: true})
+	l := labtest.New(t, labtest.Config{IPv6Only: true})
 	for _, f := range []string{labtest.OVMFCode4M, labtest.OVMFVars4M} {
 		if _, err := os.Stat(f); err != nil {
 			t.Fatalf("needs ovmf (scripts/setup installs it): %v", err)
@@ -58,7 +59,7 @@ func TestUEFIPXEBootIPv6(t *testing.T) {
 		t.Fatalf("%v\nserver log:\n%s", err, l.LogTail(80))
 	}
 	t.Logf("IPv6 PXE boot to ready in %v", time.Since(start).Round(time.Second))
-	checkFacts(t, v, m)
+	checkFactsIn(t, v, m, netip.MustParsePrefix("2001:db8:b007::/64"))
 
 	log := l.LogTail(5000)
 	// The firmware's offer: option 59 names ipxe.efi over TFTP on the
@@ -95,13 +96,16 @@ func TestUEFIPXEBootIPv6(t *testing.T) {
 	if err != nil || !found {
 		t.Errorf("no DHCPv6 lease for %s in Consul: %+v, %v", mac, ls, err)
 	}
-	// Which base URL the agent was given says whether iPXE fetched its
-	// script over IPv6 (informational: the lab's segment also carries
-	// DHCPv4, which iPXE and the agent may use).
-	if con, err := os.ReadFile(v.SerialLog); err == nil {
-		if u := regexp.MustCompile(`ironrack-agent: mode=\S+ url=(\S+)`).FindSubmatch(con); u != nil {
-			t.Logf("the agent reported to %s", u[1])
-		}
+	// The lab's segment is IPv6-only (its DHCPv4 server answers on ports no
+	// client uses): iPXE fetched its script and the agent reported over
+	// IPv6.
+	con, err := os.ReadFile(v.SerialLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := regexp.MustCompile(`ironrack-agent: mode=\S+ url=(\S+)`).FindSubmatch(con)
+	if u == nil || !strings.HasPrefix(string(u[1]), "http://["+labtest.ServerIP6+"]") {
+		t.Errorf("the agent did not report over IPv6 (url %q)", u)
 	}
 }
 
