@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/iana"
@@ -382,6 +381,3 @@ func msgType6(mt dhcpv6.MessageType) string {
 	}
 	return "other"
 }
-
-// handleTimeout6 bounds the store and inventory calls for one request.
-const handleTimeout6 = 5 * time.Second
