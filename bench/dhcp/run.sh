@@ -7,6 +7,12 @@
 #   RATES="2000 4000" PERIOD=5 bench/dhcp/run.sh
 #   FAMILY=6 bench/dhcp/run.sh             # DHCPv6 SARR/s: kea-dhcp6 vs serve --address6
 #   CONSUL=cluster RATES="2000 3000 4000" OVER=1.3 bench/dhcp/run.sh
+#   PROFILE=/tmp/prof FAMILY=6 RATES=2000 bench/dhcp/run.sh   # CPU profiles
+#
+# PROFILE=DIR: ironrack runs with --pprof 127.0.0.1:6060 (in the server
+# namespace), and each ironrack step saves a CPU profile of its middle
+# PERIOD-2 seconds as DIR/cpu-v<FAMILY>-<rate>.pprof, beside the binary
+# (DIR/ironrack): go tool pprof -top DIR/ironrack DIR/cpu-v6-2000.pprof
 #
 # Topology: namespace irb-dhcp-s-<pid> holds v0 (198.18.0.1/15, RFC 2544
 # benchmark range) and the server; namespace irb-dhcp-c-<pid> holds c0
@@ -63,6 +69,12 @@ CONSUL_BIN=${IRONRACK_CONSUL_BIN:-${IRONRACK_TOOLS:-$HOME/.cache/ironrack/tools}
 [[ -x "$CONSUL_BIN" ]] || { echo "needs $CONSUL_BIN (scripts/setup)" >&2; exit 1; }
 
 go build -o "$WORK/ironrack" ./cmd/ironrack
+PROFILE=${PROFILE:-}
+PPROF_ARGS=()
+if [[ -n "$PROFILE" ]]; then
+  mkdir -p "$PROFILE"; cp "$WORK/ironrack" "$PROFILE/ironrack"
+  PPROF_ARGS=(--pprof 127.0.0.1:6060)
+fi
 
 ip netns add "$SRV"; ip netns add "$CLI"
 for ns in "$SRV" "$CLI"; do ip netns exec "$ns" sysctl -q -w net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0; done
@@ -116,7 +128,7 @@ start_ironrack() {
     sleep 0.2
   done
   ip netns exec "$SRV" taskset -c 0 "$WORK/ironrack" --consul 127.0.0.1:8500 --log-level error serve \
-    --interface v0 --address 198.18.0.1/15 --dhcp-range 198.18.1.0-198.19.255.254 --data-dir "$WORK/data" "${V6ARGS[@]}" \
+    --interface v0 --address 198.18.0.1/15 --dhcp-range 198.18.1.0-198.19.255.254 --data-dir "$WORK/data" "${V6ARGS[@]}" "${PPROF_ARGS[@]}" \
     >"$d/ironrack.log" 2>&1 &
   local ipid=$!; PIDS+=($ipid)
   SERVER_PIDS=($ipid $cpid "${spids[@]}")
@@ -131,7 +143,14 @@ start_ironrack() {
 step() {
   local server=$1 rate=$2 out
   "start_$server"
+  local prof=
+  if [[ -n "$PROFILE" && "$server" == ironrack ]]; then
+    (sleep 1; ip netns exec "$SRV" curl -sf -o "$PROFILE/cpu-v$FAMILY-$rate.pprof" \
+      "http://127.0.0.1:6060/debug/pprof/profile?seconds=$((PERIOD > 3 ? PERIOD - 2 : 1))" || true) &
+    prof=$!
+  fi
   out=$(ip netns exec "$CLI" taskset -c 1 perfdhcp -"$FAMILY" -l c0 -r "$rate" -p "$PERIOD" -R "$CLIENTS" 2>&1 || true)
+  [[ -n "$prof" ]] && wait "$prof"
   for p in "${SERVER_PIDS[@]}"; do stop_pid "$p"; done
   local achieved drops
   achieved=$(awk '/^Rate:/ {print $2; exit}' <<<"$out")
