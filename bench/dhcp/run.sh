@@ -139,7 +139,21 @@ start_ironrack() {
   sleep 1
 }
 
-# step SERVER RATE: prints "SERVER RATE achieved do_drop% ra_drop%"
+# cpu_ticks PID...: the CPU time (user + system, clock ticks) the processes used so far.
+cpu_ticks() {
+  local t=0 p f
+  for p in "$@"; do
+    [[ -r /proc/$p/stat ]] || continue
+    f=$(sed 's/^.*) //' "/proc/$p/stat")   # fields from the 3rd on: utime, stime are the 12th and 13th here
+    t=$((t + $(awk '{print $12 + $13}' <<<"$f")))
+  done
+  echo "$t"
+}
+
+# step SERVER RATE: prints "SERVER RATE achieved do_drop% ra_drop% cpu_ms_per_1000"
+# where the last is the server side's CPU time (Kea; or ironrack and its
+# Consul servers) during the perfdhcp run, per 1,000 completed exchanges: what each exchange
+# costs, whatever share of the core the host left it.
 step() {
   local server=$1 rate=$2 out
   "start_$server"
@@ -149,21 +163,26 @@ step() {
       "http://127.0.0.1:6060/debug/pprof/profile?seconds=$((PERIOD > 3 ? PERIOD - 2 : 1))" || true) &
     prof=$!
   fi
+  local t0; t0=$(cpu_ticks "${SERVER_PIDS[@]}")
   out=$(ip netns exec "$CLI" taskset -c 1 perfdhcp -"$FAMILY" -l c0 -r "$rate" -p "$PERIOD" -R "$CLIENTS" 2>&1 || true)
+  local t1; t1=$(cpu_ticks "${SERVER_PIDS[@]}")
   [[ -n "$prof" ]] && wait "$prof"
   for p in "${SERVER_PIDS[@]}"; do stop_pid "$p"; done
   local achieved drops
   achieved=$(awk '/^Rate:/ {print $2; exit}' <<<"$out")
   drops=$(awk '/^drops ratio:/ {printf "%s ", $3}' <<<"$out")
-  echo "$server $rate ${achieved:-0} $drops"
+  local cpu
+  cpu=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v a="${achieved:-0}" -v p="$PERIOD" \
+    'BEGIN { if (a > 0) printf "%.0f", 1e6 * t / hz / (a * p); else print "-" }')
+  echo "$server $rate ${achieved:-0} $drops$cpu"
 }
 
-echo "# server offered_rate achieved_exchanges/s first_drop% second_drop%   (DHCPv$FAMILY PERIOD=${PERIOD}s CLIENTS=$CLIENTS CONSUL=$CONSUL; $(cut -d' ' -f1-3 /proc/loadavg) load before)"
+echo "# server offered_rate achieved_exchanges/s first_drop% second_drop% cpu_ms_per_1000   (DHCPv$FAMILY PERIOD=${PERIOD}s CLIENTS=$CLIENTS CONSUL=$CONSUL; $(cut -d' ' -f1-3 /proc/loadavg) load before)"
 declare -A best
 for rate in $RATES; do
   for server in kea ironrack; do
     line=$(step "$server" "$rate"); echo "$line"
-    read -r s r a d1 d2 <<<"$line"
+    read -r s r a d1 d2 _ <<<"$line"
     if awk -v a="${d1%\%}" -v b="${d2%\%}" 'BEGIN {exit !(a+0 < 1 && b+0 < 1)}'; then
       if awk -v x="$a" -v y="${best[$s]:-0}" 'BEGIN {exit !(x > y)}'; then best[$s]=$a; fi
     fi
@@ -180,7 +199,7 @@ if awk -v o="$OVER" 'BEGIN {exit !(o > 0)}'; then
     [[ "$b" == 0 ]] && continue
     rate=$(awk -v b="$b" -v o="$OVER" 'BEGIN {printf "%d", b * o}')
     line=$(step "$server" "$rate"); echo "$line"
-    read -r s r a d1 d2 <<<"$line"
+    read -r s r a d1 d2 _ <<<"$line"
     awk -v a="$a" -v b="$b" -v s="$s" -v o="$OVER" 'BEGIN {printf "# %s at %s× its best: %.0f of %.0f DORA/s, holds %.1f %%\n", s, o, a, b, 100 * a / b}'
   done
 fi
