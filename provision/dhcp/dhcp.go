@@ -30,6 +30,11 @@ type Lease struct {
 	IP       netip.Addr
 	Expires  time.Time
 	Hostname string
+	// Unclaimed is a hint the server gives StoreLease: its index held no
+	// lease of IP when it chose it (a fresh address). The store may then
+	// claim the address without first reading who holds it, but must
+	// still refuse it when another client does. Never stored.
+	Unclaimed bool
 }
 
 // LeaseStore keeps leases durably. The inventory implements it in Consul

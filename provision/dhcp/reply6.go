@@ -247,7 +247,8 @@ func (s *Server6) commit(ctx context.Context, msg *dhcpv6.Message, hw net.Hardwa
 	var lease Lease
 	if ip.IsValid() {
 		prev, hadPrev = p.byMAC[mac]
-		lease = Lease{MAC: append(net.HardwareAddr(nil), hw...), IP: ip, Expires: now.Add(s.cfg.LeaseTime), Hostname: fqdn(msg)}
+		_, held := p.byIP[ip]
+		lease = Lease{MAC: append(net.HardwareAddr(nil), hw...), IP: ip, Expires: now.Add(s.cfg.LeaseTime), Hostname: fqdn(msg), Unclaimed: !held}
 		p.put(mac, lease)
 		p.dropOffer(ip)
 	}
