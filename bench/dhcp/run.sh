@@ -69,6 +69,14 @@ CONSUL_BIN=${IRONRACK_CONSUL_BIN:-${IRONRACK_TOOLS:-$HOME/.cache/ironrack/tools}
 [[ -x "$CONSUL_BIN" ]] || { echo "needs $CONSUL_BIN (scripts/setup)" >&2; exit 1; }
 
 go build -o "$WORK/ironrack" ./cmd/ironrack
+# Kea gets the 4 MiB socket receive buffer ironrack asks for (bench/dhcp/rcvbuf.c,
+# LD_PRELOAD): with the kernel's default, Kea's socket overflowed whenever
+# other work took its core. RCVBUF_SHIM=0 runs Kea as installed.
+KEA_ENV=()
+if [[ "${RCVBUF_SHIM:-1}" == 1 ]] && command -v cc >/dev/null; then
+  cc -shared -fPIC -O2 -o "$WORK/rcvbuf.so" bench/dhcp/rcvbuf.c -ldl
+  KEA_ENV=(LD_PRELOAD="$WORK/rcvbuf.so")
+fi
 PROFILE=${PROFILE:-}
 PPROF_ARGS=()
 if [[ -n "$PROFILE" ]]; then
@@ -92,7 +100,7 @@ start_kea() {
   local tmpl=bench/dhcp/kea.json.tmpl; [[ "$FAMILY" == 6 ]] && tmpl=bench/dhcp/kea6.json.tmpl
   sed -e "s#@LEASES@#$WORK/kea/leases.csv#" -e "s#@LOG@#$WORK/kea/kea.log#" "$tmpl" >"$WORK/kea/kea.json"
   KEA_PIDFILE_DIR="$WORK/kea" KEA_LOCKFILE_DIR="$WORK/kea" \
-    ip netns exec "$SRV" taskset -c 0 "$KEA" -c "$WORK/kea/kea.json" >"$WORK/kea/out.log" 2>&1 &
+    ip netns exec "$SRV" env "${KEA_ENV[@]}" taskset -c 0 "$KEA" -c "$WORK/kea/kea.json" >"$WORK/kea/out.log" 2>&1 &
   SERVER_PIDS=($!); PIDS+=($!)
   sleep 2
 }
@@ -150,10 +158,19 @@ cpu_ticks() {
   echo "$t"
 }
 
-# step SERVER RATE: prints "SERVER RATE achieved do_drop% ra_drop% cpu_ms_per_1000"
-# where the last is the server side's CPU time (Kea; or ironrack and its
-# Consul servers) during the perfdhcp run, per 1,000 completed exchanges: what each exchange
-# costs, whatever share of the core the host left it.
+# rcvbuf_errors: the server namespace's UDP receive-buffer overflows so far.
+rcvbuf_errors() {
+  ip netns exec "$SRV" nstat -az UdpRcvbufErrors Udp6RcvbufErrors 2>/dev/null | awk '/RcvbufErrors/ {n += $2} END {print n + 0}'
+}
+
+# step SERVER RATE: prints "SERVER RATE achieved do_drop% ra_drop% cpu_ms_per_1000 rcvbuf_drops"
+# where cpu_ms_per_1000 is the server side's CPU time (Kea; or ironrack and
+# its Consul servers) during the perfdhcp run, per 1,000 completed
+# exchanges: what each exchange costs, whatever share of the core the host
+# left it; and rcvbuf_drops the requests the kernel dropped because the
+# server's socket receive buffer was full (ironrack asks for 4 MiB, see
+# provision/dhcp; Kea gets the same through bench/dhcp/rcvbuf.c unless
+# RCVBUF_SHIM=0, else it keeps the kernel's default, about 208 KiB).
 step() {
   local server=$1 rate=$2 out
   "start_$server"
@@ -163,9 +180,9 @@ step() {
       "http://127.0.0.1:6060/debug/pprof/profile?seconds=$((PERIOD > 3 ? PERIOD - 2 : 1))" || true) &
     prof=$!
   fi
-  local t0; t0=$(cpu_ticks "${SERVER_PIDS[@]}")
+  local t0 r0; t0=$(cpu_ticks "${SERVER_PIDS[@]}"); r0=$(rcvbuf_errors)
   out=$(ip netns exec "$CLI" taskset -c 1 perfdhcp -"$FAMILY" -l c0 -r "$rate" -p "$PERIOD" -R "$CLIENTS" 2>&1 || true)
-  local t1; t1=$(cpu_ticks "${SERVER_PIDS[@]}")
+  local t1 r1; t1=$(cpu_ticks "${SERVER_PIDS[@]}"); r1=$(rcvbuf_errors)
   [[ -n "$prof" ]] && wait "$prof"
   for p in "${SERVER_PIDS[@]}"; do stop_pid "$p"; done
   local achieved drops
@@ -174,10 +191,10 @@ step() {
   local cpu
   cpu=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v a="${achieved:-0}" -v p="$PERIOD" \
     'BEGIN { if (a > 0) printf "%.0f", 1e6 * t / hz / (a * p); else print "-" }')
-  echo "$server $rate ${achieved:-0} $drops$cpu"
+  echo "$server $rate ${achieved:-0} $drops$cpu $((r1 - r0))"
 }
 
-echo "# server offered_rate achieved_exchanges/s first_drop% second_drop% cpu_ms_per_1000   (DHCPv$FAMILY PERIOD=${PERIOD}s CLIENTS=$CLIENTS CONSUL=$CONSUL; $(cut -d' ' -f1-3 /proc/loadavg) load before)"
+echo "# server offered_rate achieved_exchanges/s first_drop% second_drop% cpu_ms_per_1000 rcvbuf_drops   (DHCPv$FAMILY PERIOD=${PERIOD}s CLIENTS=$CLIENTS CONSUL=$CONSUL; $(cut -d' ' -f1-3 /proc/loadavg) load before)"
 declare -A best
 for rate in $RATES; do
   for server in kea ironrack; do
