@@ -3,7 +3,7 @@
  * ironrack's DHCP servers ask for (4 MiB, SO_RCVBUFFORCE, as root), so both
  * servers queue the same bursts in the kernel: with the default (about
  * 208 KiB), Kea's socket overflowed whenever the host took its core away.
- * run.sh builds it with cc when RCVBUF_SHIM=1 (the default) and cc exists. */
+ * run.sh builds it with cc unless RCVBUF_SHIM=0. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <sys/socket.h>

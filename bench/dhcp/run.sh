@@ -14,6 +14,10 @@
 # PERIOD-2 seconds as DIR/cpu-v<FAMILY>-<rate>.pprof, beside the binary
 # (DIR/ironrack): go tool pprof -top DIR/ironrack DIR/cpu-v6-2000.pprof
 #
+# Kea runs with the 4 MiB socket receive buffer ironrack asks for
+# (bench/dhcp/rcvbuf.c, built with cc, LD_PRELOAD); RCVBUF_SHIM=0 runs it
+# as installed (the kernel's default buffer, about 208 KiB).
+#
 # Topology: namespace irb-dhcp-s-<pid> holds v0 (198.18.0.1/15, RFC 2544
 # benchmark range) and the server; namespace irb-dhcp-c-<pid> holds c0
 # (198.18.0.2/15) and perfdhcp, which acts as a relay (giaddr 198.18.0.2),
@@ -73,7 +77,8 @@ go build -o "$WORK/ironrack" ./cmd/ironrack
 # LD_PRELOAD): with the kernel's default, Kea's socket overflowed whenever
 # other work took its core. RCVBUF_SHIM=0 runs Kea as installed.
 KEA_ENV=()
-if [[ "${RCVBUF_SHIM:-1}" == 1 ]] && command -v cc >/dev/null; then
+if [[ "${RCVBUF_SHIM:-1}" == 1 ]]; then
+  command -v cc >/dev/null || { echo "needs cc to build bench/dhcp/rcvbuf.c (apt-get install gcc), or RCVBUF_SHIM=0" >&2; exit 1; }
   cc -shared -fPIC -O2 -o "$WORK/rcvbuf.so" bench/dhcp/rcvbuf.c -ldl
   KEA_ENV=(LD_PRELOAD="$WORK/rcvbuf.so")
 fi
