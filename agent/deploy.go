@@ -373,25 +373,26 @@ func ChooseDisks(fsys fs.FS, rule wire.DiskRule) ([]Disk, error) {
 		return []Disk{d}, nil
 	}
 	seen := disks(fsys)
-	byName := make(map[string]Disk, len(seen))
-	for _, d := range seen {
-		byName[d.Name] = d
-	}
+	same := pairDisks(rule.Known, seen)
 	var diffs []string
-	known := make(map[string]bool, len(rule.Known))
+	taken := make(map[string]bool, len(same))
 	for _, k := range rule.Known {
-		known[k.Name] = true
-		d, ok := byName[k.Name]
+		d, ok := same[k.Name]
 		if !ok {
 			diffs = append(diffs, k.Name+" is gone")
 			continue
 		}
+		taken[d.Name] = true
+		name := k.Name
+		if d.Name != k.Name {
+			name = fmt.Sprintf("%s (now %s)", k.Name, d.Name)
+		}
 		if why := diskDiffers(k, d); why != "" {
-			diffs = append(diffs, k.Name+" "+why)
+			diffs = append(diffs, name+" "+why)
 		}
 	}
 	for _, d := range seen {
-		if !known[d.Name] {
+		if !taken[d.Name] {
 			diffs = append(diffs, fmt.Sprintf("%s is new (%d bytes)", d.Name, d.SizeBytes))
 		}
 	}
@@ -401,10 +402,10 @@ func ChooseDisks(fsys fs.FS, rule wire.DiskRule) ([]Disk, error) {
 	}
 	out := make([]Disk, 0, len(rule.Disks))
 	for _, want := range rule.Disks {
-		d := byName[want.Name]
+		d, ok := same[want.Name]
 		dir := "sys/block/" + d.Name
 		switch {
-		case !known[d.Name]:
+		case !ok:
 			return nil, fmt.Errorf("root disk %s is not among the recorded disks", want.Name)
 		case readText(fsys, dir+"/removable") == "1":
 			return nil, fmt.Errorf("root disk %s is removable", d.Name)
@@ -416,6 +417,27 @@ func ChooseDisks(fsys fs.FS, rule wire.DiskRule) ([]Disk, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// pairDisks pairs each recorded disk (by its recorded name) with the disk
+// seen now that is the same drive (wire.PairDisks: by WWN, serial, then
+// name). A recorded disk with no pair is gone.
+func pairDisks(known []wire.Disk, seen []Disk) map[string]Disk {
+	rec := make([]wire.DiskKey, len(known))
+	for i, k := range known {
+		rec[i] = wire.DiskKey{Name: k.Name, WWN: k.WWN, Serial: k.Serial}
+	}
+	now := make([]wire.DiskKey, len(seen))
+	for i, d := range seen {
+		now[i] = wire.DiskKey{Name: d.Name, WWN: d.WWN, Serial: d.Serial}
+	}
+	pairs := make(map[string]Disk, len(known))
+	for i, j := range wire.PairDisks(rec, now) {
+		if j >= 0 {
+			pairs[known[i].Name] = seen[j]
+		}
+	}
+	return pairs
 }
 
 // diskDiffers says how the disk seen differs from the recorded one, or "".

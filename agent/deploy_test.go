@@ -350,6 +350,26 @@ func TestChooseDisksHint(t *testing.T) {
 			}
 		})
 	}
+	// The kernel named the two disks the other way round this boot (its
+	// SCSI, SATA and NVMe probes race): the same drives, found by WWN and
+	// serial, so no drift, and the root disk is written by its name now.
+	hddNow, ssdNow := hdd, ssd
+	hddNow.Name, ssdNow.Name = "sdb", "sda"
+	got, err = agent.ChooseDisks(sysfs(ssdNow, hddNow), rule)
+	if err != nil || len(got) != 1 || got[0].Name != "sda" || got[0].Serial != "ROOT" {
+		t.Fatalf("renamed disks: chose %+v, %v; want sda (serial ROOT)", got, err)
+	}
+	// Renamed and changed: the difference names both names.
+	ssdNow.SizeBytes = 16 << 30
+	if _, err := agent.ChooseDisks(sysfs(ssdNow, hddNow), rule); !errors.Is(err, agent.ErrDrift) || !strings.Contains(err.Error(), "sdb (now sda) size 17179869184, recorded 8589934592") {
+		t.Errorf("renamed and resized: %v", err)
+	}
+	// Disks with no serial and no WWN are paired by name.
+	anonA, anonB := wire.Disk{Name: "vda", SizeBytes: 4 << 30}, wire.Disk{Name: "vdb", SizeBytes: 2 << 30}
+	anon := wire.DiskRule{Rule: wire.Hint, Hint: "size_bytes < 3e9", MinBytes: 1 << 30, Disks: []wire.Disk{anonB}, Known: []wire.Disk{anonA, anonB}}
+	if got, err := agent.ChooseDisks(sysfs(anonA, anonB), anon); err != nil || len(got) != 1 || got[0].Name != "vdb" {
+		t.Errorf("anonymous disks: chose %+v, %v; want vdb", got, err)
+	}
 	// A recorded but unknown field (no WWN in the record) is not drift.
 	noWWN := rule
 	noWWN.Known = []wire.Disk{{Name: "sda", SizeBytes: hdd.SizeBytes, Model: hdd.Model, Serial: hdd.Serial, Rotational: true}, ssd}

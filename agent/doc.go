@@ -15,5 +15,8 @@
 // hashing as it writes, resuming after a broken connection) and wipe at an erase level:
 // quick (each disk's first and last MiB: partition tables, the backup GPT,
 // file system superblocks), zero (every byte, with progress) or secure
-// (NVMe format with user data erase; other disks refused).
+// (the drive's own erase: NVMe format with user data erase, or ATA
+// security erase through the initramfs's hdparm with a temporary password
+// recorded in the history before it is set; disks without either, and
+// frozen or locked ATA drives, refused before anything is written).
 package agent

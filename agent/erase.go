@@ -1,9 +1,14 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"io"
 )
+
+// ErrNoSecureErase is a disk the secure erase level cannot erase; it is
+// said before anything is written to the disk.
+var ErrNoSecureErase = errors.New("no secure erase")
 
 // Erase levels, as the boot server passes them (ironrack.erase=); the
 // inventory's EraseQuick, EraseZero and EraseSecure.

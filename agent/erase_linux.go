@@ -1,9 +1,12 @@
 package agent
 
 import (
-	"errors"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"unsafe"
@@ -39,18 +42,42 @@ const (
 	nvmeFormat        = 0x80
 )
 
-// ErrNoSecureErase is a disk the secure erase level cannot erase.
-var ErrNoSecureErase = errors.New("no secure erase")
-
-// SecureErase erases /dev/name with the drive's own erase: an NVMe
-// namespace is formatted with user data erase (SES 1) in its current LBA
-// format, when its controller implements Format NVM. Any other disk, or an
-// NVMe controller without Format NVM, is ErrNoSecureErase, naming why;
-// nothing is written then.
-func SecureErase(name string) error {
-	if !strings.HasPrefix(name, "nvme") {
-		return fmt.Errorf("%w: %s is not an NVMe namespace (ATA security erase is not implemented by this agent; release with --erase zero)", ErrNoSecureErase, name)
+// SecureErase erases /dev/name with the drive's own erase and returns
+// what it did:
+//   - an NVMe namespace is formatted with user data erase (SES 1) in its
+//     current LBA format, when its controller implements Format NVM;
+//   - an ATA disk (SATA, directly or behind a SAS HBA) gets ATA security
+//     erase through hdparm (ATAErase: a temporary user password, recorded
+//     with note before it is set, then the enhanced erase when supported,
+//     with the drive's time estimate as the deadline);
+//   - anything else (virtio, a SCSI/SAS disk, a disk behind a USB
+//     bridge), an NVMe controller without Format NVM, or an ATA drive that
+//     does not support the security feature set, is locked, frozen or
+//     already has a password, is ErrNoSecureErase naming the disk and why;
+//     nothing is written then.
+func SecureErase(ctx context.Context, name string, sizeBytes int64, note func(string) error) (string, error) {
+	if strings.HasPrefix(name, "nvme") {
+		if err := nvmeSecureErase(name); err != nil {
+			return "", err
+		}
+		return "NVMe format, user data erase", nil
 	}
+	if strings.HasPrefix(name, "vd") || strings.HasPrefix(name, "xvd") {
+		return "", fmt.Errorf("%w: %s is a virtual disk (neither NVMe nor ATA)", ErrNoSecureErase, name)
+	}
+	if sys, err := filepath.EvalSymlinks("/sys/block/" + name); err == nil && strings.Contains(sys, "/usb") {
+		return "", fmt.Errorf("%w: %s is behind a USB bridge (%s): ATA security commands through USB bridges are unreliable and can leave the drive locked; erase it on a SATA port or release with --erase zero", ErrNoSecureErase, name, sys)
+	}
+	pw := make([]byte, 8)
+	if _, err := rand.Read(pw); err != nil {
+		return "", err
+	}
+	return ATAErase{Drive: hdparm{dev: "/dev/" + name}, Name: name, SizeBytes: sizeBytes, Password: "ironrack-" + hex.EncodeToString(pw), Note: note}.Run(ctx)
+}
+
+// nvmeSecureErase formats the NVMe namespace /dev/name with user data
+// erase.
+func nvmeSecureErase(name string) error {
 	f, err := os.OpenFile("/dev/"+name, os.O_RDWR, 0)
 	if err != nil {
 		return err

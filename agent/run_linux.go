@@ -309,8 +309,10 @@ func deploy(ctx context.Context, p *Poster, say func(string, ...any)) (bool, err
 // wipe erases every disk at the erase level (quick if empty: the first
 // and last MiB, where partition tables, the backup GPT and file system
 // superblocks are; zero: every byte, with progress events; secure: the
-// drive's own erase, SecureErase, which refuses disks that have none),
-// then reports done or which disks failed or were refused.
+// drive's own erase, SecureErase, which refuses disks that have none and
+// notes an ATA drive's temporary password in the history before it sets
+// it), then reports done (naming each disk's erase) or which disks failed
+// or were refused.
 func wipe(ctx context.Context, p *Poster, facts Facts, erase string, say func(string, ...any)) error {
 	if erase == "" {
 		erase = EraseQuick
@@ -343,12 +345,21 @@ func wipe(ctx context.Context, p *Poster, facts Facts, erase string, say func(st
 		r.Event.Percent = pct
 		_ = (&Poster{URL: p.URL, Token: p.Token, Client: p.Client, Sleep: func(context.Context, time.Duration) error { return errors.New("no retry") }}).Post(pctx, r)
 	}
+	// note records a secure erase's step (an ATA drive's temporary
+	// password before it is set) in the history; it must get through.
+	note := func(msg string) error {
+		say("%s", msg)
+		return post(wire.EventReport("wipe", "progress", msg))
+	}
 	var done, failed []string
 	for _, d := range facts.Disks {
 		dev := filepath.Join("/dev", d.Name)
+		how := ""
 		err := func() error {
 			if erase == EraseSecure {
-				return SecureErase(d.Name)
+				var err error
+				how, err = SecureErase(ctx, d.Name, int64(d.SizeBytes), note)
+				return err
 			}
 			f, err := os.OpenFile(dev, os.O_WRONLY, 0)
 			if err != nil {
@@ -375,9 +386,12 @@ func wipe(ctx context.Context, p *Poster, facts Facts, erase string, say func(st
 			continue
 		}
 		say("wiped %s (%s)", dev, erase)
+		if how != "" {
+			dev += " (" + how + ")"
+		}
 		done = append(done, dev)
 	}
-	what := map[string]string{EraseQuick: "first and last MiB zeroed", EraseZero: "every byte zeroed", EraseSecure: "secure erase (NVMe format, user data erase)"}[erase]
+	what := map[string]string{EraseQuick: "first and last MiB zeroed", EraseZero: "every byte zeroed", EraseSecure: "the drive's own erase"}[erase]
 	status, msg := "done", fmt.Sprintf("erase %s: %s on %s", erase, what, strings.Join(done, ", "))
 	if len(failed) > 0 {
 		status, msg = "failed", fmt.Sprintf("erase %s: %s", erase, strings.Join(failed, "; "))

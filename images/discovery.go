@@ -50,9 +50,10 @@ var DiscoveryModules = []string{
 
 // DiscoveryTools are the host's Debian binaries the discovery initramfs
 // carries, each at its own path with the shared libraries it links
-// (HostTool): mdadm, which the agent runs to build a mirrored root
-// (scripts/setup installs it).
-var DiscoveryTools = []string{"/sbin/mdadm"}
+// (HostTool): mdadm, which the agent runs to build a mirrored root, and
+// hdparm, which sends an ATA drive's security commands for release
+// --erase secure (scripts/setup installs both).
+var DiscoveryTools = []string{"/sbin/mdadm", "/sbin/hdparm"}
 
 // Discovery builds the discovery environment into a boot server's data dir.
 type Discovery struct {
@@ -136,12 +137,18 @@ func (d Discovery) Build(ctx context.Context) (Manifest, error) {
 		tools = DiscoveryTools
 	}
 	var extra []ExtraFile
+	have := map[string]bool{} // the tools share the loader and libc
 	for _, t := range tools {
 		files, err := HostTool(t)
 		if err != nil {
 			return Manifest{}, fmt.Errorf("discovery build: %w", err)
 		}
-		extra = append(extra, files...)
+		for _, f := range files {
+			if !have[f.Path] {
+				have[f.Path] = true
+				extra = append(extra, f)
+			}
+		}
 	}
 	initrd, err := Initramfs(agentBin, mods, order, extra...)
 	if err != nil {

@@ -575,7 +575,8 @@ const (
 	// EraseZero overwrites every byte with zeros, reporting progress.
 	EraseZero = "zero"
 	// EraseSecure uses the drive's own erase (NVMe format with user data
-	// erase); a disk that cannot is refused, and the wipe fails naming it.
+	// erase, ATA security erase); a disk that cannot is refused, and the
+	// wipe fails naming it.
 	EraseSecure = "secure"
 )
 

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ironrack/ironrack/agent/wire"
 )
 
 // DiffFacts lists how a hardware report differs from a machine's record,
@@ -67,29 +69,20 @@ func diskText(d Disk) string {
 
 func diffDisks(recorded, reported []Disk) []Drift {
 	var out []Drift
+	rec := make([]wire.DiskKey, len(recorded))
+	for i, r := range recorded {
+		rec[i] = wire.DiskKey{Name: r.Name, WWN: r.WWN, Serial: r.Serial}
+	}
+	rep := make([]wire.DiskKey, len(reported))
+	for j, p := range reported {
+		rep[j] = wire.DiskKey{Name: p.Name, WWN: p.WWN, Serial: p.Serial}
+	}
+	// By WWN, then serial, then name (the kernel's names are not stable).
+	match := wire.PairDisks(rec, rep)
 	used := make([]bool, len(reported))
-	match := make([]int, len(recorded))
-	for i := range match {
-		match[i] = -1
-	}
-	// By serial first, then by name among the disks left.
-	for i, r := range recorded {
-		for j, p := range reported {
-			if !used[j] && r.Serial != "" && r.Serial == p.Serial {
-				match[i], used[j] = j, true
-				break
-			}
-		}
-	}
-	for i, r := range recorded {
-		if match[i] >= 0 {
-			continue
-		}
-		for j, p := range reported {
-			if !used[j] && r.Name == p.Name {
-				match[i], used[j] = j, true
-				break
-			}
+	for _, j := range match {
+		if j >= 0 {
+			used[j] = true
 		}
 	}
 	for i, r := range recorded {

@@ -3,9 +3,12 @@ package provision_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -28,11 +31,23 @@ import (
 //     sdb, takes the image; the deploy record and history name it; the
 //     machine boots the image's kernel; the data disk and the NVMe namespace
 //     are untouched (read from their files);
-//  4. release --erase secure formats the NVMe namespace (QEMU implements
-//     Format NVM) and refuses the SCSI disks by name: failed_releasing,
-//     not claimable;
+//  4. a 64 MiB SATA disk on AHCI is added while the machine is off for the
+//     release (as an operator adds a drive between boots); release --erase
+//     secure formats the NVMe namespace (QEMU implements Format NVM) and
+//     refuses the others by name before writing to them: the SCSI disks as
+//     not ATA (hdparm's IDENTIFY through virtio-scsi is all zeros), the
+//     SATA disk because QEMU's IDE/AHCI disk has no ATA security feature
+//     set (IDENTIFY word 82 bit 1 clear, read by the discovery image's
+//     hdparm): failed_releasing, not claimable, the SATA disk's file
+//     unchanged (its sha256);
 //  5. release --erase zero (from failed_releasing) leaves every byte of
 //     every disk zero, with progress in the history; the machine is ready.
+//
+// The SATA disk is added only for the release, as an operator adds a
+// drive between boots. (The kernel names SCSI and SATA disks in the order
+// their asynchronous probes run, which differed between two boots of this
+// machine; the agent pairs recorded and seen disks by WWN and serial before
+// name, wire.PairDisks, so that renaming alone is not drift.)
 func TestRootDiskEraseQEMU(t *testing.T) {
 	l := labtest.New(t, labtest.Config{Tools: []string{"mkfs.ext4", "ipmi_sim"}})
 	ctx := context.Background()
@@ -120,12 +135,38 @@ func TestRootDiskEraseQEMU(t *testing.T) {
 		}
 	}
 
-	// secure: the NVMe namespace is formatted, the SCSI disks refused.
+	// secure, with a SATA disk added: the NVMe namespace is formatted, the
+	// SCSI and SATA disks refused before anything is written to them.
+	sata := v.Disk + ".sata"
+	if err := os.WriteFile(sata, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(sata, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 32 << 20, 63 << 20} {
+		writeDisk(t, sata, off, pattern)
+	}
+	sataSum := fileSHA256(t, sata)
+	v.Spec.SATAModel, v.Spec.SATARPM = "IRONRACK SATA", 7200 // QEMU's argv at the next power on
 	evs = events{}
 	res = d.Release(ctx, []string{m.ID}, provision.ReleaseRequest{AllowReboot: true, Erase: inventory.EraseSecure, Timeout: 5 * time.Minute, Progress: evs.add})
 	t.Logf("secure release events:\n%s", evs.String())
-	if res[0].OK() || res[0].State != inventory.StateFailedReleasing || !strings.Contains(res[0].Error, "/dev/sda: no secure erase: sda is not an NVMe namespace") {
-		t.Fatalf("secure release: %+v, want failed_releasing refusing sda", res[0])
+	if res[0].OK() || res[0].State != inventory.StateFailedReleasing {
+		t.Fatalf("secure release: %+v, want failed_releasing", res[0])
+	}
+	if n := strings.Count(res[0].Error, "is not an ATA disk (identify data: all words zero"); n != 2 {
+		t.Errorf("secure release refused %d disks as not ATA, want the 2 SCSI disks:\n%s", n, res[0].Error)
+	}
+	sataRefused := regexp.MustCompile(`/dev/(sd[a-c]): no secure erase: (sd[a-c]) \(ATA IRONRACK SATA, serial QM\d+\): the drive does not support the ATA security feature set \(IDENTIFY word 82 bit 1\)`)
+	if sm := sataRefused.FindStringSubmatch(res[0].Error); sm == nil || sm[1] != sm[2] {
+		t.Errorf("secure release error does not refuse the SATA disk for its missing security feature set:\n%s", res[0].Error)
+	}
+	if !strings.Contains(res[0].Error, "the drive's own erase on /dev/nvme0n1 (NVMe format, user data erase)") {
+		t.Errorf("secure release error does not name the NVMe erase:\n%s", res[0].Error)
+	}
+	if got := fileSHA256(t, sata); got != sataSum {
+		t.Errorf("the refused SATA disk changed: sha256 %s, was %s", got, sataSum)
 	}
 	if strings.Contains(res[0].Error, "/dev/nvme0n1:") {
 		t.Errorf("secure erase of the NVMe namespace failed: %s", res[0].Error)
@@ -147,7 +188,7 @@ func TestRootDiskEraseQEMU(t *testing.T) {
 		t.Fatalf("zero release: %+v\nconsole:\n%s", res, labtest.Tail(v.Console(), 30))
 	}
 	h = strings.Join(l.History(m.ID), "\n")
-	for _, want := range []string{"release: erase secure", "release: erase zero", "agent wipe: progress", "erase zero: every byte zeroed on /dev/nvme0n1, /dev/sda, /dev/sdb"} {
+	for _, want := range []string{"release: erase secure", "release: erase zero", "agent wipe: progress", "erase zero: every byte zeroed on /dev/nvme0n1, /dev/sda, /dev/sdb, /dev/sdc"} {
 		if !strings.Contains(h, want) {
 			t.Errorf("history lacks %q:\n%s", want, h)
 		}
@@ -155,11 +196,20 @@ func TestRootDiskEraseQEMU(t *testing.T) {
 	if !v.WaitOff(time.Now().Add(time.Minute)) {
 		t.Fatal("wiped machine did not power off")
 	}
-	for _, f := range []string{data, root, nvme} {
+	for _, f := range []string{data, root, nvme, sata} {
 		if !allZero(t, f) {
 			t.Errorf("after release --erase zero, %s is not all zero", f)
 		}
 	}
+}
+
+func fileSHA256(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
 }
 
 func writeDisk(t *testing.T, path string, off int64, b []byte) {

@@ -89,32 +89,6 @@ func (s loggedShards) Update(ctx context.Context, tier string, shards, replicas 
 	return st, err
 }
 
-// checkMap checks a stored map: every shard has R replicas on R distinct
-// racks, all on the tier's machines.
-func checkMap(t *testing.T, m placement.Map, tier []*inventory.Machine, shards, replicas int) {
-	t.Helper()
-	rack := map[string]string{}
-	for _, x := range tier {
-		rack[x.ID] = x.Rack
-	}
-	if len(m.Shards) != shards || m.Replicas != replicas {
-		t.Fatalf("map has %d shards × %d replicas, want %d × %d", len(m.Shards), m.Replicas, shards, replicas)
-	}
-	for s, holders := range m.Shards {
-		racks := map[string]bool{}
-		for _, id := range holders {
-			r, ok := rack[id]
-			if !ok {
-				t.Fatalf("shard %d on %s, not a machine of the tier", s, id)
-			}
-			racks[r] = true
-		}
-		if len(holders) != replicas || len(racks) != replicas {
-			t.Fatalf("shard %d on %v: %d racks", s, holders, len(racks))
-		}
-	}
-}
-
 func TestTierStateDeployerShardsStepUpDownDestroy(t *testing.T) {
 	env := tiertest.Start(t)
 	tiertest.SeedReady(t, env.Store, 12, 3)
@@ -143,7 +117,7 @@ func TestTierStateDeployerShardsStepUpDownDestroy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkMap(t, old, ms, S, R)
+	tiertest.CheckShards(t, old, ms, S, R)
 
 	// Step up 4 → 5: the preview's moves are placement.Moves(old, new),
 	// within the bound, and nothing is written.
@@ -175,7 +149,7 @@ func TestTierStateDeployerShardsStepUpDownDestroy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkMap(t, m5, ms5, S, R)
+	tiertest.CheckShards(t, m5, ms5, S, R)
 	if diff := cmp.Diff(plan.Shards.New, m5); diff != "" || step.Shards.Moves != moves {
 		t.Errorf("stored map differs from the preview's (moves %d, previewed %d):\n%s", step.Shards.Moves, moves, diff)
 	}
@@ -194,7 +168,7 @@ func TestTierStateDeployerShardsStepUpDownDestroy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkMap(t, m3, ms3, S, R)
+	tiertest.CheckShards(t, m3, ms3, S, R)
 	removed := map[string]bool{}
 	for _, m := range step.Remove {
 		removed[m.ID] = true
@@ -294,7 +268,7 @@ func TestTierStateDeployerShardsDefaultReplicasKept(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkMap(t, m, ms, 32, 2)
+		tiertest.CheckShards(t, m, ms, 32, 2)
 	}
 }
 

@@ -59,6 +59,15 @@ type VMSpec struct {
 	// 4 s in its boot menu first, so that its link-local address is out
 	// of duplicate address detection when HTTPv6 starts DHCPv6.
 	HTTPBoot int
+	// PXEBoot6 boots by OVMF's own PXE over IPv6 (PXEv6: DHCPv6, then
+	// TFTP over IPv6), set up as HTTPBoot (OVMF 4M, a copy of its
+	// variables, q35, no NIC ROM) but with IPv4 off in the firmware
+	// (IPv4Support=no: no PXEv4, no HTTPv4). OVMF has no knob for HTTP
+	// boot, so HTTPv6 stays after PXEv6 in the boot order: a test tells
+	// the paths apart by what went over TFTP. Unlike HTTPv6, PXEv6 needs
+	// no boot-menu wait: it waits out DAD of its link-local address itself
+	// (EDK2 retries its DHCPv6 start on EFI_NO_MAPPING).
+	PXEBoot6 bool
 	// FwCfg adds -fw_cfg arguments (e.g.
 	// "name=etc/edk2/https/cacerts,file=cacerts.esl").
 	FwCfg []string
@@ -126,7 +135,7 @@ func (l *Lab) NewVM(spec VMSpec) *VM {
 			}
 		}
 	}
-	if spec.HTTPBoot != 0 {
+	if spec.HTTPBoot != 0 || spec.PXEBoot6 {
 		CopyFile(l.T, OVMFVars4M, v.Disk+".vars")
 	}
 	for _, extra := range []struct {
@@ -210,7 +219,7 @@ func (v *VM) argv() []string {
 		argv = append(argv, "-device", s.ExtraNIC+",mac="+s.ExtraMAC+",romfile=")
 	}
 	nic := "virtio-net-pci,netdev=n0,mac=" + s.MAC
-	if s.NoROM || s.HTTPBoot != 0 {
+	if s.NoROM || s.HTTPBoot != 0 || s.PXEBoot6 {
 		nic += ",romfile="
 	}
 	argv = append(argv, "-device", nic)
@@ -221,6 +230,12 @@ func (v *VM) argv() []string {
 		argv = append(argv, "-fw_cfg", f)
 	}
 	switch {
+	case s.PXEBoot6:
+		argv = append(argv, "-machine", "q35",
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode4M,
+			"-drive", "if=pflash,format=raw,unit=1,file="+v.Disk+".vars",
+			"-fw_cfg", "name=opt/org.tianocore/IPv4Support,string=no",
+			"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no")
 	case s.HTTPBoot != 0:
 		other := "IPv6Support"
 		if s.HTTPBoot == 6 {

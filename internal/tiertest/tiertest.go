@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/ironrack/ironrack/internal/consuldev"
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/tiers/placement"
 )
 
 // Bind is the loopback address the tiers tests' Consul agents listen on.
@@ -85,4 +86,30 @@ func Owned(t testing.TB, s *inventory.Store, owner string) []*inventory.Machine 
 		t.Fatal(err)
 	}
 	return ms
+}
+
+// CheckShards checks a stored shard map against a tier's machines: S shards,
+// each with R replicas on R distinct racks, all on those machines.
+func CheckShards(t testing.TB, m placement.Map, tier []*inventory.Machine, S, R int) {
+	t.Helper()
+	rack := map[string]string{}
+	for _, x := range tier {
+		rack[x.ID] = x.Rack
+	}
+	if len(m.Shards) != S || m.Replicas != R {
+		t.Fatalf("map has %d shards × %d replicas, want %d × %d", len(m.Shards), m.Replicas, S, R)
+	}
+	for s, holders := range m.Shards {
+		racks := map[string]bool{}
+		for _, id := range holders {
+			r, ok := rack[id]
+			if !ok {
+				t.Fatalf("shard %d on %s, not a machine of the tier", s, id)
+			}
+			racks[r] = true
+		}
+		if len(holders) != R || len(racks) != R {
+			t.Fatalf("shard %d on %v: %d racks, want %d", s, holders, len(racks), R)
+		}
+	}
 }

@@ -2,9 +2,6 @@ package book
 
 import (
 	"context"
-	"crypto/sha256"
-	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/ironrack/ironrack/internal/sshdtest"
+	"github.com/ironrack/ironrack/internal/treehash"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/playbooks/fanout"
 	"github.com/ironrack/ironrack/playbooks/remote"
@@ -33,41 +31,6 @@ func dial(t *testing.T, s *sshdtest.Server, id string) *remote.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// treeHash lists every path under root with its type, mode, owner and
-// content hash (or link target).
-func treeHash(t *testing.T, root string) string {
-	t.Helper()
-	var b strings.Builder
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		fmt.Fprintf(&b, "%s %v", rel, fi.Mode())
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			l, _ := os.Readlink(p)
-			fmt.Fprintf(&b, " -> %s", l)
-		case fi.Mode().IsRegular():
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, " %x", sha256.Sum256(data))
-		}
-		b.WriteString("\n")
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
 }
 
 func statuses(rs []StepResult) []string {
@@ -146,11 +109,11 @@ steps:
 	}
 	checkNoChange := func(want []string) {
 		t.Helper()
-		before := treeHash(t, host)
+		before := treehash.Of(t, host)
 		if diff := cmp.Diff(want, apply(true)); diff != "" {
 			t.Errorf("check (-want +got):\n%s", diff)
 		}
-		if after := treeHash(t, host); after != before {
+		if after := treehash.Of(t, host); after != before {
 			t.Errorf("--check changed the host's tree:\nbefore:\n%s\nafter:\n%s", before, after)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ironrack/ironrack/internal/consuldev"
 	"github.com/ironrack/ironrack/internal/sshhosts"
+	"github.com/ironrack/ironrack/internal/treehash"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/playbooks/book"
 	"github.com/ironrack/ironrack/playbooks/fanout"
@@ -240,7 +241,7 @@ func TestDeployAcrossSixHosts(t *testing.T) {
 	allHosts := func() string {
 		var b strings.Builder
 		for _, id := range ids {
-			b.WriteString(treeHash(t, hostDir(id)))
+			b.WriteString(treehash.Of(t, hostDir(id)))
 		}
 		return b.String()
 	}

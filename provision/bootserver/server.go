@@ -3,6 +3,7 @@ package bootserver
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,7 +39,8 @@ type Config struct {
 	DHCP dhcp.Config
 	// DHCP6 configures DHCPv6 on the same interface (see dhcp.Config6) when
 	// its Address is set: stateful with RangeFirst..RangeLast, else
-	// stateless. The HTTP server then also listens on its address, scripts
+	// stateless. The HTTP and TFTP servers then also listen on its address
+	// (TFTPPort; UEFI PXE over IPv6 fetches tftp://[address]/ipxe.efi), scripts
 	// fetched over IPv6 point there, and the router advertisement carries
 	// its prefix with the M/O flags (see provision/ra). The boot server
 	// sets Interface, Boot, Enlister, Leases (stateful), Logger and
@@ -50,6 +52,15 @@ type Config struct {
 	IPv6Router bool
 	// HTTPPort is the boot HTTP server's port on Address. If 0, 8080.
 	HTTPPort int
+	// HTTPS, if set, serves the firmware's first fetch of a UEFI HTTP
+	// boot (the iPXE binaries under /ipxe/) over TLS with this
+	// certificate, on HTTPSPort of Address (and of DHCP6.Address), and
+	// UEFI HTTP boot clients get its https:// URL (DHCPv4 option 67,
+	// DHCPv6 option 59). What iPXE fetches next stays on HTTP (see
+	// httpboot.FirmwareServer). If nil, no TLS.
+	HTTPS *tls.Certificate
+	// HTTPSPort is the TLS server's port. If 0, 8443.
+	HTTPSPort int
 	// DataDir holds images/<name>/<version>/; the agent is
 	// images/agent/current/{vmlinuz,initrd.img}. Required.
 	DataDir string
@@ -79,8 +90,9 @@ type Config struct {
 	NoRA bool
 }
 
-// Part is one of a Server's servers with its name: "http", "tftp",
-// "dhcp", "dhcp6", "macs" (the MAC index replica) or "ra".
+// Part is one of a Server's servers with its name: "http", "https" (the
+// firmware's TLS fetch), "tftp", "dhcp", "tftp6" and "dhcp6" (with
+// DHCPv6), "macs" (the MAC index replica) or "ra".
 type Part struct {
 	Name string
 	// Serve serves until ctx is done and then returns nil. It opens its
@@ -98,8 +110,12 @@ type Server struct {
 	// BaseURL6 is its IPv6 base URL, e.g. http://[2001:db8::1]:8080, when
 	// DHCPv6 is configured; else empty.
 	BaseURL6 string
-	parts    []Part
-	log      *slog.Logger
+	// FirmwareURL is the TLS server's base URL for the firmware's first
+	// fetch, e.g. https://192.0.2.1:8443, when Config.HTTPS is set; else
+	// empty.
+	FirmwareURL string
+	parts       []Part
+	log         *slog.Logger
 }
 
 // New checks cfg and builds the protocol servers. It does no network I/O
@@ -129,6 +145,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TFTPPort == 0 {
 		cfg.TFTPPort = 69
 	}
+	if cfg.HTTPSPort == 0 {
+		cfg.HTTPSPort = 8443
+	}
+	if cfg.HTTPS != nil && cfg.HTTPSPort == cfg.HTTPPort {
+		return nil, fmt.Errorf("bootserver: HTTPS port %d is the HTTP port", cfg.HTTPSPort)
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
@@ -145,6 +167,22 @@ func New(cfg Config) (*Server, error) {
 	httpAddr := net.JoinHostPort(ip, strconv.Itoa(cfg.HTTPPort))
 	base := "http://" + httpAddr
 	inv := &Backend{Store: cfg.Store, DataDir: cfg.DataDir, BaseURL: base, Logger: log, HostCertLifetime: cfg.HostCertLifetime}
+	var fw *httpboot.FirmwareServer
+	var fwAddrs []string
+	var fwBase, fwBase6 string
+	if cfg.HTTPS != nil {
+		fwAddrs = []string{net.JoinHostPort(ip, strconv.Itoa(cfg.HTTPSPort))}
+		fwBase = "https://" + fwAddrs[0]
+		if cfg.DHCP6.Address.IsValid() {
+			fwAddrs = append(fwAddrs, net.JoinHostPort(cfg.DHCP6.Address.Addr().String(), strconv.Itoa(cfg.HTTPSPort)))
+			fwBase6 = "https://" + fwAddrs[1]
+		}
+		if fw, err = httpboot.NewFirmware(httpboot.FirmwareConfig{
+			Addrs: fwAddrs, Certificate: *cfg.HTTPS, IPXEDir: ipxeDir, Logger: log,
+		}); err != nil {
+			return nil, err
+		}
+	}
 	var d6 *dhcp.Server6
 	var httpAddr6, base6 string
 	if cfg.DHCP6.Address.IsValid() {
@@ -153,7 +191,7 @@ func New(cfg Config) (*Server, error) {
 		inv.BaseURL6 = base6
 		c6 := cfg.DHCP6
 		c6.Interface = ifname
-		c6.Boot = dhcp.BootNames{HTTPBase: base6}
+		c6.Boot = dhcp.BootNames{HTTPBase: base6, FirmwareBase: fwBase6}
 		c6.Enlister = inv
 		c6.Logger, c6.Registerer = log, cfg.Registry
 		if c6.RangeFirst.IsValid() || c6.RangeLast.IsValid() {
@@ -165,7 +203,7 @@ func New(cfg Config) (*Server, error) {
 	}
 
 	dcfg := cfg.DHCP
-	dcfg.Boot = dhcp.BootNames{HTTPBase: base}
+	dcfg.Boot = dhcp.BootNames{HTTPBase: base, FirmwareBase: fwBase}
 	dcfg.Enlister = inv
 	dcfg.Logger, dcfg.Registerer = log, cfg.Registry
 	if !dcfg.Proxy {
@@ -195,11 +233,22 @@ func New(cfg Config) (*Server, error) {
 		Interface: ifname,
 		Logger:    log,
 	})
-	s := &Server{Backend: inv, BaseURL: base, BaseURL6: base6, log: log}
+	s := &Server{Backend: inv, BaseURL: base, BaseURL6: base6, FirmwareURL: fwBase, log: log}
 	s.parts = []Part{{"http", h.Serve}, {"tftp", t.Serve}, {"dhcp", d.Serve}}
+	if fw != nil {
+		s.parts = append(s.parts, Part{"https", fw.Serve})
+	}
 	var ra6 ra.DHCP6
 	if d6 != nil {
-		s.parts = append(s.parts, Part{"dhcp6", d6.Serve})
+		// UEFI PXE over IPv6 gets tftp://[address6]/ipxe.efi: the same
+		// files, the same rules, on the IPv6 address.
+		t6 := tftp.New(tftp.Config{
+			Root:      ipxeDir,
+			Addr:      net.JoinHostPort(cfg.DHCP6.Address.Addr().String(), strconv.Itoa(cfg.TFTPPort)),
+			Interface: ifname,
+			Logger:    log,
+		})
+		s.parts = append(s.parts, Part{"tftp6", t6.Serve}, Part{"dhcp6", d6.Serve})
 		ra6 = ra.DHCP6{Prefix: cfg.DHCP6.Address.Masked(), Stateful: d6.Stateful()}
 		if cfg.IPv6Router {
 			ra6.RouterLifetime = 30 * time.Minute

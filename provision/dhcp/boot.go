@@ -87,6 +87,10 @@ type BootNames struct {
 	EFI string
 	// HTTPBase is the boot HTTP server's base URL, e.g. "http://192.0.2.1:8080".
 	HTTPBase string
+	// FirmwareBase is the base URL of a UEFI HTTP boot client's first
+	// fetch (the iPXE binary), e.g. "https://192.0.2.1:8443" when the
+	// firmware fetches it over HTTPS. If empty, HTTPBase.
+	FirmwareBase string
 }
 
 func (n BootNames) withDefaults() BootNames {
@@ -95,6 +99,9 @@ func (n BootNames) withDefaults() BootNames {
 	}
 	if n.EFI == "" {
 		n.EFI = "ipxe.efi"
+	}
+	if n.FirmwareBase == "" {
+		n.FirmwareBase = n.HTTPBase
 	}
 	return n
 }
@@ -110,7 +117,7 @@ const (
 // BootFor decides what f should boot, given the names in n:
 //
 //	iPXE already (77 "iPXE" or 175)       -> HTTP URL of its script
-//	UEFI HTTP boot (60 HTTPClient, 16)    -> HTTP URL of ipxe.efi, 60 echoed
+//	UEFI HTTP boot (60 HTTPClient, 16)    -> FirmwareBase URL of ipxe.efi, 60 echoed
 //	arch 0 (BIOS)                         -> undionly.kpxe over TFTP
 //	arch 7, 9 (x64 UEFI)                  -> ipxe.efi over TFTP
 //
@@ -125,7 +132,7 @@ func BootFor(f Firmware, mac string, n BootNames) (b Boot, ok bool) {
 		return Boot{File: n.HTTPBase + ScriptPath + "?mac=" + mac}, true
 	case f.HTTPClient:
 		if f.HasArch && f.Arch == iana.EFI_X86_64_HTTP {
-			return Boot{File: n.HTTPBase + IPXEPath + n.EFI, VendorClass: "HTTPClient"}, true
+			return Boot{File: n.FirmwareBase + IPXEPath + n.EFI, VendorClass: "HTTPClient"}, true
 		}
 		return Boot{}, false
 	case !f.HasArch:

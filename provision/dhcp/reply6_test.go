@@ -110,7 +110,9 @@ func vendorClass(data string) dhcpv6.Modifier {
 }
 
 // TestBootURL6 checks option 59 and option 16 per client: the decision is
-// BootFor's, the same as for DHCPv4.
+// BootFor's, the same as for DHCPv4. A UEFI PXE client (arch 7 or 9, no
+// "HTTPClient") gets ipxe.efi over TFTP on the IPv6 address and no option
+// 16 (see TestReply6UEFIPXE).
 func TestBootURL6(t *testing.T) {
 	names := dhcp.BootNames{HTTPBase: "http://[2001:db8::1]:8080"}
 	server := netip.MustParseAddr("2001:db8::1")
@@ -119,6 +121,7 @@ func TestBootURL6(t *testing.T) {
 		HTTPClient bool
 		OK         bool
 	}
+	pxe := want{"tftp://[2001:db8::1]/ipxe.efi", false, true}
 	tests := map[string]struct {
 		mods []dhcpv6.Modifier
 		want want
@@ -127,9 +130,24 @@ func TestBootURL6(t *testing.T) {
 		"EDK2 HTTP boot (arch 16, HTTPClient)": {
 			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_X86_64_HTTP), vendorClass("HTTPClient:Arch:00016:UNDI:003016")},
 			want{"http://[2001:db8::1]:8080/ipxe/ipxe.efi", true, true}},
-		"EDK2 PXEv6 (arch 7)": {
+		"EDK2 PXEv6 (arch 7, PXEClient)": {
 			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_X86_64), vendorClass("PXEClient:Arch:00007:UNDI:003016")},
-			want{"tftp://[2001:db8::1]/ipxe.efi", false, true}},
+			pxe},
+		"UEFI PXE arch 9 (EFI BC)": {
+			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_BC), vendorClass("PXEClient:Arch:00009:UNDI:003016")},
+			pxe},
+		"arch 7 without a vendor class": {
+			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_X86_64)},
+			pxe},
+		"PXEClient vendor class, arch only there": {
+			[]dhcpv6.Modifier{vendorClass("PXEClient:Arch:00007:UNDI:003016")},
+			pxe},
+		"BIOS arch 0 over DHCPv6": {
+			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.INTEL_X86PC), vendorClass("PXEClient:Arch:00000:UNDI:002001")},
+			want{"tftp://[2001:db8::1]/undionly.kpxe", false, true}},
+		"PXEClient of another arch": {
+			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_ARM64), vendorClass("PXEClient:Arch:00011")},
+			want{}},
 		"HTTPClient vendor class, arch only there": {
 			[]dhcpv6.Modifier{vendorClass("HTTPClient:Arch:00016:UNDI:003016")},
 			want{"http://[2001:db8::1]:8080/ipxe/ipxe.efi", true, true}},
@@ -138,6 +156,9 @@ func TestBootURL6(t *testing.T) {
 			want{}},
 		"iPXE (user class)": {
 			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_X86_64), dhcpv6.WithUserClass([]byte("iPXE"))},
+			want{"http://[2001:db8::1]:8080/boot.ipxe?mac=52:54:00:00:00:01", false, true}},
+		"iPXE with a PXEClient vendor class": {
+			[]dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_X86_64), vendorClass("PXEClient:Arch:00007:UNDI:003016"), dhcpv6.WithUserClass([]byte("iPXE"))},
 			want{"http://[2001:db8::1]:8080/boot.ipxe?mac=52:54:00:00:00:01", false, true}},
 	}
 	for name, tc := range tests {
@@ -149,6 +170,48 @@ func TestBootURL6(t *testing.T) {
 				t.Errorf("BootURL6 (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// TestReply6UEFIPXE walks EDK2's PXEv6 exchange as OVMF sends it (DUID-UUID,
+// arch 7, vendor class PXEClient, the MAC only in the EUI-64 link-local
+// source): the Advertise and the Reply carry an address and option 59
+// tftp://[server]/ipxe.efi, the lease is stored under the MAC and the
+// machine enlisted. They carry no option 16: EDK2 (UefiPxeBcDxe) takes an
+// offer with an address and "PXEClient" as a "DHCP BINL" offer, and then,
+// option 59 or not, asks ff02::1:2 port 4011 again for its boot file and
+// gives up ("PXE-E16: No valid offer received") when nothing answers there
+// (seen in TestUEFIPXEBootIPv6). Without option 16 the offer is "DHCP only
+// with a boot file URL", which it boots from directly.
+func TestReply6UEFIPXE(t *testing.T) {
+	store, enl := newMemStore(), &memEnlister{}
+	s := server6(t, store, enl, true)
+	pxe := []dhcpv6.Modifier{dhcpv6.WithArchType(iana.EFI_X86_64), vendorClass("PXEClient:Arch:00007:UNDI:003016"),
+		dhcpv6.WithRequestedOptions(dhcpv6.OptionBootfileURL, dhcpv6.OptionBootfileParam, dhcpv6.OptionVendorClass)}
+	check := func(what string, m *dhcpv6.Message, mt dhcpv6.MessageType) {
+		t.Helper()
+		if m == nil || m.MessageType != mt {
+			t.Fatalf("%s answered %v, want %s", what, m, mt)
+		}
+		if got := addrOf(m); got != "2001:db8::100" {
+			t.Errorf("%s: address %s", what, got)
+		}
+		if got := m.Options.BootFileURL(); got != "tftp://[2001:db8::1]/ipxe.efi" {
+			t.Errorf("%s: option 59 %q", what, got)
+		}
+		if vc := m.Options.VendorClasses(); len(vc) != 0 {
+			t.Errorf("%s: option 16 %v: EDK2 then asks port 4011 for its boot file", what, vc)
+		}
+	}
+	adv := reply6(t, s, msg6(t, dhcpv6.MessageTypeSolicit, uuidDUID, append(pxe, iana6(1, ""))...), eui64LL1)
+	check("Solicit", adv, dhcpv6.MessageTypeAdvertise)
+	req := msg6(t, dhcpv6.MessageTypeRequest, uuidDUID, append(pxe, dhcpv6.WithServerID(adv.Options.ServerID()), iana6(1, "2001:db8::100"))...)
+	check("Request", reply6(t, s, req, eui64LL1), dhcpv6.MessageTypeReply)
+	if l, ok := store.get(mac1.String()); !ok || l.IP.String() != "2001:db8::100" {
+		t.Errorf("stored lease %+v, %v", l, ok)
+	}
+	if d := cmp.Diff([]string{mac1.String()}, enl.list()); d != "" {
+		t.Errorf("enlisted (-want +got):\n%s", d)
 	}
 }
 

@@ -6,6 +6,8 @@
 // authenticated by a per-boot token (reports, deploy instructions),
 // cloud-init's NoCloud seed per deploy token, the deployed OS's one report
 // of its SSH host keys (per-deploy single-use token), /healthz and /metrics.
+// FirmwareServer serves only the iPXE binaries over TLS, for the firmware's
+// first fetch of a UEFI HTTPS boot.
 package httpboot
 
 import (
@@ -198,38 +200,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	if ln6 != nil {
 		lns = append(lns, ln6)
 	}
-	errc := make(chan error, len(lns))
 	for _, l := range lns {
-		go func() {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("httpboot: serve %s: %w", l.Addr(), err)
-				return
-			}
-			errc <- nil
-		}()
 		s.log.Info("httpboot: serving", "addr", l.Addr().String())
 	}
-	var first error
-	select {
-	case first = <-errc:
-		if first == nil {
-			first = errors.New("httpboot: a listener stopped")
-		}
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-	}
-	n := len(lns)
-	if first != nil {
-		n--
-	}
-	for range n {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return serveListeners(ctx, srv, lns, s.cfg.ShutdownTimeout)
 }

@@ -1,7 +1,10 @@
 // Package tftp owns ironrack's read-only TFTP server, which hands the iPXE
 // binaries (undionly.kpxe, ipxe.efi) to firmware that can only fetch by
 // TFTP. It serves files inside one root directory and nothing else: no
-// writes, no absolute paths, no "..", no symlink out of the root.
+// writes, no absolute paths, no "..", no symlink out of the root. One
+// Server listens on one address, IPv4 or IPv6 (UEFI PXE over IPv6 fetches
+// tftp://[addr]/file); the boot server runs one per address, over the same
+// root.
 package tftp
 
 import (
@@ -23,8 +26,9 @@ import (
 type Config struct {
 	// Root is the directory served. If empty, /usr/lib/ipxe (Debian's ipxe package).
 	Root string
-	// Addr is the UDP listen address. If empty, ":69". Ignored if Conn is
-	// set.
+	// Addr is the UDP listen address, IPv4 or IPv6 (e.g.
+	// "192.0.2.1:69", "[2001:db8::1]:69"). If empty, ":69". Ignored if
+	// Conn is set.
 	Addr string
 	// Interface, if set, binds the listening socket to that interface only
 	// (SO_BINDTODEVICE). Transfers then answer from the address the

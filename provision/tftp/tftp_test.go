@@ -17,9 +17,15 @@ import (
 	"github.com/ironrack/ironrack/provision/tftp"
 )
 
+// families are the address families every client test runs over: the
+// boot server listens on its IPv4 address and, with --address6, on its
+// IPv6 one, with the same root and rules.
+var families = map[string]string{"IPv4": "udp4", "IPv6": "udp6"}
+
 // start serves a root holding Debian's undionly.kpxe (or a stand-in under
-// -short), a symlink to /etc/passwd and one to a secret beside the root.
-func start(t *testing.T) (addr string, kpxe []byte) {
+// -short), a symlink to /etc/passwd and one to a secret beside the root,
+// on loopback of network ("udp4": 127.0.0.1, "udp6": ::1).
+func start(t *testing.T, network string) (addr string, kpxe []byte) {
 	t.Helper()
 	base := t.TempDir()
 	root := filepath.Join(base, "root")
@@ -40,7 +46,14 @@ func start(t *testing.T) (addr string, kpxe []byte) {
 
 	// The server serves a socket bound here: no port to reserve and race
 	// for, and it is receiving before Serve starts.
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	host := "127.0.0.1"
+	if network == "udp6" {
+		host = "::1"
+	}
+	pc, err := net.ListenPacket(network, net.JoinHostPort(host, "0"))
+	if err != nil && network == "udp6" {
+		t.Fatalf("no IPv6 loopback here (::1): %v", err)
+	}
 	must(t, err)
 	addr = pc.LocalAddr().String()
 
@@ -67,7 +80,11 @@ func hpa(t *testing.T, addr, file string) ([]byte, string) {
 	out := filepath.Join(t.TempDir(), "got")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "tftp", "-4", "-m", "binary", host, port, "-c", "get", file, out)
+	family := "-4"
+	if strings.Contains(host, ":") {
+		family = "-6"
+	}
+	cmd := exec.CommandContext(ctx, "tftp", family, "-m", "binary", host, port, "-c", "get", file, out)
 	msg, _ := cmd.CombinedOutput()
 	got, err := os.ReadFile(out)
 	if err != nil || len(got) == 0 {
@@ -80,10 +97,14 @@ func TestRealClientGetsFile(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs tftp-hpa; skipped under -short")
 	}
-	addr, kpxe := start(t)
-	got, msg := hpa(t, addr, "undionly.kpxe")
-	if !bytes.Equal(got, kpxe) {
-		t.Fatalf("tftp-hpa got %d bytes, want %d: %s", len(got), len(kpxe), msg)
+	for name, network := range families {
+		t.Run(name, func(t *testing.T) {
+			addr, kpxe := start(t, network)
+			got, msg := hpa(t, addr, "undionly.kpxe")
+			if !bytes.Equal(got, kpxe) {
+				t.Fatalf("tftp-hpa got %d bytes, want %d: %s", len(got), len(kpxe), msg)
+			}
+		})
 	}
 }
 
@@ -91,22 +112,32 @@ func TestRealClientRefusedEscapes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs tftp-hpa; skipped under -short")
 	}
-	addr, _ := start(t)
-	for _, p := range []string{"../secret", "../../etc/passwd", "/etc/passwd", "passwd", "secret", "sub/../../secret", "sub", "nonexistent", "..\\secret"} {
-		got, msg := hpa(t, addr, p)
-		if got != nil {
-			t.Errorf("%s: served %d bytes (%q): %s", p, len(got), got[:min(len(got), 20)], msg)
-		}
-		// The refusal must come from the server, not from a client-side failure.
-		if !strings.Contains(msg, "Error code") {
-			t.Errorf("%s: no TFTP error from the server: %q", p, msg)
-		}
-		t.Logf("%s: %s", p, strings.TrimSpace(msg))
+	for name, network := range families {
+		t.Run(name, func(t *testing.T) {
+			addr, _ := start(t, network)
+			for _, p := range []string{"../secret", "../../etc/passwd", "/etc/passwd", "passwd", "secret", "sub/../../secret", "sub", "nonexistent", "..\\secret"} {
+				got, msg := hpa(t, addr, p)
+				if got != nil {
+					t.Errorf("%s: served %d bytes (%q): %s", p, len(got), got[:min(len(got), 20)], msg)
+				}
+				// The refusal must come from the server, not from a client-side failure.
+				if !strings.Contains(msg, "Error code") {
+					t.Errorf("%s: no TFTP error from the server: %q", p, msg)
+				}
+				t.Logf("%s: %s", p, strings.TrimSpace(msg))
+			}
+		})
 	}
 }
 
 func TestTsizeAndWriteRefused(t *testing.T) {
-	addr, kpxe := start(t)
+	for name, network := range families {
+		t.Run(name, func(t *testing.T) { tsizeAndWriteRefused(t, network) })
+	}
+}
+
+func tsizeAndWriteRefused(t *testing.T, network string) {
+	addr, kpxe := start(t, network)
 	c, err := pintftp.NewClient(addr)
 	must(t, err)
 	c.SetTimeout(time.Second)

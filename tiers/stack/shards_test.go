@@ -13,32 +13,6 @@ import (
 	"github.com/ironrack/ironrack/tiers/stack"
 )
 
-// checkShards checks a stored map against the storage tier's machines:
-// every shard has R replicas on R distinct racks, on those machines only.
-func checkShards(t *testing.T, m placement.Map, ms []*inventory.Machine, S, R int) {
-	t.Helper()
-	rack := map[string]string{}
-	for _, x := range ms {
-		rack[x.ID] = x.Rack
-	}
-	if len(m.Shards) != S || m.Replicas != R {
-		t.Fatalf("map is %d shards × %d, want %d × %d", len(m.Shards), m.Replicas, S, R)
-	}
-	for s, holders := range m.Shards {
-		racks := map[string]bool{}
-		for _, id := range holders {
-			r, ok := rack[id]
-			if !ok {
-				t.Fatalf("shard %d on %s, not a storage machine", s, id)
-			}
-			racks[r] = true
-		}
-		if len(holders) != R || len(racks) != R {
-			t.Fatalf("shard %d on %v (%d racks)", s, holders, len(racks))
-		}
-	}
-}
-
 func TestEngineStateDeployerStorageShards(t *testing.T) {
 	env := tiertest.Start(t)
 	tiertest.SeedReady(t, env.Store, 24, 3)
@@ -61,7 +35,7 @@ func TestEngineStateDeployerStorageShards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkShards(t, old, storage(), S, R)
+	tiertest.CheckShards(t, old, storage(), S, R)
 
 	// 3 → 4: the preview's shardMoves are placement.Moves(old, new) for
 	// the previewed machines, within the bound; nothing is written.
@@ -102,7 +76,7 @@ func TestEngineStateDeployerStorageShards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkShards(t, m4, storage(), S, R)
+	tiertest.CheckShards(t, m4, storage(), S, R)
 	if diff := cmp.Diff(want, m4); diff != "" {
 		t.Errorf("stored map is not the previewed one (-preview +stored):\n%s", diff)
 	}
@@ -121,7 +95,7 @@ func TestEngineStateDeployerStorageShards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkShards(t, m3, storage(), S, R)
+	tiertest.CheckShards(t, m3, storage(), S, R)
 	if n := m3.Load()[down.Remove[0]]; n != 0 {
 		t.Errorf("removed %s still holds %d replicas", down.Remove[0], n)
 	}

@@ -118,8 +118,9 @@ func releaseCommand(e *env) *cli.Command {
 			"or wipe failed) is set to network boot and powered on (cycled with --allow-reboot when\n" +
 			"it is on); the agent erases every disk at the --erase level (quick: the first and last\n" +
 			"MiB, where partition tables and file system signatures live; zero: every byte, with\n" +
-			"progress; secure: the drive's own erase, NVMe format with user data erase, refusing\n" +
-			"each disk that cannot), reports, and powers off; the machine is then ready. A machine\n" +
+			"progress; secure: the drive's own erase, NVMe format with user data erase or ATA\n" +
+			"security erase, refusing each disk that cannot, frozen ATA drives included), reports,\n" +
+			"and powers off; the machine is then ready. A machine\n" +
 			"cannot be claimed while it is releasing; a refused or failed erase leaves it\n" +
 			"failed_releasing, to be released again.",
 		Flags: append(workflowFlags(20*time.Minute),

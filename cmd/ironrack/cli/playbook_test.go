@@ -2,14 +2,13 @@ package cli
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
-	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ironrack/ironrack/internal/treehash"
 )
 
 // srvHash is every path under each host's private /srv with mode and
@@ -18,29 +17,7 @@ func srvHash(t *testing.T, fx *runFixture) string {
 	t.Helper()
 	var b strings.Builder
 	for _, h := range fx.hosts.Hosts {
-		root := filepath.Join(h.Dir, "srv")
-		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			fi, err := os.Lstat(p)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, "%s %s %v", h.Name, strings.TrimPrefix(p, root), fi.Mode())
-			if fi.Mode().IsRegular() {
-				data, err := os.ReadFile(p)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(&b, " %x", sha256.Sum256(data))
-			}
-			b.WriteString("\n")
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		b.WriteString(h.Name + "\n" + treehash.Of(t, filepath.Join(h.Dir, "srv")))
 	}
 	return b.String()
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision/bootserver"
+	"github.com/ironrack/ironrack/provision/httpboot"
 )
 
 // serveCommand is `ironrack serve`: the network boot server of one interface.
@@ -30,7 +32,8 @@ func serveCommand(e *env) *cli.Command {
 		Usage: "run the network boot server (DHCP or proxyDHCP, TFTP, iPXE over HTTP, IPv6 RA) on one interface",
 		UsageText: "ironrack serve --interface IF --address IP/PREFIX (--dhcp-range FIRST-LAST | --proxy-dhcp)\n" +
 			"   [--router IP] [--dns IP,...] [--lease-time 1h] [--http-port 8080] [--data-dir DIR]\n" +
-			"   [--address6 IP6/PREFIX [--dhcp6-range FIRST-LAST] [--dns6 IP6,...] [--ipv6-router]] [--pprof 127.0.0.1:PORT]",
+			"   [--address6 IP6/PREFIX [--dhcp6-range FIRST-LAST] [--dns6 IP6,...] [--ipv6-router]]\n" +
+			"   [--https-cert FILE --https-key FILE [--https-port 8443]] [--pprof 127.0.0.1:PORT]",
 		Description: "Every machine that network-boots on --interface gets the iPXE script its lifecycle state asks for\n" +
 			"(see docs/boot-server.md). Leases, enlisted machines, facts and boots go to the inventory in Consul\n" +
 			"(--consul). DHCP, TFTP and RA bind --interface only; HTTP listens on --address only (and --address6).\n" +
@@ -43,11 +46,14 @@ func serveCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "router", Usage: "default gateway handed to clients (option 3)"},
 			&cli.StringFlag{Name: "dns", Usage: "DNS servers handed to clients, comma-separated (option 6)"},
 			&cli.DurationFlag{Name: "lease-time", Value: time.Hour, Usage: "DHCP lease time"},
-			&cli.StringFlag{Name: "address6", Usage: "DHCPv6 on: this server's IPv6 address on --interface with prefix, e.g. 2001:db8::1/64 (HTTP listens there too)"},
+			&cli.StringFlag{Name: "address6", Usage: "DHCPv6 on: this server's IPv6 address on --interface with prefix, e.g. 2001:db8::1/64 (HTTP and TFTP listen there too)"},
 			&cli.StringFlag{Name: "dhcp6-range", Usage: "stateful DHCPv6: the range FIRST-LAST inside --address6's prefix (without it, stateless: SLAAC)"},
 			&cli.BoolFlag{Name: "ipv6-router", Usage: "advertise this host as the IPv6 default router (it does not forward)"},
 			&cli.StringFlag{Name: "dns6", Usage: "IPv6 DNS servers handed to DHCPv6 clients, comma-separated (option 23)"},
 			&cli.IntFlag{Name: "http-port", Value: 8080, Usage: "port of the boot HTTP server on --address"},
+			&cli.StringFlag{Name: "https-cert", Usage: "UEFI HTTPS boot: the TLS certificate (PEM, leaf first) the firmware's fetch of ipxe.efi is served with; UEFI HTTP boot clients then get an https:// URL"},
+			&cli.StringFlag{Name: "https-key", Usage: "the private key (PEM) of --https-cert"},
+			&cli.IntFlag{Name: "https-port", Value: 8443, Usage: "port of the TLS server for the firmware's fetch, on --address (and --address6)"},
 			&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "boot artifacts: images/<name>/<version>/, the agent in images/agent/current/"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go's profiler (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (off by default; loopback only)"},
 			&cli.StringFlag{Name: "cert-lifetime", Value: "365d", Usage: "lifetime of the host certificates signed when deployed machines report their host keys (with an SSH CA and the key file; Nd or a Go duration)"},
@@ -63,6 +69,13 @@ func serveCommand(e *env) *cli.Command {
 			pprofAddr, err := loopbackAddr("pprof", c.String("pprof"))
 			if err != nil {
 				return err
+			}
+			if cfg.HTTPS != nil && cfg.HTTPS.Leaf.PublicKeyAlgorithm != x509.RSA {
+				// What OVMF 2022.11 offers (docs/boot-server.md, HTTPS
+				// boot): RSA signatures only, no elliptic curves. Other
+				// firmware may do better, so this only warns.
+				e.log.Warn("serve: --https-cert has a "+cfg.HTTPS.Leaf.PublicKeyAlgorithm.String()+" key; EDK2 firmware such as OVMF 2022.11 accepts RSA server keys only",
+					"file", c.String("https-cert"))
 			}
 			if _, err := net.InterfaceByName(cfg.DHCP.Interface); err != nil {
 				return fmt.Errorf("--interface %s: %w", cfg.DHCP.Interface, err)
@@ -103,7 +116,7 @@ func serveCommand(e *env) *cli.Command {
 				debug.SetGCPercent(serveGCPercent)
 			}
 			e.log.Info("serve: starting", "interface", cfg.DHCP.Interface, "address", cfg.DHCP.Address, "proxy", cfg.DHCP.Proxy, "http", b.BaseURL,
-				"address6", cfg.DHCP6.Address, "http6", b.BaseURL6)
+				"address6", cfg.DHCP6.Address, "http6", b.BaseURL6, "https_firmware", b.FirmwareURL)
 			if pprofAddr == "" {
 				return b.Serve(c.Context)
 			}
@@ -213,6 +226,9 @@ func serveConfig(c *cli.Context) (bootserver.Config, error) {
 		return cfg, fmt.Errorf("--http-port %d: want 1 to 65535", port)
 	}
 	cfg.HTTPPort = port
+	if err := serveConfigHTTPS(c, &cfg); err != nil {
+		return cfg, err
+	}
 	dd := c.String("data-dir")
 	if dd == "" {
 		return cfg, errors.New("--data-dir is empty: give the directory holding images/ (default ~/.ironrack/boot)")
@@ -320,6 +336,48 @@ func servePprof(ctx context.Context, ln net.Listener) error {
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("pprof: %w", err)
 	}
+	return nil
+}
+
+// serveConfigHTTPS reads --https-cert, --https-key and --https-port: the
+// certificate is loaded (and a bad file refused, named) before anything
+// starts.
+func serveConfigHTTPS(c *cli.Context, cfg *bootserver.Config) error {
+	cert, key := c.String("https-cert"), c.String("https-key")
+	switch {
+	case cert == "" && key == "":
+		if c.IsSet("https-port") {
+			return errors.New("--https-port needs --https-cert and --https-key")
+		}
+		return nil
+	case cert == "":
+		return errors.New("--https-key needs --https-cert (the certificate it belongs to)")
+	case key == "":
+		return errors.New("--https-cert needs --https-key (its private key, PEM)")
+	}
+	port := c.Int("https-port")
+	if port < 1 || port > 65535 {
+		return fmt.Errorf("--https-port %d: want 1 to 65535", port)
+	}
+	if port == cfg.HTTPPort {
+		return fmt.Errorf("--https-port %d is --http-port too; give them different ports", port)
+	}
+	pair, err := httpboot.LoadCertificate(cert, key, time.Now())
+	if err != nil {
+		return fmt.Errorf("--https-cert/--https-key: %w", err)
+	}
+	// EDK2 checks the URL's host (an IP address here) against the
+	// certificate's SANs.
+	hosts := []string{cfg.DHCP.Address.Addr().String()}
+	if cfg.DHCP6.Address.IsValid() {
+		hosts = append(hosts, cfg.DHCP6.Address.Addr().String())
+	}
+	for _, h := range hosts {
+		if err := pair.Leaf.VerifyHostname(h); err != nil {
+			return fmt.Errorf("--https-cert %s: the firmware fetches https://%s/… and checks that address against the certificate: %v (add it as an IP SAN)", cert, h, err)
+		}
+	}
+	cfg.HTTPS, cfg.HTTPSPort = &pair, port
 	return nil
 }
 

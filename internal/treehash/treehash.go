@@ -1,4 +1,9 @@
-package builtin
+// Package treehash describes a directory tree in one comparable string, so a
+// test can prove that something left a host's files untouched (a --check run)
+// or changed exactly what it meant to.
+//
+// Test harness only: production code never imports it.
+package treehash
 
 import (
 	"crypto/sha256"
@@ -10,9 +15,10 @@ import (
 	"testing"
 )
 
-// treeHash lists every path under root with its mode and content hash (or
-// link target).
-func treeHash(t *testing.T, root string) string {
+// Of lists every path under root, in lexical order, with its mode and its
+// content's SHA-256 (regular files) or its target (symbolic links), one
+// line each. A walk error fails the test.
+func Of(t testing.TB, root string) string {
 	t.Helper()
 	var b strings.Builder
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -27,7 +33,10 @@ func treeHash(t *testing.T, root string) string {
 		fmt.Fprintf(&b, "%s %v", rel, fi.Mode())
 		switch {
 		case fi.Mode()&fs.ModeSymlink != 0:
-			l, _ := os.Readlink(p)
+			l, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
 			fmt.Fprintf(&b, " -> %s", l)
 		case fi.Mode().IsRegular():
 			data, err := os.ReadFile(p)
@@ -40,7 +49,7 @@ func treeHash(t *testing.T, root string) string {
 		return nil
 	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("treehash %s: %v", root, err)
 	}
 	return b.String()
 }
