@@ -28,6 +28,14 @@ type Lease struct {
 	// the MAC index again. A machine that gains the MAC in between has its
 	// ip recorded at the lease's next renewal.
 	NoMachine bool `json:"-"`
+	// Unclaimed is a hint, never stored: the caller's index held no lease
+	// of IP when it chose it (a fresh address). StoreLeases then claims
+	// the address key with a create-only CAS without reading it first
+	// (when the batch needs no other read, one transaction instead of
+	// two); if the key exists after all (another boot server took the
+	// address, or a stale claim), the write fails as a whole and the batch
+	// is stored again the usual way, reading every key.
+	Unclaimed bool `json:"-"`
 }
 
 func (s *Store) leaseKey(mac string) string { return s.key("leases", mac) }

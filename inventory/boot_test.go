@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +129,57 @@ func TestLeases6(t *testing.T) {
 		if m, _ := s.Find(ctx, serial); m.IP != want {
 			t.Errorf("%s ip = %q, want %q", serial, m.IP, want)
 		}
+	}
+}
+
+// TestStoreLeasesUnclaimed checks the Unclaimed hint (a fresh address, no
+// machine): such leases are stored without reading their address keys
+// first, and a wrong hint (the key exists: another MAC's live lease, or
+// the same MAC's own) sends the batch through the usual read, so the hint
+// never lets an address be taken twice.
+func TestStoreLeasesUnclaimed(t *testing.T) {
+	s, _ := testStore(t)
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	fresh := func(mac, ip string) Lease {
+		return Lease{MAC: mac, IP: ip, Expires: exp, NoMachine: true, Unclaimed: true}
+	}
+	if errs := s.StoreLeases6(ctx, []Lease{fresh("02:00:00:00:00:01", "2001:db8::1"), fresh("02:00:00:00:00:02", "2001:db8::2")}); errs[0] != nil || errs[1] != nil {
+		t.Fatalf("fresh addresses: %v", errs)
+	}
+	// In one batch: a fresh address, one another MAC holds (live), and a
+	// renewal hinted as fresh.
+	errs := s.StoreLeases6(ctx, []Lease{
+		fresh("02:00:00:00:00:03", "2001:db8::3"),
+		fresh("02:00:00:00:00:04", "2001:db8::1"),
+		fresh("02:00:00:00:00:02", "2001:db8::2"),
+	})
+	if errs[0] != nil || !errors.Is(errs[1], ErrAddressInUse) || errs[2] != nil {
+		t.Errorf("wrong hints: %v; want nil, ErrAddressInUse, nil", errs)
+	}
+	ls, err := s.Leases6(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, l := range ls {
+		got[l.MAC] = l.IP
+	}
+	want := map[string]string{"02:00:00:00:00:01": "2001:db8::1", "02:00:00:00:00:02": "2001:db8::2", "02:00:00:00:00:03": "2001:db8::3"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("leases6 = %v, want %v", got, want)
+	}
+	for ip, mac := range map[string]string{"2001:db8::1": "02:00:00:00:00:01", "2001:db8::3": "02:00:00:00:00:03"} {
+		kv, _, err := s.c.KV().Get(s.addrKey(ip), nil)
+		if err != nil || kv == nil || string(kv.Value) != mac {
+			t.Errorf("address key of %s = %v, %v; want %s", ip, kv, err, mac)
+		}
+	}
+	// DHCPv4 leases take the same path.
+	if errs := s.StoreLeases(ctx, []Lease{fresh("02:00:00:00:00:05", "10.0.0.5")}); errs[0] != nil {
+		t.Errorf("fresh v4 address: %v", errs[0])
+	}
+	if errs := s.StoreLeases(ctx, []Lease{fresh("02:00:00:00:00:06", "10.0.0.5")}); !errors.Is(errs[0], ErrAddressInUse) {
+		t.Errorf("v4 address held by another MAC, hinted fresh: %v; want ErrAddressInUse", errs[0])
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,7 +21,8 @@ const MaxLeaseBatch = 64
 
 // StoreLeases stores several leases durably, as StoreLease does for one,
 // but in as few Consul round trips as it can: one read-only transaction
-// finds which MACs belong to machines, one transaction writes every lease
+// finds which MACs belong to machines (none when every lease is NoMachine
+// and Unclaimed: see Lease), one transaction writes every lease
 // whose machine needs no change, and a machine whose ip changes is updated
 // (lease and ip together) in its own transaction, as StoreLease does. The
 // boot server uses it to group-commit the leases of concurrent requests.
@@ -78,25 +80,34 @@ func (s *Store) storeLeases(ctx context.Context, ls []Lease, v6 bool) (errs []er
 		}
 	}
 	owner := map[int]string{}
-	// The addresses' holders, in the same read.
-	for _, i := range readIdx {
-		reads = append(reads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.addrKey(ls[i].IP)}})
-	}
 	holder := map[int]addrHolder{}
-	resp, err := s.txn(ctx, reads)
-	if err != nil {
-		fail(readIdx, fmt.Errorf("store leases: read MAC index: %w", err))
-		return errs
+	// Every lease needs no MAC index read and claims a fresh address: no
+	// read at all, each claim a create-only CAS (index 0, as for an absent
+	// key). A conflict stores the batch again with the read (below).
+	blind := len(asked) == 0
+	for _, i := range readIdx {
+		blind = blind && ls[i].Unclaimed
 	}
-	for j, r := range resp.Results {
-		switch {
-		case j < len(asked):
-			if r.KV != nil && len(r.KV.Value) > 0 {
-				owner[asked[j]] = string(r.KV.Value)
-			}
-		case j-len(asked) < len(readIdx):
-			if r.KV != nil && r.KV.ModifyIndex != 0 {
-				holder[readIdx[j-len(asked)]] = addrHolder{mac: string(r.KV.Value), index: r.KV.ModifyIndex}
+	if !blind {
+		// The addresses' holders, in the same read.
+		for _, i := range readIdx {
+			reads = append(reads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.addrKey(ls[i].IP)}})
+		}
+		resp, err := s.txn(ctx, reads)
+		if err != nil {
+			fail(readIdx, fmt.Errorf("store leases: read MAC index: %w", err))
+			return errs
+		}
+		for j, r := range resp.Results {
+			switch {
+			case j < len(asked):
+				if r.KV != nil && len(r.KV.Value) > 0 {
+					owner[asked[j]] = string(r.KV.Value)
+				}
+			case j-len(asked) < len(readIdx):
+				if r.KV != nil && r.KV.ModifyIndex != 0 {
+					holder[readIdx[j-len(asked)]] = addrHolder{mac: string(r.KV.Value), index: r.KV.ModifyIndex}
+				}
 			}
 		}
 	}
@@ -171,6 +182,15 @@ func (s *Store) storeLeases(ctx context.Context, ls []Lease, v6 bool) (errs []er
 	}
 	if len(writes) > 0 {
 		err := s.writeTxn(ctx, writes)
+		if errors.Is(err, ErrConflict) && blind {
+			// An address key existed after all: the batch again, reading
+			// the keys (nothing of this attempt was written).
+			again := slices.Clone(ls)
+			for i := range again {
+				again[i].Unclaimed = false
+			}
+			return s.storeLeases(ctx, again, v6)
+		}
 		if errors.Is(err, ErrConflict) {
 			// An address key moved since the read (another boot server):
 			// each lease alone, so only the loser fails.

@@ -7,6 +7,16 @@
 #   RATES="2000 4000" PERIOD=5 bench/dhcp/run.sh
 #   FAMILY=6 bench/dhcp/run.sh             # DHCPv6 SARR/s: kea-dhcp6 vs serve --address6
 #   CONSUL=cluster RATES="2000 3000 4000" OVER=1.3 bench/dhcp/run.sh
+#   PROFILE=/tmp/prof FAMILY=6 RATES=2000 bench/dhcp/run.sh   # CPU profiles
+#
+# PROFILE=DIR: ironrack runs with --pprof 127.0.0.1:6060 (in the server
+# namespace), and each ironrack step saves a CPU profile of its middle
+# PERIOD-2 seconds as DIR/cpu-v<FAMILY>-<rate>.pprof, beside the binary
+# (DIR/ironrack): go tool pprof -top DIR/ironrack DIR/cpu-v6-2000.pprof
+#
+# Kea runs with the 4 MiB socket receive buffer ironrack asks for
+# (bench/dhcp/rcvbuf.c, built with cc, LD_PRELOAD); RCVBUF_SHIM=0 runs it
+# as installed (the kernel's default buffer, about 208 KiB).
 #
 # Topology: namespace irb-dhcp-s-<pid> holds v0 (198.18.0.1/15, RFC 2544
 # benchmark range) and the server; namespace irb-dhcp-c-<pid> holds c0
@@ -63,6 +73,21 @@ CONSUL_BIN=${IRONRACK_CONSUL_BIN:-${IRONRACK_TOOLS:-$HOME/.cache/ironrack/tools}
 [[ -x "$CONSUL_BIN" ]] || { echo "needs $CONSUL_BIN (scripts/setup)" >&2; exit 1; }
 
 go build -o "$WORK/ironrack" ./cmd/ironrack
+# Kea gets the 4 MiB socket receive buffer ironrack asks for (bench/dhcp/rcvbuf.c,
+# LD_PRELOAD): with the kernel's default, Kea's socket overflowed whenever
+# other work took its core. RCVBUF_SHIM=0 runs Kea as installed.
+KEA_ENV=()
+if [[ "${RCVBUF_SHIM:-1}" == 1 ]]; then
+  command -v cc >/dev/null || { echo "needs cc to build bench/dhcp/rcvbuf.c (apt-get install gcc), or RCVBUF_SHIM=0" >&2; exit 1; }
+  cc -shared -fPIC -O2 -o "$WORK/rcvbuf.so" bench/dhcp/rcvbuf.c -ldl
+  KEA_ENV=(LD_PRELOAD="$WORK/rcvbuf.so")
+fi
+PROFILE=${PROFILE:-}
+PPROF_ARGS=()
+if [[ -n "$PROFILE" ]]; then
+  mkdir -p "$PROFILE"; cp "$WORK/ironrack" "$PROFILE/ironrack"
+  PPROF_ARGS=(--pprof 127.0.0.1:6060)
+fi
 
 ip netns add "$SRV"; ip netns add "$CLI"
 for ns in "$SRV" "$CLI"; do ip netns exec "$ns" sysctl -q -w net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0; done
@@ -80,7 +105,7 @@ start_kea() {
   local tmpl=bench/dhcp/kea.json.tmpl; [[ "$FAMILY" == 6 ]] && tmpl=bench/dhcp/kea6.json.tmpl
   sed -e "s#@LEASES@#$WORK/kea/leases.csv#" -e "s#@LOG@#$WORK/kea/kea.log#" "$tmpl" >"$WORK/kea/kea.json"
   KEA_PIDFILE_DIR="$WORK/kea" KEA_LOCKFILE_DIR="$WORK/kea" \
-    ip netns exec "$SRV" taskset -c 0 "$KEA" -c "$WORK/kea/kea.json" >"$WORK/kea/out.log" 2>&1 &
+    ip netns exec "$SRV" env "${KEA_ENV[@]}" taskset -c 0 "$KEA" -c "$WORK/kea/kea.json" >"$WORK/kea/out.log" 2>&1 &
   SERVER_PIDS=($!); PIDS+=($!)
   sleep 2
 }
@@ -116,7 +141,7 @@ start_ironrack() {
     sleep 0.2
   done
   ip netns exec "$SRV" taskset -c 0 "$WORK/ironrack" --consul 127.0.0.1:8500 --log-level error serve \
-    --interface v0 --address 198.18.0.1/15 --dhcp-range 198.18.1.0-198.19.255.254 --data-dir "$WORK/data" "${V6ARGS[@]}" \
+    --interface v0 --address 198.18.0.1/15 --dhcp-range 198.18.1.0-198.19.255.254 --data-dir "$WORK/data" "${V6ARGS[@]}" "${PPROF_ARGS[@]}" \
     >"$d/ironrack.log" 2>&1 &
   local ipid=$!; PIDS+=($ipid)
   SERVER_PIDS=($ipid $cpid "${spids[@]}")
@@ -127,24 +152,59 @@ start_ironrack() {
   sleep 1
 }
 
-# step SERVER RATE: prints "SERVER RATE achieved do_drop% ra_drop%"
+# cpu_ticks PID...: the CPU time (user + system, clock ticks) the processes used so far.
+cpu_ticks() {
+  local t=0 p f
+  for p in "$@"; do
+    [[ -r /proc/$p/stat ]] || continue
+    f=$(sed 's/^.*) //' "/proc/$p/stat")   # fields from the 3rd on: utime, stime are the 12th and 13th here
+    t=$((t + $(awk '{print $12 + $13}' <<<"$f")))
+  done
+  echo "$t"
+}
+
+# rcvbuf_errors: the server namespace's UDP receive-buffer overflows so far.
+rcvbuf_errors() {
+  ip netns exec "$SRV" nstat -az UdpRcvbufErrors Udp6RcvbufErrors 2>/dev/null | awk '/RcvbufErrors/ {n += $2} END {print n + 0}'
+}
+
+# step SERVER RATE: prints "SERVER RATE achieved do_drop% ra_drop% cpu_ms_per_1000 rcvbuf_drops"
+# where cpu_ms_per_1000 is the server side's CPU time (Kea; or ironrack and
+# its Consul servers) during the perfdhcp run, per 1,000 completed
+# exchanges: what each exchange costs, whatever share of the core the host
+# left it; and rcvbuf_drops the requests the kernel dropped because the
+# server's socket receive buffer was full (ironrack asks for 4 MiB, see
+# provision/dhcp; Kea gets the same through bench/dhcp/rcvbuf.c unless
+# RCVBUF_SHIM=0, else it keeps the kernel's default, about 208 KiB).
 step() {
   local server=$1 rate=$2 out
   "start_$server"
+  local prof=
+  if [[ -n "$PROFILE" && "$server" == ironrack ]]; then
+    (sleep 1; ip netns exec "$SRV" curl -sf -o "$PROFILE/cpu-v$FAMILY-$rate.pprof" \
+      "http://127.0.0.1:6060/debug/pprof/profile?seconds=$((PERIOD > 3 ? PERIOD - 2 : 1))" || true) &
+    prof=$!
+  fi
+  local t0 r0; t0=$(cpu_ticks "${SERVER_PIDS[@]}"); r0=$(rcvbuf_errors)
   out=$(ip netns exec "$CLI" taskset -c 1 perfdhcp -"$FAMILY" -l c0 -r "$rate" -p "$PERIOD" -R "$CLIENTS" 2>&1 || true)
+  local t1 r1; t1=$(cpu_ticks "${SERVER_PIDS[@]}"); r1=$(rcvbuf_errors)
+  [[ -n "$prof" ]] && wait "$prof"
   for p in "${SERVER_PIDS[@]}"; do stop_pid "$p"; done
   local achieved drops
   achieved=$(awk '/^Rate:/ {print $2; exit}' <<<"$out")
   drops=$(awk '/^drops ratio:/ {printf "%s ", $3}' <<<"$out")
-  echo "$server $rate ${achieved:-0} $drops"
+  local cpu
+  cpu=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v a="${achieved:-0}" -v p="$PERIOD" \
+    'BEGIN { if (a > 0) printf "%.0f", 1e6 * t / hz / (a * p); else print "-" }')
+  echo "$server $rate ${achieved:-0} $drops$cpu $((r1 - r0))"
 }
 
-echo "# server offered_rate achieved_exchanges/s first_drop% second_drop%   (DHCPv$FAMILY PERIOD=${PERIOD}s CLIENTS=$CLIENTS CONSUL=$CONSUL; $(cut -d' ' -f1-3 /proc/loadavg) load before)"
+echo "# server offered_rate achieved_exchanges/s first_drop% second_drop% cpu_ms_per_1000 rcvbuf_drops   (DHCPv$FAMILY PERIOD=${PERIOD}s CLIENTS=$CLIENTS CONSUL=$CONSUL; $(cut -d' ' -f1-3 /proc/loadavg) load before)"
 declare -A best
 for rate in $RATES; do
   for server in kea ironrack; do
     line=$(step "$server" "$rate"); echo "$line"
-    read -r s r a d1 d2 <<<"$line"
+    read -r s r a d1 d2 _ <<<"$line"
     if awk -v a="${d1%\%}" -v b="${d2%\%}" 'BEGIN {exit !(a+0 < 1 && b+0 < 1)}'; then
       if awk -v x="$a" -v y="${best[$s]:-0}" 'BEGIN {exit !(x > y)}'; then best[$s]=$a; fi
     fi
@@ -161,7 +221,7 @@ if awk -v o="$OVER" 'BEGIN {exit !(o > 0)}'; then
     [[ "$b" == 0 ]] && continue
     rate=$(awk -v b="$b" -v o="$OVER" 'BEGIN {printf "%d", b * o}')
     line=$(step "$server" "$rate"); echo "$line"
-    read -r s r a d1 d2 <<<"$line"
+    read -r s r a d1 d2 _ <<<"$line"
     awk -v a="$a" -v b="$b" -v s="$s" -v o="$OVER" 'BEGIN {printf "# %s at %s× its best: %.0f of %.0f DORA/s, holds %.1f %%\n", s, o, a, b, 100 * a / b}'
   done
 fi

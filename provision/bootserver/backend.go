@@ -134,7 +134,7 @@ func (a *Backend) StoreLease(ctx context.Context, l dhcp.Lease) error {
 	mac := l.MAC.String()
 	err := a.leases.do(ctx, inventory.Lease{
 		MAC: mac, IP: l.IP.String(), Expires: l.Expires.UTC(), Hostname: l.Hostname,
-		NoMachine: a.unowned(mac, time.Now()),
+		NoMachine: a.unowned(mac, time.Now()), Unclaimed: l.Unclaimed,
 	})
 	if err == nil {
 		a.recent.leased(mac, l.IP)
@@ -176,7 +176,7 @@ func (l leases6) StoreLease(ctx context.Context, s dhcp.Lease) error {
 	l.a.init()
 	mac := s.MAC.String()
 	return l.a.leases6.do(ctx, inventory.Lease{MAC: mac, IP: s.IP.String(), Expires: s.Expires.UTC(), Hostname: s.Hostname,
-		NoMachine: l.a.unowned(mac, time.Now())})
+		NoMachine: l.a.unowned(mac, time.Now()), Unclaimed: s.Unclaimed})
 }
 
 // find returns the machine with mac, or nil when none has it.

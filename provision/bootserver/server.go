@@ -35,7 +35,7 @@ type Config struct {
 	// the authoritative dynamic range. Port and PXEPort override the
 	// well-known ports 67 and 4011 (tests, benchmarks). The boot server
 	// sets Boot, Enlister, Logger and Registerer, and, unless Proxy, Leases
-	// and Reservations; if Workers is 0, 512.
+	// and Reservations.
 	DHCP dhcp.Config
 	// DHCP6 configures DHCPv6 on the same interface (see dhcp.Config6) when
 	// its Address is set: stateful with RangeFirst..RangeLast, else
@@ -206,11 +206,6 @@ func New(cfg Config) (*Server, error) {
 	dcfg.Boot = dhcp.BootNames{HTTPBase: base, FirmwareBase: fwBase}
 	dcfg.Enlister = inv
 	dcfg.Logger, dcfg.Registerer = log, cfg.Registry
-	if dcfg.Workers == 0 {
-		// Requests wait on Consul, not on CPU; many in flight let their
-		// leases share one group commit.
-		dcfg.Workers = 512
-	}
 	if !dcfg.Proxy {
 		dcfg.Leases, dcfg.Reservations = inv, inv
 	}

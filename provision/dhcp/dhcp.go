@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"time"
 
@@ -31,6 +30,11 @@ type Lease struct {
 	IP       netip.Addr
 	Expires  time.Time
 	Hostname string
+	// Unclaimed is a hint the server gives StoreLease: its index held no
+	// lease of IP when it chose it (a fresh address). The store may then
+	// claim the address without first reading who holds it, but must
+	// still refuse it when another client does. Never stored.
+	Unclaimed bool
 }
 
 // LeaseStore keeps leases durably. The inventory implements it in Consul
@@ -70,6 +74,14 @@ type Enlister interface {
 	// lifetime unless it failed. It must return within a few seconds.
 	EnlistPXE(ctx context.Context, mac net.HardwareAddr) error
 }
+
+// DefaultWorkers is how many requests a server (Server or Server6)
+// handles at once unless configured. Requests wait on the lease store
+// (a Consul commit), not on the CPU, and many in flight let their leases
+// share one group commit. (Before, each server defaulted to 4×GOMAXPROCS,
+// and `ironrack serve` raised only DHCPv4's: pinned to one core, DHCPv6 had
+// 4 workers and stalled at about 1,000 SARR/s.)
+const DefaultWorkers = 512
 
 // Config configures a Server. The zero value of every optional field works.
 type Config struct {
@@ -117,7 +129,7 @@ type Config struct {
 	// PXEConn, if set, is the PXE port's socket, as Conn is the DHCP
 	// port's; PXEPort is then ignored.
 	PXEConn net.PacketConn
-	// Workers bounds the requests handled at once. If 0, 4×GOMAXPROCS.
+	// Workers bounds the requests handled at once. If 0, DefaultWorkers.
 	Workers int
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
@@ -168,7 +180,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.PXEPort = 4011
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4 * runtime.GOMAXPROCS(0)
+		cfg.Workers = DefaultWorkers
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

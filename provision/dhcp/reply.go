@@ -242,7 +242,8 @@ func (s *Server) request(ctx context.Context, req *dhcpv4.DHCPv4, boot Boot, boo
 		return s.nak(req, fmt.Sprintf("address %s is not available to %s", want, mac))
 	}
 	prev, hadPrev := p.byMAC[mac]
-	lease := Lease{MAC: append(net.HardwareAddr(nil), hw...), IP: want, Expires: now.Add(s.cfg.LeaseTime), Hostname: req.HostName()}
+	_, held := p.byIP[want]
+	lease := Lease{MAC: append(net.HardwareAddr(nil), hw...), IP: want, Expires: now.Add(s.cfg.LeaseTime), Hostname: req.HostName(), Unclaimed: !held}
 	p.put(mac, lease)
 	p.dropOffer(want)
 	p.mu.Unlock()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/iana"
@@ -248,7 +247,8 @@ func (s *Server6) commit(ctx context.Context, msg *dhcpv6.Message, hw net.Hardwa
 	var lease Lease
 	if ip.IsValid() {
 		prev, hadPrev = p.byMAC[mac]
-		lease = Lease{MAC: append(net.HardwareAddr(nil), hw...), IP: ip, Expires: now.Add(s.cfg.LeaseTime), Hostname: fqdn(msg)}
+		_, held := p.byIP[ip]
+		lease = Lease{MAC: append(net.HardwareAddr(nil), hw...), IP: ip, Expires: now.Add(s.cfg.LeaseTime), Hostname: fqdn(msg), Unclaimed: !held}
 		p.put(mac, lease)
 		p.dropOffer(ip)
 	}
@@ -382,6 +382,3 @@ func msgType6(mt dhcpv6.MessageType) string {
 	}
 	return "other"
 }
-
-// handleTimeout6 bounds the store and inventory calls for one request.
-const handleTimeout6 = 5 * time.Second

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/dhcpv6/server6"
@@ -45,57 +44,21 @@ func (s *Server6) Serve(ctx context.Context) error {
 			return fmt.Errorf("dhcp6: %w", err)
 		}
 	}
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	defer c.Close()
-
 	s.log.Info("dhcp6: serving", "interface", s.cfg.Interface, "address", s.cfg.Address, "stateful", s.pool != nil)
-	type job6 struct {
-		peer *net.UDPAddr
-		pkt  dhcpv6.DHCPv6
-	}
-	jobs := make(chan job6)
-	var wg sync.WaitGroup
-	for range s.cfg.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				s.handle6(ctx, c, j.peer, j.pkt)
+	return readLoop[dhcpv6.DHCPv6]{
+		name: "dhcp6", iface: s.cfg.Interface, workers: s.cfg.Workers, log: s.log,
+		unparsable: s.metrics.ignored.WithLabelValues("unparsable"),
+		parse:      dhcpv6.FromBytes,
+		handle: func(ctx context.Context, c net.PacketConn, _ int, peer net.Addr, pkt dhcpv6.DHCPv6) {
+			if up, ok := peer.(*net.UDPAddr); ok {
+				s.handle6(ctx, c, up, pkt)
 			}
-		}()
-	}
-	defer wg.Wait()
-	defer close(jobs)
-	for {
-		buf := make([]byte, 1500)
-		n, peer, err := c.ReadFrom(buf)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("dhcp6: read on %s: %w", s.cfg.Interface, err)
-		}
-		up, ok := peer.(*net.UDPAddr)
-		if !ok {
-			continue
-		}
-		pkt, err := dhcpv6.FromBytes(buf[:n])
-		if err != nil {
-			s.metrics.ignored.WithLabelValues("unparsable").Inc()
-			s.log.Debug("dhcp6: unparsable packet", "peer", peer, "err", err)
-			continue
-		}
-		select {
-		case jobs <- job6{up, pkt}:
-		case <-ctx.Done():
-			return nil
-		}
-	}
+		},
+	}.serve(ctx, []net.PacketConn{c})
 }
 
 func (s *Server6) handle6(ctx context.Context, c net.PacketConn, peer *net.UDPAddr, pkt dhcpv6.DHCPv6) {
-	ctx, cancel := context.WithTimeout(ctx, handleTimeout6)
+	ctx, cancel := context.WithTimeout(ctx, handleTimeout)
 	defer cancel()
 	src, _ := netip.AddrFromSlice(peer.IP)
 	resp, err := s.Reply6(ctx, pkt, src.WithZone(peer.Zone))

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
@@ -57,7 +56,7 @@ type Config6 struct {
 	// Conn, if set, is the server's socket: Serve answers on it instead of
 	// opening one on Interface and Port, and closes it.
 	Conn net.PacketConn
-	// Workers bounds the requests handled at once. If 0, 4×GOMAXPROCS.
+	// Workers bounds the requests handled at once. If 0, DefaultWorkers.
 	Workers int
 	// Logger receives logs. If nil, logs are discarded.
 	Logger *slog.Logger
@@ -104,7 +103,7 @@ func New6(cfg Config6) (*Server6, error) {
 		cfg.Port = dhcpv6.DefaultServerPort
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4 * runtime.GOMAXPROCS(0)
+		cfg.Workers = DefaultWorkers
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -1,18 +1,23 @@
 package cli
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ironrack/ironrack/images"
 	"github.com/ironrack/ironrack/inventory"
@@ -28,7 +33,7 @@ func serveCommand(e *env) *cli.Command {
 		UsageText: "ironrack serve --interface IF --address IP/PREFIX (--dhcp-range FIRST-LAST | --proxy-dhcp)\n" +
 			"   [--router IP] [--dns IP,...] [--lease-time 1h] [--http-port 8080] [--data-dir DIR]\n" +
 			"   [--address6 IP6/PREFIX [--dhcp6-range FIRST-LAST] [--dns6 IP6,...] [--ipv6-router]]\n" +
-			"   [--https-cert FILE --https-key FILE [--https-port 8443]]",
+			"   [--https-cert FILE --https-key FILE [--https-port 8443]] [--pprof 127.0.0.1:PORT]",
 		Description: "Every machine that network-boots on --interface gets the iPXE script its lifecycle state asks for\n" +
 			"(see docs/boot-server.md). Leases, enlisted machines, facts and boots go to the inventory in Consul\n" +
 			"(--consul). DHCP, TFTP and RA bind --interface only; HTTP listens on --address only (and --address6).\n" +
@@ -50,6 +55,7 @@ func serveCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "https-key", Usage: "the private key (PEM) of --https-cert"},
 			&cli.IntFlag{Name: "https-port", Value: 8443, Usage: "port of the TLS server for the firmware's fetch, on --address (and --address6)"},
 			&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "boot artifacts: images/<name>/<version>/, the agent in images/agent/current/"},
+			&cli.StringFlag{Name: "pprof", Usage: "serve Go's profiler (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (off by default; loopback only)"},
 			&cli.StringFlag{Name: "cert-lifetime", Value: "365d", Usage: "lifetime of the host certificates signed when deployed machines report their host keys (with an SSH CA and the key file; Nd or a Go duration)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -57,6 +63,10 @@ func serveCommand(e *env) *cli.Command {
 				return fmt.Errorf("serve: unexpected argument %q (all settings are flags)", c.Args().First())
 			}
 			cfg, err := serveConfig(c)
+			if err != nil {
+				return err
+			}
+			pprofAddr, err := loopbackAddr("pprof", c.String("pprof"))
 			if err != nil {
 				return err
 			}
@@ -107,7 +117,18 @@ func serveCommand(e *env) *cli.Command {
 			}
 			e.log.Info("serve: starting", "interface", cfg.DHCP.Interface, "address", cfg.DHCP.Address, "proxy", cfg.DHCP.Proxy, "http", b.BaseURL,
 				"address6", cfg.DHCP6.Address, "http6", b.BaseURL6, "https_firmware", b.FirmwareURL)
-			return b.Serve(c.Context)
+			if pprofAddr == "" {
+				return b.Serve(c.Context)
+			}
+			ln, err := net.Listen("tcp", pprofAddr)
+			if err != nil {
+				return fmt.Errorf("--pprof %s: %w", pprofAddr, err)
+			}
+			e.log.Info("serve: profiler on", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+			g, ctx := errgroup.WithContext(c.Context)
+			g.Go(func() error { return b.Serve(ctx) })
+			g.Go(func() error { return servePprof(ctx, ln) })
+			return g.Wait()
 		},
 	}
 }
@@ -279,6 +300,42 @@ func serveConfig6(c *cli.Context, cfg *bootserver.Config) error {
 	}
 	cfg.DHCP6.LeaseTime = cfg.DHCP.LeaseTime
 	cfg.IPv6Router = c.Bool("ipv6-router")
+	return nil
+}
+
+// loopbackAddr checks flag's value v, a HOST:PORT whose host is a loopback
+// IP or "localhost"; "" stays "" (off).
+func loopbackAddr(flag, v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return "", fmt.Errorf("--%s %q: want HOST:PORT on loopback, e.g. 127.0.0.1:6060", flag, v)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return "", fmt.Errorf("--%s %q: port %q is not 0 to 65535", flag, v, port)
+	}
+	if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback()) {
+		return "", fmt.Errorf("--%s %q: %q is not a loopback address; the profiler is served on loopback only (127.0.0.1 or ::1)", flag, v, host)
+	}
+	return v, nil
+}
+
+// servePprof serves net/http/pprof's handlers on ln until ctx is done.
+func servePprof(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	defer stop()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("pprof: %w", err)
+	}
 	return nil
 }
 
