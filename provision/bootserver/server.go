@@ -70,7 +70,7 @@ type Config struct {
 	// HTTP serve that copy, confined to it.
 	IPXEDir string
 	// AgentCmdline is added to the agent's kernel command line. If empty,
-	// the console on tty0 and ttyS0.
+	// the console on tty0 and ttyS0, and no_timer_check (ipxe.Env).
 	AgentCmdline string
 	// Store is the inventory. Required.
 	Store *inventory.Store
