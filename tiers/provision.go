@@ -79,7 +79,7 @@ func (d *ProvisionDeployer) Deploy(ctx context.Context, ms []*inventory.Machine,
 			return nil, err
 		}
 		rs := d.Workflows.Deploy(ctx, fresh, provision.DeployRequest{
-			Owner: owner, Tier: spec.Name, Image: spec.Image, UserData: spec.UserData, Role: spec.Name, RootDisk: spec.RootDisk,
+			Owner: owner, Tier: spec.Name, Image: spec.Image, UserData: spec.UserData, Role: spec.Name, RootDisk: spec.RootDisk, RootLayout: spec.RootLayout,
 			ConsulJoin: d.ConsulJoin, SSHKeys: d.SSHKeys, Services: svcs, AllowReboot: d.AllowReboot, Timeout: d.Timeout,
 			Reason: "tier " + spec.Name,
 		})

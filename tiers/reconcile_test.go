@@ -211,14 +211,16 @@ func TestSpecValidateNamesInputs(t *testing.T) {
 		spec  tiers.Spec
 		field string
 	}{
-		"name":     {tiers.Spec{Name: "Bad Name", Size: 1}, "name"},
-		"size":     {tiers.Spec{Name: "q", Size: -1}, "size"},
-		"selector": {tiers.Spec{Name: "q", Size: 1, Selector: "memory >= 3"}, "selector"},
-		"spread":   {tiers.Spec{Name: "q", Size: 1, Spread: "row"}, "spread"},
-		"rootDisk": {tiers.Spec{Name: "q", Size: 1, RootDisk: "mem_gb > 1"}, "rootDisk"},
-		"port":     {tiers.Spec{Name: "q", Size: 1, Services: []inventory.DeployService{{Name: "a", Port: 0}}}, "services[0].port"},
-		"check":    {tiers.Spec{Name: "q", Size: 1, Services: []inventory.DeployService{{Name: "a", Port: 1, Check: "http:x"}}}, "services[0].check"},
-		"dup":      {tiers.Spec{Name: "q", Size: 1, Services: []inventory.DeployService{{Name: "a", Port: 1}, {Name: "a", Port: 2}}}, "services[1].name"},
+		"name":                  {tiers.Spec{Name: "Bad Name", Size: 1}, "name"},
+		"size":                  {tiers.Spec{Name: "q", Size: -1}, "size"},
+		"selector":              {tiers.Spec{Name: "q", Size: 1, Selector: "memory >= 3"}, "selector"},
+		"spread":                {tiers.Spec{Name: "q", Size: 1, Spread: "row"}, "spread"},
+		"rootDisk":              {tiers.Spec{Name: "q", Size: 1, RootDisk: "mem_gb > 1"}, "rootDisk"},
+		"layout":                {tiers.Spec{Name: "q", Size: 1, RootDisk: "not rotational", RootLayout: "raid5"}, "rootLayout"},
+		"mirror without a hint": {tiers.Spec{Name: "q", Size: 1, RootLayout: "mirror"}, "rootLayout"},
+		"port":                  {tiers.Spec{Name: "q", Size: 1, Services: []inventory.DeployService{{Name: "a", Port: 0}}}, "services[0].port"},
+		"check":                 {tiers.Spec{Name: "q", Size: 1, Services: []inventory.DeployService{{Name: "a", Port: 1, Check: "http:x"}}}, "services[0].check"},
+		"dup":                   {tiers.Spec{Name: "q", Size: 1, Services: []inventory.DeployService{{Name: "a", Port: 1}, {Name: "a", Port: 2}}}, "services[1].name"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -230,6 +232,11 @@ func TestSpecValidateNamesInputs(t *testing.T) {
 	}
 	if errs := (tiers.Spec{Name: "ingestion", Size: 3, Selector: "mem_gb >= 256", Spread: "rack", RootDisk: "not rotational"}).Validate(); len(errs) > 0 {
 		t.Errorf("good spec: %v", errs)
+	}
+	for _, layout := range []string{"", "flat", "mirror"} {
+		if errs := (tiers.Spec{Name: "storage", Size: 2, RootDisk: "size_bytes >= 2e9", RootLayout: layout}).Validate(); len(errs) > 0 {
+			t.Errorf("good spec with root layout %q: %v", layout, errs)
+		}
 	}
 }
 

@@ -30,6 +30,11 @@ type Spec struct {
 	// RootDisk is the root-device hint each new machine is deployed with
 	// (inventory.ParseDiskWhere); empty: the agent's first fit.
 	RootDisk string
+	// RootLayout is how each new machine's root is laid out over the disks
+	// RootDisk chooses: inventory.LayoutFlat (or empty) writes the image to
+	// one disk; inventory.LayoutMirror builds a software RAID 1 over two
+	// and needs RootDisk to match two.
+	RootLayout string
 	// Services are the Consul services each machine serves; Apply waits
 	// until their health checks pass on every machine.
 	Services []inventory.DeployService
@@ -87,6 +92,9 @@ func (s Spec) Validate() []*FieldError {
 		if _, err := inventory.ParseDiskWhere(s.RootDisk); err != nil {
 			bad("rootDisk", "%v", err)
 		}
+	}
+	if err := inventory.ValidateLayout(s.RootLayout, s.RootDisk); err != nil {
+		bad("rootLayout", "%v", err)
 	}
 	errs = append(errs, s.validateShards()...)
 	seen := map[string]bool{}

@@ -31,6 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/ironrack/ironrack/internal/redfishsim"
@@ -81,7 +82,18 @@ type Config struct {
 	// RedfishQuirks are quirks of those BMCs by machine index (1 to
 	// Redfish), as redfishsim.ParseQuirk reads them; the others behave.
 	RedfishQuirks map[int]string `json:"redfish_quirks,omitempty"`
+	// Disks are machines' disk sizes in GiB by machine index (1 to
+	// Machines), in place of the layout's variety (e.g. two equal disks
+	// for a mirrored root); 1 to MaxDisks disks of 1 to MaxDiskGiB each.
+	Disks map[int][]int `json:"disks,omitempty"`
 }
+
+// MaxDisks and MaxDiskGiB bound Config.Disks (sparse files, so the bound
+// is a typo guard, not the host's space).
+const (
+	MaxDisks   = 4
+	MaxDiskGiB = 64
+)
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,19}$`)
 
@@ -116,7 +128,29 @@ func (c Config) Check() error {
 			return fmt.Errorf("--redfish-quirk %d=%s: %w", i, q, err)
 		}
 	}
+	for i, d := range c.Disks {
+		if i < 1 || i > c.Machines {
+			return fmt.Errorf("--disks %d=%s: no machine %d (want 1 to --machines, %d)", i, DisksText(d), i, c.Machines)
+		}
+		if len(d) < 1 || len(d) > MaxDisks {
+			return fmt.Errorf("--disks %d=%s: %d disks, want 1 to %d", i, DisksText(d), len(d), MaxDisks)
+		}
+		for _, g := range d {
+			if g < 1 || g > MaxDiskGiB {
+				return fmt.Errorf("--disks %d=%s: a disk of %d GiB, want 1 to %d", i, DisksText(d), g, MaxDiskGiB)
+			}
+		}
+	}
 	return nil
+}
+
+// DisksText writes disk sizes as --disks takes them: "4,4".
+func DisksText(gib []int) string {
+	s := make([]string, len(gib))
+	for i, g := range gib {
+		s[i] = strconv.Itoa(g)
+	}
+	return strings.Join(s, ",")
 }
 
 // Layout is everything a lab's configuration implies: names, addresses and
@@ -217,6 +251,9 @@ func (c Config) Layout() Layout {
 		}
 		if m.Redfish {
 			m.RedfishQuirk = c.RedfishQuirks[m.Index]
+		}
+		if d, ok := c.Disks[m.Index]; ok {
+			m.DisksGiB = append([]int(nil), d...)
 		}
 		l.Machines = append(l.Machines, m)
 	}

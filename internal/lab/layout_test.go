@@ -2,6 +2,9 @@ package lab
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -74,5 +77,68 @@ func TestChooseSubnet(t *testing.T) {
 	}
 	if _, err := chooseSubnet("x", []netip.Prefix{subnetBase}); err == nil {
 		t.Error("a fully taken range gave a subnet")
+	}
+}
+
+// TestLayoutDisks: --disks N=GIB,... replaces machine N's disks; bad ones
+// are refused naming the flag and the machine.
+func TestLayoutDisks(t *testing.T) {
+	c := Config{Name: "x", Machines: 4, Racks: 2, Secret: "s", Subnet: netip.MustParsePrefix("10.213.7.0/24"), Disks: map[int][]int{2: {4, 4}, 4: {3}}}
+	if err := c.Check(); err != nil {
+		t.Fatal(err)
+	}
+	l := c.Layout()
+	for i, want := range [][]int{{4}, {4, 4}, {8, 2}, {3}} {
+		if got := l.Machines[i].DisksGiB; DisksText(got) != DisksText(want) {
+			t.Errorf("machine %d: disks %v, want %v", i+1, got, want)
+		}
+	}
+	for name, tc := range map[string]struct {
+		disks map[int][]int
+		want  string
+	}{
+		"no machine": {map[int][]int{5: {4, 4}}, "--disks 5=4,4: no machine 5 (want 1 to --machines, 4)"},
+		"too many":   {map[int][]int{1: {1, 1, 1, 1, 1}}, "--disks 1=1,1,1,1,1: 5 disks, want 1 to 4"},
+		"none":       {map[int][]int{1: {}}, "--disks 1=: 0 disks, want 1 to 4"},
+		"too big":    {map[int][]int{1: {4, 65}}, "--disks 1=4,65: a disk of 65 GiB, want 1 to 64"},
+		"zero":       {map[int][]int{1: {0}}, "--disks 1=0: a disk of 0 GiB, want 1 to 64"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := Config{Name: "x", Machines: 4, Racks: 2, Disks: tc.disks}
+			if err := c.Check(); err == nil || err.Error() != tc.want {
+				t.Errorf("Check: %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestQemuArgvPulledDisk: a disk whose backing file is gone is not
+// attached at the next power-on; the others are, in order.
+func TestQemuArgvPulledDisk(t *testing.T) {
+	dir := t.TempDir()
+	c := Config{Name: "x", Machines: 3, Racks: 1, Secret: "s", Subnet: netip.MustParsePrefix("10.213.7.0/24")}
+	l := c.Layout()
+	m := l.Machines[2] // 8 and 2 GiB
+	if err := writeMachine(dir, m); err != nil {
+		t.Fatal(err)
+	}
+	drives := func() []string {
+		var out []string
+		argv := qemuArgv(dir, l, m)
+		for i, a := range argv {
+			if a == "-drive" && strings.HasPrefix(argv[i+1], "file=") {
+				out = append(out, filepath.Base(strings.SplitN(strings.TrimPrefix(argv[i+1], "file="), ",", 2)[0]))
+			}
+		}
+		return out
+	}
+	if got := strings.Join(drives(), " "); got != "disk0.img disk1.img" {
+		t.Fatalf("drives %q, want both", got)
+	}
+	if err := os.Remove(filepath.Join(machineDir(dir, m), "disk0.img")); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(drives(), " "); got != "disk1.img" {
+		t.Errorf("drives with disk0 pulled: %q, want disk1.img alone", got)
 	}
 }

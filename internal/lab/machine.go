@@ -2,7 +2,9 @@ package lab
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,7 +110,9 @@ func bmcArgv(dir string, l Layout, m Machine) []string {
 // SMBIOS serial and UUID. BIOS machines boot from the network with QEMU's
 // iPXE ROM; UEFI machines run OVMF with the NIC's ROM removed, so OVMF's
 // own PXE starts the chain (TFTP first), as on real hardware. Guest reboots
-// stay inside QEMU; a guest power-off ends it.
+// stay inside QEMU; a guest power-off ends it. A disk whose backing file
+// is gone is a pulled disk: the machine powers on without it (the drive
+// is not attached, and the remaining ones keep their order).
 func qemuArgv(dir string, l Layout, m Machine) []string {
 	d := machineDir(dir, m)
 	uuid := fmt.Sprintf("%x", sha256.Sum256([]byte("uuid:"+m.Serial)))
@@ -120,7 +124,11 @@ func qemuArgv(dir string, l Layout, m Machine) []string {
 		"-netdev", "tap,id=n0,ifname=" + m.Tap + ",script=no,downscript=no",
 		"-smbios", "type=1,serial=" + m.Serial + ",uuid=" + uuid}
 	for i := range m.DisksGiB {
-		argv = append(argv, "-drive", fmt.Sprintf("file=%s,format=raw,if=virtio", filepath.Join(d, fmt.Sprintf("disk%d.img", i))))
+		p := filepath.Join(d, fmt.Sprintf("disk%d.img", i))
+		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		argv = append(argv, "-drive", fmt.Sprintf("file=%s,format=raw,if=virtio", p))
 	}
 	nic := "virtio-net-pci,netdev=n0,mac=" + m.MAC
 	if m.UEFI {

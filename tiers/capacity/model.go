@@ -49,6 +49,11 @@ type Class struct {
 	// which disk of its machines takes the OS. Empty: the first that fits.
 	// The plan hands it to the tier (stack config <tier>RootDisk).
 	RootDisk string `json:"root_disk,omitempty"`
+	// RootLayout is the class's root layout (inventory.ValidateLayout):
+	// "flat" or empty (one disk) or "mirror" (RAID 1 over the two disks
+	// RootDisk matches, which it then needs). The plan hands it to the
+	// tier (stack config <tier>RootLayout).
+	RootLayout string `json:"root_layout,omitempty"`
 	// IngestionEventsPerSec is what one machine ingests; 0: not an
 	// ingestion class.
 	IngestionEventsPerSec float64 `json:"ingestion_events_per_sec"`
@@ -172,6 +177,9 @@ func (m *Model) check() error {
 			if _, err := inventory.ParseDiskWhere(c.RootDisk); err != nil {
 				errs = append(errs, fmt.Errorf("%s: root_disk: %w", what, err))
 			}
+		}
+		if err := inventory.ValidateLayout(c.RootLayout, c.RootDisk); err != nil {
+			errs = append(errs, fmt.Errorf("%s: root_layout: %w", what, err))
 		}
 		for _, f := range []struct {
 			key string

@@ -130,6 +130,9 @@ type TierPlan struct {
 	// RootDisk is the class's root-device hint, which also goes into the
 	// stack config; empty: none.
 	RootDisk string `json:"root_disk,omitempty"`
+	// RootLayout is the class's root layout (flat or mirror), which goes
+	// into the stack config too; empty: flat.
+	RootLayout string `json:"root_layout,omitempty"`
 	// Demand is what the tier must carry, headroom included, in Unit.
 	Demand float64 `json:"demand"`
 	Unit   string  `json:"unit"`
@@ -336,7 +339,7 @@ func size(tier string, c *Class, demand float64, unit string, minSize, current i
 			tier, c.Name, n, demand, unit, per, MaxTierSize)
 	}
 	target := max(int(n), minSize)
-	tp := &TierPlan{Tier: tier, Class: c.Name, Selector: c.Where, RootDisk: c.RootDisk, Demand: demand, Unit: unit, PerNode: per,
+	tp := &TierPlan{Tier: tier, Class: c.Name, Selector: c.Where, RootDisk: c.RootDisk, RootLayout: c.RootLayout, Demand: demand, Unit: unit, PerNode: per,
 		Current: current, Target: target, Racks: []RackCount{}, Machines: []string{}}
 	if target > current {
 		tp.Add = target - current

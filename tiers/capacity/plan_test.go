@@ -208,16 +208,18 @@ func TestPlanDeterministic(t *testing.T) {
 
 func TestParseModelErrors(t *testing.T) {
 	for name, tc := range map[string]struct{ js, want string }{
-		"unknown key":   {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "query_qpss": 1}]}`, `unknown field "query_qpss"`},
-		"bad where":     {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpus > 1", "query_qps": 1}]}`, `classes[0] (a): where: where-expression "cpus > 1": unknown field "cpus"`},
-		"bad root disk": {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "root_disk": "cpu_cores > 1", "query_qps": 1}]}`, `classes[0] (a): root_disk: root disk hint: where-expression "cpu_cores > 1": unknown field "cpu_cores"`},
-		"empty where":   {`{"replication_factor": 1, "classes": [{"name": "a", "where": "", "query_qps": 1}]}`, "where: empty"},
-		"duplicate":     {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "ingestion_events_per_sec": 1, "storage_bytes": 1, "query_qps": 1}, {"name": "a", "where": "cpu_cores > 2", "query_qps": 1}]}`, "classes[1] (a): name used twice"},
-		"tier unserved": {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "query_qps": 1}]}`, "no class serves the ingestion tier"},
-		"replication":   {`{"replication_factor": 0, "classes": []}`, "replication_factor 0"},
-		"negative":      {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "query_qps": -1}]}`, "query_qps -1"},
-		"not json":      {`{"replication_factor": 1,`, "model test.json:"},
-		"trailing":      {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "ingestion_events_per_sec": 1, "storage_bytes": 1, "query_qps": 1}]} {}`, "trailing data"},
+		"unknown key":     {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "query_qpss": 1}]}`, `unknown field "query_qpss"`},
+		"bad where":       {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpus > 1", "query_qps": 1}]}`, `classes[0] (a): where: where-expression "cpus > 1": unknown field "cpus"`},
+		"bad root disk":   {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "root_disk": "cpu_cores > 1", "query_qps": 1}]}`, `classes[0] (a): root_disk: root disk hint: where-expression "cpu_cores > 1": unknown field "cpu_cores"`},
+		"bad root layout": {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "root_disk": "not rotational", "root_layout": "raid5", "query_qps": 1}]}`, `classes[0] (a): root_layout: root layout "raid5": want flat or mirror`},
+		"mirror no hint":  {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "root_layout": "mirror", "query_qps": 1}]}`, `classes[0] (a): root_layout: root layout mirror needs a root disk hint that matches two disks`},
+		"empty where":     {`{"replication_factor": 1, "classes": [{"name": "a", "where": "", "query_qps": 1}]}`, "where: empty"},
+		"duplicate":       {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "ingestion_events_per_sec": 1, "storage_bytes": 1, "query_qps": 1}, {"name": "a", "where": "cpu_cores > 2", "query_qps": 1}]}`, "classes[1] (a): name used twice"},
+		"tier unserved":   {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "query_qps": 1}]}`, "no class serves the ingestion tier"},
+		"replication":     {`{"replication_factor": 0, "classes": []}`, "replication_factor 0"},
+		"negative":        {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "query_qps": -1}]}`, "query_qps -1"},
+		"not json":        {`{"replication_factor": 1,`, "model test.json:"},
+		"trailing":        {`{"replication_factor": 1, "classes": [{"name": "a", "where": "cpu_cores > 1", "ingestion_events_per_sec": 1, "storage_bytes": 1, "query_qps": 1}]} {}`, "trailing data"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := ParseModel("test.json", strings.NewReader(tc.js))
@@ -298,10 +300,11 @@ func sorted(s []string) []string {
 	return out
 }
 
-// TestPlanCarriesRootDisk: a class's root_disk goes with every tier the
-// plan puts on the class (scale plan writes it as <tier>RootDisk).
+// TestPlanCarriesRootDisk: a class's root_disk and root_layout go with
+// every tier the plan puts on the class (scale plan writes them as
+// <tier>RootDisk and <tier>RootLayout).
 func TestPlanCarriesRootDisk(t *testing.T) {
-	m := mustModel(t, strings.Replace(testModel, `"name": "big",`, `"name": "big", "root_disk": "not rotational",`, 1))
+	m := mustModel(t, strings.Replace(testModel, `"name": "big",`, `"name": "big", "root_disk": "not rotational", "root_layout": "mirror",`, 1))
 	pool := Pool{"big": machines("b", []string{"r1", "r2", "r3"}, 9), "small": machines("s", []string{"r1"}, 9)}
 	p, err := m.Plan(Input{EventsPerSec: 7000, RetentionDays: 30, BytesPerEvent: 200, QueriesPerSec: 350, Headroom: 0.3}, nil, pool)
 	if err != nil {
@@ -314,6 +317,9 @@ func TestPlanCarriesRootDisk(t *testing.T) {
 		}
 		if tp.RootDisk != want {
 			t.Errorf("tier %s on class %s: root disk %q, want %q", tp.Tier, tp.Class, tp.RootDisk, want)
+		}
+		if want := map[bool]string{true: "mirror"}[tp.Class == "big"]; tp.RootLayout != want {
+			t.Errorf("tier %s on class %s: root layout %q, want %q", tp.Tier, tp.Class, tp.RootLayout, want)
 		}
 	}
 }

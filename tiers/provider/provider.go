@@ -248,6 +248,7 @@ type TierArgs struct {
 	Image        string        `pulumi:"image,optional"`
 	UserData     string        `pulumi:"userData,optional"`
 	RootDisk     string        `pulumi:"rootDisk,optional"`
+	RootLayout   string        `pulumi:"rootLayout,optional"`
 	Services     []ServiceArgs `pulumi:"services,optional"`
 	DrainSeconds *int          `pulumi:"drainSeconds,optional"`
 	Shards       *ShardsArgs   `pulumi:"shards,optional"`
@@ -263,6 +264,7 @@ func (t *TierArgs) Annotate(a infer.Annotator) {
 	a.Describe(&t.Image, "OS image to deploy.")
 	a.Describe(&t.UserData, "User data handed to the deployed OS.")
 	a.Describe(&t.RootDisk, "Root-device hint: a where-expression over one disk's fields (name, serial, model, size_bytes, rotational, wwn), e.g. `not rotational and size_bytes < 1e12`. The smallest matching disk takes the OS (then the first by name); a machine with no match fails before anything is written. Unset: the first disk that fits.")
+	a.Describe(&t.RootLayout, "How the root is laid out: `flat` (the default) writes the image to one disk; `mirror` builds a software RAID 1 (mdadm) over the two disks rootDisk chooses (the two smallest matches), writes the image to the array, and the OS boots from it, also with one disk gone. `mirror` needs a rootDisk that matches two disks.")
 	a.Describe(&t.Services, "Consul services each machine serves; deploys wait until their health checks pass.")
 	a.Describe(&t.DrainSeconds, "Seconds a removed machine gets to finish in-flight work after leaving its services (default 30).")
 	a.Describe(&t.Pick, "Exactly the machines a step up adds, from a joint plan of the stack's tiers (ironrack scale computes it, so tiers sharing a hardware class never pick the same machine); machines the tier holds are skipped. If they are not what the step needs, or one is no longer ready, the step fails and claims nothing. Unset: the tier picks on its own.")
@@ -310,7 +312,7 @@ func (a TierArgs) spec() tiers.Spec {
 		drain = *a.DrainSeconds
 	}
 	s := tiers.Spec{Name: a.Name, Size: a.Size, Selector: a.Selector, Spread: a.Spread, Image: a.Image,
-		UserData: a.UserData, RootDisk: a.RootDisk, Drain: time.Duration(drain) * time.Second, Pick: a.Pick}
+		UserData: a.UserData, RootDisk: a.RootDisk, RootLayout: a.RootLayout, Drain: time.Duration(drain) * time.Second, Pick: a.Pick}
 	for _, svc := range a.Services {
 		s.Services = append(s.Services, inventory.DeployService{Name: svc.Name, Port: svc.Port, Check: svc.Check})
 	}

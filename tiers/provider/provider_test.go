@@ -57,3 +57,29 @@ func TestServiceCheckStrict(t *testing.T) {
 		t.Fatalf("good services: %v", errs)
 	}
 }
+
+// TestRootLayoutInput: the Tier's rootLayout reaches the spec, and a bad
+// one is refused naming the Pulumi input with what it accepts.
+func TestRootLayoutInput(t *testing.T) {
+	args := TierArgs{Name: "storage", Size: 2, RootDisk: "size_bytes >= 2e9", RootLayout: "mirror"}
+	if s := args.spec(); s.RootLayout != "mirror" || s.RootDisk != "size_bytes >= 2e9" {
+		t.Errorf("spec root %q %q, want the inputs", s.RootLayout, s.RootDisk)
+	}
+	if errs := args.spec().Validate(); len(errs) > 0 {
+		t.Errorf("good mirror: %v", errs)
+	}
+	for name, tc := range map[string]struct {
+		args TierArgs
+		want string
+	}{
+		"unknown":        {TierArgs{Name: "q", Size: 1, RootDisk: "not rotational", RootLayout: "raid1"}, `rootLayout: root layout "raid1": want flat or mirror`},
+		"mirror no hint": {TierArgs{Name: "q", Size: 1, RootLayout: "mirror"}, "rootLayout: root layout mirror needs a root disk hint that matches two disks"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			errs := tc.args.spec().Validate()
+			if len(errs) != 1 || errs[0].Error() != tc.want {
+				t.Fatalf("errors %v, want %q", errs, tc.want)
+			}
+		})
+	}
+}

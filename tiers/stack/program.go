@@ -66,6 +66,11 @@ func Program(defs []TierDef, drain *int, picks func() map[string][]string) pulum
 				// The tier's class's root-device hint (ironrack scale writes it).
 				in["rootDisk"] = pulumi.String(rd)
 			}
+			if rl := cfg.Get(t.Name + "RootLayout"); rl != "" {
+				// The tier's root layout (flat or mirror; ironrack scale
+				// writes the class's, or the operator sets it).
+				in["rootLayout"] = pulumi.String(rl)
+			}
 			if drain != nil {
 				in["drainSeconds"] = pulumi.Int(*drain)
 			}

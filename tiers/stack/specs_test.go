@@ -59,10 +59,11 @@ func TestSpecsShards(t *testing.T) {
 	}
 }
 
-// TestSpecsRootDisk: a tier's root-device hint comes from <tier>RootDisk.
+// TestSpecsRootDisk: a tier's root-device hint comes from <tier>RootDisk,
+// its root layout from <tier>RootLayout.
 func TestSpecsRootDisk(t *testing.T) {
 	cfg := map[string]string{Project + ":ingestionSize": "1", Project + ":storageSize": "1", Project + ":querySize": "0",
-		Project + ":storageRootDisk": "not rotational"}
+		Project + ":storageRootDisk": "not rotational", Project + ":storageRootLayout": "mirror"}
 	specs, err := Specs(DefaultTiers(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +71,9 @@ func TestSpecsRootDisk(t *testing.T) {
 	for _, s := range specs {
 		if want := map[string]string{"storage": "not rotational"}[s.Name]; s.RootDisk != want {
 			t.Errorf("tier %s: root disk %q, want %q", s.Name, s.RootDisk, want)
+		}
+		if want := map[string]string{"storage": "mirror"}[s.Name]; s.RootLayout != want {
+			t.Errorf("tier %s: root layout %q, want %q", s.Name, s.RootLayout, want)
 		}
 	}
 }

@@ -77,7 +77,7 @@ func Specs(defs []TierDef, cfg map[string]string) ([]tiers.Spec, error) {
 			return nil, fmt.Errorf("%s:%sSize is %q, not a size (a whole number >= 0)", Project, t.Name, raw)
 		}
 		sp := tiers.Spec{Name: t.Name, Size: size, Selector: cfg[Project+":"+t.Name+"Selector"], Spread: t.Spread,
-			RootDisk: cfg[Project+":"+t.Name+"RootDisk"]}
+			RootDisk: cfg[Project+":"+t.Name+"RootDisk"], RootLayout: cfg[Project+":"+t.Name+"RootLayout"]}
 		sp.Services = append([]inventory.DeployService(nil), t.Services...)
 		if t.Sharded {
 			count, replicas, err := shardsConfig(func(k string) (string, bool) { v, ok := cfg[Project+":"+k]; return v, ok }, t.Name)

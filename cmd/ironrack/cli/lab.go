@@ -38,7 +38,7 @@ func labCommand(e *env) *cli.Command {
 		Subcommands: []*cli.Command{{
 			Name:  "up",
 			Usage: "start a lab and print its exports once Consul, every BMC and the boot server answer",
-			UsageText: "ironrack lab up [--name N] [--machines 5] [--racks 2] [--uefi 1] [--redfish 0] [--redfish-quirk N=QUIRK ...] [--data-dir DIR] [--consul-binary FILE] [--timeout 2m]\n" +
+			UsageText: "ironrack lab up [--name N] [--machines 5] [--racks 2] [--uefi 1] [--redfish 0] [--redfish-quirk N=QUIRK ...] [--disks N=GIB[,GIB...] ...] [--data-dir DIR] [--consul-binary FILE] [--timeout 2m]\n" +
 				"   eval \"$(ironrack lab up)\"",
 			Description: "Machines are powered off until powered on through their BMCs (addresses, protocols and passwords are in\n" +
 				"the rack sheet the lab writes, IRONRACK_LAB_SHEET). With --redfish K the first K machines have Redfish BMCs\n" +
@@ -51,6 +51,7 @@ func labCommand(e *env) *cli.Command {
 				&cli.IntFlag{Name: "uefi", Value: 1, Usage: "how many of the machines boot UEFI (OVMF); the others BIOS (default: 1, or 0 with --machines 0)"},
 				&cli.IntFlag{Name: "redfish", Usage: "how many of the machines (the first ones) have a Redfish BMC instead of ipmi_sim"},
 				&cli.StringSliceFlag{Name: "redfish-quirk", Usage: "N=QUIRK: machine N's Redfish BMC misbehaves: slow-power, late-power, revert-boot, ignore-reset or stall (docs/bmc.md); repeatable"},
+				&cli.StringSliceFlag{Name: "disks", Usage: "N=GIB[,GIB...]: machine N's disks, their sizes in GiB (sparse files), in place of the lab's variety, e.g. 3=4,4 for two equal disks to mirror; repeatable"},
 				&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "the boot server's data dir, holding the discovery image (ironrack images build discovery)"},
 				&cli.StringFlag{Name: "consul-binary", EnvVars: []string{"IRONRACK_CONSUL_BIN"},
 					Usage: "the consul binary the lab runs (default: consul on PATH, else the pinned one scripts/setup built)"},
@@ -76,8 +77,12 @@ func labCommand(e *env) *cli.Command {
 				if err != nil {
 					return err
 				}
+				disks, err := parseDisks(c.StringSlice("disks"))
+				if err != nil {
+					return err
+				}
 				cfg := lab.Config{Name: c.String("name"), Machines: c.Int("machines"), Racks: c.Int("racks"), UEFI: c.Int("uefi"),
-					Redfish: c.Int("redfish"), RedfishQuirks: quirks, DataDir: dataDir, Binary: exe, Consul: consul}
+					Redfish: c.Int("redfish"), RedfishQuirks: quirks, Disks: disks, DataDir: dataDir, Binary: exe, Consul: consul}
 				if !c.IsSet("uefi") {
 					cfg.UEFI = min(cfg.UEFI, cfg.Machines)
 				}
@@ -226,6 +231,35 @@ func parseQuirks(vals []string) (map[int]string, error) {
 		q[i] = strings.TrimSpace(quirk)
 	}
 	return q, nil
+}
+
+// parseDisks reads --disks N=GIB[,GIB...] values (lab.Config.Check
+// checks the numbers' ranges).
+func parseDisks(vals []string) (map[int][]int, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	out := map[int][]int{}
+	for _, v := range vals {
+		n, sizes, ok := strings.Cut(v, "=")
+		i, err := strconv.Atoi(strings.TrimSpace(n))
+		if !ok || err != nil {
+			return nil, fmt.Errorf("--disks %q: want N=GIB[,GIB...], N a machine's index (1 to --machines)", v)
+		}
+		if _, dup := out[i]; dup {
+			return nil, fmt.Errorf("--disks %q: machine %d given twice", v, i)
+		}
+		var gib []int
+		for _, s := range strings.Split(sizes, ",") {
+			g, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil {
+				return nil, fmt.Errorf("--disks %q: %q is not a size in GiB (a whole number)", v, s)
+			}
+			gib = append(gib, g)
+		}
+		out[i] = gib
+	}
+	return out, nil
 }
 
 // printEnv writes a lab's exports, each value quoted for the shell.

@@ -145,6 +145,9 @@ func scalePlanCommand(e *env) *cli.Command {
 				if _, had, _ := sf.String(rootDiskKey(tp.Tier)); had || tp.RootDisk != "" {
 					sf.Set(rootDiskKey(tp.Tier), tp.RootDisk)
 				}
+				if _, had, _ := sf.String(rootLayoutKey(tp.Tier)); had || tp.RootLayout != "" {
+					sf.Set(rootLayoutKey(tp.Tier), tp.RootLayout)
+				}
 			}
 			if err := sf.Write(); err != nil {
 				return err

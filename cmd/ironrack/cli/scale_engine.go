@@ -194,7 +194,7 @@ func readTierConfig(path string, defs []stack.TierDef) (map[string]string, error
 		if _, err := sf.Int(sizeKey(t.Name)); err != nil {
 			return nil, err
 		}
-		keys := []string{sizeKey(t.Name), selectorKey(t.Name), rootDiskKey(t.Name)}
+		keys := []string{sizeKey(t.Name), selectorKey(t.Name), rootDiskKey(t.Name), rootLayoutKey(t.Name)}
 		if t.Sharded {
 			// The shard layout, when set (stack.Specs and the program
 			// check the values and apply the defaults).

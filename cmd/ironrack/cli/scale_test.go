@@ -40,6 +40,13 @@ func twoRackModel(t *testing.T) string {
 		t.Fatal(err)
 	}
 	m["replication_factor"] = 2
+	// The storage class's root: mirrored over its SSDs (scale plan writes
+	// both keys for the storage tier, none for the others).
+	for _, c := range m["classes"].([]any) {
+		if c := c.(map[string]any); c["name"] == "storage-dense" {
+			c["root_disk"], c["root_layout"] = "not rotational", "mirror"
+		}
+	}
 	out, _ := json.Marshal(m)
 	p := filepath.Join(t.TempDir(), "model.json")
 	os.WriteFile(p, out, 0o600)
@@ -112,6 +119,9 @@ func TestScalePlan(t *testing.T) {
 		"ironrack-tiers:ingestionSelector": "mem_gb >= 384 and cpu_cores >= 48 and len(disks) < 6",
 		"ironrack-tiers:image":             "debian-12",
 		"other:key":                        7,
+		"ironrack-tiers:storageRootDisk":   "not rotational",
+		"ironrack-tiers:storageRootLayout": "mirror",
+		"ironrack-tiers:queryRootLayout":   nil,
 	} {
 		if cfg[k] != want {
 			t.Errorf("stack config %s = %#v, want %#v", k, cfg[k], want)

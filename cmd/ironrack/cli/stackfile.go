@@ -22,6 +22,9 @@ const tiersProject = "ironrack-tiers"
 func sizeKey(tier string) string     { return tiersProject + ":" + tier + "Size" }
 func selectorKey(tier string) string { return tiersProject + ":" + tier + "Selector" }
 func rootDiskKey(tier string) string { return tiersProject + ":" + tier + "RootDisk" }
+func rootLayoutKey(tier string) string {
+	return tiersProject + ":" + tier + "RootLayout"
+}
 
 var stackNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
 
