@@ -67,6 +67,11 @@ type Store struct {
 	// afterChunk, if set, runs after each chunk of a journaled batch
 	// (tests use it to kill a batch midway).
 	afterChunk func()
+	// noAddrClaim, if set, makes StoreLeases neither read nor take the
+	// leases' address keys (addrs/<ip>): only the benchmark that measures
+	// what the claim costs sets it (BenchmarkLeaseClaim). Never in
+	// production: two boot servers could then lease one address twice.
+	noAddrClaim bool
 }
 
 // New returns a Store over a Consul client.

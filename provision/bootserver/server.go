@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ironrack/ironrack/images"
+	"github.com/ironrack/ironrack/internal/pprofhttp"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision/dhcp"
 	"github.com/ironrack/ironrack/provision/httpboot"
@@ -77,10 +78,14 @@ type Config struct {
 	// NoRA disables the IPv6 router advertisements (which keep iPXE from
 	// waiting about 16 s per stage for an IPv6 router).
 	NoRA bool
+	// PprofAddress, if set, serves Go's runtime profiles (CPU, heap,
+	// block, mutex) there, a loopback HOST:PORT only (internal/pprofhttp),
+	// as the part "pprof". Off if empty.
+	PprofAddress string
 }
 
 // Part is one of a Server's servers with its name: "http", "tftp",
-// "dhcp", "dhcp6", "macs" (the MAC index replica) or "ra".
+// "dhcp", "dhcp6", "macs" (the MAC index replica), "ra" or "pprof".
 type Part struct {
 	Name string
 	// Serve serves until ctx is done and then returns nil. It opens its
@@ -215,6 +220,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if !cfg.NoRA {
 		s.parts = append(s.parts, Part{"ra", ra.New(ra.Config{Interface: ifname, DHCP6: ra6, Logger: log}).Serve})
+	}
+	if cfg.PprofAddress != "" {
+		p, err := pprofhttp.New(cfg.PprofAddress, log)
+		if err != nil {
+			return nil, fmt.Errorf("bootserver: %w", err)
+		}
+		s.parts = append(s.parts, Part{"pprof", p.Serve})
 	}
 	return s, nil
 }

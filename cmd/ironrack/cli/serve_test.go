@@ -36,6 +36,7 @@ func TestServeFlags(t *testing.T) {
 		"lease short":         {append(base, "--dhcp-range", "192.0.2.10-192.0.2.20", "--lease-time", "5s"), "--lease-time 5s"},
 		"lease in proxy":      {append(base, "--proxy-dhcp", "--lease-time", "2h"), "--lease-time applies to --dhcp-range only"},
 		"http port":           {append(base, "--proxy-dhcp", "--http-port", "70000"), "--http-port 70000"},
+		"pprof not loopback":  {append(base, "--proxy-dhcp", "--pprof-address", "0.0.0.0:6060"), `--pprof-address: pprof address "0.0.0.0:6060": "0.0.0.0" is not a loopback address`},
 		"data dir missing":    {[]string{"--interface", "lo", "--address", "192.0.2.1/24", "--proxy-dhcp", "--data-dir", dir + "/nope"}, "--data-dir " + dir + "/nope"},
 		"no such interface":   {[]string{"--interface", "nosuch0", "--address", "192.0.2.1/24", "--proxy-dhcp", "--data-dir", dir}, "--interface nosuch0"},
 		"stray argument":      {append(base, "--proxy-dhcp", "extra"), `unexpected argument "extra"`},
