@@ -9,14 +9,23 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 )
 
 // handleTimeout bounds the store and inventory calls for one request.
 const handleTimeout = 5 * time.Second
+
+// DefaultMaxQueueAge is Config.MaxQueueAge's default: a request that has
+// waited half a second before any work is shed. A client's first
+// retransmission comes 1 s (iPXE, perfdhcp's drop time) to 4 s (RFC 2131)
+// after its request, and the reply still needs its lease committed on a
+// quorum; on an idle server a request waits microseconds.
+const DefaultMaxQueueAge = 500 * time.Millisecond
 
 // Serve opens the DHCP socket (and the PXE port's, unless disabled), both
 // bound to Config.Interface only, unless Config.Conn (Config.PXEConn)
@@ -62,8 +71,16 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		conns = append(conns, c)
 	}
-	for _, c := range conns {
+	// On a UDP socket the kernel stamps each packet as it arrives
+	// (SO_TIMESTAMPNS), from now on: under overload a request may wait in
+	// the socket's 4 MiB buffer for seconds, and only the kernel's stamp
+	// shows it (MaxQueueAge).
+	timed := make([]bool, len(conns))
+	for i, c := range conns {
 		growReadBuffer(c, s.log)
+		if uc, ok := c.(*net.UDPConn); ok {
+			timed[i] = enableTimestamps(uc)
+		}
 	}
 	if !s.cfg.Proxy {
 		if err := s.pool.loadFrom(ctx, s.cfg.Leases); err != nil {
@@ -86,6 +103,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for j := range jobs {
+				if s.stale(j.recv) { // it waited for a worker too long
+					continue
+				}
 				s.handle(ctx, j.conn, j.peer, j.req, j.pxe)
 			}
 		}()
@@ -96,7 +116,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	for i, c := range conns {
 		pxe := i == 1
 		g.Go(func() error {
-			err := s.loop(ctx, c, pxe, jobs)
+			err := s.loop(ctx, c, pxe, timed[i], jobs)
 			closeAll() // one socket failed or ctx is done: stop the other loop too
 			return err
 		})
@@ -114,17 +134,51 @@ type job struct {
 	peer net.Addr
 	req  *dhcpv4.DHCPv4
 	pxe  bool
+	recv time.Time // when the kernel received it
 }
 
-func (s *Server) loop(ctx context.Context, conn net.PacketConn, pxe bool, jobs chan<- job) error {
+// stale reports whether a request received at recv has waited past
+// MaxQueueAge, and counts it if so.
+func (s *Server) stale(recv time.Time) bool {
+	if s.cfg.MaxQueueAge <= 0 || time.Since(recv) <= s.cfg.MaxQueueAge {
+		return false
+	}
+	s.metrics.ignored.WithLabelValues("stale").Inc()
+	return true
+}
+
+// loop reads requests from conn and hands them to the workers; timed: conn
+// is a *net.UDPConn whose packets carry the kernel's receive stamp.
+func (s *Server) loop(ctx context.Context, conn net.PacketConn, pxe, timed bool, jobs chan<- job) error {
+	uc, _ := conn.(*net.UDPConn)
+	oob := make([]byte, 128)
 	for {
 		buf := make([]byte, 1500)
-		n, peer, err := conn.ReadFrom(buf)
+		var n int
+		var peer net.Addr
+		var err error
+		var recv time.Time
+		if timed {
+			var oobn int
+			var ua *net.UDPAddr
+			n, oobn, _, ua, err = uc.ReadMsgUDP(buf, oob)
+			if err == nil {
+				peer, recv = ua, kernelTime(oob[:oobn])
+			}
+		} else {
+			n, peer, err = conn.ReadFrom(buf)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("dhcp: read on %s: %w", s.cfg.Interface, err)
+		}
+		if recv.IsZero() {
+			recv = time.Now()
+		}
+		if s.stale(recv) { // shed before parsing: the backlog drains fast
+			continue
 		}
 		req, err := dhcpv4.FromBytes(buf[:n])
 		if err != nil {
@@ -133,7 +187,7 @@ func (s *Server) loop(ctx context.Context, conn net.PacketConn, pxe bool, jobs c
 			continue
 		}
 		select {
-		case jobs <- job{conn, peer, req, pxe}:
+		case jobs <- job{conn, peer, req, pxe, recv}:
 		case <-ctx.Done():
 			return nil
 		}
@@ -212,4 +266,36 @@ func growReadBuffer(c net.PacketConn, log *slog.Logger) {
 	if err := uc.SetReadBuffer(readBuffer); err != nil {
 		log.Debug("dhcp: cannot grow the socket receive buffer", "err", err)
 	}
+}
+
+// enableTimestamps asks the kernel to stamp c's packets on arrival
+// (SO_TIMESTAMPNS); it reports whether it could.
+func enableTimestamps(c *net.UDPConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	}); err != nil || serr != nil {
+		return false
+	}
+	return true
+}
+
+// kernelTime is the arrival time in a packet's control messages
+// (SCM_TIMESTAMPNS), or the zero time if there is none.
+func kernelTime(oob []byte) time.Time {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return time.Time{}
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+			return time.Unix(ts.Unix())
+		}
+	}
+	return time.Time{}
 }

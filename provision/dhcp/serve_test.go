@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -360,5 +361,80 @@ func TestServeGivenConns(t *testing.T) {
 	}
 	if ack.MessageType() != dhcpv4.MessageTypeAck || ack.BootFileName != "ipxe.efi" {
 		t.Errorf("PXE socket reply: %s", ack.Summary())
+	}
+}
+
+// TestServeShedsStaleRequests: a request that waited in the socket's
+// buffer past MaxQueueAge (the server was not reading: here, not yet
+// started) is dropped unanswered, and a fresh one behind it is answered;
+// with shedding off (negative) both are answered. The age is the kernel's
+// receive stamp (SO_TIMESTAMPNS), on a real loopback socket.
+func TestServeShedsStaleRequests(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		maxAge  time.Duration
+		wantOld bool
+	}{{"shed", 200 * time.Millisecond, false}, {"off", -1, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pconn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := dhcp.New(dhcp.Config{Address: netip.MustParsePrefix("192.0.2.1/24"), Proxy: true, Conn: conn, PXEConn: pconn, MaxQueueAge: tc.maxAge})
+			if err != nil {
+				t.Fatal(err)
+			}
+			client, err := net.ListenPacket("udp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			req := func(mac string) *dhcpv4.DHCPv4 {
+				r := discover(mac, dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithClientIP(net.IPv4(192, 0, 2, 77)),
+					arch(iana.EFI_X86_64), vendor("PXEClient:Arch:00007:UNDI:003016"))
+				if _, err := client.WriteTo(r.ToBytes(), pconn.LocalAddr()); err != nil {
+					t.Fatal(err)
+				}
+				return r
+			}
+			// Serve turns the kernel's receive stamps on as it starts; this
+			// request is queued before, so the test turns them on as Serve
+			// would have had it been running (idle) already.
+			raw, err := pconn.(*net.UDPConn).SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1) })
+			// The kernel turns receive stamping on asynchronously (a static
+			// key flipped from a work queue): a packet right after the
+			// option would be stamped only when read.
+			time.Sleep(100 * time.Millisecond)
+			old := req("52:54:00:ee:00:01") // queued while nothing reads
+			time.Sleep(400 * time.Millisecond)
+			servetest.Run(t, 10*time.Second, s.Serve)
+			fresh := req("52:54:00:ee:00:02")
+			got := map[string]bool{} // by client MAC (discover's xid is fixed)
+			client.SetReadDeadline(time.Now().Add(2 * time.Second))
+			buf := make([]byte, 1500)
+			for {
+				n, _, err := client.ReadFrom(buf)
+				if err != nil {
+					break // the deadline: every reply is in
+				}
+				if r, err := dhcpv4.FromBytes(buf[:n]); err == nil {
+					got[r.ClientHWAddr.String()] = true
+				}
+			}
+			if !got[fresh.ClientHWAddr.String()] {
+				t.Error("the fresh request was not answered")
+			}
+			if got[old.ClientHWAddr.String()] != tc.wantOld {
+				t.Errorf("the request that waited 400 ms: answered %v, want %v (MaxQueueAge %v)", got[old.ClientHWAddr.String()], tc.wantOld, tc.maxAge)
+			}
+		})
 	}
 }
