@@ -33,6 +33,16 @@
 #
 # Output: one line per step and a summary; the best rate with both drop
 # ratios under 1% is each server's figure.
+#
+# BASE_BIN=PATH: a second ironrack binary (e.g. built from an older commit)
+# runs as the server "base" in every step, after "ironrack", for a before/
+# after comparison in the same run (it gets no --pprof-address).
+#
+# PPROF=DIR: ironrack serve runs with --pprof-address 127.0.0.1:6060 (in
+# the server namespace) and, during each of its steps, a CPU profile of
+# the step's middle (PERIOD-4 s) and the block and mutex profiles at its
+# end are saved to DIR/<rate>.{cpu,block,mutex}.pb.gz; the Consul
+# servers' and agent's CPU seconds per step are printed too.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -41,6 +51,7 @@ PERIOD=${PERIOD:-10}
 CLIENTS=${CLIENTS:-50000}
 CONSUL=${CONSUL:-disk}
 FAMILY=${FAMILY:-4}
+PPROF=${PPROF:-}
 KEA=kea-dhcp4; [[ "$FAMILY" == 6 ]] && KEA=kea-dhcp6
 SRV=irb-dhcp-s-$$
 CLI=irb-dhcp-c-$$
@@ -86,9 +97,15 @@ start_kea() {
 }
 
 V6ARGS=()
+PPROFARGS=()
+[[ -n "$PPROF" ]] && { mkdir -p "$PPROF"; PPROFARGS=(--pprof-address 127.0.0.1:6060); }
 [[ "$FAMILY" == 6 ]] && V6ARGS=(--address6 2001:db8:b::1/64 --dhcp6-range 2001:db8:b::10:0-2001:db8:b::1f:ffff)
 
+start_base() { IRONRACK_EXE=$BASE_BIN NO_PPROF=1 start_ironrack; }
+
 start_ironrack() {
+  local exe=${IRONRACK_EXE:-$WORK/ironrack} pp=("${PPROFARGS[@]}")
+  [[ -n "${NO_PPROF:-}" ]] && pp=()
   local d="$WORK/consul-$RANDOM"; mkdir -p "$d" "$WORK/data"
   local args=(agent -bind 127.0.0.1 -client 127.0.0.1 -log-level warn -data-dir "$d" -hcl 'performance { raft_multiplier = 1 }')
   local spids=()
@@ -115,8 +132,8 @@ start_ironrack() {
     ip netns exec "$SRV" curl -sf http://127.0.0.1:8500/v1/catalog/nodes 2>/dev/null | grep -q '"Node"' && break
     sleep 0.2
   done
-  ip netns exec "$SRV" taskset -c 0 "$WORK/ironrack" --consul 127.0.0.1:8500 --log-level error serve \
-    --interface v0 --address 198.18.0.1/15 --dhcp-range 198.18.1.0-198.19.255.254 --data-dir "$WORK/data" "${V6ARGS[@]}" \
+  ip netns exec "$SRV" taskset -c 0 "$exe" --consul 127.0.0.1:8500 --log-level error serve \
+    --interface v0 --address 198.18.0.1/15 --dhcp-range 198.18.1.0-198.19.255.254 --data-dir "$WORK/data" "${V6ARGS[@]}" "${pp[@]}" \
     >"$d/ironrack.log" 2>&1 &
   local ipid=$!; PIDS+=($ipid)
   SERVER_PIDS=($ipid $cpid "${spids[@]}")
@@ -127,11 +144,36 @@ start_ironrack() {
   sleep 1
 }
 
+# cpu_of PID...: the processes' user+system CPU in clock ticks.
+cpu_of() {
+  local t=0 p
+  for p in "$@"; do
+    [[ -r /proc/$p/stat ]] || continue
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+
 # step SERVER RATE: prints "SERVER RATE achieved do_drop% ra_drop%"
 step() {
   local server=$1 rate=$2 out
   "start_$server"
+  local prof=() cpu0=0
+  if [[ -n "$PPROF" && "$server" == ironrack ]]; then
+    cpu0=$(cpu_of "${SERVER_PIDS[@]:1}")
+    local secs=$((PERIOD > 5 ? PERIOD - 4 : 1))
+    ( sleep 2; ip netns exec "$SRV" curl -sf -o "$PPROF/$rate.cpu.pb.gz" "http://127.0.0.1:6060/debug/pprof/profile?seconds=$secs" ) &
+    prof+=($!)
+    ( sleep "$((PERIOD - 1))"
+      ip netns exec "$SRV" curl -sf -o "$PPROF/$rate.block.pb.gz" "http://127.0.0.1:6060/debug/pprof/block"
+      ip netns exec "$SRV" curl -sf -o "$PPROF/$rate.mutex.pb.gz" "http://127.0.0.1:6060/debug/pprof/mutex" ) &
+    prof+=($!)
+  fi
   out=$(ip netns exec "$CLI" taskset -c 1 perfdhcp -"$FAMILY" -l c0 -r "$rate" -p "$PERIOD" -R "$CLIENTS" 2>&1 || true)
+  for p in "${prof[@]}"; do wait "$p" || true; done
+  if [[ -n "$PPROF" && "$server" == ironrack ]]; then
+    echo "# $rate: CPU s during the step: ironrack $(cpu_of "${SERVER_PIDS[0]}"), Consul agent+servers $(( $(cpu_of "${SERVER_PIDS[@]:1}") - cpu0 )) (ticks of 1/$(getconf CLK_TCK) s; ironrack's since its start)" >&2
+  fi
   for p in "${SERVER_PIDS[@]}"; do stop_pid "$p"; done
   local achieved drops
   achieved=$(awk '/^Rate:/ {print $2; exit}' <<<"$out")
@@ -140,9 +182,11 @@ step() {
 }
 
 echo "# server offered_rate achieved_exchanges/s first_drop% second_drop%   (DHCPv$FAMILY PERIOD=${PERIOD}s CLIENTS=$CLIENTS CONSUL=$CONSUL; $(cut -d' ' -f1-3 /proc/loadavg) load before)"
+SERVERS=(kea ironrack)
+[[ -n "${BASE_BIN:-}" ]] && SERVERS+=(base)
 declare -A best
 for rate in $RATES; do
-  for server in kea ironrack; do
+  for server in "${SERVERS[@]}"; do
     line=$(step "$server" "$rate"); echo "$line"
     read -r s r a d1 d2 <<<"$line"
     if awk -v a="${d1%\%}" -v b="${d2%\%}" 'BEGIN {exit !(a+0 < 1 && b+0 < 1)}'; then
@@ -150,13 +194,13 @@ for rate in $RATES; do
     fi
   done
 done
-echo "# best exchanges/s with <1% drops: kea ${best[kea]:-0}  ironrack ${best[ironrack]:-0}  (load $(cut -d' ' -f1-3 /proc/loadavg) after)"
+echo "# best exchanges/s with <1% drops: kea ${best[kea]:-0}  ironrack ${best[ironrack]:-0}${BASE_BIN:+  base ${best[base]:-0}}  (load $(cut -d' ' -f1-3 /proc/loadavg) after)"
 awk -v i="${best[ironrack]:-0}" -v k="${best[kea]:-0}" 'BEGIN { if (k > 0) printf "# ratio ironrack/kea: %.2f\n", i / k }'
 # Past saturation: each server offered OVER (1.3) × its own best rate; the
 # figure is how much of its best rate it still completes. OVER=0 skips it.
 OVER=${OVER:-1.3}
 if awk -v o="$OVER" 'BEGIN {exit !(o > 0)}'; then
-  for server in kea ironrack; do
+  for server in "${SERVERS[@]}"; do
     b=${best[$server]:-0}
     [[ "$b" == 0 ]] && continue
     rate=$(awk -v b="$b" -v o="$OVER" 'BEGIN {printf "%d", b * o}')
