@@ -6,7 +6,7 @@ package inventory
 //
 //	go test -run '^$' -bench LeaseClaim -benchtime 1x -timeout 10m -v ./inventory
 //
-// Four phases, alternating, IRONRACK_BENCH_ROUNDS (3) times, each with
+// Four phases, alternating, IRONRACK_BENCH_ROUNDS (4) times, each with
 // IRONRACK_BENCH_WRITERS (4) writers doing IRONRACK_BENCH_BATCHES (30)
 // batches of MaxLeaseBatch (64) new leases (distinct MACs and addresses,
 // NoMachine as the boot server's MAC index replica sets it):
@@ -20,12 +20,16 @@ package inventory
 //     keys, then 64 sets and 64 CAS ops), no ironrack code;
 //   - raw-noclaim: one raw transaction of 64 sets.
 //
-// Reported per phase: leases/s and the Consul servers' CPU per lease.
+// Reported per phase: leases/s, the three Consul servers' CPU per lease
+// and this process's (ironrack's client side, or the raw client's). Every
+// key written is deleted after each round (untimed). The host is shared:
+// read the same-round ratios and the CPU per lease, not single rates.
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"sort"
 	"sync/atomic"
 	"testing"
@@ -40,8 +44,8 @@ import (
 func BenchmarkLeaseClaim(b *testing.B) {
 	cl := consuldev.StartCluster(b, consuldev.ClusterOptions{})
 	writers := envInt("IRONRACK_BENCH_WRITERS", 4)
-	batches := envInt("IRONRACK_BENCH_BATCHES", 30)
-	rounds := envInt("IRONRACK_BENCH_ROUNDS", 3)
+	batches := envInt("IRONRACK_BENCH_BATCHES", 60)
+	rounds := envInt("IRONRACK_BENCH_ROUNDS", 4)
 	claim := clusterStore(b, cl.Client)
 	noclaim := clusterStore(b, cl.Client)
 	noclaim.noAddrClaim = true
@@ -118,8 +122,20 @@ func BenchmarkLeaseClaim(b *testing.B) {
 		}
 		return t
 	}
+	self := os.Getpid()
+	// wipe removes every lease and address key written (untimed), so
+	// each round starts from the same state.
+	wipe := func() {
+		for _, p := range []string{claim.key("leases") + "/", claim.key("addrs") + "/", "rawlease/"} {
+			if _, err := raw.KV().DeleteTree(p, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	rates := map[string][]float64{}
+	cpus := map[string][]float64{} // servers' µs per lease, per round
 	cpu := map[string]time.Duration{}
+	ccpu := map[string]time.Duration{}
 	count := map[string]int{}
 	b.Logf("%d writers × %d batches of %d leases per phase, %d rounds; load %s", writers, batches, MaxLeaseBatch, rounds, loadavg())
 	b.ResetTimer()
@@ -129,7 +145,7 @@ func BenchmarkLeaseClaim(b *testing.B) {
 			// same one (Raft's log compaction, the GC of the one before).
 			p := phases[(pi+r)%len(phases)]
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			c0 := serversCPU()
+			c0, cc0 := serversCPU(), procCPU(b, self)
 			t0 := time.Now()
 			var g errgroup.Group
 			for range writers {
@@ -149,11 +165,16 @@ func BenchmarkLeaseClaim(b *testing.B) {
 				b.Fatalf("round %d, %s: %v", r, p.name, err)
 			}
 			n := writers * batches * MaxLeaseBatch
+			sc := serversCPU() - c0
 			rates[p.name] = append(rates[p.name], float64(n)/d.Seconds())
-			cpu[p.name] += serversCPU() - c0
+			cpus[p.name] = append(cpus[p.name], float64(sc.Microseconds())/float64(n))
+			cpu[p.name] += sc
+			ccpu[p.name] += procCPU(b, self) - cc0
 			count[p.name] += n
-			b.Logf("round %d %-11s %6d leases in %6.2fs: %6.0f leases/s; load %s", r, p.name, n, d.Seconds(), float64(n)/d.Seconds(), loadavg())
+			b.Logf("round %d %-11s %6d leases in %6.2fs: %6.0f leases/s, servers' CPU %4.0f µs/lease; load %s",
+				r, p.name, n, d.Seconds(), float64(n)/d.Seconds(), float64(sc.Microseconds())/float64(n), loadavg())
 		}
+		wipe()
 	}
 	b.StopTimer()
 	med := func(xs []float64) float64 {
@@ -164,10 +185,14 @@ func BenchmarkLeaseClaim(b *testing.B) {
 	for _, p := range phases {
 		m := med(rates[p.name])
 		us := float64(cpu[p.name].Microseconds()) / float64(count[p.name])
-		b.Logf("%-11s median %6.0f leases/s (%v); Consul servers' CPU %.0f µs per lease", p.name, m, fmtRates(rates[p.name]), us)
+		cus := float64(ccpu[p.name].Microseconds()) / float64(count[p.name])
+		b.Logf("%-11s median %6.0f leases/s (%v); Consul servers' CPU %.0f µs per lease (%v), this process's %.0f µs", p.name, m, fmtRates(rates[p.name]), us, fmtRates(cpus[p.name]), cus)
 		b.ReportMetric(m, p.name+"-leases/s")
 		b.ReportMetric(us, p.name+"-server-µs/lease")
+		b.ReportMetric(cus, p.name+"-client-µs/lease")
 	}
+	b.Logf("servers' CPU per lease, claim / noclaim %.2f, raw-claim / raw-noclaim %.2f",
+		float64(cpu["claim"])/float64(cpu["noclaim"]), float64(cpu["raw-claim"])/float64(cpu["raw-noclaim"]))
 	// Same-round ratios, so a load change between rounds cancels out.
 	var withKey, raws []float64
 	for r := range rounds {
