@@ -105,10 +105,14 @@ func (s *Store) candidates(ctx context.Context, q Query) ([]*api.Node, error) {
 	if len(eq) == 0 {
 		eq[machineMetaKey] = machineMetaValue
 	}
-	ctx, cancel := s.opCtx(ctx)
+	// The whole fleet's nodes may come back: ScanTimeout, not OpTimeout.
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.ScanTimeout)
 	defer cancel()
-	nodes, _, err := s.c.Catalog().Nodes((&api.QueryOptions{NodeMeta: eq}).WithContext(ctx))
+	nodes, _, err := s.c.Catalog().Nodes((&api.QueryOptions{NodeMeta: eq}).WithContext(sctx))
 	if err != nil {
+		if sctx.Err() != nil && ctx.Err() == nil {
+			return nil, fmt.Errorf("read catalog: no complete answer within %v (the store's ScanTimeout): %w", s.cfg.ScanTimeout, err)
+		}
 		return nil, fmt.Errorf("read catalog: %w", err)
 	}
 	out := nodes[:0]
