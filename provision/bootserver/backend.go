@@ -64,6 +64,19 @@ type Backend struct {
 	macs     *macReplica
 }
 
+// leaseMaxWait is how long a lease may wait for its group commit before
+// it is shed (dhcp.ErrStale: no reply). With the DHCP server's own
+// 500 ms limit on a request's wait for a worker (dhcp.DefaultMaxQueueAge)
+// and a commit of tens of ms, an answered request is answered within about
+// 1 s of its arrival, before its client's first retransmission (iPXE,
+// perfdhcp); on an idle server a lease waits for at most the commit
+// in flight.
+const leaseMaxWait = 250 * time.Millisecond
+
+func staleLease() error {
+	return fmt.Errorf("lease not written: it waited over %v for a group commit: %w", leaseMaxWait, dhcp.ErrStale)
+}
+
 type reservationResult struct {
 	ip    netip.Addr
 	owned bool
@@ -72,8 +85,8 @@ type reservationResult struct {
 
 func (a *Backend) init() {
 	a.once.Do(func() {
-		a.leases = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases, inFlight: 4}
-		a.leases6 = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases6, inFlight: 4}
+		a.leases = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases, inFlight: 4, maxWait: leaseMaxWait, stale: staleLease}
+		a.leases6 = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases6, inFlight: 4, maxWait: leaseMaxWait, stale: staleLease}
 		a.reserved = &batcher[string, reservationResult]{call: a.reservations, inFlight: 2}
 		a.macs = &macReplica{store: a.Store, log: a.log()}
 	})

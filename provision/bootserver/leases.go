@@ -24,13 +24,21 @@ type batcher[In, Out any] struct {
 	// inFlight bounds the calls made at once. If 0, 1. More than one lets
 	// Consul's Raft put several transactions into one log write.
 	inFlight int
-	mu       sync.Mutex
+	// maxWait, with stale, sheds load: a caller that waited in the queue
+	// longer than maxWait when a batch is made gets stale()'s result and
+	// is left out of the call. Past saturation the queue then holds at
+	// most maxWait of work, so what is committed is still answered in
+	// time, instead of everything late. If 0, nothing is shed.
+	maxWait time.Duration
+	stale   func() Out
+	mu      sync.Mutex
 	queue    []*pending[In, Out]
 	busy     int
 }
 
 type pending[In, Out any] struct {
-	in In
+	in     In
+	queued time.Time
 	// done receives {lead: true} when this caller is to lead the next
 	// call, and then (or at once) its own result.
 	done chan outcome[Out]
@@ -42,7 +50,7 @@ type outcome[Out any] struct {
 }
 
 func (b *batcher[In, Out]) do(ctx context.Context, in In) Out {
-	p := &pending[In, Out]{in: in, done: make(chan outcome[Out], 1)}
+	p := &pending[In, Out]{in: in, queued: time.Now(), done: make(chan outcome[Out], 1)}
 	b.mu.Lock()
 	if b.busy < max(b.inFlight, 1) {
 		b.busy++
@@ -67,23 +75,26 @@ func (b *batcher[In, Out]) do(ctx context.Context, in In) Out {
 // lead the next call. A waiter is in the queue, or promoted, or in exactly
 // one batch, so it gets exactly one message.
 func (b *batcher[In, Out]) lead(ctx context.Context, own *pending[In, Out]) {
+	var batch []*pending[In, Out]
+	now := time.Now()
+	take := func(p *pending[In, Out]) {
+		if b.maxWait > 0 && b.stale != nil && now.Sub(p.queued) > b.maxWait {
+			p.done <- outcome[Out]{out: b.stale()} // shed: it waited too long
+			return
+		}
+		batch = append(batch, p)
+	}
+	take(own)
 	b.mu.Lock()
-	n := min(len(b.queue), inventory.MaxLeaseBatch-1)
-	batch := append([]*pending[In, Out]{own}, b.queue[:n]...)
+	n := 0
+	for n < len(b.queue) && len(batch) < inventory.MaxLeaseBatch {
+		take(b.queue[n])
+		n++
+	}
 	b.queue = b.queue[n:]
 	b.mu.Unlock()
-
-	in := make([]In, len(batch))
-	for i, p := range batch {
-		in[i] = p.in
-	}
-	// The call serves every caller in the batch: the leader's own
-	// cancellation must not fail the others.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
-	out := b.call(cctx, in)
-	cancel()
-	for i, p := range batch {
-		p.done <- outcome[Out]{out: out[i]}
+	if len(batch) > 0 {
+		b.call1(ctx, batch)
 	}
 
 	b.mu.Lock()
@@ -96,6 +107,22 @@ func (b *batcher[In, Out]) lead(ctx context.Context, own *pending[In, Out]) {
 	b.queue = b.queue[1:]
 	b.mu.Unlock()
 	next.done <- outcome[Out]{lead: true}
+}
+
+// call1 makes one call for batch and hands out the results.
+func (b *batcher[In, Out]) call1(ctx context.Context, batch []*pending[In, Out]) {
+	in := make([]In, len(batch))
+	for i, p := range batch {
+		in[i] = p.in
+	}
+	// The call serves every caller in the batch: the leader's own
+	// cancellation must not fail the others.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
+	out := b.call(cctx, in)
+	cancel()
+	for i, p := range batch {
+		p.done <- outcome[Out]{out: out[i]}
+	}
 }
 
 // reservationTTL is how long a reservation lookup is reused: a DHCP

@@ -65,3 +65,45 @@ func TestBatcher(t *testing.T) {
 		})
 	}
 }
+
+// TestBatcherShedsStale: callers that waited in the queue longer than
+// maxWait (a call in flight took longer) get stale()'s result and are left
+// out of the next call; a caller arriving afterwards is served.
+func TestBatcherShedsStale(t *testing.T) {
+	var mu sync.Mutex
+	var seen []int
+	b := &batcher[int, int]{inFlight: 1, maxWait: 50 * time.Millisecond, stale: func() int { return -1 },
+		call: func(_ context.Context, in []int) []int {
+			mu.Lock()
+			seen = append(seen, in...)
+			mu.Unlock()
+			time.Sleep(200 * time.Millisecond) // a slow commit: the queue waits
+			out := make([]int, len(in))
+			for i, v := range in {
+				out[i] = v * 10
+			}
+			return out
+		}}
+	res := make([]int, 6)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); res[0] = b.do(context.Background(), 1) }() // leads
+	time.Sleep(30 * time.Millisecond)
+	for i := 2; i <= 5; i++ { // queue behind the 200 ms call
+		wg.Add(1)
+		go func() { defer wg.Done(); res[i-1] = b.do(context.Background(), i) }()
+	}
+	wg.Wait()
+	res[5] = b.do(context.Background(), 6) // after the queue drained
+	want := []int{10, -1, -1, -1, -1, 60}
+	for i := range want {
+		if res[i] != want[i] {
+			t.Fatalf("results %v, want %v (the four queued callers waited ~170 ms > maxWait 50 ms)", res, want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen[0] != 1 || seen[1] != 6 {
+		t.Errorf("the call saw %v, want [1 6]: shed callers must not be written", seen)
+	}
+}

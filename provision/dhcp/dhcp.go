@@ -52,6 +52,13 @@ type LeaseStore interface {
 // another server sharing the range) holds the address.
 var ErrAddressInUse = errors.New("address in use")
 
+// ErrStale, wrapped by a LeaseStore's error, says the lease was not
+// written because its request waited too long for a commit (the store's
+// queue was past saturation): the server sends nothing, as for any store
+// error, but counts the request as ironrack_dhcp_ignored_total{reason=
+// "stale"} and does not log it as a failure.
+var ErrStale = errors.New("request too old to answer")
+
 // Reservations finds the static address of a known machine.
 type Reservations interface {
 	// Reservation returns the address reserved for mac, or the zero Addr

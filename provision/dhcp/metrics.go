@@ -1,6 +1,8 @@
 package dhcp
 
 import (
+	"errors"
+
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -56,6 +58,8 @@ func msgType(mt dhcpv4.MessageType) string {
 func (s *Server) count(req, resp *dhcpv4.DHCPv4, reason string, err error) {
 	s.metrics.received.WithLabelValues(msgType(req.MessageType())).Inc()
 	switch {
+	case errors.Is(err, ErrStale):
+		s.metrics.ignored.WithLabelValues("stale").Inc()
 	case err != nil:
 		s.metrics.errors.Inc()
 	case resp != nil:

@@ -204,6 +204,10 @@ func (s *Server) handle(ctx context.Context, conn net.PacketConn, peer net.Addr,
 	} else {
 		resp, err = s.Reply(ctx, req)
 	}
+	if errors.Is(err, ErrStale) {
+		s.log.Debug("dhcp: shed", "mac", req.ClientHWAddr.String(), "type", req.MessageType().String(), "err", err)
+		return
+	}
 	if err != nil {
 		s.log.Error("dhcp: no reply", "mac", req.ClientHWAddr.String(), "type", req.MessageType().String(), "err", err)
 		return
