@@ -64,14 +64,13 @@ type Backend struct {
 	macs     *macReplica
 }
 
-// leaseMaxWait is how long a lease may wait for its group commit before
-// it is shed (dhcp.ErrStale: no reply). With the DHCP server's own
-// 500 ms limit on a request's wait for a worker (dhcp.DefaultMaxQueueAge)
-// and a commit of tens of ms, an answered request is answered within about
-// 1 s of its arrival, before its client's first retransmission (iPXE,
-// perfdhcp); on an idle server a lease waits for at most the commit
-// in flight.
-const leaseMaxWait = 250 * time.Millisecond
+// leaseMaxWait sheds leases past saturation: a lease whose DHCP request
+// arrived more than this long ago when its group commit is made is not
+// written (dhcp.ErrStale: no reply). With a commit of up to a few hundred
+// ms, an answered request is then answered within about 1 s of its
+// arrival, before its client's first retransmission (iPXE, perfdhcp); on
+// an idle server a request is milliseconds old here.
+const leaseMaxWait = 750 * time.Millisecond
 
 func staleLease() error {
 	return fmt.Errorf("lease not written: it waited over %v for a group commit: %w", leaseMaxWait, dhcp.ErrStale)

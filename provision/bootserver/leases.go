@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ironrack/ironrack/inventory"
+	"github.com/ironrack/ironrack/provision/dhcp"
 )
 
 // batchTimeout bounds one group call to the inventory.
@@ -24,8 +25,9 @@ type batcher[In, Out any] struct {
 	// inFlight bounds the calls made at once. If 0, 1. More than one lets
 	// Consul's Raft put several transactions into one log write.
 	inFlight int
-	// maxWait, with stale, sheds load: a caller that waited in the queue
-	// longer than maxWait when a batch is made gets stale()'s result and
+	// maxWait, with stale, sheds load: a caller whose request is older
+	// than maxWait when a batch is made (since it arrived, by
+	// dhcp.Received, else since it queued here) gets stale()'s result and
 	// is left out of the call. Past saturation the queue then holds at
 	// most maxWait of work, so what is committed is still answered in
 	// time, instead of everything late. If 0, nothing is shed.
@@ -51,6 +53,9 @@ type outcome[Out any] struct {
 
 func (b *batcher[In, Out]) do(ctx context.Context, in In) Out {
 	p := &pending[In, Out]{in: in, queued: time.Now(), done: make(chan outcome[Out], 1)}
+	if t, ok := dhcp.Received(ctx); ok {
+		p.queued = t
+	}
 	b.mu.Lock()
 	if b.busy < max(b.inFlight, 1) {
 		b.busy++

@@ -106,7 +106,7 @@ func (s *Server) Serve(ctx context.Context) error {
 				if s.stale(j.recv) { // it waited for a worker too long
 					continue
 				}
-				s.handle(ctx, j.conn, j.peer, j.req, j.pxe)
+				s.handle(ctx, j.conn, j.peer, j.req, j.pxe, j.recv)
 			}
 		}()
 	}
@@ -194,7 +194,19 @@ func (s *Server) loop(ctx context.Context, conn net.PacketConn, pxe, timed bool,
 	}
 }
 
-func (s *Server) handle(ctx context.Context, conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv4, pxe bool) {
+// receivedKey is the context key of a request's arrival time.
+type receivedKey struct{}
+
+// Received returns when the request being answered under ctx arrived (the
+// kernel's receive stamp), if ctx is a request's: a LeaseStore may shed a
+// lease whose request is too old to be answered in time (ErrStale).
+func Received(ctx context.Context) (time.Time, bool) {
+	t, ok := ctx.Value(receivedKey{}).(time.Time)
+	return t, ok
+}
+
+func (s *Server) handle(ctx context.Context, conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv4, pxe bool, recv time.Time) {
+	ctx = context.WithValue(ctx, receivedKey{}, recv)
 	ctx, cancel := context.WithTimeout(ctx, handleTimeout)
 	defer cancel()
 	var resp *dhcpv4.DHCPv4
