@@ -34,8 +34,8 @@ type batcher[In, Out any] struct {
 	maxWait time.Duration
 	stale   func() Out
 	mu      sync.Mutex
-	queue    []*pending[In, Out]
-	busy     int
+	queue   []*pending[In, Out]
+	busy    int
 }
 
 type pending[In, Out any] struct {
