@@ -49,10 +49,11 @@ type Config struct {
 	Who string
 	// OpTimeout bounds each Consul call. If 0, 10s.
 	OpTimeout time.Duration
-	// ScanTimeout bounds instead the one call whose size grows with the
+	// ScanTimeout bounds instead the calls whose size grows with the
 	// fleet: a query's catalog read, which returns every machine's node
-	// when no key index narrows the query (100,000 nodes took Consul
-	// over 10 s on a loaded 3-server cluster). If 0, 6×OpTimeout.
+	// when no key index narrows the query, and the list of every record
+	// (100,000 of either took over 10 s on a loaded 3-server cluster). If
+	// 0, 6×OpTimeout.
 	ScanTimeout time.Duration
 	// RetryFor bounds how long a write transaction is resent, and read back,
 	// while the cluster has no leader (see retry.go). If 0, 30s.

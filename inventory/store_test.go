@@ -155,8 +155,8 @@ func TestCommissionMergesPXEMachine(t *testing.T) {
 }
 
 // TestScanTimeout: a query's catalog read (every machine's node when no
-// key index narrows it) is bounded by ScanTimeout, not OpTimeout, and its
-// failure says which deadline ran out.
+// key index narrows it) and the list of every record are bounded by
+// ScanTimeout, not OpTimeout, and their failure says which deadline ran out.
 func TestScanTimeout(t *testing.T) {
 	_, c := testStore(t)
 	fast := New(c, Config{Who: "test", OpTimeout: time.Nanosecond, ScanTimeout: time.Minute})
@@ -177,7 +177,14 @@ func TestScanTimeout(t *testing.T) {
 	}
 	slow := New(c, Config{Who: "test", ScanTimeout: time.Nanosecond})
 	_, err = slow.List(context.Background(), Query{Where: w})
-	if err == nil || !strings.Contains(err.Error(), "no complete answer within 1ns (the store's ScanTimeout)") {
+	if err == nil || !strings.Contains(err.Error(), "read catalog: no complete answer within 1ns (the store's ScanTimeout") {
 		t.Fatalf("List under a 1ns ScanTimeout: %v", err)
+	}
+	// The list of every record (no where, no index) is a scan too.
+	if _, err := slow.List(context.Background(), Query{}); err == nil || !strings.Contains(err.Error(), "read machines: no complete answer within 1ns (the store's ScanTimeout") {
+		t.Fatalf("List of everything under a 1ns ScanTimeout: %v", err)
+	}
+	if _, err := fast.List(context.Background(), Query{}); err != nil {
+		t.Fatalf("List of everything under a 1ns OpTimeout and a 1m ScanTimeout: %v", err)
 	}
 }
