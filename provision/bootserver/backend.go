@@ -65,15 +65,15 @@ type Backend struct {
 }
 
 // leaseMaxWait sheds leases past saturation: a lease whose DHCP request
-// arrived more than this long ago when its group commit is made is not
-// written (dhcp.ErrStale: no reply). With a commit of up to a few hundred
-// ms, an answered request is then answered within about 1 s of its
-// arrival, before its client's first retransmission (iPXE, perfdhcp); on
-// an idle server a request is milliseconds old here.
-const leaseMaxWait = 750 * time.Millisecond
+// could no longer be answered within this long of its arrival (its age
+// when its group commit is made, plus the last commit's duration) is not
+// written (dhcp.ErrStale: no reply). That is a client's first
+// retransmission (iPXE, perfdhcp's drop time); on an idle server a
+// request is milliseconds old here and nothing is shed.
+const leaseMaxWait = time.Second
 
 func staleLease() error {
-	return fmt.Errorf("lease not written: it waited over %v for a group commit: %w", leaseMaxWait, dhcp.ErrStale)
+	return fmt.Errorf("lease not written: it could not be answered within %v of its request: %w", leaseMaxWait, dhcp.ErrStale)
 }
 
 type reservationResult struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ironrack/ironrack/inventory"
@@ -25,17 +26,19 @@ type batcher[In, Out any] struct {
 	// inFlight bounds the calls made at once. If 0, 1. More than one lets
 	// Consul's Raft put several transactions into one log write.
 	inFlight int
-	// maxWait, with stale, sheds load: a caller whose request is older
-	// than maxWait when a batch is made (since it arrived, by
-	// dhcp.Received, else since it queued here) gets stale()'s result and
-	// is left out of the call. Past saturation the queue then holds at
-	// most maxWait of work, so what is committed is still answered in
-	// time, instead of everything late. If 0, nothing is shed.
-	maxWait time.Duration
-	stale   func() Out
-	mu      sync.Mutex
-	queue   []*pending[In, Out]
-	busy    int
+	// maxWait, with stale, sheds load: a caller whose request could not
+	// be answered within maxWait of its arrival (by dhcp.Received, else
+	// since it queued here) gets stale()'s result and is left out of the
+	// call: its age when a batch is made plus the last call's duration
+	// is over maxWait. Past saturation the queue then holds only work
+	// that is still answered in time, instead of everything late. If 0,
+	// nothing is shed.
+	maxWait  time.Duration
+	stale    func() Out
+	lastCall atomic.Int64 // the last call's duration, ns
+	mu       sync.Mutex
+	queue    []*pending[In, Out]
+	busy     int
 }
 
 type pending[In, Out any] struct {
@@ -82,8 +85,9 @@ func (b *batcher[In, Out]) do(ctx context.Context, in In) Out {
 func (b *batcher[In, Out]) lead(ctx context.Context, own *pending[In, Out]) {
 	var batch []*pending[In, Out]
 	now := time.Now()
+	est := time.Duration(b.lastCall.Load())
 	take := func(p *pending[In, Out]) {
-		if b.maxWait > 0 && b.stale != nil && now.Sub(p.queued) > b.maxWait {
+		if b.maxWait > 0 && b.stale != nil && now.Sub(p.queued)+est > b.maxWait {
 			p.done <- outcome[Out]{out: b.stale()} // shed: it waited too long
 			return
 		}
@@ -123,7 +127,9 @@ func (b *batcher[In, Out]) call1(ctx context.Context, batch []*pending[In, Out])
 	// The call serves every caller in the batch: the leader's own
 	// cancellation must not fail the others.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
+	start := time.Now()
 	out := b.call(cctx, in)
+	b.lastCall.Store(int64(time.Since(start)))
 	cancel()
 	for i, p := range batch {
 		p.done <- outcome[Out]{out: out[i]}
