@@ -38,6 +38,8 @@
 # runs as the server "base" in every step, after "ironrack", for a before/
 # after comparison in the same run (it gets no --pprof-address).
 #
+# SHED=1: ironrack serve runs with --shed (load shedding; not "base").
+#
 # PPROF=DIR: ironrack serve runs with --pprof-address 127.0.0.1:6060 (in
 # the server namespace) and, during each of its steps, a CPU profile of
 # the step's middle (PERIOD-4 s) and the block and mutex profiles at its
@@ -105,6 +107,7 @@ start_base() { IRONRACK_EXE=$BASE_BIN NO_PPROF=1 start_ironrack; }
 
 start_ironrack() {
   local exe=${IRONRACK_EXE:-$WORK/ironrack} pp=("${PPROFARGS[@]}")
+  [[ -n "${SHED:-}" ]] && pp+=(--shed)
   [[ -n "${NO_PPROF:-}" ]] && pp=()
   local d="$WORK/consul-$RANDOM"; mkdir -p "$d" "$WORK/data"
   local args=(agent -bind 127.0.0.1 -client 127.0.0.1 -log-level warn -data-dir "$d" -hcl 'performance { raft_multiplier = 1 }')

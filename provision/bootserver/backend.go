@@ -49,6 +49,9 @@ type Backend struct {
 	// deployed machine reports its host keys are valid. If 0,
 	// hostkeys.DefaultCertLifetime (1 year).
 	HostCertLifetime time.Duration
+	// Shed makes the lease group commit drop leases that could no longer
+	// be answered within 1 s of their request (see Config.Shed).
+	Shed bool
 	// BaseURL6 is the boot HTTP server's IPv6 base URL, used instead of
 	// BaseURL for a machine whose ip is IPv6 (an IPv6-only machine). If
 	// empty, BaseURL.
@@ -84,8 +87,12 @@ type reservationResult struct {
 
 func (a *Backend) init() {
 	a.once.Do(func() {
-		a.leases = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases, inFlight: 4, maxWait: leaseMaxWait, stale: staleLease}
-		a.leases6 = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases6, inFlight: 4, maxWait: leaseMaxWait, stale: staleLease}
+		a.leases = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases, inFlight: 4}
+		a.leases6 = &batcher[inventory.Lease, error]{call: a.Store.StoreLeases6, inFlight: 4}
+		if a.Shed {
+			a.leases.maxWait, a.leases.stale = leaseMaxWait, staleLease
+			a.leases6.maxWait, a.leases6.stale = leaseMaxWait, staleLease
+		}
 		a.reserved = &batcher[string, reservationResult]{call: a.reservations, inFlight: 2}
 		a.macs = &macReplica{store: a.Store, log: a.log()}
 	})

@@ -16,9 +16,9 @@ package bootserver
 // capacity for IRONRACK_BENCH_SECONDS (6) s, sends each REQUEST as its
 // OFFER arrives, and counts an exchange complete when its OFFER came within
 // 1 s of its DISCOVER and its ACK within 1 s of its REQUEST (perfdhcp's
-// drop time). "shed=off" turns both limits off (dhcp.Config.MaxQueueAge
-// negative, the batcher's maxWait 0): the code before shedding. Needs
-// root (port 67).
+// drop time). "shed=off" is the default (no limit anywhere); "shed=800ms"
+// is `ironrack serve --shed` (dhcp.ShedAge at the socket, leaseMaxWait in
+// the group commit). Needs root (port 67).
 
 import (
 	"context"
@@ -62,7 +62,7 @@ func BenchmarkOverload(b *testing.B) {
 	const perLease = 4 * time.Millisecond
 	const capacity = int(time.Second / perLease) // 250/s
 	for _, over := range []float64{1.0, 1.3} {
-		for _, age := range []time.Duration{-1, dhcp.DefaultMaxQueueAge} {
+		for _, age := range []time.Duration{0, dhcp.ShedAge} {
 			name := "shed=off"
 			if age > 0 {
 				name = "shed=" + age.String()

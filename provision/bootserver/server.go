@@ -78,6 +78,11 @@ type Config struct {
 	// NoRA disables the IPv6 router advertisements (which keep iPXE from
 	// waiting about 16 s per stage for an IPv6 router).
 	NoRA bool
+	// Shed turns load shedding on: the DHCP server drops requests that
+	// waited past dhcp.ShedAge, and the lease group commit drops leases
+	// that could no longer be answered within 1 s of their request
+	// (dhcp.ErrStale). Off by default (see docs/boot-server.md).
+	Shed bool
 	// PprofAddress, if set, serves Go's runtime profiles (CPU, heap,
 	// block, mutex) there, a loopback HOST:PORT only (internal/pprofhttp),
 	// as the part "pprof". Off if empty.
@@ -149,7 +154,7 @@ func New(cfg Config) (*Server, error) {
 	ip := cfg.DHCP.Address.Addr().String()
 	httpAddr := net.JoinHostPort(ip, strconv.Itoa(cfg.HTTPPort))
 	base := "http://" + httpAddr
-	inv := &Backend{Store: cfg.Store, DataDir: cfg.DataDir, BaseURL: base, Logger: log, HostCertLifetime: cfg.HostCertLifetime}
+	inv := &Backend{Store: cfg.Store, DataDir: cfg.DataDir, BaseURL: base, Logger: log, HostCertLifetime: cfg.HostCertLifetime, Shed: cfg.Shed}
 	var d6 *dhcp.Server6
 	var httpAddr6, base6 string
 	if cfg.DHCP6.Address.IsValid() {
@@ -177,6 +182,9 @@ func New(cfg Config) (*Server, error) {
 		// Requests wait on Consul, not on CPU; many in flight let their
 		// leases share one group commit.
 		dcfg.Workers = 512
+	}
+	if cfg.Shed && dcfg.MaxQueueAge == 0 {
+		dcfg.MaxQueueAge = dhcp.ShedAge
 	}
 	if !dcfg.Proxy {
 		dcfg.Leases, dcfg.Reservations = inv, inv

@@ -20,13 +20,12 @@ import (
 // handleTimeout bounds the store and inventory calls for one request.
 const handleTimeout = 5 * time.Second
 
-// DefaultMaxQueueAge is Config.MaxQueueAge's default: a request that has
-// waited 800 ms before any work is shed. A client's first retransmission
-// comes 1 s (iPXE, perfdhcp's drop time) to 4 s (RFC 2131) after its
-// request; the 200 ms left are for the answer (a lease's commit may shed
-// it later, see bootserver). On an idle server a request waits
-// microseconds.
-const DefaultMaxQueueAge = 800 * time.Millisecond
+// ShedAge is the MaxQueueAge `ironrack serve --shed` sets: a request that
+// has waited 800 ms before any work is shed. A client's first
+// retransmission comes 1 s (iPXE, perfdhcp's drop time) to 4 s (RFC 2131)
+// after its request; the 200 ms left are for the answer (a lease's commit
+// may shed it later, see bootserver).
+const ShedAge = 800 * time.Millisecond
 
 // Serve opens the DHCP socket (and the PXE port's, unless disabled), both
 // bound to Config.Interface only, unless Config.Conn (Config.PXEConn)

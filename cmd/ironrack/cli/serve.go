@@ -45,6 +45,7 @@ func serveCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "dns6", Usage: "IPv6 DNS servers handed to DHCPv6 clients, comma-separated (option 23)"},
 			&cli.IntFlag{Name: "http-port", Value: 8080, Usage: "port of the boot HTTP server on --address"},
 			&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "boot artifacts: images/<name>/<version>/, the agent in images/agent/current/"},
+			&cli.BoolFlag{Name: "shed", Usage: "past saturation, drop DHCPv4 requests that can no longer be answered within 1 s instead of answering them late (off by default; see docs/boot-server.md)"},
 			&cli.StringFlag{Name: "pprof-address", Usage: "serve Go's runtime profiles (CPU, heap, block, mutex) on this loopback HOST:PORT, e.g. 127.0.0.1:6060 (off by default)"},
 			&cli.StringFlag{Name: "cert-lifetime", Value: "365d", Usage: "lifetime of the host certificates signed when deployed machines report their host keys (with an SSH CA and the key file; Nd or a Go duration)"},
 		},
@@ -211,6 +212,7 @@ func serveConfig(c *cli.Context) (bootserver.Config, error) {
 		return cfg, fmt.Errorf("--cert-lifetime %q: want Nd (days) or a Go duration such as 8760h", c.String("cert-lifetime"))
 	}
 	cfg.HostCertLifetime = life
+	cfg.Shed = c.Bool("shed")
 	if pa := c.String("pprof-address"); pa != "" {
 		if _, err := pprofhttp.New(pa, nil); err != nil {
 			return cfg, fmt.Errorf("--pprof-address: %w", err)
