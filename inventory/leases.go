@@ -90,13 +90,18 @@ func (s *Store) storeLeases(ctx context.Context, ls []Lease, v6 bool) (errs []er
 	}
 	if !blind {
 		// The addresses' holders, in the same read.
-		for _, i := range readIdx {
-			reads = append(reads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.addrKey(ls[i].IP)}})
+		if !s.noAddrClaim {
+			for _, i := range readIdx {
+				reads = append(reads, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVGetOrEmpty, Key: s.addrKey(ls[i].IP)}})
+			}
 		}
-		resp, err := s.txn(ctx, reads)
-		if err != nil {
-			fail(readIdx, fmt.Errorf("store leases: read MAC index: %w", err))
-			return errs
+		resp := &api.TxnResponse{}
+		if len(reads) > 0 {
+			var err error
+			if resp, err = s.txn(ctx, reads); err != nil {
+				fail(readIdx, fmt.Errorf("store leases: read MAC index: %w", err))
+				return errs
+			}
 		}
 		for j, r := range resp.Results {
 			switch {
@@ -141,6 +146,10 @@ func (s *Store) storeLeases(ctx context.Context, ls []Lease, v6 bool) (errs []er
 	taken := map[string]bool{} // addresses claimed in this batch
 	var live []int
 	for _, i := range readIdx {
+		if s.noAddrClaim {
+			live = append(live, i)
+			continue
+		}
 		c, err := s.addrClaim(ls[i].IP, ls[i].MAC, holder[i], heldLease[i], now)
 		if err == nil && taken[ls[i].IP] {
 			err = fmt.Errorf("address %s is asked for twice in one batch: %w", ls[i].IP, ErrAddressInUse)
@@ -177,7 +186,10 @@ func (s *Store) storeLeases(ctx context.Context, ls []Lease, v6 bool) (errs []er
 				continue
 			}
 		}
-		writes = append(writes, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.leaseKeyFor(ls[i].MAC, ls[i].IP), Value: vals[i]}}, claims[i])
+		writes = append(writes, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: s.leaseKeyFor(ls[i].MAC, ls[i].IP), Value: vals[i]}})
+		if c := claims[i]; c != nil {
+			writes = append(writes, c)
+		}
 		writeIdx = append(writeIdx, i)
 	}
 	if len(writes) > 0 {

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -105,10 +106,14 @@ func (s *Store) candidates(ctx context.Context, q Query) ([]*api.Node, error) {
 	if len(eq) == 0 {
 		eq[machineMetaKey] = machineMetaValue
 	}
-	ctx, cancel := s.opCtx(ctx)
+	// The whole fleet's nodes may come back: ScanTimeout, not OpTimeout.
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.ScanTimeout)
 	defer cancel()
-	nodes, _, err := s.c.Catalog().Nodes((&api.QueryOptions{NodeMeta: eq}).WithContext(ctx))
+	nodes, _, err := s.c.Catalog().Nodes((&api.QueryOptions{NodeMeta: eq}).WithContext(sctx))
 	if err != nil {
+		if sctx.Err() != nil && ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, fmt.Errorf("read catalog: no complete answer within %v (the store's ScanTimeout; a read attempt gets a third of it): %w", s.cfg.ScanTimeout, err)
+		}
 		return nil, fmt.Errorf("read catalog: %w", err)
 	}
 	out := nodes[:0]
@@ -171,10 +176,17 @@ func noWhere(q Query) bool { return q.Where == nil || q.Where.prog == nil }
 // allRecords reads every machine record with one list and keeps those q
 // selects.
 func (s *Store) allRecords(ctx context.Context, q Query) ([]stored, error) {
-	ctx, cancel := s.opCtx(ctx)
+	// Every record in one answer, its size the fleet's: ScanTimeout. (The
+	// retrying transport gives a read a third of the time left per
+	// attempt, body included: 3.3 s of a 10 s deadline cut the list of
+	// 100,000 records short on a loaded cluster.)
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.ScanTimeout)
 	defer cancel()
-	kvs, _, err := s.c.KV().List(s.key("machines")+"/", (&api.QueryOptions{}).WithContext(ctx))
+	kvs, _, err := s.c.KV().List(s.key("machines")+"/", (&api.QueryOptions{}).WithContext(sctx))
 	if err != nil {
+		if sctx.Err() != nil && ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, fmt.Errorf("read machines: no complete answer within %v (the store's ScanTimeout; a read attempt gets a third of it): %w", s.cfg.ScanTimeout, err)
+		}
 		return nil, fmt.Errorf("read machines: %w", err)
 	}
 	out := make([]stored, 0, len(kvs))

@@ -116,9 +116,16 @@ func (t *RetryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 1; ; attempt++ {
 		areq := req
 		cancel := context.CancelFunc(func() {})
+		keep := func() {} // lifts the attempt's share once it has answered
 		if shared {
-			var actx context.Context
-			actx, cancel = context.WithTimeout(parent, max(time.Until(deadline)/3, time.Second))
+			// The share bounds the wait for an answer, not the reading of
+			// its body: a big answer (every record of a large fleet) may
+			// take longer to arrive than a third of the deadline, and its
+			// reader is bounded by the caller's deadline.
+			actx, acancel := context.WithCancel(parent)
+			share := time.AfterFunc(max(time.Until(deadline)/3, time.Second), acancel)
+			cancel = func() { share.Stop(); acancel() }
+			keep = func() { share.Stop() }
 			areq = req.Clone(actx)
 		}
 		if attempt > 1 && req.GetBody != nil {
@@ -150,6 +157,7 @@ func (t *RetryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				}
 				return nil, err
 			}
+			keep()
 			resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 			return resp, nil
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -93,5 +94,35 @@ func TestLostAnswerReadBack(t *testing.T) {
 	}
 	if kv, _, _ := c.KV().Get("ironrack/plain", nil); kv != nil {
 		t.Error("the plain set was resent")
+	}
+}
+
+// TestRetryTransportSlowBody: a read's answer whose body takes longer to
+// arrive than the attempt's share (a third of the time left) is read
+// whole: the share bounds the wait for an answer, the caller's deadline
+// the body (the list of 100,000 records was cut off at 3.3 s of 10).
+func TestRetryTransportSlowBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		for range 3 {
+			time.Sleep(600 * time.Millisecond) // 1.8 s in all, the share is 1 s
+			w.Write([]byte(strings.Repeat("x", 1000)))
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/kv/x", nil)
+	resp, err := (&http.Client{Transport: &RetryTransport{}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || len(b) != 3000 {
+		t.Fatalf("read %d bytes of 3000: %v", len(b), err)
 	}
 }

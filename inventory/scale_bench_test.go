@@ -200,6 +200,7 @@ func BenchmarkScale(b *testing.B) {
 	sheet := filepath.Join(dir, "sheet.csv")
 	scaleSheet(b, sheet, n)
 	key := filepath.Join(dir, "key")
+	var lastCPU time.Duration // the last CLI process's user+system CPU
 	cliRun := func(stdin string, args ...string) (string, time.Duration) {
 		cmd := exec.Command(bin, append([]string{"--consul", cl.Client, "--key-file", key}, args...)...)
 		cmd.Stdin = strings.NewReader(stdin)
@@ -209,7 +210,14 @@ func BenchmarkScale(b *testing.B) {
 		if err := cmd.Run(); err != nil {
 			b.Fatalf("ironrack %s: %v\n%s", strings.Join(args, " "), err, errb.String())
 		}
+		lastCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		return out.String() + errb.String(), time.Since(start)
+	}
+	serversCPU := func() (t time.Duration) {
+		for _, sv := range cl.Servers {
+			t += procCPU(b, sv.PID())
+		}
+		return t
 	}
 	if _, _, err := cmd0(bin, key); err != nil {
 		b.Fatal(err)
@@ -218,12 +226,20 @@ func BenchmarkScale(b *testing.B) {
 	b.Logf("%d machines; load %s", n, loadavg())
 
 	// 1. Raw registration, then the import of the sheet by the real CLI.
+	rc0 := serversCPU()
 	rawD := rawRegister(b, c, n)
-	b.Logf("raw txn registration of %d nodes: %v (%.0f/s); load %s", n, rawD, float64(n)/rawD.Seconds(), loadavg())
+	b.Logf("raw txn registration of %d nodes: %v (%.0f/s), the three Consul servers' CPU %v; load %s", n, rawD, float64(n)/rawD.Seconds(),
+		(serversCPU() - rc0).Round(time.Millisecond), loadavg())
 	each := rawRegisterEach(b, c, time.Duration(envInt("IRONRACK_BENCH_EACH_S", 20))*time.Second)
 	b.Logf("raw one-call registration, 16 writers, 20 s: %.0f nodes/s", each)
+	sc0 := serversCPU()
 	_, impD := cliRun("", "inventory", "import", sheet)
 	b.Logf("ironrack inventory import of %d rows: %v (%.0f/s, %.2f× raw txn); load %s", n, impD, float64(n)/impD.Seconds(), rawD.Seconds()/impD.Seconds(), loadavg())
+	// Where the import's time went: its own CPU, the servers' (the client
+	// agent's is not counted), against the wall time.
+	b.Logf("import CPU: ironrack %v, the three Consul servers %v, in %v of wall time (%.0f %% and %.0f %% of one core)",
+		lastCPU.Round(time.Millisecond), (serversCPU() - sc0).Round(time.Millisecond), impD.Round(time.Millisecond),
+		100*lastCPU.Seconds()/impD.Seconds(), 100*(serversCPU()-sc0).Seconds()/impD.Seconds())
 
 	s := New(c, Config{})
 	// 2. A where-query on one rack against the raw read of the same machines.

@@ -49,6 +49,12 @@ type Config struct {
 	Who string
 	// OpTimeout bounds each Consul call. If 0, 10s.
 	OpTimeout time.Duration
+	// ScanTimeout bounds instead the calls whose size grows with the
+	// fleet: a query's catalog read, which returns every machine's node
+	// when no key index narrows the query, and the list of every record
+	// (100,000 of either took over 10 s on a loaded 3-server cluster). If
+	// 0, 6×OpTimeout.
+	ScanTimeout time.Duration
 	// RetryFor bounds how long a write transaction is resent, and read back,
 	// while the cluster has no leader (see retry.go). If 0, 30s.
 	RetryFor time.Duration
@@ -67,6 +73,11 @@ type Store struct {
 	// afterChunk, if set, runs after each chunk of a journaled batch
 	// (tests use it to kill a batch midway).
 	afterChunk func()
+	// noAddrClaim, if set, makes StoreLeases neither read nor take the
+	// leases' address keys (addrs/<ip>): only the benchmark that measures
+	// what the claim costs sets it (BenchmarkLeaseClaim). Never in
+	// production: two boot servers could then lease one address twice.
+	noAddrClaim bool
 }
 
 // New returns a Store over a Consul client.
@@ -83,6 +94,9 @@ func New(c *api.Client, cfg Config) *Store {
 	}
 	if cfg.OpTimeout == 0 {
 		cfg.OpTimeout = 10 * time.Second
+	}
+	if cfg.ScanTimeout == 0 {
+		cfg.ScanTimeout = 6 * cfg.OpTimeout
 	}
 	if cfg.RetryFor == 0 {
 		cfg.RetryFor = 30 * time.Second

@@ -3,7 +3,9 @@ package inventory
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 )
 
 const sheet3 = `rack,slot,serial,bmc_address,bmc_username,bmc_password,macs,tags,vendor,model
@@ -149,5 +151,40 @@ func TestCommissionMergesPXEMachine(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, p2.ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second PXE machine still there")
+	}
+}
+
+// TestScanTimeout: a query's catalog read (every machine's node when no
+// key index narrows it) and the list of every record are bounded by
+// ScanTimeout, not OpTimeout, and their failure says which deadline ran out.
+func TestScanTimeout(t *testing.T) {
+	_, c := testStore(t)
+	fast := New(c, Config{Who: "test", OpTimeout: time.Nanosecond, ScanTimeout: time.Minute})
+	if fast.cfg.ScanTimeout != time.Minute {
+		t.Fatalf("ScanTimeout %v", fast.cfg.ScanTimeout)
+	}
+	if d := New(c, Config{OpTimeout: 3 * time.Second}).cfg.ScanTimeout; d != 18*time.Second {
+		t.Errorf("default ScanTimeout with a 3s OpTimeout: %v, want 18s", d)
+	}
+	w, err := ParseWhere(`vendor == "Dell"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// OpTimeout of 1ns does not touch the catalog read (no machines: no
+	// record read follows).
+	if _, err := fast.candidates(context.Background(), Query{Where: w}); err != nil {
+		t.Fatalf("catalog read under a 1ns OpTimeout and a 1m ScanTimeout: %v", err)
+	}
+	slow := New(c, Config{Who: "test", ScanTimeout: time.Nanosecond})
+	_, err = slow.List(context.Background(), Query{Where: w})
+	if err == nil || !strings.Contains(err.Error(), "read catalog: no complete answer within 1ns (the store's ScanTimeout") {
+		t.Fatalf("List under a 1ns ScanTimeout: %v", err)
+	}
+	// The list of every record (no where, no index) is a scan too.
+	if _, err := slow.List(context.Background(), Query{}); err == nil || !strings.Contains(err.Error(), "read machines: no complete answer within 1ns (the store's ScanTimeout") {
+		t.Fatalf("List of everything under a 1ns ScanTimeout: %v", err)
+	}
+	if _, err := fast.List(context.Background(), Query{}); err != nil {
+		t.Fatalf("List of everything under a 1ns OpTimeout and a 1m ScanTimeout: %v", err)
 	}
 }

@@ -1,18 +1,14 @@
 package cli
 
 import (
-	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ironrack/ironrack/images"
+	"github.com/ironrack/ironrack/internal/pprofhttp"
 	"github.com/ironrack/ironrack/inventory"
 	"github.com/ironrack/ironrack/provision/bootserver"
 	"github.com/ironrack/ironrack/provision/httpboot"
@@ -55,7 +52,7 @@ func serveCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "https-key", Usage: "the private key (PEM) of --https-cert"},
 			&cli.IntFlag{Name: "https-port", Value: 8443, Usage: "port of the TLS server for the firmware's fetch, on --address (and --address6)"},
 			&cli.StringFlag{Name: "data-dir", Value: defaultDataDir(), Usage: "boot artifacts: images/<name>/<version>/, the agent in images/agent/current/"},
-			&cli.StringFlag{Name: "pprof", Usage: "serve Go's profiler (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (off by default; loopback only)"},
+			&cli.StringFlag{Name: "pprof", Aliases: []string{"pprof-address"}, Usage: "serve Go's runtime profiles (/debug/pprof/: CPU, heap, goroutines, block, mutex) on this loopback HOST:PORT, e.g. 127.0.0.1:6060 (off by default; loopback only)"},
 			&cli.StringFlag{Name: "cert-lifetime", Value: "365d", Usage: "lifetime of the host certificates signed when deployed machines report their host keys (with an SSH CA and the key file; Nd or a Go duration)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -66,9 +63,11 @@ func serveCommand(e *env) *cli.Command {
 			if err != nil {
 				return err
 			}
-			pprofAddr, err := loopbackAddr("pprof", c.String("pprof"))
-			if err != nil {
-				return err
+			var prof *pprofhttp.Server
+			if a := c.String("pprof"); a != "" {
+				if prof, err = pprofhttp.New(a, e.log); err != nil {
+					return fmt.Errorf("--pprof: %w", err)
+				}
 			}
 			if cfg.HTTPS != nil && cfg.HTTPS.Leaf.PublicKeyAlgorithm != x509.RSA {
 				// What OVMF 2022.11 offers (docs/boot-server.md, HTTPS
@@ -117,17 +116,12 @@ func serveCommand(e *env) *cli.Command {
 			}
 			e.log.Info("serve: starting", "interface", cfg.DHCP.Interface, "address", cfg.DHCP.Address, "proxy", cfg.DHCP.Proxy, "http", b.BaseURL,
 				"address6", cfg.DHCP6.Address, "http6", b.BaseURL6, "https_firmware", b.FirmwareURL)
-			if pprofAddr == "" {
+			if prof == nil {
 				return b.Serve(c.Context)
 			}
-			ln, err := net.Listen("tcp", pprofAddr)
-			if err != nil {
-				return fmt.Errorf("--pprof %s: %w", pprofAddr, err)
-			}
-			e.log.Info("serve: profiler on", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
 			g, ctx := errgroup.WithContext(c.Context)
 			g.Go(func() error { return b.Serve(ctx) })
-			g.Go(func() error { return servePprof(ctx, ln) })
+			g.Go(func() error { return prof.Serve(ctx) })
 			return g.Wait()
 		},
 	}
@@ -246,6 +240,11 @@ func serveConfig(c *cli.Context) (bootserver.Config, error) {
 		return cfg, fmt.Errorf("--cert-lifetime %q: want Nd (days) or a Go duration such as 8760h", c.String("cert-lifetime"))
 	}
 	cfg.HostCertLifetime = life
+	if pa := c.String("pprof"); pa != "" {
+		if _, err := pprofhttp.New(pa, nil); err != nil {
+			return cfg, fmt.Errorf("--pprof: %w", err)
+		}
+	}
 	return cfg, nil
 }
 
@@ -304,41 +303,6 @@ func serveConfig6(c *cli.Context, cfg *bootserver.Config) error {
 }
 
 // loopbackAddr checks flag's value v, a HOST:PORT whose host is a loopback
-// IP or "localhost"; "" stays "" (off).
-func loopbackAddr(flag, v string) (string, error) {
-	if v == "" {
-		return "", nil
-	}
-	host, port, err := net.SplitHostPort(v)
-	if err != nil {
-		return "", fmt.Errorf("--%s %q: want HOST:PORT on loopback, e.g. 127.0.0.1:6060", flag, v)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return "", fmt.Errorf("--%s %q: port %q is not 0 to 65535", flag, v, port)
-	}
-	if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback()) {
-		return "", fmt.Errorf("--%s %q: %q is not a loopback address; the profiler is served on loopback only (127.0.0.1 or ::1)", flag, v, host)
-	}
-	return v, nil
-}
-
-// servePprof serves net/http/pprof's handlers on ln until ctx is done.
-func servePprof(ctx context.Context, ln net.Listener) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	stop := context.AfterFunc(ctx, func() { srv.Close() })
-	defer stop()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("pprof: %w", err)
-	}
-	return nil
-}
-
 // serveConfigHTTPS reads --https-cert, --https-key and --https-port: the
 // certificate is loaded (and a bad file refused, named) before anything
 // starts.

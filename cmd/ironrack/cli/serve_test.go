@@ -36,6 +36,7 @@ func TestServeFlags(t *testing.T) {
 		"lease short":         {append(base, "--dhcp-range", "192.0.2.10-192.0.2.20", "--lease-time", "5s"), "--lease-time 5s"},
 		"lease in proxy":      {append(base, "--proxy-dhcp", "--lease-time", "2h"), "--lease-time applies to --dhcp-range only"},
 		"http port":           {append(base, "--proxy-dhcp", "--http-port", "70000"), "--http-port 70000"},
+		"pprof alias":         {append(base, "--proxy-dhcp", "--pprof-address", "0.0.0.0:6060"), `--pprof: pprof address "0.0.0.0:6060": "0.0.0.0" is not a loopback address`},
 		"data dir missing":    {[]string{"--interface", "lo", "--address", "192.0.2.1/24", "--proxy-dhcp", "--data-dir", dir + "/nope"}, "--data-dir " + dir + "/nope"},
 		"no such interface":   {[]string{"--interface", "nosuch0", "--address", "192.0.2.1/24", "--proxy-dhcp", "--data-dir", dir}, "--interface nosuch0"},
 		"stray argument":      {append(base, "--proxy-dhcp", "extra"), `unexpected argument "extra"`},
@@ -50,8 +51,8 @@ func TestServeFlags(t *testing.T) {
 		"range6 reversed":     {append(base, "--proxy-dhcp", "--address6", "2001:db8::1/64", "--dhcp6-range", "2001:db8::20-2001:db8::10"), "FIRST is after LAST"},
 		"range6 outside":      {append(base, "--proxy-dhcp", "--address6", "2001:db8::1/64", "--dhcp6-range", "2001:db8:1::10-2001:db8:1::20"), "not inside --address6's prefix"},
 		"range6 ipv4":         {append(base, "--proxy-dhcp", "--address6", "2001:db8::1/64", "--dhcp6-range", "192.0.2.10-192.0.2.20"), "two IPv6 addresses"},
-		"pprof not loopback":  {append(base, "--proxy-dhcp", "--pprof", "0.0.0.0:6060"), `--pprof "0.0.0.0:6060": "0.0.0.0" is not a loopback address`},
-		"pprof no port":       {append(base, "--proxy-dhcp", "--pprof", "127.0.0.1"), `--pprof "127.0.0.1": want HOST:PORT`},
+		"pprof not loopback":  {append(base, "--proxy-dhcp", "--pprof", "0.0.0.0:6060"), `--pprof: pprof address "0.0.0.0:6060": "0.0.0.0" is not a loopback address`},
+		"pprof no port":       {append(base, "--proxy-dhcp", "--pprof", "127.0.0.1"), `--pprof: pprof address "127.0.0.1": want HOST:PORT`},
 		"dns6 malformed":      {append(base, "--proxy-dhcp", "--address6", "2001:db8::1/64", "--dns6", "2001:db8::53,192.0.2.53"), `"192.0.2.53" is not an IPv6 address`},
 	}
 	for name, tc := range tests {
