@@ -54,13 +54,6 @@ const (
 	ServerIP6   = "2001:db8:b007::1"
 )
 
-// The ports the DHCPv4 server of an IPv6-only lab (Config.IPv6Only)
-// listens on instead of 67 and 4011: no client sends there.
-const (
-	DHCPv4Port    = 10067
-	DHCPv4PXEPort = 14011
-)
-
 // OVMFCode is the UEFI firmware QEMU runs for UEFI machines (Debian's ovmf).
 const OVMFCode = "/usr/share/OVMF/OVMF_CODE.fd"
 
@@ -77,8 +70,8 @@ type Config struct {
 	// lifetime 0 (`ironrack serve` without --ipv6-router).
 	IPv6 bool
 	// IPv6Only makes the boot LAN IPv6-only for its machines: as IPv6,
-	// but the DHCPv4 server listens on ports no client uses (DHCPv4Port,
-	// DHCPv4PXEPort), so nothing on the LAN is offered an IPv4 address.
+	// but the boot server serves no DHCPv4 (bootserver.Config.NoDHCP4,
+	// `serve --no-dhcp4`), so nothing on the LAN is offered an IPv4 address.
 	// The boot server keeps its IPv4 address on the bridge (bootserver
 	// requires one; its HTTP server also listens there), which no machine
 	// can use without an IPv4 address of its own.
@@ -209,7 +202,7 @@ func (l *Lab) StartBootServer() {
 		}
 	}
 	if l.cfg.IPv6Only {
-		cfg.DHCP.Port, cfg.DHCP.PXEPort = DHCPv4Port, DHCPv4PXEPort
+		cfg.NoDHCP4 = true
 	}
 	if l.cfg.BootConfig != nil {
 		l.cfg.BootConfig(&cfg)

@@ -96,8 +96,8 @@ func TestUEFIPXEBootIPv6(t *testing.T) {
 	if err != nil || !found {
 		t.Errorf("no DHCPv6 lease for %s in Consul: %+v, %v", mac, ls, err)
 	}
-	// The lab's segment is IPv6-only (its DHCPv4 server answers on ports no
-	// client uses): iPXE fetched its script and the agent reported over
+	// The lab's segment is IPv6-only (its boot server serves no DHCPv4,
+	// NoDHCP4): iPXE fetched its script and the agent reported over
 	// IPv6.
 	con, err := os.ReadFile(v.SerialLog)
 	if err != nil {

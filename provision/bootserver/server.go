@@ -88,6 +88,12 @@ type Config struct {
 	// NoRA disables the IPv6 router advertisements (which keep iPXE from
 	// waiting about 16 s per stage for an IPv6 router).
 	NoRA bool
+	// NoDHCP4 serves no DHCPv4 (nor proxyDHCP): an IPv6-only boot LAN,
+	// where no machine may be offered an IPv4 address. It needs stateful
+	// DHCPv6 (DHCP6 with a range): the agent and the deployed OS take
+	// their address from it. DHCP.Address is still this server's own IPv4
+	// address, where HTTP and TFTP also listen.
+	NoDHCP4 bool
 }
 
 // Part is one of a Server's servers with its name: "http", "https" (the
@@ -129,6 +135,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Store == nil {
 		return nil, errors.New("bootserver: no inventory store")
+	}
+	if cfg.NoDHCP4 && (!cfg.DHCP6.Address.IsValid() || !cfg.DHCP6.RangeFirst.IsValid()) {
+		return nil, errors.New("bootserver: no DHCPv4 needs stateful DHCPv6 (an IPv6 address and range): machines would get no address")
 	}
 	if cfg.DataDir == "" {
 		return nil, errors.New("bootserver: no data dir")
@@ -209,9 +218,11 @@ func New(cfg Config) (*Server, error) {
 	if !dcfg.Proxy {
 		dcfg.Leases, dcfg.Reservations = inv, inv
 	}
-	d, err := dhcp.New(dcfg)
-	if err != nil {
-		return nil, err
+	var d *dhcp.Server
+	if !cfg.NoDHCP4 {
+		if d, err = dhcp.New(dcfg); err != nil {
+			return nil, err
+		}
 	}
 	h, err := httpboot.New(httpboot.Config{
 		Addr:     httpAddr,
@@ -234,7 +245,10 @@ func New(cfg Config) (*Server, error) {
 		Logger:    log,
 	})
 	s := &Server{Backend: inv, BaseURL: base, BaseURL6: base6, FirmwareURL: fwBase, log: log}
-	s.parts = []Part{{"http", h.Serve}, {"tftp", t.Serve}, {"dhcp", d.Serve}}
+	s.parts = []Part{{"http", h.Serve}, {"tftp", t.Serve}}
+	if !cfg.NoDHCP4 {
+		s.parts = append(s.parts, Part{"dhcp", d.Serve})
+	}
 	if fw != nil {
 		s.parts = append(s.parts, Part{"https", fw.Serve})
 	}

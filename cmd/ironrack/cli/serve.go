@@ -44,6 +44,7 @@ func serveCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "dns", Usage: "DNS servers handed to clients, comma-separated (option 6)"},
 			&cli.DurationFlag{Name: "lease-time", Value: time.Hour, Usage: "DHCP lease time"},
 			&cli.StringFlag{Name: "address6", Usage: "DHCPv6 on: this server's IPv6 address on --interface with prefix, e.g. 2001:db8::1/64 (HTTP and TFTP listen there too)"},
+			&cli.BoolFlag{Name: "no-dhcp4", Usage: "an IPv6-only boot LAN: serve no DHCPv4 (needs --address6 and --dhcp6-range; --address is still this server's own IPv4 address, where HTTP and TFTP listen)"},
 			&cli.StringFlag{Name: "dhcp6-range", Usage: "stateful DHCPv6: the range FIRST-LAST inside --address6's prefix (without it, stateless: SLAAC)"},
 			&cli.BoolFlag{Name: "ipv6-router", Usage: "advertise this host as the IPv6 default router (it does not forward)"},
 			&cli.StringFlag{Name: "dns6", Usage: "IPv6 DNS servers handed to DHCPv6 clients, comma-separated (option 23)"},
@@ -164,10 +165,18 @@ func serveConfig(c *cli.Context) (bootserver.Config, error) {
 
 	rng, proxy := c.String("dhcp-range"), c.Bool("proxy-dhcp")
 	switch {
+	case c.Bool("no-dhcp4"):
+		if rng != "" || proxy {
+			return cfg, errors.New("--no-dhcp4 excludes --dhcp-range and --proxy-dhcp: no DHCPv4 is served")
+		}
+		if c.String("address6") == "" || c.String("dhcp6-range") == "" {
+			return cfg, errors.New("--no-dhcp4 needs --address6 and --dhcp6-range: on an IPv6-only LAN machines take their address from stateful DHCPv6")
+		}
+		cfg.NoDHCP4 = true
 	case rng != "" && proxy:
 		return cfg, errors.New("--dhcp-range and --proxy-dhcp exclude each other: give --dhcp-range to own the addresses, or --proxy-dhcp when another DHCP server does")
 	case rng == "" && !proxy:
-		return cfg, errors.New("need exactly one of --dhcp-range FIRST-LAST (authoritative) or --proxy-dhcp (another DHCP server owns the addresses)")
+		return cfg, errors.New("need exactly one of --dhcp-range FIRST-LAST (authoritative) or --proxy-dhcp (another DHCP server owns the addresses), or --no-dhcp4 on an IPv6-only LAN")
 	case proxy:
 		cfg.DHCP.Proxy = true
 		if c.IsSet("lease-time") {

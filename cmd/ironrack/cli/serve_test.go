@@ -53,6 +53,10 @@ func TestServeFlags(t *testing.T) {
 		"range6 ipv4":         {append(base, "--proxy-dhcp", "--address6", "2001:db8::1/64", "--dhcp6-range", "192.0.2.10-192.0.2.20"), "two IPv6 addresses"},
 		"pprof not loopback":  {append(base, "--proxy-dhcp", "--pprof", "0.0.0.0:6060"), `--pprof: pprof address "0.0.0.0:6060": "0.0.0.0" is not a loopback address`},
 		"pprof no port":       {append(base, "--proxy-dhcp", "--pprof", "127.0.0.1"), `--pprof: pprof address "127.0.0.1": want HOST:PORT`},
+		"no-dhcp4 with range": {append(base, "--no-dhcp4", "--dhcp-range", "192.0.2.10-192.0.2.20"), "--no-dhcp4 excludes --dhcp-range and --proxy-dhcp"},
+		"no-dhcp4 with proxy": {append(base, "--no-dhcp4", "--proxy-dhcp"), "--no-dhcp4 excludes"},
+		"no-dhcp4 stateless":  {append(base, "--no-dhcp4", "--address6", "2001:db8::1/64"), "--no-dhcp4 needs --address6 and --dhcp6-range"},
+		"no-dhcp4 no v6":      {append(base, "--no-dhcp4"), "--no-dhcp4 needs --address6 and --dhcp6-range"},
 		"dns6 malformed":      {append(base, "--proxy-dhcp", "--address6", "2001:db8::1/64", "--dns6", "2001:db8::53,192.0.2.53"), `"192.0.2.53" is not an IPv6 address`},
 	}
 	for name, tc := range tests {
