@@ -10,9 +10,10 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
 	"fmt"
+
+	"github.com/ironrack/ironrack/internal/pemcert"
 )
 
 // certX509GUID is EFI_CERT_X509_GUID, a5c059a1-94e4-4aa7-87b5-ab155c2bf072,
@@ -57,30 +58,9 @@ func SignatureList(certs []*x509.Certificate) ([]byte, error) {
 // ParsePEM reads the CA certificates of a PEM file's text (name is for
 // errors, which say FILE:LINE). Every block must be a CERTIFICATE.
 func ParsePEM(name string, data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	rest := data
-	for {
-		line := 1 + bytes.Count(data[:len(data)-len(rest)], []byte("\n"))
-		// The block starts after any text before it.
-		if i := bytes.Index(rest, []byte("-----BEGIN")); i > 0 {
-			line += bytes.Count(rest[:i], []byte("\n"))
-		}
-		block, r := pem.Decode(rest)
-		if block == nil {
-			if len(bytes.TrimSpace(rest)) > 0 && bytes.Contains(rest, []byte("-----BEGIN")) {
-				return nil, fmt.Errorf("%s:%d: malformed PEM block", name, line)
-			}
-			break
-		}
-		rest = r
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("%s:%d: a %s block, want CERTIFICATE (the CA certificates, PEM)", name, line, block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: certificate: %w", name, line, err)
-		}
-		certs = append(certs, c)
+	certs, err := pemcert.Parse(name, data, "the CA certificates, PEM")
+	if err != nil {
+		return nil, err
 	}
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("%s: no PEM certificate in it", name)

@@ -1,10 +1,8 @@
 package httpboot
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -14,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/ironrack/ironrack/internal/pemcert"
 )
 
 // FirmwareConfig configures a FirmwareServer. The zero value of every
@@ -208,35 +208,14 @@ func LoadCertificate(certFile, keyFile string, now time.Time) (tls.Certificate, 
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("TLS certificate: %w", err)
 	}
-	var leaf *x509.Certificate
-	rest := certPEM
-	for {
-		line := 1 + bytes.Count(certPEM[:len(certPEM)-len(rest)], []byte("\n"))
-		if i := bytes.Index(rest, []byte("-----BEGIN")); i > 0 {
-			line += bytes.Count(rest[:i], []byte("\n"))
-		}
-		block, r := pem.Decode(rest)
-		if block == nil {
-			if bytes.Contains(rest, []byte("-----BEGIN")) {
-				return tls.Certificate{}, fmt.Errorf("%s:%d: malformed PEM block", certFile, line)
-			}
-			break
-		}
-		rest = r
-		if block.Type != "CERTIFICATE" {
-			return tls.Certificate{}, fmt.Errorf("%s:%d: a %s block, want CERTIFICATE (the key goes in the key file)", certFile, line, block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return tls.Certificate{}, fmt.Errorf("%s:%d: certificate: %w", certFile, line, err)
-		}
-		if leaf == nil {
-			leaf = c
-		}
+	certs, err := pemcert.Parse(certFile, certPEM, "the key goes in the key file")
+	if err != nil {
+		return tls.Certificate{}, err
 	}
-	if leaf == nil {
+	if len(certs) == 0 {
 		return tls.Certificate{}, fmt.Errorf("%s: no PEM CERTIFICATE block in it", certFile)
 	}
+	leaf := certs[0]
 	if now.Before(leaf.NotBefore) {
 		return tls.Certificate{}, fmt.Errorf("%s: certificate %q is not valid before %s", certFile, leaf.Subject, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
