@@ -25,19 +25,7 @@ import (
 // adapter on a real Consul dev agent, many clients at once: the server-side
 // cost of a lease, for profiling (bench/dhcp measures it on the wire).
 func BenchmarkDORA(b *testing.B) {
-	agent := consuldev.T(b)
-	cfg := api.DefaultConfig()
-	cfg.Address = agent.Addr
-	if os.Getenv("BENCH_CONSUL_GZIP") == "" {
-		// Consul gzips large responses when asked; the Go transport asks by
-		// default. Turning it off saves CPU on both sides of loopback.
-		cfg.Transport.DisableCompression = true
-	}
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	inv := &bootserver.Backend{Store: inventory.New(c, inventory.Config{Who: "bench"})}
+	inv := benchBackend(b)
 	srv, err := dhcp.New(dhcp.Config{
 		Address:    netip.MustParsePrefix("198.18.0.1/15"),
 		RangeFirst: netip.MustParseAddr("198.18.1.0"), RangeLast: netip.MustParseAddr("198.19.255.254"),
@@ -79,15 +67,7 @@ func BenchmarkDORA(b *testing.B) {
 //
 //	go test ./provision/bootserver -run '^$' -bench 'DORA|SARR' -benchtime 20000x -cpuprofile /tmp/cpu.out
 func BenchmarkSARR(b *testing.B) {
-	agent := consuldev.T(b)
-	cfg := api.DefaultConfig()
-	cfg.Address = agent.Addr
-	cfg.Transport.DisableCompression = true
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	inv := &bootserver.Backend{Store: inventory.New(c, inventory.Config{Who: "bench"})}
+	inv := benchBackend(b)
 	srv, err := dhcp.New6(dhcp.Config6{
 		Address:    netip.MustParsePrefix("2001:db8:b::1/64"),
 		RangeFirst: netip.MustParseAddr("2001:db8:b::10:0"), RangeLast: netip.MustParseAddr("2001:db8:b::1f:ffff"),
@@ -123,4 +103,22 @@ func BenchmarkSARR(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "SARR/s")
+}
+
+// benchBackend is the boot server's inventory adapter on a real Consul dev
+// agent, as the benchmarks use it.
+func benchBackend(b *testing.B) *bootserver.Backend {
+	agent := consuldev.T(b)
+	cfg := api.DefaultConfig()
+	cfg.Address = agent.Addr
+	if os.Getenv("BENCH_CONSUL_GZIP") == "" {
+		// Consul gzips large responses when asked; the Go transport asks by
+		// default. Turning it off saves CPU on both sides of loopback.
+		cfg.Transport.DisableCompression = true
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &bootserver.Backend{Store: inventory.New(c, inventory.Config{Who: "bench"})}
 }

@@ -75,15 +75,22 @@ func uefiHTTPBoot(t *testing.T, ipv int) {
 		}
 	}
 	if ipv == 6 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		ls, err := l.Store.Leases6(ctx)
-		found := false
-		for _, x := range ls {
-			found = found || x.MAC == mac && strings.HasPrefix(x.IP, "2001:db8:b007::")
-		}
-		if err != nil || !found {
-			t.Errorf("no DHCPv6 lease for %s in Consul: %+v, %v", mac, ls, err)
-		}
+		checkLease6(t, l, mac)
+	}
+}
+
+// checkLease6 checks that Consul holds a DHCPv6 lease for mac in the lab's
+// IPv6 prefix.
+func checkLease6(t *testing.T, l *labtest.Lab, mac string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ls, err := l.Store.Leases6(ctx)
+	found := false
+	for _, x := range ls {
+		found = found || x.MAC == mac && strings.HasPrefix(x.IP, "2001:db8:b007::")
+	}
+	if err != nil || !found {
+		t.Errorf("no DHCPv6 lease for %s in Consul: %+v, %v", mac, ls, err)
 	}
 }

@@ -1,7 +1,6 @@
 package bootserver_test
 
 import (
-	"context"
 	"net/netip"
 	"os"
 	"regexp"
@@ -86,16 +85,7 @@ func TestUEFIPXEBootIPv6(t *testing.T) {
 			t.Errorf("history lacks %q:\n%s", w, h)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ls, err := l.Store.Leases6(ctx)
-	found := false
-	for _, x := range ls {
-		found = found || x.MAC == mac && strings.HasPrefix(x.IP, "2001:db8:b007::")
-	}
-	if err != nil || !found {
-		t.Errorf("no DHCPv6 lease for %s in Consul: %+v, %v", mac, ls, err)
-	}
+	checkLease6(t, l, mac)
 	// The lab's segment is IPv6-only (its boot server serves no DHCPv4,
 	// NoDHCP4): iPXE fetched its script and the agent reported over
 	// IPv6.
