@@ -121,9 +121,9 @@ func (a *Backend) NoCloud(ctx context.Context, token, file string) ([]byte, bool
 	if err != nil && !errors.Is(err, inventory.ErrNotFound) {
 		return nil, false, fmt.Errorf("machine %s: %w", id, err)
 	}
-	base := a.baseFor(m)
+	base, v6 := a.baseFor(m)
 	seed := provision.NoCloudSeed(id, spec, secrets, base)
-	if base == a.BaseURL6 && base != "" && len(seed.ConsulJoin) > 0 {
+	if v6 && len(seed.ConsulJoin) > 0 {
 		seed.ConsulBind = m.IP
 	}
 	b, err := renderSeed(id, seed, file)
@@ -151,13 +151,13 @@ func (a *Backend) deployedImage(ctx context.Context, m *inventory.Machine, mac s
 	tagged := m.Clone()
 	tagged.Tags[TagImage], tagged.Tags[TagImageVersion] = spec.Image, spec.ImageVersion
 	img := a.image(tagged)
-	base := a.baseFor(m)
+	base, v6 := a.baseFor(m)
 	if img.Kernel != "" && base != "" {
 		if frag := NoCloudCmdline(base, spec.NoCloudToken); frag != "" {
 			img.Cmdline += " " + frag
 		}
 	}
-	if img.Kernel != "" && base != "" && base == a.BaseURL6 && mac != "" {
+	if img.Kernel != "" && v6 && mac != "" {
 		// An IPv6-only machine: cloud-init's fallback network is DHCPv4
 		// only, so its OS would never reach the seed.
 		frag, err := images.NetworkConfig6Cmdline(mac)
@@ -170,16 +170,16 @@ func (a *Backend) deployedImage(ctx context.Context, m *inventory.Machine, mac s
 	return img
 }
 
-// baseFor is the boot server's base URL for machine m: BaseURL6 when m is
-// IPv6-only (its ip, from a DHCPv6 lease or the sheet, is IPv6) and the
-// server has one, else BaseURL.
-func (a *Backend) baseFor(m *inventory.Machine) string {
+// baseFor is the boot server's base URL for machine m: BaseURL6, and v6
+// true, when m is IPv6-only (its ip, from a DHCPv6 lease or the sheet, is
+// IPv6) and the server has one, else BaseURL.
+func (a *Backend) baseFor(m *inventory.Machine) (base string, v6 bool) {
 	if a.BaseURL6 != "" && m != nil {
 		if ip, err := netip.ParseAddr(m.IP); err == nil && ip.Is6() && !ip.Is4In6() {
-			return a.BaseURL6
+			return a.BaseURL6, true
 		}
 	}
-	return a.BaseURL
+	return a.BaseURL, false
 }
 
 // recordEvent applies an agent event: deploy and wipe results end their
