@@ -111,10 +111,7 @@ func (s *Store) candidates(ctx context.Context, q Query) ([]*api.Node, error) {
 	defer cancel()
 	nodes, _, err := s.c.Catalog().Nodes((&api.QueryOptions{NodeMeta: eq}).WithContext(sctx))
 	if err != nil {
-		if sctx.Err() != nil && ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return nil, fmt.Errorf("read catalog: no complete answer within %v (the store's ScanTimeout; a read attempt gets a third of it): %w", s.cfg.ScanTimeout, err)
-		}
-		return nil, fmt.Errorf("read catalog: %w", err)
+		return nil, s.scanErr(ctx, sctx, "read catalog", err)
 	}
 	out := nodes[:0]
 	metaOnly := q.Where != nil && q.Where.onlyMeta()
@@ -173,6 +170,16 @@ func (s *Store) List(ctx context.Context, q Query) ([]*Machine, error) {
 // noWhere: the query has no expression to evaluate.
 func noWhere(q Query) bool { return q.Where == nil || q.Where.prog == nil }
 
+// scanErr is the error of a read bounded by the store's ScanTimeout (sctx,
+// made from ctx): when the ScanTimeout, not the caller, cut it short, it
+// says so.
+func (s *Store) scanErr(ctx, sctx context.Context, what string, err error) error {
+	if ctx.Err() == nil && (sctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) {
+		return fmt.Errorf("%s: no complete answer within %v (the store's ScanTimeout; a read attempt gets a third of it): %w", what, s.cfg.ScanTimeout, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
 // allRecords reads every machine record with one list and keeps those q
 // selects.
 func (s *Store) allRecords(ctx context.Context, q Query) ([]stored, error) {
@@ -184,10 +191,7 @@ func (s *Store) allRecords(ctx context.Context, q Query) ([]stored, error) {
 	defer cancel()
 	kvs, _, err := s.c.KV().List(s.key("machines")+"/", (&api.QueryOptions{}).WithContext(sctx))
 	if err != nil {
-		if sctx.Err() != nil && ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return nil, fmt.Errorf("read machines: no complete answer within %v (the store's ScanTimeout; a read attempt gets a third of it): %w", s.cfg.ScanTimeout, err)
-		}
-		return nil, fmt.Errorf("read machines: %w", err)
+		return nil, s.scanErr(ctx, sctx, "read machines", err)
 	}
 	out := make([]stored, 0, len(kvs))
 	for _, kv := range kvs {
